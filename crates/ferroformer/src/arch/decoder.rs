@@ -1,0 +1,237 @@
+//! Decoder-only transformer: causal self-attention layers and a language-model head.
+
+use candle_core::Tensor;
+
+use super::embeddings::{
+    padded_position_ids, EmbeddingConfig, EmbeddingNames, Embeddings, PositionalKind,
+};
+use super::heads::LmHead;
+use super::stack::{LayerStack, StackConfig, StackContext, StackNames};
+use crate::error::{Error, Result};
+use crate::nn::mask::attention_bias;
+use crate::nn::{Activation, LayerCache, LayerConfig, LayerNames};
+use crate::weights::Weights;
+
+/// Shape of a decoder-only model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecoderConfig {
+    /// Input embeddings.
+    pub embeddings: EmbeddingConfig,
+    /// Layers (without cross-attention).
+    pub stack: StackConfig,
+    /// The LM head reuses the token embedding table.
+    pub tie_word_embeddings: bool,
+    /// The (untied) LM head has a bias.
+    pub lm_head_bias: bool,
+}
+
+impl DecoderConfig {
+    /// The course's decoder-only transformer: embedding + sinusoidal encoding, post-norm
+    /// ReLU layers, an untied linear head with bias.
+    pub fn course(
+        vocab_size: usize,
+        d_model: usize,
+        num_layers: usize,
+        num_heads: usize,
+        d_ff: usize,
+        dropout: f64,
+        max_seq_len: usize,
+    ) -> Result<Self> {
+        Ok(Self {
+            embeddings: EmbeddingConfig {
+                vocab_size,
+                d_model,
+                max_positions: max_seq_len,
+                positional: PositionalKind::Sinusoidal,
+                type_vocab_size: None,
+                norm: None,
+                scale: None,
+                dropout,
+            },
+            stack: StackConfig {
+                layer: LayerConfig::standard(
+                    d_model,
+                    num_heads,
+                    d_ff,
+                    dropout,
+                    Activation::Relu,
+                    false,
+                    1e-5,
+                    false,
+                )?,
+                num_layers,
+                final_norm: false,
+            },
+            tie_word_embeddings: false,
+            lm_head_bias: true,
+        })
+    }
+}
+
+/// Where a decoder-only model's parameters are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecoderNames {
+    /// Embeddings.
+    pub embeddings: EmbeddingNames,
+    /// Layers.
+    pub stack: StackNames,
+    /// LM head prefix (ignored when tied).
+    pub lm_head: String,
+}
+
+impl DecoderNames {
+    /// `embedding.weight`, `position_embedding.weight`, `layers.{i}.` with PyTorch layer
+    /// names, `norm`, `fc`.
+    pub fn torch(cfg: &DecoderConfig) -> Self {
+        Self {
+            embeddings: EmbeddingNames {
+                word: "embedding.weight".into(),
+                position: Some("position_embedding.weight".into()),
+                token_type: None,
+                norm: None,
+            },
+            stack: StackNames {
+                layer_prefix: "layers".into(),
+                layer: LayerNames::torch(&cfg.stack.layer),
+                final_norm: Some("norm".into()),
+            },
+            lm_head: "fc".into(),
+        }
+    }
+}
+
+/// Output of a decoder-only forward pass.
+#[derive(Debug, Clone)]
+pub struct DecoderOutput {
+    /// `(batch, seq, vocab)`
+    pub logits: Tensor,
+    /// Last hidden state `(batch, seq, d_model)`.
+    pub hidden: Tensor,
+    /// Self-attention weights per layer, when requested.
+    pub attention_weights: Vec<Tensor>,
+}
+
+/// Embeddings, causal layers and an LM head.
+#[derive(Debug, Clone)]
+pub struct DecoderOnlyTransformer {
+    cfg: DecoderConfig,
+    embeddings: Embeddings,
+    stack: LayerStack,
+    lm_head: LmHead,
+}
+
+impl DecoderOnlyTransformer {
+    /// Loads (or creates) the model.
+    pub fn load(w: &Weights, cfg: &DecoderConfig, names: &DecoderNames) -> Result<Self> {
+        Self::load_split(w, w, cfg, names)
+    }
+
+    /// Like [`DecoderOnlyTransformer::load`], with the body under `body` and an untied LM
+    /// head under `head` (GPT-2 keeps the body under `transformer.` and `lm_head` at the root).
+    pub fn load_split(
+        body: &Weights,
+        head: &Weights,
+        cfg: &DecoderConfig,
+        names: &DecoderNames,
+    ) -> Result<Self> {
+        let w = body;
+        if cfg.stack.layer.cross_attention.is_some() {
+            return Err(Error::config(
+                "cross_attention",
+                "a decoder-only model has no cross-attention",
+            ));
+        }
+        let head_dim = cfg.stack.layer.self_attention.head_dim;
+        let embeddings =
+            Embeddings::load_with_rotary(w, &cfg.embeddings, &names.embeddings, head_dim)?;
+        let stack = LayerStack::load(w, &cfg.stack, &names.stack)?;
+        let lm_head = if cfg.tie_word_embeddings {
+            LmHead::tied(embeddings.word_embeddings())
+        } else {
+            LmHead::load(
+                head,
+                cfg.embeddings.d_model,
+                cfg.embeddings.vocab_size,
+                &names.lm_head,
+                cfg.lm_head_bias,
+            )?
+        };
+        Ok(Self {
+            cfg: cfg.clone(),
+            embeddings,
+            stack,
+            lm_head,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DecoderConfig {
+        &self.cfg
+    }
+
+    /// Fresh KV caches for incremental decoding.
+    pub fn new_caches(&self) -> Vec<LayerCache> {
+        self.stack.new_caches()
+    }
+
+    /// Next-token logits for `input_ids` `(batch, seq)`.
+    ///
+    /// `attention_mask` `(batch, past + seq)` marks real tokens over the cached and new
+    /// positions; with it, left-padded rows get positions counted from their first real
+    /// token, so each row equals its unpadded run. `caches` (one per layer) enable
+    /// incremental decoding.
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        caches: Option<&mut [LayerCache]>,
+        train: bool,
+        need_weights: bool,
+    ) -> Result<DecoderOutput> {
+        let (b, s) = input_ids
+            .dims2()
+            .map_err(|_| Error::shape("input_ids", "(batch, seq)", input_ids.dims()))?;
+        let past = caches
+            .as_ref()
+            .and_then(|c| c.first())
+            .map(|c| c.self_attention.len())
+            .unwrap_or(0);
+        let uses_position_ids = matches!(
+            self.cfg.embeddings.positional,
+            PositionalKind::Learned { .. } | PositionalKind::Rotary { .. }
+        );
+        let position_ids = match attention_mask {
+            Some(m) if uses_position_ids => Some(padded_position_ids(m, s)?),
+            _ => None,
+        };
+        let emb = self
+            .embeddings
+            .forward(input_ids, None, position_ids.as_ref(), past, train)?;
+        let bias = attention_bias(
+            attention_mask,
+            true,
+            b,
+            s,
+            past + s,
+            emb.hidden.dtype(),
+            emb.hidden.device(),
+        )?;
+        let out = self.stack.forward(
+            &emb.hidden,
+            StackContext {
+                self_bias: bias.as_ref(),
+                rope: emb.rope.as_ref(),
+                caches,
+                train,
+                need_weights,
+                ..Default::default()
+            },
+        )?;
+        let logits = self.lm_head.forward(&out.hidden)?;
+        Ok(DecoderOutput {
+            logits,
+            hidden: out.hidden,
+            attention_weights: out.self_attention_weights,
+        })
+    }
+}

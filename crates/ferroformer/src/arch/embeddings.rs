@@ -1,0 +1,312 @@
+//! Token embeddings plus the position information added at the input.
+
+use candle_core::{DType, Tensor};
+use candle_nn::Init;
+
+use crate::error::{Error, Result};
+use crate::nn::mask::position_ids_from_mask;
+use crate::nn::{
+    LearnedPositionalEmbedding, Norm, NormConfig, RopeLayout, RopeTables, RotaryEmbedding,
+    SinusoidalPositionalEncoding,
+};
+use crate::weights::Weights;
+
+/// How a model knows where each token is.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum PositionalKind {
+    /// No position information.
+    None,
+    /// Fixed sinusoids added to the embeddings (the original paper).
+    Sinusoidal,
+    /// A learned table added to the embeddings; position `p` is row `p + offset`.
+    Learned {
+        /// Rows before position 0 (BART: 2).
+        offset: usize,
+    },
+    /// Rotary embeddings applied to queries and keys in every self-attention.
+    Rotary {
+        /// Frequency base (`rope_theta`).
+        base: f64,
+        /// Pair layout.
+        layout: RopeLayout,
+    },
+}
+
+/// Shape and options of the input embeddings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddingConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Embedding width.
+    pub d_model: usize,
+    /// Maximum sequence length (positions `0..max_positions`).
+    pub max_positions: usize,
+    /// Position information.
+    pub positional: PositionalKind,
+    /// Segment (token type) vocabulary, as BERT has.
+    pub type_vocab_size: Option<usize>,
+    /// Norm applied to the sum (BERT).
+    pub norm: Option<NormConfig>,
+    /// Factor applied to token embeddings (`sqrt(d_model)` in the original paper).
+    pub scale: Option<f64>,
+    /// Dropout on the result during training.
+    pub dropout: f64,
+}
+
+/// Where the embedding parameters are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddingNames {
+    /// Token embedding table.
+    pub word: String,
+    /// Learned position table.
+    pub position: Option<String>,
+    /// Token type table.
+    pub token_type: Option<String>,
+    /// Norm prefix.
+    pub norm: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+enum Positions {
+    None,
+    Sinusoidal(SinusoidalPositionalEncoding),
+    Learned(LearnedPositionalEmbedding),
+    Rotary(RotaryEmbedding),
+}
+
+/// Token (+ position, + token type) embeddings.
+#[derive(Debug, Clone)]
+pub struct Embeddings {
+    cfg: EmbeddingConfig,
+    word: Tensor,
+    positions: Positions,
+    token_type: Option<Tensor>,
+    norm: Option<Norm>,
+}
+
+/// Embedded input plus, for rotary models, the tables the attention layers need.
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    /// `(batch, seq, d_model)`
+    pub hidden: Tensor,
+    /// Rotary tables for these positions (rotary models only).
+    pub rope: Option<RopeTables>,
+}
+
+/// Checks that every id is below `limit`, so a bad id is an error rather than an
+/// out-of-bounds lookup.
+pub(crate) fn check_token_ids(what: &str, ids: &Tensor, limit: usize) -> Result<()> {
+    if ids.elem_count() == 0 {
+        return Ok(());
+    }
+    let largest = ids.to_dtype(DType::F64)?.max_all()?.to_scalar::<f64>()?;
+    let smallest = ids.to_dtype(DType::F64)?.min_all()?.to_scalar::<f64>()?;
+    if smallest < 0.0 || largest >= limit as f64 {
+        return Err(Error::Invalid(format!(
+            "{what} must be in 0..{limit}, found values in {smallest}..={largest}"
+        )));
+    }
+    Ok(())
+}
+
+impl Embeddings {
+    /// Loads (or creates) the embeddings.
+    pub fn load(w: &Weights, cfg: &EmbeddingConfig, names: &EmbeddingNames) -> Result<Self> {
+        if cfg.vocab_size == 0 {
+            return Err(Error::config("vocab_size", "must be > 0"));
+        }
+        let normal = Init::Randn {
+            mean: 0.0,
+            stdev: 1.0,
+        };
+        let word = w.get_init((cfg.vocab_size, cfg.d_model), &names.word, normal)?;
+        let positions = match cfg.positional {
+            PositionalKind::None => Positions::None,
+            PositionalKind::Sinusoidal => Positions::Sinusoidal(SinusoidalPositionalEncoding::new(
+                cfg.d_model,
+                cfg.max_positions,
+                w.dtype(),
+                w.device(),
+            )?),
+            PositionalKind::Learned { offset } => {
+                let name = names.position.as_deref().ok_or_else(|| {
+                    Error::config("positional", "learned positions need a tensor name")
+                })?;
+                Positions::Learned(LearnedPositionalEmbedding::load(
+                    w,
+                    cfg.max_positions,
+                    cfg.d_model,
+                    offset,
+                    name,
+                )?)
+            }
+            PositionalKind::Rotary { .. } => {
+                return Err(Error::config(
+                    "positional",
+                    "rotary embeddings need the head dimension: use Embeddings::load_with_rotary",
+                ))
+            }
+        };
+        let token_type = match (cfg.type_vocab_size, &names.token_type) {
+            (Some(n), Some(name)) => Some(w.get_init((n, cfg.d_model), name, normal)?),
+            (Some(_), None) => {
+                return Err(Error::config(
+                    "type_vocab_size",
+                    "token type embeddings need a tensor name",
+                ))
+            }
+            (None, _) => None,
+        };
+        let norm = match (&cfg.norm, &names.norm) {
+            (Some(n), Some(prefix)) => Some(Norm::load(w, cfg.d_model, n, prefix)?),
+            (Some(_), None) => {
+                return Err(Error::config(
+                    "norm",
+                    "the embedding norm needs a tensor name",
+                ))
+            }
+            (None, _) => None,
+        };
+        Ok(Self {
+            cfg: cfg.clone(),
+            word,
+            positions,
+            token_type,
+            norm,
+        })
+    }
+
+    /// Like [`Embeddings::load`], and builds rotary tables for heads of `head_dim` when the
+    /// config asks for rotary positions.
+    pub fn load_with_rotary(
+        w: &Weights,
+        cfg: &EmbeddingConfig,
+        names: &EmbeddingNames,
+        head_dim: usize,
+    ) -> Result<Self> {
+        match cfg.positional {
+            PositionalKind::Rotary { base, layout } => {
+                let plain = EmbeddingConfig {
+                    positional: PositionalKind::None,
+                    ..cfg.clone()
+                };
+                let mut emb = Self::load(w, &plain, names)?;
+                emb.positions = Positions::Rotary(RotaryEmbedding::new(
+                    head_dim,
+                    cfg.max_positions,
+                    base,
+                    layout,
+                    w.dtype(),
+                    w.device(),
+                )?);
+                emb.cfg = cfg.clone();
+                Ok(emb)
+            }
+            _ => Self::load(w, cfg, names),
+        }
+    }
+
+    /// The token embedding table `(vocab, d_model)` (tied LM heads reuse it).
+    pub fn word_embeddings(&self) -> &Tensor {
+        &self.word
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EmbeddingConfig {
+        &self.cfg
+    }
+
+    /// Embeds `input_ids` `(batch, seq)`.
+    ///
+    /// Positions are `past..past + seq` for every row, or the explicit `position_ids`
+    /// `(batch, seq)` (see [`padded_position_ids`] for left-padded batches).
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: Option<&Tensor>,
+        position_ids: Option<&Tensor>,
+        past: usize,
+        train: bool,
+    ) -> Result<Embedded> {
+        let (b, s) = input_ids
+            .dims2()
+            .map_err(|_| Error::shape("input_ids", "(batch, seq)", input_ids.dims()))?;
+        check_token_ids("input_ids", input_ids, self.cfg.vocab_size)?;
+        let ids = input_ids.to_dtype(DType::U32)?.flatten_all()?;
+        let mut hidden = self
+            .word
+            .index_select(&ids, 0)?
+            .reshape((b, s, self.cfg.d_model))?;
+        if let Some(scale) = self.cfg.scale {
+            hidden = (hidden * scale)?;
+        }
+        if let Some(p) = position_ids {
+            if p.dims() != [b, s] {
+                return Err(Error::shape(
+                    "position_ids",
+                    format!("({b}, {s})"),
+                    p.dims(),
+                ));
+            }
+        }
+        let mut rope = None;
+        match &self.positions {
+            Positions::None => {}
+            Positions::Sinusoidal(pe) => hidden = pe.forward(&hidden, past)?,
+            Positions::Learned(pe) => {
+                let pos = match position_ids {
+                    Some(p) => pe.forward_ids(p)?,
+                    None => pe.range(past, s)?.unsqueeze(0)?,
+                };
+                hidden = hidden.broadcast_add(&pos)?;
+            }
+            Positions::Rotary(r) => {
+                rope = Some(match position_ids {
+                    Some(p) => r.tables(p)?,
+                    None => r.tables_range(b, past, s)?,
+                });
+            }
+        }
+        if let Some(tt) = &self.token_type {
+            let types = match token_type_ids {
+                Some(t) => {
+                    if t.dims() != [b, s] {
+                        return Err(Error::shape(
+                            "token_type_ids",
+                            format!("({b}, {s})"),
+                            t.dims(),
+                        ));
+                    }
+                    check_token_ids("token_type_ids", t, tt.dim(0)?)?;
+                    tt.index_select(&t.to_dtype(DType::U32)?.flatten_all()?, 0)?
+                        .reshape((b, s, self.cfg.d_model))?
+                }
+                // All-zero token types, as `transformers` defaults.
+                None => tt.narrow(0, 0, 1)?.unsqueeze(0)?,
+            };
+            hidden = hidden.broadcast_add(&types)?;
+        }
+        if let Some(norm) = &self.norm {
+            hidden = norm.forward(&hidden)?;
+        }
+        if train && self.cfg.dropout > 0.0 {
+            hidden = candle_nn::ops::dropout(&hidden, self.cfg.dropout as f32)?;
+        }
+        Ok(Embedded { hidden, rope })
+    }
+}
+
+/// Position ids for a left- or right-padded batch: the last `seq` columns of
+/// `cumsum(mask) - 1` over all keys.
+pub fn padded_position_ids(attention_mask: &Tensor, seq: usize) -> Result<Tensor> {
+    let (_, k_len) = attention_mask.dims2()?;
+    if seq > k_len {
+        return Err(Error::shape(
+            "attention_mask",
+            format!("(batch, at least {seq})"),
+            attention_mask.dims(),
+        ));
+    }
+    Ok(position_ids_from_mask(attention_mask)?.narrow(1, k_len - seq, seq)?)
+}

@@ -1,0 +1,173 @@
+//! Task heads that sit on top of an encoder or decoder.
+
+use candle_core::{DType, IndexOp, Tensor, D};
+
+use crate::error::{Error, Result};
+use crate::nn::{Linear, ParamNames};
+use crate::weights::Weights;
+
+/// Sequence classification: one vector per sequence to `num_labels` logits.
+#[derive(Debug, Clone)]
+pub struct ClassificationHead {
+    linear: Linear,
+}
+
+impl ClassificationHead {
+    /// Loads (or creates) a linear layer `d_model -> num_labels` under `prefix`.
+    pub fn load(w: &Weights, d_model: usize, num_labels: usize, prefix: &str) -> Result<Self> {
+        Ok(Self {
+            linear: Linear::load(w, d_model, num_labels, &ParamNames::linear(prefix, true))?,
+        })
+    }
+
+    /// Logits `(batch, num_labels)` from pooled features `(batch, d_model)`.
+    pub fn logits(&self, pooled: &Tensor) -> Result<Tensor> {
+        self.linear.forward(pooled)
+    }
+
+    /// Log-probabilities `(batch, num_labels)` (`log_softmax` of the logits), as the course's
+    /// classifier head returns.
+    pub fn log_probs(&self, pooled: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::log_softmax(
+            &self.logits(pooled)?,
+            D::Minus1,
+        )?)
+    }
+}
+
+/// Token classification: logits for every position.
+#[derive(Debug, Clone)]
+pub struct TokenClassificationHead {
+    linear: Linear,
+}
+
+impl TokenClassificationHead {
+    /// Loads (or creates) a linear layer `d_model -> num_labels` under `prefix`.
+    pub fn load(w: &Weights, d_model: usize, num_labels: usize, prefix: &str) -> Result<Self> {
+        Ok(Self {
+            linear: Linear::load(w, d_model, num_labels, &ParamNames::linear(prefix, true))?,
+        })
+    }
+
+    /// Logits `(batch, seq, num_labels)`.
+    pub fn forward(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.linear.forward(hidden)
+    }
+}
+
+/// Extractive question answering: start and end logits for every position.
+#[derive(Debug, Clone)]
+pub struct SpanHead {
+    linear: Linear,
+}
+
+impl SpanHead {
+    /// Loads (or creates) a linear layer `d_model -> 2` under `prefix` (`qa_outputs`).
+    pub fn load(w: &Weights, d_model: usize, prefix: &str) -> Result<Self> {
+        Ok(Self {
+            linear: Linear::load(w, d_model, 2, &ParamNames::linear(prefix, true))?,
+        })
+    }
+
+    /// `(start_logits, end_logits)`, each `(batch, seq)`.
+    pub fn forward(&self, hidden: &Tensor) -> Result<(Tensor, Tensor)> {
+        let logits = self.linear.forward(hidden)?;
+        let start = logits.i((.., .., 0))?.contiguous()?;
+        let end = logits.i((.., .., 1))?.contiguous()?;
+        Ok((start, end))
+    }
+}
+
+/// Language-model head: hidden states to vocabulary logits, with its own weight or tied to
+/// the token embeddings.
+#[derive(Debug, Clone)]
+pub struct LmHead {
+    linear: Linear,
+}
+
+impl LmHead {
+    /// A head sharing the token embedding table `(vocab, d_model)`.
+    pub fn tied(word_embeddings: &Tensor) -> Self {
+        Self {
+            linear: Linear::new(word_embeddings.clone(), None),
+        }
+    }
+
+    /// Loads (or creates) `{prefix}.weight` `(vocab, d_model)` (and a bias if `bias`).
+    pub fn load(
+        w: &Weights,
+        d_model: usize,
+        vocab: usize,
+        prefix: &str,
+        bias: bool,
+    ) -> Result<Self> {
+        Ok(Self {
+            linear: Linear::load(w, d_model, vocab, &ParamNames::linear(prefix, bias))?,
+        })
+    }
+
+    /// Logits `(batch, seq, vocab)`.
+    pub fn forward(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.linear.forward(hidden)
+    }
+}
+
+/// BERT's pooler: `tanh(dense(hidden[:, 0]))`.
+#[derive(Debug, Clone)]
+pub struct ClsPooler {
+    dense: Linear,
+}
+
+impl ClsPooler {
+    /// Loads (or creates) `{prefix}` (`pooler.dense`).
+    pub fn load(w: &Weights, d_model: usize, prefix: &str) -> Result<Self> {
+        Ok(Self {
+            dense: Linear::load(w, d_model, d_model, &ParamNames::linear(prefix, true))?,
+        })
+    }
+
+    /// `(batch, d_model)` from `(batch, seq, d_model)`.
+    pub fn forward(&self, hidden: &Tensor) -> Result<Tensor> {
+        let cls = first_token(hidden)?;
+        Ok(self.dense.forward(&cls)?.tanh()?)
+    }
+}
+
+/// The first position of every sequence, `(batch, d_model)`.
+pub fn first_token(hidden: &Tensor) -> Result<Tensor> {
+    let (_, s, _) = hidden.dims3()?;
+    if s == 0 {
+        return Err(Error::Invalid("cannot pool an empty sequence".into()));
+    }
+    Ok(hidden.i((.., 0))?.contiguous()?)
+}
+
+/// Mean over the positions where `attention_mask` is 1 (sentence-transformers' pooling):
+/// `(batch, seq, d)` and `(batch, seq)` to `(batch, d)`.
+pub fn mean_pool(hidden: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
+    let (b, s, _) = hidden.dims3()?;
+    if attention_mask.dims() != [b, s] {
+        return Err(Error::shape(
+            "attention_mask",
+            format!("({b}, {s})"),
+            attention_mask.dims(),
+        ));
+    }
+    let m = attention_mask.to_dtype(hidden.dtype())?.unsqueeze(2)?;
+    let summed = hidden.broadcast_mul(&m)?.sum(1)?;
+    // Clamp as sentence-transformers does, so an all-padding row divides by 1e-9, not 0.
+    let counts = m.sum(1)?.clamp(1e-9, f64::MAX)?;
+    Ok(summed.broadcast_div(&counts)?)
+}
+
+/// L2-normalizes the last dimension.
+pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
+    let norm = x
+        .to_dtype(DType::F32)?
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12, f64::MAX)?
+        .to_dtype(x.dtype())?;
+    Ok(x.broadcast_div(&norm)?)
+}

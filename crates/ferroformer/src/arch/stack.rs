@@ -1,0 +1,162 @@
+//! A stack of identical transformer layers with an optional final norm: the body of every
+//! encoder and decoder.
+
+use candle_core::Tensor;
+
+use crate::error::{Error, Result};
+use crate::nn::{
+    LayerCache, LayerConfig, LayerContext, LayerNames, Norm, RopeTables, TransformerLayer,
+};
+use crate::weights::Weights;
+
+/// Shape of a layer stack.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StackConfig {
+    /// The layer (every layer is configured alike).
+    pub layer: LayerConfig,
+    /// Number of layers.
+    pub num_layers: usize,
+    /// Whether a norm follows the last layer (pre-norm models need one).
+    pub final_norm: bool,
+}
+
+/// Where a stack's parameters are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackNames {
+    /// Layer `i` lives under `{layer_prefix}.{i}`.
+    pub layer_prefix: String,
+    /// Names inside one layer.
+    pub layer: LayerNames,
+    /// Prefix of the final norm.
+    pub final_norm: Option<String>,
+}
+
+/// Inputs of a stack besides the hidden states.
+#[derive(Debug, Default)]
+pub struct StackContext<'a> {
+    /// Additive self-attention bias.
+    pub self_bias: Option<&'a Tensor>,
+    /// Encoder output (decoders with cross-attention).
+    pub memory: Option<&'a Tensor>,
+    /// Additive cross-attention bias.
+    pub memory_bias: Option<&'a Tensor>,
+    /// Rotary tables.
+    pub rope: Option<&'a RopeTables>,
+    /// One cache per layer.
+    pub caches: Option<&'a mut [LayerCache]>,
+    /// Training mode.
+    pub train: bool,
+    /// Collect attention weights of every layer.
+    pub need_weights: bool,
+}
+
+/// Output of a stack.
+#[derive(Debug, Clone)]
+pub struct StackOutput {
+    /// Last hidden state, after the final norm if any.
+    pub hidden: Tensor,
+    /// Self-attention weights per layer (when requested).
+    pub self_attention_weights: Vec<Tensor>,
+    /// Cross-attention weights per layer (when requested and present).
+    pub cross_attention_weights: Vec<Tensor>,
+}
+
+/// N transformer layers and an optional final norm.
+#[derive(Debug, Clone)]
+pub struct LayerStack {
+    layers: Vec<TransformerLayer>,
+    final_norm: Option<Norm>,
+}
+
+impl LayerStack {
+    /// Loads (or creates) the stack.
+    pub fn load(w: &Weights, cfg: &StackConfig, names: &StackNames) -> Result<Self> {
+        let layers = (0..cfg.num_layers)
+            .map(|i| {
+                TransformerLayer::load(
+                    &w.pp(format!("{}.{i}", names.layer_prefix)),
+                    &cfg.layer,
+                    &names.layer,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let final_norm = match (cfg.final_norm, &names.final_norm) {
+            (true, Some(prefix)) => Some(Norm::load(
+                w,
+                cfg.layer.self_attention.d_model,
+                &cfg.layer.norm,
+                prefix,
+            )?),
+            (true, None) => {
+                return Err(Error::config(
+                    "final_norm",
+                    "the final norm needs a tensor name",
+                ))
+            }
+            (false, _) => None,
+        };
+        Ok(Self { layers, final_norm })
+    }
+
+    /// The layers.
+    pub fn layers(&self) -> &[TransformerLayer] {
+        &self.layers
+    }
+
+    /// Fresh caches, one per layer.
+    pub fn new_caches(&self) -> Vec<LayerCache> {
+        vec![LayerCache::default(); self.layers.len()]
+    }
+
+    /// Runs every layer in turn.
+    pub fn forward(&self, x: &Tensor, ctx: StackContext) -> Result<StackOutput> {
+        let StackContext {
+            self_bias,
+            memory,
+            memory_bias,
+            rope,
+            mut caches,
+            train,
+            need_weights,
+        } = ctx;
+        if let Some(c) = &caches {
+            if c.len() != self.layers.len() {
+                return Err(Error::Invalid(format!(
+                    "expected {} layer caches, found {}",
+                    self.layers.len(),
+                    c.len()
+                )));
+            }
+        }
+        let mut hidden = x.clone();
+        let mut self_w = Vec::new();
+        let mut cross_w = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let cache = caches.as_deref_mut().map(|c| &mut c[i]);
+            let out = layer.forward(
+                &hidden,
+                LayerContext {
+                    self_bias,
+                    memory,
+                    memory_bias,
+                    position_bias: None,
+                    rope,
+                    cache,
+                    train,
+                    need_weights,
+                },
+            )?;
+            hidden = out.hidden;
+            self_w.extend(out.self_attention_weights);
+            cross_w.extend(out.cross_attention_weights);
+        }
+        if let Some(norm) = &self.final_norm {
+            hidden = norm.forward(&hidden)?;
+        }
+        Ok(StackOutput {
+            hidden,
+            self_attention_weights: self_w,
+            cross_attention_weights: cross_w,
+        })
+    }
+}

@@ -1,0 +1,19 @@
+//! # ferroformer
+//!
+//! Transformers from their parts, in Rust: the building blocks ([`nn`]), the architectures
+//! built from them ([`arch`]), and pretrained model families ([`models`]) that load
+//! Hugging Face checkpoints onto the same blocks.
+//!
+//! Layers, from the bottom: `nn` → `arch` → `models`. A layer imports only layers below it.
+
+pub mod arch;
+pub mod error;
+pub mod models;
+pub mod nn;
+pub mod viz;
+pub mod weights;
+
+pub use error::{Error, Result};
+pub use weights::Weights;
+
+pub use candle_core::{DType, Device, Tensor};

@@ -1,0 +1,396 @@
+//! Multi-head attention: self- and cross-attention, MHA/GQA/MQA, optional biases, any scale,
+//! additive masks and position biases, rotary embeddings, a KV cache, and attention weights
+//! on request. Every model family runs through this one implementation.
+
+use candle_core::{Tensor, D};
+
+use super::linear::{join, Linear, ParamNames};
+use super::mask::check_bias;
+use super::positional::RopeTables;
+use crate::error::{Error, Result};
+use crate::weights::Weights;
+
+/// Shape and options of a multi-head attention block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttentionConfig {
+    /// Width of the input and output.
+    pub d_model: usize,
+    /// Number of query heads.
+    pub num_heads: usize,
+    /// Number of key/value heads: `num_heads` (MHA), fewer (GQA) or 1 (MQA).
+    pub num_kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Whether the q, k and v projections have biases.
+    pub qkv_bias: bool,
+    /// Whether the output projection has a bias.
+    pub out_bias: bool,
+    /// Factor applied to the scores; `None` means `1 / sqrt(head_dim)` (T5 uses `Some(1.0)`).
+    pub scale: Option<f64>,
+    /// Dropout on the attention weights during training.
+    pub dropout: f64,
+}
+
+impl AttentionConfig {
+    /// Standard multi-head attention with biases; fails if `d_model` is not divisible by
+    /// `num_heads`.
+    pub fn new(d_model: usize, num_heads: usize) -> Result<Self> {
+        if num_heads == 0 {
+            return Err(Error::config("num_heads", "must be > 0"));
+        }
+        if d_model == 0 || d_model % num_heads != 0 {
+            return Err(Error::config(
+                "d_model",
+                format!(
+                    "d_model ({d_model}) must be a positive multiple of num_heads ({num_heads})"
+                ),
+            ));
+        }
+        Ok(Self {
+            d_model,
+            num_heads,
+            num_kv_heads: num_heads,
+            head_dim: d_model / num_heads,
+            qkv_bias: true,
+            out_bias: true,
+            scale: None,
+            dropout: 0.0,
+        })
+    }
+
+    /// Sets the number of key/value heads (grouped-query attention).
+    pub fn with_kv_heads(mut self, num_kv_heads: usize) -> Result<Self> {
+        self.num_kv_heads = num_kv_heads;
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Checks that the sizes agree.
+    pub fn validate(&self) -> Result<()> {
+        if self.num_heads == 0 || self.num_kv_heads == 0 || self.head_dim == 0 {
+            return Err(Error::config(
+                "num_heads",
+                "num_heads, num_kv_heads and head_dim must be > 0",
+            ));
+        }
+        if self.num_heads % self.num_kv_heads != 0 {
+            return Err(Error::config(
+                "num_kv_heads",
+                format!(
+                    "num_heads ({}) must be a multiple of num_kv_heads ({})",
+                    self.num_heads, self.num_kv_heads
+                ),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::config(
+                "dropout",
+                format!("must be in [0, 1), found {}", self.dropout),
+            ));
+        }
+        Ok(())
+    }
+
+    fn q_dim(&self) -> usize {
+        self.num_heads * self.head_dim
+    }
+
+    fn kv_dim(&self) -> usize {
+        self.num_kv_heads * self.head_dim
+    }
+}
+
+/// How q, k and v projections are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QkvNames {
+    /// One tensor holding q, k and v stacked along the output dimension
+    /// (PyTorch's `in_proj_weight`, GPT-2's `c_attn`).
+    Packed(ParamNames),
+    /// Three tensors.
+    Separate {
+        /// Query projection.
+        q: ParamNames,
+        /// Key projection.
+        k: ParamNames,
+        /// Value projection.
+        v: ParamNames,
+    },
+}
+
+/// Where an attention block's parameters are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttentionNames {
+    /// q, k, v projections.
+    pub qkv: QkvNames,
+    /// Output projection.
+    pub out: ParamNames,
+}
+
+impl AttentionNames {
+    /// PyTorch `nn.MultiheadAttention` under `prefix`: `in_proj_weight`, `in_proj_bias`,
+    /// `out_proj.weight`, `out_proj.bias`.
+    pub fn torch(prefix: &str, cfg: &AttentionConfig) -> Self {
+        Self {
+            qkv: QkvNames::Packed(ParamNames {
+                weight: join(prefix, "in_proj_weight"),
+                bias: cfg.qkv_bias.then(|| join(prefix, "in_proj_bias")),
+                transposed: false,
+            }),
+            out: ParamNames::linear(&join(prefix, "out_proj"), cfg.out_bias),
+        }
+    }
+
+    /// Four separate linear layers `{q}`, `{k}`, `{v}`, `{o}` (each with `.weight`/`.bias`).
+    pub fn separate(q: &str, k: &str, v: &str, o: &str, cfg: &AttentionConfig) -> Self {
+        Self {
+            qkv: QkvNames::Separate {
+                q: ParamNames::linear(q, cfg.qkv_bias),
+                k: ParamNames::linear(k, cfg.qkv_bias),
+                v: ParamNames::linear(v, cfg.qkv_bias),
+            },
+            out: ParamNames::linear(o, cfg.out_bias),
+        }
+    }
+}
+
+/// Keys and values of earlier steps, for incremental decoding.
+///
+/// For self-attention each call appends the new keys and values; for cross-attention the
+/// keys and values of the encoder output are computed once and reused.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    k: Option<Tensor>,
+    v: Option<Tensor>,
+}
+
+impl KvCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.k.as_ref().and_then(|k| k.dim(2).ok()).unwrap_or(0)
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.k.is_none()
+    }
+
+    /// Forgets everything.
+    pub fn reset(&mut self) {
+        self.k = None;
+        self.v = None;
+    }
+
+    /// Cached `(keys, values)`, each `(batch, kv_heads, len, head_dim)`.
+    pub fn get(&self) -> Option<(&Tensor, &Tensor)> {
+        match (&self.k, &self.v) {
+            (Some(k), Some(v)) => Some((k, v)),
+            _ => None,
+        }
+    }
+
+    fn append(&mut self, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
+        let (k, v) = match (&self.k, &self.v) {
+            (Some(pk), Some(pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
+            _ => (k, v),
+        };
+        self.k = Some(k.clone());
+        self.v = Some(v.clone());
+        Ok((k, v))
+    }
+}
+
+/// Everything besides the input that one attention call may use. `Default` is plain
+/// self-attention without masks, in inference mode.
+#[derive(Debug, Default)]
+pub struct AttentionContext<'a> {
+    /// Source of keys and values for cross-attention, `(batch, mem_len, d_model)`;
+    /// `None` for self-attention.
+    pub memory: Option<&'a Tensor>,
+    /// Additive mask, broadcastable to `(batch, heads, q_len, k_len)` (see [`super::mask`]).
+    pub bias: Option<&'a Tensor>,
+    /// Additive position bias (T5, ALiBi), broadcastable to `(batch, heads, q_len, k_len)`.
+    pub position_bias: Option<&'a Tensor>,
+    /// Rotary tables for the queries and new keys (self-attention only).
+    pub rope: Option<&'a RopeTables>,
+    /// KV cache for incremental decoding.
+    pub cache: Option<&'a mut KvCache>,
+    /// Training mode: enables dropout.
+    pub train: bool,
+    /// Also return the attention weights.
+    pub need_weights: bool,
+}
+
+/// Result of an attention call.
+#[derive(Debug, Clone)]
+pub struct AttentionOutput {
+    /// `(batch, q_len, d_model)`
+    pub output: Tensor,
+    /// `(batch, heads, q_len, k_len)` when requested.
+    pub weights: Option<Tensor>,
+}
+
+/// Multi-head (or grouped-query) scaled dot-product attention.
+#[derive(Debug, Clone)]
+pub struct MultiHeadAttention {
+    cfg: AttentionConfig,
+    /// q, k and v stacked along the output dimension: self-attention projects all three
+    /// with one GEMM.
+    qkv: Linear,
+    out: Linear,
+}
+
+impl MultiHeadAttention {
+    /// Loads the projections named by `names` (or creates them in a trainable store).
+    pub fn load(w: &Weights, cfg: &AttentionConfig, names: &AttentionNames) -> Result<Self> {
+        cfg.validate()?;
+        let (q_dim, kv_dim) = (cfg.q_dim(), cfg.kv_dim());
+        let qkv = match &names.qkv {
+            QkvNames::Packed(p) => Linear::load(w, cfg.d_model, q_dim + 2 * kv_dim, p)?,
+            QkvNames::Separate { q, k, v } => Linear::fuse(&[
+                Linear::load(w, cfg.d_model, q_dim, q)?,
+                Linear::load(w, cfg.d_model, kv_dim, k)?,
+                Linear::load(w, cfg.d_model, kv_dim, v)?,
+            ])?,
+        };
+        let out = Linear::load(w, q_dim, cfg.d_model, &names.out)?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            qkv,
+            out,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AttentionConfig {
+        &self.cfg
+    }
+
+    /// Attends from `x` `(batch, q_len, d_model)` to itself, or to `ctx.memory`.
+    pub fn forward(&self, x: &Tensor, ctx: AttentionContext) -> Result<AttentionOutput> {
+        let cfg = &self.cfg;
+        let (b, q_len, d) = x.dims3().map_err(|_| {
+            Error::shape(
+                "attention input",
+                format!("(batch, seq, {})", cfg.d_model),
+                x.dims(),
+            )
+        })?;
+        if d != cfg.d_model {
+            return Err(Error::shape(
+                "attention input",
+                format!("(batch, seq, {})", cfg.d_model),
+                x.dims(),
+            ));
+        }
+        let (h, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        let (q_dim, kv_dim) = (cfg.q_dim(), cfg.kv_dim());
+        let to_heads = |t: Tensor, heads: usize, len: usize| -> Result<Tensor> {
+            Ok(t.reshape((b, len, heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()?)
+        };
+
+        let (q, k, v) = match ctx.memory {
+            None => {
+                let qkv = self.qkv.forward(x)?;
+                let q = to_heads(qkv.narrow(D::Minus1, 0, q_dim)?, h, q_len)?;
+                let k = to_heads(qkv.narrow(D::Minus1, q_dim, kv_dim)?, kvh, q_len)?;
+                let v = to_heads(qkv.narrow(D::Minus1, q_dim + kv_dim, kv_dim)?, kvh, q_len)?;
+                let (q, k) = match ctx.rope {
+                    Some(rope) => (rope.apply(&q)?, rope.apply(&k)?),
+                    None => (q, k),
+                };
+                let (k, v) = match ctx.cache {
+                    Some(cache) => cache.append(k, v)?,
+                    None => (k, v),
+                };
+                (q, k, v)
+            }
+            Some(memory) => {
+                let (mb, m_len, md) = memory.dims3()?;
+                if mb != b || md != cfg.d_model {
+                    return Err(Error::shape(
+                        "cross-attention memory",
+                        format!("(batch={b}, mem_len, {})", cfg.d_model),
+                        memory.dims(),
+                    ));
+                }
+                let q = to_heads(self.qkv.narrow_out(0, q_dim)?.forward(x)?, h, q_len)?;
+                let cached = ctx
+                    .cache
+                    .as_ref()
+                    .and_then(|c| c.get())
+                    .map(|(k, v)| (k.clone(), v.clone()));
+                let (k, v) = match cached {
+                    Some(kv) => kv,
+                    None => {
+                        let kv = self.qkv.narrow_out(q_dim, 2 * kv_dim)?.forward(memory)?;
+                        let k = to_heads(kv.narrow(D::Minus1, 0, kv_dim)?, kvh, m_len)?;
+                        let v = to_heads(kv.narrow(D::Minus1, kv_dim, kv_dim)?, kvh, m_len)?;
+                        if let Some(cache) = ctx.cache {
+                            cache.append(k.clone(), v.clone())?;
+                        }
+                        (k, v)
+                    }
+                };
+                (q, k, v)
+            }
+        };
+        let k_len = k.dim(2)?;
+        let (k, v) = (repeat_kv(k, h / kvh)?, repeat_kv(v, h / kvh)?);
+
+        let scale = cfg.scale.unwrap_or(1.0 / (hd as f64).sqrt());
+        let q = if scale == 1.0 { q } else { (q * scale)? };
+        let mut scores = q.matmul(&k.t()?)?;
+        if let Some(pb) = ctx.position_bias {
+            check_bias("position bias", pb, b, h, q_len, k_len)?;
+            scores = scores.broadcast_add(pb)?;
+        }
+        if let Some(bias) = ctx.bias {
+            check_bias("attention mask", bias, b, h, q_len, k_len)?;
+            scores = scores.broadcast_add(bias)?;
+        }
+        let weights = softmax_last_dim(&scores)?;
+        let attn = if ctx.train && cfg.dropout > 0.0 {
+            candle_nn::ops::dropout(&weights, cfg.dropout as f32)?
+        } else {
+            weights.clone()
+        };
+        let context = attn
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b, q_len, q_dim))?;
+        let output = self.out.forward(&context)?;
+        Ok(AttentionOutput {
+            output,
+            weights: ctx.need_weights.then_some(weights),
+        })
+    }
+}
+
+/// Softmax over the last dimension: candle's fused kernel for inference, the composed
+/// (differentiable) form when gradients are tracked.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if x.track_op() {
+        Ok(candle_nn::ops::softmax(x, D::Minus1)?)
+    } else {
+        Ok(candle_nn::ops::softmax_last_dim(&x.contiguous()?)?)
+    }
+}
+
+/// Repeats each key/value head `n_rep` times so grouped-query attention can use the
+/// plain batched matmul: `(b, kv_heads, len, d)` -> `(b, kv_heads * n_rep, len, d)`.
+fn repeat_kv(x: Tensor, n_rep: usize) -> Result<Tensor> {
+    if n_rep == 1 {
+        return Ok(x);
+    }
+    let (b, kvh, len, d) = x.dims4()?;
+    Ok(x.unsqueeze(2)?
+        .broadcast_as((b, kvh, n_rep, len, d))?
+        .reshape((b, kvh * n_rep, len, d))?)
+}

@@ -1,0 +1,182 @@
+//! The position-wise feed-forward sublayer: `down(act(up(x)))`, or the gated form
+//! `down(act(gate(x)) * up(x))` (SwiGLU, GeGLU).
+
+use candle_core::{Tensor, D};
+
+use super::linear::{Linear, ParamNames};
+use crate::error::{Error, Result};
+use crate::weights::Weights;
+
+/// Activation functions, named as in Hugging Face configs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// `max(0, x)`
+    Relu,
+    /// GELU with the exact error function (BERT's `gelu`, PyTorch's default).
+    #[serde(alias = "gelu_erf")]
+    Gelu,
+    /// GELU with the tanh approximation (GPT-2's `gelu_new`).
+    #[serde(alias = "gelu_new", alias = "gelu_pytorch_tanh", alias = "gelu_fast")]
+    GeluTanh,
+    /// `x * sigmoid(x)` (Llama's `silu`).
+    #[serde(alias = "swish")]
+    Silu,
+}
+
+impl Activation {
+    /// Applies the activation.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Activation::Relu => x.relu()?,
+            Activation::Gelu => x.gelu_erf()?,
+            Activation::GeluTanh => x.gelu()?,
+            Activation::Silu => x.silu()?,
+        })
+    }
+
+    /// Parses a Hugging Face `hidden_act` / PyTorch `activation` string.
+    pub fn from_name(name: &str) -> Result<Self> {
+        Ok(match name {
+            "relu" => Activation::Relu,
+            "gelu" | "gelu_erf" => Activation::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" | "gelu_tanh" => Activation::GeluTanh,
+            "silu" | "swish" => Activation::Silu,
+            other => {
+                return Err(Error::config(
+                    "activation",
+                    format!("unknown activation `{other}`; expected one of relu, gelu, gelu_new, gelu_pytorch_tanh, silu"),
+                ))
+            }
+        })
+    }
+}
+
+/// Shape and options of a feed-forward sublayer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedForwardConfig {
+    /// Input and output width.
+    pub d_model: usize,
+    /// Hidden width.
+    pub d_ff: usize,
+    /// Activation (applied to the gate in the gated form).
+    pub activation: Activation,
+    /// Gated form (`act(gate(x)) * up(x)`): SwiGLU with SiLU, GeGLU with GELU.
+    pub gated: bool,
+    /// Whether the linear layers have biases.
+    pub bias: bool,
+    /// Dropout after the activation during training.
+    pub dropout: f64,
+}
+
+impl FeedForwardConfig {
+    /// Two linear layers with biases around `activation`.
+    pub fn new(d_model: usize, d_ff: usize, activation: Activation) -> Self {
+        Self {
+            d_model,
+            d_ff,
+            activation,
+            gated: false,
+            bias: true,
+            dropout: 0.0,
+        }
+    }
+
+    /// SwiGLU without biases (Llama).
+    pub fn swiglu(d_model: usize, d_ff: usize) -> Self {
+        Self {
+            d_model,
+            d_ff,
+            activation: Activation::Silu,
+            gated: true,
+            bias: false,
+            dropout: 0.0,
+        }
+    }
+}
+
+/// Where a feed-forward sublayer's parameters are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedForwardNames {
+    /// First projection (`linear1`, `fc1`, `up_proj`, `c_fc`).
+    pub up: ParamNames,
+    /// Gate projection, gated form only (`gate_proj`).
+    pub gate: Option<ParamNames>,
+    /// Second projection (`linear2`, `fc2`, `down_proj`, `c_proj`).
+    pub down: ParamNames,
+}
+
+impl FeedForwardNames {
+    /// Two linear layers named `{up}` and `{down}`.
+    pub fn two_layer(up: &str, down: &str, bias: bool) -> Self {
+        Self {
+            up: ParamNames::linear(up, bias),
+            gate: None,
+            down: ParamNames::linear(down, bias),
+        }
+    }
+
+    /// Gated: `{gate}`, `{up}`, `{down}`.
+    pub fn gated(gate: &str, up: &str, down: &str, bias: bool) -> Self {
+        Self {
+            up: ParamNames::linear(up, bias),
+            gate: Some(ParamNames::linear(gate, bias)),
+            down: ParamNames::linear(down, bias),
+        }
+    }
+}
+
+/// The feed-forward sublayer.
+#[derive(Debug, Clone)]
+pub struct FeedForward {
+    cfg: FeedForwardConfig,
+    /// The gated form stacks gate and up so one GEMM computes both.
+    up: Linear,
+    down: Linear,
+}
+
+impl FeedForward {
+    /// Loads (or creates) the sublayer.
+    pub fn load(w: &Weights, cfg: &FeedForwardConfig, names: &FeedForwardNames) -> Result<Self> {
+        if cfg.d_model == 0 || cfg.d_ff == 0 {
+            return Err(Error::config("d_ff", "d_model and d_ff must be > 0"));
+        }
+        let up = Linear::load(w, cfg.d_model, cfg.d_ff, &names.up)?;
+        let up = match (cfg.gated, &names.gate) {
+            (true, Some(gate)) => {
+                Linear::fuse(&[Linear::load(w, cfg.d_model, cfg.d_ff, gate)?, up])?
+            }
+            (true, None) => {
+                return Err(Error::config(
+                    "gated",
+                    "a gated feed-forward needs the name of its gate projection",
+                ))
+            }
+            (false, _) => up,
+        };
+        let down = Linear::load(w, cfg.d_ff, cfg.d_model, &names.down)?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            up,
+            down,
+        })
+    }
+
+    /// Applies the sublayer to `(..., d_model)`.
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let hidden = self.up.forward(x)?;
+        let hidden = if self.cfg.gated {
+            let gate = hidden.narrow(D::Minus1, 0, self.cfg.d_ff)?;
+            let up = hidden.narrow(D::Minus1, self.cfg.d_ff, self.cfg.d_ff)?;
+            (self.cfg.activation.forward(&gate)? * up)?
+        } else {
+            self.cfg.activation.forward(&hidden)?
+        };
+        let hidden = if train && self.cfg.dropout > 0.0 {
+            candle_nn::ops::dropout(&hidden, self.cfg.dropout as f32)?
+        } else {
+            hidden
+        };
+        self.down.forward(&hidden)
+    }
+}

@@ -1,0 +1,281 @@
+//! Encoder and decoder layers: masked self-attention, optional cross-attention, and a
+//! feed-forward sublayer, each wrapped in a residual connection with a norm placed after
+//! (post-norm, the original paper and BERT) or before (pre-norm, GPT-2 and Llama).
+
+use candle_core::Tensor;
+
+use super::attention::{
+    AttentionConfig, AttentionContext, AttentionNames, KvCache, MultiHeadAttention,
+};
+use super::feed_forward::{Activation, FeedForward, FeedForwardConfig, FeedForwardNames};
+use super::norm::{Norm, NormConfig};
+use super::positional::RopeTables;
+use crate::error::Result;
+use crate::weights::Weights;
+
+/// Shape and options of one transformer layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerConfig {
+    /// Self-attention.
+    pub self_attention: AttentionConfig,
+    /// Cross-attention to an encoder output (decoder layers of encoder-decoder models).
+    pub cross_attention: Option<AttentionConfig>,
+    /// Feed-forward sublayer.
+    pub feed_forward: FeedForwardConfig,
+    /// Norm used around every sublayer.
+    pub norm: NormConfig,
+    /// Pre-norm (`x + f(norm(x))`) instead of post-norm (`norm(x + f(x))`).
+    pub norm_first: bool,
+    /// Dropout on each sublayer's output before the residual addition, during training.
+    pub dropout: f64,
+}
+
+impl LayerConfig {
+    /// The layer of PyTorch's `nn.TransformerEncoderLayer` (`cross = false`) or
+    /// `nn.TransformerDecoderLayer` (`cross = true`): biases everywhere, LayerNorm, the
+    /// same dropout on attention weights, the FFN hidden layer and each sublayer output.
+    #[allow(clippy::too_many_arguments)]
+    pub fn standard(
+        d_model: usize,
+        num_heads: usize,
+        d_ff: usize,
+        dropout: f64,
+        activation: Activation,
+        norm_first: bool,
+        norm_eps: f64,
+        cross: bool,
+    ) -> Result<Self> {
+        let mut attention = AttentionConfig::new(d_model, num_heads)?;
+        attention.dropout = dropout;
+        attention.validate()?;
+        let mut feed_forward = FeedForwardConfig::new(d_model, d_ff, activation);
+        feed_forward.dropout = dropout;
+        Ok(Self {
+            cross_attention: cross.then(|| attention.clone()),
+            self_attention: attention,
+            feed_forward,
+            norm: NormConfig::layer_norm(norm_eps),
+            norm_first,
+            dropout,
+        })
+    }
+}
+
+/// Where a layer's parameters are stored: the weight-name map a model family provides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerNames {
+    /// Self-attention projections.
+    pub self_attention: AttentionNames,
+    /// Norm of the self-attention sublayer.
+    pub self_attention_norm: String,
+    /// Cross-attention projections (when configured).
+    pub cross_attention: Option<AttentionNames>,
+    /// Norm of the cross-attention sublayer.
+    pub cross_attention_norm: Option<String>,
+    /// Feed-forward projections.
+    pub feed_forward: FeedForwardNames,
+    /// Norm of the feed-forward sublayer.
+    pub feed_forward_norm: String,
+}
+
+impl LayerNames {
+    /// PyTorch's `nn.TransformerEncoderLayer` / `nn.TransformerDecoderLayer` names:
+    /// `self_attn`, `multihead_attn`, `linear1`, `linear2`, `norm1`, `norm2` (`norm3`).
+    pub fn torch(cfg: &LayerConfig) -> Self {
+        let cross = cfg.cross_attention.as_ref();
+        Self {
+            self_attention: AttentionNames::torch("self_attn", &cfg.self_attention),
+            self_attention_norm: "norm1".into(),
+            cross_attention: cross.map(|c| AttentionNames::torch("multihead_attn", c)),
+            cross_attention_norm: cross.map(|_| "norm2".into()),
+            feed_forward: FeedForwardNames::two_layer("linear1", "linear2", cfg.feed_forward.bias),
+            feed_forward_norm: if cross.is_some() { "norm3" } else { "norm2" }.into(),
+        }
+    }
+}
+
+/// Per-layer state for incremental decoding.
+#[derive(Debug, Clone, Default)]
+pub struct LayerCache {
+    /// Self-attention keys and values so far.
+    pub self_attention: KvCache,
+    /// Cross-attention keys and values of the encoder output.
+    pub cross_attention: KvCache,
+}
+
+/// Inputs besides the hidden states. `Default`: no masks, no memory, inference.
+#[derive(Debug, Default)]
+pub struct LayerContext<'a> {
+    /// Additive self-attention bias (padding and/or causal), see [`super::mask`].
+    pub self_bias: Option<&'a Tensor>,
+    /// Encoder output for cross-attention.
+    pub memory: Option<&'a Tensor>,
+    /// Additive cross-attention bias (encoder padding).
+    pub memory_bias: Option<&'a Tensor>,
+    /// Additive position bias for self-attention (T5).
+    pub position_bias: Option<&'a Tensor>,
+    /// Rotary tables for self-attention.
+    pub rope: Option<&'a RopeTables>,
+    /// Cache for incremental decoding.
+    pub cache: Option<&'a mut LayerCache>,
+    /// Training mode (dropout on).
+    pub train: bool,
+    /// Return attention weights.
+    pub need_weights: bool,
+}
+
+/// Output of a layer.
+#[derive(Debug, Clone)]
+pub struct LayerOutput {
+    /// `(batch, seq, d_model)`
+    pub hidden: Tensor,
+    /// Self-attention weights, when requested.
+    pub self_attention_weights: Option<Tensor>,
+    /// Cross-attention weights, when requested and present.
+    pub cross_attention_weights: Option<Tensor>,
+}
+
+/// One encoder or decoder layer.
+#[derive(Debug, Clone)]
+pub struct TransformerLayer {
+    cfg: LayerConfig,
+    self_attention: MultiHeadAttention,
+    self_attention_norm: Norm,
+    cross: Option<(MultiHeadAttention, Norm)>,
+    feed_forward: FeedForward,
+    feed_forward_norm: Norm,
+}
+
+impl TransformerLayer {
+    /// Loads (or creates) a layer from the names a family provides.
+    pub fn load(w: &Weights, cfg: &LayerConfig, names: &LayerNames) -> Result<Self> {
+        let d = cfg.self_attention.d_model;
+        let self_attention =
+            MultiHeadAttention::load(w, &cfg.self_attention, &names.self_attention)?;
+        let self_attention_norm = Norm::load(w, d, &cfg.norm, &names.self_attention_norm)?;
+        let cross = match (
+            &cfg.cross_attention,
+            &names.cross_attention,
+            &names.cross_attention_norm,
+        ) {
+            (Some(c), Some(n), Some(norm)) => Some((
+                MultiHeadAttention::load(w, c, n)?,
+                Norm::load(w, d, &cfg.norm, norm)?,
+            )),
+            (None, _, _) => None,
+            _ => {
+                return Err(crate::Error::config(
+                    "cross_attention",
+                    "a layer with cross-attention needs names for its projections and norm",
+                ))
+            }
+        };
+        let feed_forward = FeedForward::load(w, &cfg.feed_forward, &names.feed_forward)?;
+        let feed_forward_norm = Norm::load(w, d, &cfg.norm, &names.feed_forward_norm)?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            self_attention,
+            self_attention_norm,
+            cross,
+            feed_forward,
+            feed_forward_norm,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LayerConfig {
+        &self.cfg
+    }
+
+    fn dropout(&self, x: Tensor, train: bool) -> Result<Tensor> {
+        if train && self.cfg.dropout > 0.0 {
+            Ok(candle_nn::ops::dropout(&x, self.cfg.dropout as f32)?)
+        } else {
+            Ok(x)
+        }
+    }
+
+    /// Residual block: `x + f(norm(x))` (pre-norm) or `norm(x + f(x))` (post-norm).
+    fn residual(
+        &self,
+        x: &Tensor,
+        norm: &Norm,
+        train: bool,
+        f: impl FnOnce(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        if self.cfg.norm_first {
+            let y = self.dropout(f(&norm.forward(x)?)?, train)?;
+            Ok((x + y)?)
+        } else {
+            let y = self.dropout(f(x)?, train)?;
+            norm.forward(&(x + y)?)
+        }
+    }
+
+    /// Runs the layer on `x` of shape `(batch, seq, d_model)`.
+    pub fn forward(&self, x: &Tensor, ctx: LayerContext) -> Result<LayerOutput> {
+        let LayerContext {
+            self_bias,
+            memory,
+            memory_bias,
+            position_bias,
+            rope,
+            cache,
+            train,
+            need_weights,
+        } = ctx;
+        let (self_cache, cross_cache) = match cache {
+            Some(c) => (Some(&mut c.self_attention), Some(&mut c.cross_attention)),
+            None => (None, None),
+        };
+        let mut self_weights = None;
+        let h = self.residual(x, &self.self_attention_norm, train, |inp| {
+            let out = self.self_attention.forward(
+                inp,
+                AttentionContext {
+                    bias: self_bias,
+                    position_bias,
+                    rope,
+                    cache: self_cache,
+                    train,
+                    need_weights,
+                    ..Default::default()
+                },
+            )?;
+            self_weights = out.weights;
+            Ok(out.output)
+        })?;
+        let mut cross_weights = None;
+        let h =
+            match (&self.cross, memory) {
+                (Some((attn, norm)), Some(mem)) => self.residual(&h, norm, train, |inp| {
+                    let out = attn.forward(
+                        inp,
+                        AttentionContext {
+                            memory: Some(mem),
+                            bias: memory_bias,
+                            cache: cross_cache,
+                            train,
+                            need_weights,
+                            ..Default::default()
+                        },
+                    )?;
+                    cross_weights = out.weights;
+                    Ok(out.output)
+                })?,
+                (Some(_), None) => return Err(crate::Error::Invalid(
+                    "this decoder layer has cross-attention and needs the encoder output (memory)"
+                        .into(),
+                )),
+                (None, _) => h,
+            };
+        let h = self.residual(&h, &self.feed_forward_norm, train, |inp| {
+            self.feed_forward.forward(inp, train)
+        })?;
+        Ok(LayerOutput {
+            hidden: h,
+            self_attention_weights: self_weights,
+            cross_attention_weights: cross_weights,
+        })
+    }
+}

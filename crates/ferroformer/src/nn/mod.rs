@@ -1,0 +1,22 @@
+//! Building blocks shared by every architecture and model family.
+
+pub mod attention;
+pub mod feed_forward;
+pub mod layer;
+pub mod linear;
+pub mod mask;
+pub mod norm;
+pub mod positional;
+
+pub use attention::{
+    AttentionConfig, AttentionContext, AttentionNames, AttentionOutput, KvCache,
+    MultiHeadAttention, QkvNames,
+};
+pub use feed_forward::{Activation, FeedForward, FeedForwardConfig, FeedForwardNames};
+pub use layer::{LayerCache, LayerConfig, LayerContext, LayerNames, LayerOutput, TransformerLayer};
+pub use linear::{Linear, ParamNames};
+pub use norm::{Norm, NormConfig, NormKind};
+pub use positional::{
+    LearnedPositionalEmbedding, RopeLayout, RopeTables, RotaryEmbedding,
+    SinusoidalPositionalEncoding,
+};

@@ -1,0 +1,311 @@
+//! Positional encodings: sinusoidal (the original paper), learned absolute (BERT, GPT-2, BART)
+//! and rotary (RoPE: Llama, Qwen2, GPT-NeoX).
+
+use candle_core::{DType, Device, IndexOp, Tensor, D};
+use candle_nn::Init;
+
+use crate::error::{Error, Result};
+use crate::weights::Weights;
+
+fn check_range(what: &str, start: usize, len: usize, max: usize) -> Result<()> {
+    if start + len > max {
+        return Err(Error::PositionOutOfRange {
+            what: what.to_string(),
+            position: start + len - 1,
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// Largest value of a `(batch, seq)` tensor of position ids, checked against `max`.
+fn check_ids(what: &str, ids: &Tensor, offset: usize, max: usize) -> Result<()> {
+    if ids.elem_count() == 0 {
+        return Ok(());
+    }
+    let largest = ids.to_dtype(DType::F64)?.max_all()?.to_scalar::<f64>()?;
+    if largest < 0.0 {
+        return Err(Error::Invalid(format!(
+            "{what}: negative position id {largest}"
+        )));
+    }
+    let largest = largest as usize + offset;
+    if largest >= max {
+        return Err(Error::PositionOutOfRange {
+            what: what.to_string(),
+            position: largest,
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// The fixed encoding of "Attention Is All You Need":
+/// `pe[p, 2i] = sin(p / 10000^(2i/d))`, `pe[p, 2i+1] = cos(p / 10000^(2i/d))`.
+#[derive(Debug, Clone)]
+pub struct SinusoidalPositionalEncoding {
+    table: Tensor,
+    max_len: usize,
+}
+
+impl SinusoidalPositionalEncoding {
+    /// Precomputes the table for `max_len` positions of width `d_model` (computed in f64).
+    pub fn new(d_model: usize, max_len: usize, dtype: DType, device: &Device) -> Result<Self> {
+        if d_model == 0 {
+            return Err(Error::config("d_model", "must be > 0"));
+        }
+        let mut data = vec![0f64; max_len * d_model];
+        for p in 0..max_len {
+            for i in (0..d_model).step_by(2) {
+                let angle = p as f64 / 10000f64.powf(i as f64 / d_model as f64);
+                data[p * d_model + i] = angle.sin();
+                if i + 1 < d_model {
+                    data[p * d_model + i + 1] = angle.cos();
+                }
+            }
+        }
+        let table = Tensor::from_vec(data, (max_len, d_model), device)?.to_dtype(dtype)?;
+        Ok(Self { table, max_len })
+    }
+
+    /// The full `(max_len, d_model)` table.
+    pub fn table(&self) -> &Tensor {
+        &self.table
+    }
+
+    /// Rows `start..start + len` of the table.
+    pub fn encoding(&self, start: usize, len: usize) -> Result<Tensor> {
+        check_range("sinusoidal positional encoding", start, len, self.max_len)?;
+        Ok(self.table.narrow(0, start, len)?)
+    }
+
+    /// Adds the encoding of positions `start..` to `x` of shape `(batch, seq, d_model)`.
+    pub fn forward(&self, x: &Tensor, start: usize) -> Result<Tensor> {
+        let (_, seq, d) = x.dims3()?;
+        let d_model = self.table.dim(1)?;
+        if d != d_model {
+            return Err(Error::shape(
+                "positional encoding input",
+                format!("(batch, seq, {d_model})"),
+                x.dims(),
+            ));
+        }
+        Ok(x.broadcast_add(&self.encoding(start, seq)?)?)
+    }
+}
+
+/// A learned table of position embeddings, `(max_positions + offset, d)`.
+///
+/// BART stores two extra rows and looks position `p` up at row `p + 2`; `offset` says so.
+#[derive(Debug, Clone)]
+pub struct LearnedPositionalEmbedding {
+    weight: Tensor,
+    offset: usize,
+}
+
+impl LearnedPositionalEmbedding {
+    /// Loads (or creates, N(0, 1) like `nn.Embedding`) `{name}` of shape
+    /// `(max_positions + offset, d)`.
+    pub fn load(
+        w: &Weights,
+        max_positions: usize,
+        d: usize,
+        offset: usize,
+        name: &str,
+    ) -> Result<Self> {
+        let weight = w.get_init(
+            (max_positions + offset, d),
+            name,
+            Init::Randn {
+                mean: 0.0,
+                stdev: 1.0,
+            },
+        )?;
+        Ok(Self { weight, offset })
+    }
+
+    /// Number of positions that can be looked up.
+    pub fn max_positions(&self) -> usize {
+        self.weight.dims()[0] - self.offset
+    }
+
+    /// The table.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// Embeddings of positions `start..start + len`, shape `(len, d)`.
+    pub fn range(&self, start: usize, len: usize) -> Result<Tensor> {
+        check_range(
+            "learned position embedding",
+            start,
+            len,
+            self.max_positions(),
+        )?;
+        Ok(self.weight.narrow(0, start + self.offset, len)?)
+    }
+
+    /// Embeddings of explicit position ids of shape `(batch, seq)`, shape `(batch, seq, d)`.
+    pub fn forward_ids(&self, position_ids: &Tensor) -> Result<Tensor> {
+        check_ids(
+            "learned position embedding",
+            position_ids,
+            self.offset,
+            self.weight.dims()[0],
+        )?;
+        let ids =
+            (position_ids.to_dtype(DType::U32)? + self.offset as f64)?.to_dtype(DType::U32)?;
+        let (b, s) = ids.dims2()?;
+        let flat = self.weight.index_select(&ids.flatten_all()?, 0)?;
+        Ok(flat.reshape((b, s, self.weight.dim(1)?))?)
+    }
+}
+
+/// How the two halves of each rotated pair are laid out in a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RopeLayout {
+    /// Pairs `(x[i], x[i + d/2])`: Llama/Qwen2 as written in `transformers` (`rotate_half`).
+    HalfSplit,
+    /// Pairs `(x[2i], x[2i+1])`: the RoFormer paper, GPT-J, Llama in GGUF.
+    Interleaved,
+}
+
+/// Rotary position embedding (RoPE).
+#[derive(Debug, Clone)]
+pub struct RotaryEmbedding {
+    cos: Tensor,
+    sin: Tensor,
+    head_dim: usize,
+    max_positions: usize,
+    layout: RopeLayout,
+}
+
+/// Cosines and sines of the positions of one forward pass, shared by all layers.
+#[derive(Debug, Clone)]
+pub struct RopeTables {
+    /// `(batch, seq, head_dim / 2)`
+    pub cos: Tensor,
+    /// `(batch, seq, head_dim / 2)`
+    pub sin: Tensor,
+    layout: RopeLayout,
+}
+
+impl RotaryEmbedding {
+    /// Precomputes `cos`/`sin` of `p * base^(-2i/head_dim)` for `max_positions` positions.
+    pub fn new(
+        head_dim: usize,
+        max_positions: usize,
+        base: f64,
+        layout: RopeLayout,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        if head_dim % 2 != 0 {
+            return Err(Error::config(
+                "head_dim",
+                format!("rotary embeddings need an even head dimension, found {head_dim}"),
+            ));
+        }
+        let half = head_dim / 2;
+        // Same arithmetic as `transformers`: inverse frequencies in f32, angles in f32.
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| 1.0 / (base.powf((2 * i) as f64 / head_dim as f64)) as f32)
+            .collect();
+        let mut cos = Vec::with_capacity(max_positions * half);
+        let mut sin = Vec::with_capacity(max_positions * half);
+        for p in 0..max_positions {
+            for f in &inv_freq {
+                let angle = p as f32 * f;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        let cos = Tensor::from_vec(cos, (max_positions, half), device)?.to_dtype(dtype)?;
+        let sin = Tensor::from_vec(sin, (max_positions, half), device)?.to_dtype(dtype)?;
+        Ok(Self {
+            cos,
+            sin,
+            head_dim,
+            max_positions,
+            layout,
+        })
+    }
+
+    /// The head dimension this embedding rotates.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+    }
+
+    /// Tables for explicit position ids of shape `(batch, seq)` (left padding gives each row
+    /// its own positions).
+    pub fn tables(&self, position_ids: &Tensor) -> Result<RopeTables> {
+        check_ids("rotary embedding", position_ids, 0, self.max_positions)?;
+        let (b, s) = position_ids.dims2()?;
+        let flat = position_ids.to_dtype(DType::U32)?.flatten_all()?;
+        let half = self.head_dim / 2;
+        let cos = self.cos.index_select(&flat, 0)?.reshape((b, s, half))?;
+        let sin = self.sin.index_select(&flat, 0)?.reshape((b, s, half))?;
+        Ok(RopeTables {
+            cos,
+            sin,
+            layout: self.layout,
+        })
+    }
+
+    /// Tables for positions `start..start + len`, the same for every row of a batch.
+    pub fn tables_range(&self, batch: usize, start: usize, len: usize) -> Result<RopeTables> {
+        check_range("rotary embedding", start, len, self.max_positions)?;
+        let half = self.head_dim / 2;
+        let cos = self.cos.narrow(0, start, len)?.unsqueeze(0)?;
+        let sin = self.sin.narrow(0, start, len)?.unsqueeze(0)?;
+        Ok(RopeTables {
+            cos: cos.broadcast_as((batch, len, half))?.contiguous()?,
+            sin: sin.broadcast_as((batch, len, half))?.contiguous()?,
+            layout: self.layout,
+        })
+    }
+}
+
+impl RopeTables {
+    /// Rotates `x` of shape `(batch, heads, seq, head_dim)`.
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, _h, s, d) = x.dims4()?;
+        let (cb, cs, half) = self.cos.dims3()?;
+        if cb != b || cs != s || half * 2 != d {
+            return Err(Error::shape(
+                "rotary embedding input",
+                format!("(batch={cb}, heads, seq={cs}, head_dim={})", half * 2),
+                x.dims(),
+            ));
+        }
+        let x = x.contiguous()?;
+        if !x.track_op() && !self.cos.track_op() {
+            // candle's fused kernels (no backward pass) for inference.
+            return Ok(match self.layout {
+                RopeLayout::HalfSplit => candle_nn::rotary_emb::rope(&x, &self.cos, &self.sin)?,
+                RopeLayout::Interleaved => candle_nn::rotary_emb::rope_i(&x, &self.cos, &self.sin)?,
+            });
+        }
+        // Differentiable form.
+        let cos = self.cos.unsqueeze(1)?; // (b, 1, s, half)
+        let sin = self.sin.unsqueeze(1)?;
+        match self.layout {
+            RopeLayout::HalfSplit => {
+                let x1 = x.narrow(D::Minus1, 0, half)?;
+                let x2 = x.narrow(D::Minus1, half, half)?;
+                let r1 = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
+                let r2 = (x2.broadcast_mul(&cos)? + x1.broadcast_mul(&sin)?)?;
+                Ok(Tensor::cat(&[r1, r2], D::Minus1)?)
+            }
+            RopeLayout::Interleaved => {
+                let pairs = x.reshape((b, x.dim(1)?, s, half, 2))?;
+                let x1 = pairs.i((.., .., .., .., 0))?;
+                let x2 = pairs.i((.., .., .., .., 1))?;
+                let r1 = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
+                let r2 = (x2.broadcast_mul(&cos)? + x1.broadcast_mul(&sin)?)?;
+                Ok(Tensor::stack(&[r1, r2], D::Minus1)?.reshape((b, x.dim(1)?, s, d))?)
+            }
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! Each building block against PyTorch / `transformers` (fixtures from
+//! `scripts/reference/make_fixtures.py`), at 1e-5 absolute unless stated.
+
+mod common;
+
+use candle_core::{DType, Device, Tensor, Var};
+use common::*;
+use ferroformer::nn::mask::attention_bias;
+use ferroformer::nn::*;
+
+const TOL: f32 = 1e-5;
+
+#[test]
+fn sinusoidal_encoding_matches_formula() {
+    let f = Fixture::load("sinusoidal.safetensors");
+    let pe = SinusoidalPositionalEncoding::new(16, 50, DType::F32, &Device::Cpu).unwrap();
+    assert_close("sinusoidal table", pe.table(), &f.io("pe"), 1e-6);
+    // A position beyond the table is an error, not a wrap or panic.
+    let err = pe.encoding(45, 10).unwrap_err().to_string();
+    assert!(err.contains("position 54") && err.contains("50"), "{err}");
+}
+
+fn mha() -> (Fixture, MultiHeadAttention) {
+    let f = Fixture::load("mha.safetensors");
+    let cfg = AttentionConfig::new(16, 4).unwrap();
+    let attn =
+        MultiHeadAttention::load(&f.weights(), &cfg, &AttentionNames::torch("", &cfg)).unwrap();
+    (f, attn)
+}
+
+fn bias(mask: Option<&Tensor>, causal: bool, b: usize, q: usize, k: usize) -> Option<Tensor> {
+    attention_bias(mask, causal, b, q, k, DType::F32, &Device::Cpu).unwrap()
+}
+
+#[test]
+fn multihead_attention_with_padding_mask() {
+    let (f, attn) = mha();
+    let x = f.io("x");
+    let mask = f.io("mask");
+    let plain = attn.forward(&x, AttentionContext::default()).unwrap();
+    assert_close("no mask", &plain.output, &f.io("plain_out"), TOL);
+
+    let b = bias(Some(&mask), false, 3, 7, 7);
+    let out = attn
+        .forward(
+            &x,
+            AttentionContext {
+                bias: b.as_ref(),
+                need_weights: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_close("padded output", &out.output, &f.io("padded_out"), TOL);
+    assert_close(
+        "padded weights",
+        out.weights.as_ref().unwrap(),
+        &f.io("padded_weights"),
+        TOL,
+    );
+}
+
+#[test]
+fn multihead_attention_with_causal_and_padding_mask() {
+    let (f, attn) = mha();
+    let x = f.io("x");
+    let mask = f.io("mask");
+    let b = bias(Some(&mask), true, 3, 7, 7);
+    let out = attn
+        .forward(
+            &x,
+            AttentionContext {
+                bias: b.as_ref(),
+                need_weights: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_close("causal output", &out.output, &f.io("causal_out"), TOL);
+    assert_close(
+        "causal weights",
+        out.weights.as_ref().unwrap(),
+        &f.io("causal_weights"),
+        TOL,
+    );
+}
+
+#[test]
+fn cross_attention_with_left_padded_memory() {
+    let (f, attn) = mha();
+    let q = f.io("query");
+    let mem = f.io("memory");
+    let b = bias(Some(&f.io("memory_mask")), false, 3, 5, 9);
+    let out = attn
+        .forward(
+            &q,
+            AttentionContext {
+                memory: Some(&mem),
+                bias: b.as_ref(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_close("cross output", &out.output, &f.io("cross_out"), TOL);
+}
+
+#[test]
+fn attention_batched_equals_unbatched() {
+    let (f, attn) = mha();
+    let x = f.io("x");
+    let mask = f.io("mask");
+    for causal in [false, true] {
+        let b = bias(Some(&mask), causal, 3, 7, 7);
+        let batched = attn
+            .forward(
+                &x,
+                AttentionContext {
+                    bias: b.as_ref(),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+            .output;
+        for (i, len) in lengths(&mask).into_iter().enumerate() {
+            let alone_in = row_prefix(&x, i, len);
+            let cb = bias(None, causal, 1, len, len);
+            let alone = attn
+                .forward(
+                    &alone_in,
+                    AttentionContext {
+                        bias: cb.as_ref(),
+                        ..Default::default()
+                    },
+                )
+                .unwrap()
+                .output;
+            assert_close(
+                &format!("row {i} causal={causal}"),
+                &row_prefix(&batched, i, len),
+                &alone,
+                TOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn attention_kv_cache_matches_full_pass() {
+    let (f, attn) = mha();
+    let x = f.io("x");
+    let full_bias = bias(None, true, 3, 7, 7);
+    let full = attn
+        .forward(
+            &x,
+            AttentionContext {
+                bias: full_bias.as_ref(),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .output;
+    let mut cache = KvCache::new();
+    let mut steps = Vec::new();
+    // Prefill 4 tokens, then one at a time.
+    let prefill = x.narrow(1, 0, 4).unwrap();
+    let pb = bias(None, true, 3, 4, 4);
+    steps.push(
+        attn.forward(
+            &prefill,
+            AttentionContext {
+                bias: pb.as_ref(),
+                cache: Some(&mut cache),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .output,
+    );
+    for t in 4..7 {
+        let xt = x.narrow(1, t, 1).unwrap();
+        steps.push(
+            attn.forward(
+                &xt,
+                AttentionContext {
+                    cache: Some(&mut cache),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+            .output,
+        );
+    }
+    assert_eq!(cache.len(), 7);
+    let incremental = Tensor::cat(&steps, 1).unwrap();
+    assert_close("kv cache", &incremental, &full, TOL);
+}
+
+fn layer(
+    file: &str,
+    norm_first: bool,
+    cross: bool,
+    act: Activation,
+) -> (Fixture, TransformerLayer) {
+    let f = Fixture::load(file);
+    let cfg = LayerConfig::standard(16, 4, 32, 0.0, act, norm_first, 1e-5, cross).unwrap();
+    let l = TransformerLayer::load(&f.weights(), &cfg, &LayerNames::torch(&cfg)).unwrap();
+    (f, l)
+}
+
+#[test]
+fn encoder_layer_post_and_pre_norm() {
+    for (file, norm_first) in [
+        ("encoder_layer_post.safetensors", false),
+        ("encoder_layer_pre.safetensors", true),
+    ] {
+        let (f, l) = layer(file, norm_first, false, Activation::Relu);
+        let x = f.io("x");
+        let mask = f.io("mask");
+        let b = bias(Some(&mask), false, 3, 7, 7);
+        let out = l
+            .forward(
+                &x,
+                LayerContext {
+                    self_bias: b.as_ref(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_close(file, &out.hidden, &f.io("out"), TOL);
+        for (i, len) in lengths(&mask).into_iter().enumerate() {
+            let alone = l
+                .forward(&row_prefix(&x, i, len), LayerContext::default())
+                .unwrap()
+                .hidden;
+            assert_close(
+                &format!("{file} row {i} alone"),
+                &row_prefix(&out.hidden, i, len),
+                &alone,
+                TOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn decoder_layer_post_and_pre_norm() {
+    for (file, norm_first) in [
+        ("decoder_layer_post.safetensors", false),
+        ("decoder_layer_pre.safetensors", true),
+    ] {
+        let (f, l) = layer(file, norm_first, true, Activation::Gelu);
+        let (tgt, mem) = (f.io("tgt"), f.io("memory"));
+        let (tmask, mmask) = (f.io("tgt_mask"), f.io("memory_mask"));
+        let sb = bias(Some(&tmask), true, 3, 5, 5);
+        let mb = bias(Some(&mmask), false, 3, 5, 7);
+        let out = l
+            .forward(
+                &tgt,
+                LayerContext {
+                    self_bias: sb.as_ref(),
+                    memory: Some(&mem),
+                    memory_bias: mb.as_ref(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_close(file, &out.hidden, &f.io("out"), TOL);
+        let (tl, ml) = (lengths(&tmask), lengths(&mmask));
+        for i in 0..3 {
+            let t = row_prefix(&tgt, i, tl[i]);
+            let m = row_prefix(&mem, i, ml[i]);
+            let cb = bias(None, true, 1, tl[i], tl[i]);
+            let alone = l
+                .forward(
+                    &t,
+                    LayerContext {
+                        self_bias: cb.as_ref(),
+                        memory: Some(&m),
+                        ..Default::default()
+                    },
+                )
+                .unwrap()
+                .hidden;
+            assert_close(
+                &format!("{file} row {i} alone"),
+                &row_prefix(&out.hidden, i, tl[i]),
+                &alone,
+                TOL,
+            );
+        }
+    }
+}
+
+#[test]
+fn rope_matches_transformers_llama() {
+    let f = Fixture::load("rope.safetensors");
+    let pos = f.io("position_ids");
+    let half = RotaryEmbedding::new(
+        8,
+        64,
+        10000.0,
+        RopeLayout::HalfSplit,
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let t = half.tables(&pos).unwrap();
+    assert_close(
+        "q half-split",
+        &t.apply(&f.io("q")).unwrap(),
+        &f.io("q_rot"),
+        TOL,
+    );
+    assert_close(
+        "k half-split",
+        &t.apply(&f.io("k")).unwrap(),
+        &f.io("k_rot"),
+        TOL,
+    );
+    let inter = RotaryEmbedding::new(
+        8,
+        64,
+        10000.0,
+        RopeLayout::Interleaved,
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let ti = inter.tables(&pos).unwrap();
+    assert_close(
+        "q interleaved",
+        &ti.apply(&f.io("q")).unwrap(),
+        &f.io("q_interleaved"),
+        TOL,
+    );
+    // The differentiable path (taken while tracking gradients) agrees with the fused kernel.
+    let qv = Var::from_tensor(&f.io("q")).unwrap();
+    assert_close(
+        "q half-split (grad path)",
+        &t.apply(qv.as_tensor()).unwrap(),
+        &f.io("q_rot"),
+        TOL,
+    );
+    assert_close(
+        "q interleaved (grad path)",
+        &ti.apply(qv.as_tensor()).unwrap(),
+        &f.io("q_interleaved"),
+        TOL,
+    );
+    // Beyond the table: a clear error.
+    let far = Tensor::new(&[[70u32]], &Device::Cpu).unwrap();
+    assert!(half
+        .tables(&far)
+        .unwrap_err()
+        .to_string()
+        .contains("position 70"));
+}
+
+#[test]
+fn rmsnorm_matches_llama() {
+    let f = Fixture::load("rmsnorm.safetensors");
+    let w = Weights::from_safetensors(&[&f.path], DType::F32, &Device::Cpu).unwrap();
+    let norm = Norm::load(&w, 16, &NormConfig::rms_norm(1e-6), "model").unwrap();
+    assert_close(
+        "rmsnorm",
+        &norm.forward(&f.io("x")).unwrap(),
+        &f.io("out"),
+        TOL,
+    );
+    let xv = Var::from_tensor(&f.io("x")).unwrap();
+    assert_close(
+        "rmsnorm (grad path)",
+        &norm.forward(xv.as_tensor()).unwrap(),
+        &f.io("out"),
+        TOL,
+    );
+}
+
+#[test]
+fn swiglu_matches_llama_mlp() {
+    let f = Fixture::load("swiglu.safetensors");
+    let ffn = FeedForward::load(
+        &f.weights(),
+        &FeedForwardConfig::swiglu(16, 40),
+        &FeedForwardNames::gated("gate_proj", "up_proj", "down_proj", false),
+    )
+    .unwrap();
+    assert_close(
+        "swiglu",
+        &ffn.forward(&f.io("x"), false).unwrap(),
+        &f.io("out"),
+        TOL,
+    );
+}
+
+use ferroformer::Weights;
