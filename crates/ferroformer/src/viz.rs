@@ -1,1 +1,118 @@
-//! Pictures.
+//! Pictures of what a transformer computes: the positional-encoding matrix and attention
+//! weights, as PNG heatmaps.
+//!
+//! Values map to a perceptually ordered palette (dark blue → yellow, like viridis); each
+//! panel is scaled to its own minimum and maximum.
+
+use std::path::Path;
+
+use candle_core::{DType, Tensor};
+use plotters::prelude::*;
+
+use crate::error::{Error, Result};
+
+/// Viridis, sampled at 9 points; values in between are interpolated.
+const PALETTE: [(u8, u8, u8); 9] = [
+    (68, 1, 84),
+    (71, 44, 122),
+    (59, 81, 139),
+    (44, 113, 142),
+    (33, 144, 141),
+    (39, 173, 129),
+    (92, 200, 99),
+    (170, 220, 50),
+    (253, 231, 37),
+];
+
+/// The palette colour of `t` in `[0, 1]`.
+pub fn color(t: f32) -> RGBColor {
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let x = t * (PALETTE.len() - 1) as f32;
+    let i = (x.floor() as usize).min(PALETTE.len() - 2);
+    let f = x - i as f32;
+    let lerp = |a: u8, b: u8| (a as f32 + (b as f32 - a as f32) * f).round() as u8;
+    let (a, b) = (PALETTE[i], PALETTE[i + 1]);
+    RGBColor(lerp(a.0, b.0), lerp(a.1, b.1), lerp(a.2, b.2))
+}
+
+fn to_matrix(t: &Tensor) -> Result<Vec<Vec<f32>>> {
+    Ok(t.to_dtype(DType::F32)?.to_vec2::<f32>()?)
+}
+
+fn draw_error(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::file(path, format!("cannot draw PNG: {e}"))
+}
+
+/// Draws matrices side by side in a grid (`columns` panels per row), each cell
+/// `cell` pixels square, with a small gap between panels.
+pub fn heatmap_grid(path: &Path, panels: &[Tensor], columns: usize, cell: u32) -> Result<()> {
+    if panels.is_empty() {
+        return Err(Error::Invalid("nothing to draw: no panels".into()));
+    }
+    let mats = panels.iter().map(to_matrix).collect::<Result<Vec<_>>>()?;
+    let rows_n = mats[0].len();
+    let cols_n = mats[0].first().map_or(0, |r| r.len());
+    if rows_n == 0
+        || cols_n == 0
+        || mats
+            .iter()
+            .any(|m| m.len() != rows_n || m[0].len() != cols_n)
+    {
+        return Err(Error::Invalid(
+            "panels must be non-empty matrices of one shape".into(),
+        ));
+    }
+    let columns = columns.clamp(1, mats.len());
+    let grid_rows = mats.len().div_ceil(columns);
+    let gap = 8u32;
+    let pw = cols_n as u32 * cell;
+    let ph = rows_n as u32 * cell;
+    let width = columns as u32 * pw + (columns as u32 + 1) * gap;
+    let height = grid_rows as u32 * ph + (grid_rows as u32 + 1) * gap;
+    let root = BitMapBackend::new(path, (width, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| draw_error(path, e))?;
+    for (n, m) in mats.iter().enumerate() {
+        let (lo, hi) = m
+            .iter()
+            .flatten()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+                (lo.min(v), hi.max(v))
+            });
+        let span = if hi > lo { hi - lo } else { 1.0 };
+        let x0 = gap + (n % columns) as u32 * (pw + gap);
+        let y0 = gap + (n / columns) as u32 * (ph + gap);
+        for (r, row) in m.iter().enumerate() {
+            for (c, &v) in row.iter().enumerate() {
+                let x = (x0 + c as u32 * cell) as i32;
+                let y = (y0 + r as u32 * cell) as i32;
+                root.draw(&Rectangle::new(
+                    [(x, y), (x + cell as i32, y + cell as i32)],
+                    color((v - lo) / span).filled(),
+                ))
+                .map_err(|e| draw_error(path, e))?;
+            }
+        }
+    }
+    root.present().map_err(|e| draw_error(path, e))?;
+    Ok(())
+}
+
+/// Draws a `(positions, d_model)` positional-encoding matrix: one row per position.
+pub fn positional_encoding_png(path: &Path, table: &Tensor, cell: u32) -> Result<()> {
+    heatmap_grid(path, std::slice::from_ref(table), 1, cell)
+}
+
+/// Draws attention weights `(heads, q_len, k_len)`, one panel per head, four per row.
+pub fn attention_png(path: &Path, weights: &Tensor, cell: u32) -> Result<()> {
+    let (h, _, _) = weights
+        .dims3()
+        .map_err(|_| Error::shape("attention weights", "(heads, q_len, k_len)", weights.dims()))?;
+    let panels = (0..h)
+        .map(|i| weights.get(i))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    heatmap_grid(path, &panels, 4, cell)
+}

@@ -3,6 +3,7 @@
 
 pub mod bert;
 pub mod gpt2;
+pub mod inspect;
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +14,7 @@ use crate::weights::Weights;
 
 pub use bert::{BertConfig, BertModel, BertOutput};
 pub use gpt2::{Gpt2Config, Gpt2LmHeadModel};
+pub use inspect::{inspect_checkpoint, CheckpointSummary, ModuleSummary};
 
 /// Reads and parses `dir/config.json`, naming the file and the field on error.
 pub fn read_config<T: DeserializeOwned>(dir: &Path) -> Result<T> {
