@@ -201,13 +201,41 @@ def tiny_bert(out):
         "last_hidden_state": o.last_hidden_state, "pooler_output": o.pooler_output})
 
 
+def real_minilm(out):
+    """The real all-MiniLM-L6-v2 (fetched by scripts/fetch_models.py) on two sentences."""
+    import subprocess
+    import sys
+    from transformers import AutoTokenizer, BertModel
+    here = os.path.dirname(os.path.abspath(__file__))
+    snap = subprocess.run([sys.executable, os.path.join(here, "..", "fetch_models.py"),
+                           "all-minilm-l6-v2"], check=True, capture_output=True,
+                          text=True).stdout.strip().splitlines()[-1]
+    tok = AutoTokenizer.from_pretrained(snap)
+    model = BertModel.from_pretrained(snap).eval()
+    sentences = ["The quick brown fox jumps over the lazy dog near the river bank.",
+                 "Rust is fast."]
+    enc = tok(sentences, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        o = model(**enc)
+    m = enc["attention_mask"][:, :, None].float()
+    emb = (o.last_hidden_state * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    emb = torch.nn.functional.normalize(emb, p=2, dim=1)
+    io = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"].to(torch.uint8),
+          "token_type_ids": enc["token_type_ids"], "last_hidden_state": o.last_hidden_state,
+          "sentence_embedding": emb}
+    if o.pooler_output is not None:
+        io["pooler_output"] = o.pooler_output
+    save(f"{out}/minilm-io.safetensors", {}, io)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "../../tests/fixtures"))
     args = ap.parse_args()
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
-    for case in (sinusoidal, mha, layers, transformer, rope, llama_blocks, tiny_gpt2, tiny_bert):
+    for case in (sinusoidal, mha, layers, transformer, rope, llama_blocks, tiny_gpt2, tiny_bert,
+                 real_minilm):
         case(out)
         print(f"wrote {case.__name__}")
     with open(f"{out}/VERSIONS.json", "w") as f:

@@ -24,8 +24,9 @@ struct Cli {
 enum Command {
     /// Print a checkpoint's architecture, parameters per module and in total, and dtypes.
     Inspect {
-        /// Checkpoint directory (config.json + model.safetensors).
-        dir: PathBuf,
+        /// Checkpoint directory (config.json + model.safetensors), or a hub id
+        /// `org/name[@revision]` already in the local Hugging Face cache.
+        model: String,
         /// Machine-readable output on stdout.
         #[arg(long)]
         json: bool,
@@ -56,9 +57,9 @@ enum Viz {
     },
     /// Attention weights of one layer of a model on an input, one panel per head.
     Attention {
-        /// Checkpoint directory of a BERT or GPT-2 model.
+        /// Checkpoint directory or cached hub id of a BERT or GPT-2 model.
         #[arg(long)]
-        model: PathBuf,
+        model: String,
         /// Token ids of the input, comma-separated.
         #[arg(long, value_delimiter = ',', required = true)]
         ids: Vec<u32>,
@@ -87,7 +88,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Inspect { dir, json } => inspect(&dir, json),
+        Command::Inspect { model, json } => inspect(&models::hub::resolve_local(&model)?, json),
         Command::Viz { what } => match what {
             Viz::PositionalEncoding {
                 d_model,
@@ -114,7 +115,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 cell,
                 output,
             } => {
-                let weights = attention_weights(&model, &ids, layer)?;
+                let weights = attention_weights(&models::hub::resolve_local(&model)?, &ids, layer)?;
                 ferroformer::viz::attention_png(&output, &weights, cell)?;
                 eprintln!(
                     "wrote {} (layer {layer}, {} heads, {} tokens)",

@@ -3,6 +3,7 @@
 
 pub mod bert;
 pub mod gpt2;
+pub mod hub;
 pub mod inspect;
 
 use std::path::{Path, PathBuf};

