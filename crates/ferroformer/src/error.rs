@@ -51,7 +51,7 @@ pub enum Error {
     PositionOutOfRange {
         /// Which encoding.
         what: String,
-        /// The first position that does not fit.
+        /// The largest position requested.
         position: usize,
         /// The number of positions supported.
         max: usize,

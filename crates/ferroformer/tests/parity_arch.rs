@@ -254,3 +254,43 @@ fn masks_for_any_padding_side() {
         ]
     );
 }
+
+#[test]
+fn course_decoder_left_padded_rows_equal_unpadded_runs() {
+    use ferroformer::arch::{DecoderConfig, DecoderNames, DecoderOnlyTransformer};
+    let varmap = VarMap::new();
+    let w = Weights::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let cfg = DecoderConfig::course(50, 32, 2, 4, 64, 0.0, 64).unwrap();
+    let model = DecoderOnlyTransformer::load(&w, &cfg, &DecoderNames::torch(&cfg)).unwrap();
+    let dev = Device::Cpu;
+    let ids = Tensor::new(
+        &[
+            [3u32, 9, 4, 7, 1, 2],
+            [0, 0, 0, 5, 8, 6],
+            [0, 11, 12, 13, 14, 15],
+        ],
+        &dev,
+    )
+    .unwrap();
+    let mask = Tensor::new(
+        &[[1u8, 1, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1], [0, 1, 1, 1, 1, 1]],
+        &dev,
+    )
+    .unwrap();
+    let batched = model
+        .forward(&ids, Some(&mask), None, false, false)
+        .unwrap()
+        .logits;
+    for (i, len) in lengths(&mask).into_iter().enumerate() {
+        let alone = model
+            .forward(&row_suffix(&ids, i, len), None, None, false, false)
+            .unwrap()
+            .logits;
+        assert_close(
+            &format!("row {i}"),
+            &row_suffix(&batched, i, len),
+            &alone,
+            1e-5,
+        );
+    }
+}

@@ -196,12 +196,10 @@ impl DecoderOnlyTransformer {
             .and_then(|c| c.first())
             .map(|c| c.self_attention.len())
             .unwrap_or(0);
-        let uses_position_ids = matches!(
-            self.cfg.embeddings.positional,
-            PositionalKind::Learned { .. } | PositionalKind::Rotary { .. }
-        );
         let position_ids = match attention_mask {
-            Some(m) if uses_position_ids => Some(padded_position_ids(m, s)?),
+            Some(m) if self.cfg.embeddings.positional != PositionalKind::None => {
+                Some(padded_position_ids(m, s)?)
+            }
             _ => None,
         };
         let emb = self

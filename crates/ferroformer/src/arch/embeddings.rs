@@ -253,7 +253,12 @@ impl Embeddings {
         let mut rope = None;
         match &self.positions {
             Positions::None => {}
-            Positions::Sinusoidal(pe) => hidden = pe.forward(&hidden, past)?,
+            Positions::Sinusoidal(pe) => {
+                hidden = match position_ids {
+                    Some(p) => (hidden + pe.forward_ids(p)?)?,
+                    None => pe.forward(&hidden, past)?,
+                }
+            }
             Positions::Learned(pe) => {
                 let pos = match position_ids {
                     Some(p) => pe.forward_ids(p)?,

@@ -141,18 +141,18 @@ impl FeedForward {
         if cfg.d_model == 0 || cfg.d_ff == 0 {
             return Err(Error::config("d_ff", "d_model and d_ff must be > 0"));
         }
-        let up = Linear::load(w, cfg.d_model, cfg.d_ff, &names.up)?;
         let up = match (cfg.gated, &names.gate) {
-            (true, Some(gate)) => {
-                Linear::fuse(&[Linear::load(w, cfg.d_model, cfg.d_ff, gate)?, up])?
-            }
+            (true, Some(gate)) => Linear::fuse(&[
+                Linear::load(w, cfg.d_model, cfg.d_ff, gate)?,
+                Linear::load(w, cfg.d_model, cfg.d_ff, &names.up)?,
+            ])?,
             (true, None) => {
                 return Err(Error::config(
                     "gated",
                     "a gated feed-forward needs the name of its gate projection",
                 ))
             }
-            (false, _) => up,
+            (false, _) => Linear::load(w, cfg.d_model, cfg.d_ff, &names.up)?,
         };
         let down = Linear::load(w, cfg.d_ff, cfg.d_model, &names.down)?;
         Ok(Self {

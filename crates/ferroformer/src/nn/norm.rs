@@ -83,7 +83,7 @@ impl Norm {
         } else {
             None
         };
-        if !(cfg.eps > 0.0) {
+        if cfg.eps.is_nan() || cfg.eps <= 0.0 {
             return Err(Error::config(
                 "eps",
                 format!("must be > 0, found {}", cfg.eps),

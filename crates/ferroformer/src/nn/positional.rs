@@ -79,6 +79,23 @@ impl SinusoidalPositionalEncoding {
         Ok(self.table.narrow(0, start, len)?)
     }
 
+    /// Encodings of explicit position ids `(batch, seq)`, shape `(batch, seq, d_model)`
+    /// (left-padded rows count positions from their first real token).
+    pub fn forward_ids(&self, position_ids: &Tensor) -> Result<Tensor> {
+        check_ids(
+            "sinusoidal positional encoding",
+            position_ids,
+            0,
+            self.max_len,
+        )?;
+        let (b, s) = position_ids.dims2()?;
+        let flat = position_ids.to_dtype(DType::U32)?.flatten_all()?;
+        Ok(self
+            .table
+            .index_select(&flat, 0)?
+            .reshape((b, s, self.table.dim(1)?))?)
+    }
+
     /// Adds the encoding of positions `start..` to `x` of shape `(batch, seq, d_model)`.
     pub fn forward(&self, x: &Tensor, start: usize) -> Result<Tensor> {
         let (_, seq, d) = x.dims3()?;
