@@ -77,6 +77,22 @@ fn multihead_attention_with_causal_and_padding_mask() {
         )
         .unwrap();
     assert_close("causal output", &out.output, &f.io("causal_out"), TOL);
+    // Without weights requested, the fused CPU kernel runs; it must agree too.
+    let fused = attn
+        .forward(
+            &x,
+            AttentionContext {
+                bias: b.as_ref(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_close(
+        "causal output (fused kernel)",
+        &fused.output,
+        &f.io("causal_out"),
+        TOL,
+    );
     assert_close(
         "causal weights",
         out.weights.as_ref().unwrap(),

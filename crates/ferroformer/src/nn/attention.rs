@@ -4,6 +4,7 @@
 
 use candle_core::{Tensor, D};
 
+use super::kernels::{self, AttentionDims, Heads};
 use super::linear::{join, Linear, ParamNames};
 use super::mask::check_bias;
 use super::positional::RopeTables;
@@ -295,9 +296,54 @@ impl MultiHeadAttention {
                 .contiguous()?)
         };
 
+        let scale = cfg.scale.unwrap_or(1.0 / (hd as f64).sqrt());
+        // The fused CPU kernel serves inference: no dropout, no weights to return.
+        let fused = !(ctx.train && cfg.dropout > 0.0) && !ctx.need_weights;
+        let biases: Vec<&Tensor> = ctx
+            .position_bias
+            .iter()
+            .chain(ctx.bias.iter())
+            .copied()
+            .collect();
+        let dims = |k_len: usize| AttentionDims {
+            batch: b,
+            heads: h,
+            kv_heads: kvh,
+            q_len,
+            k_len,
+            head_dim: hd,
+        };
+        let check_biases = |k_len: usize| -> Result<()> {
+            if let Some(pb) = ctx.position_bias {
+                check_bias("position bias", pb, b, h, q_len, k_len)?;
+            }
+            if let Some(bias) = ctx.bias {
+                check_bias("attention mask", bias, b, h, q_len, k_len)?;
+            }
+            Ok(())
+        };
+
         let (q, k, v) = match ctx.memory {
             None => {
                 let qkv = self.qkv.forward(x)?;
+                if fused && ctx.rope.is_none() && ctx.cache.is_none() {
+                    // Read the heads straight out of the projection: no split copies.
+                    check_biases(q_len)?;
+                    let out = kernels::attention(
+                        Heads::packed(&qkv, 0, hd)?,
+                        Heads::packed(&qkv, q_dim, hd)?,
+                        Heads::packed(&qkv, q_dim + kv_dim, hd)?,
+                        dims(q_len),
+                        &biases,
+                        scale as f32,
+                    )?;
+                    if let Some(out) = out {
+                        return Ok(AttentionOutput {
+                            output: self.out.forward(&out)?,
+                            weights: None,
+                        });
+                    }
+                }
                 let q = to_heads(qkv.narrow(D::Minus1, 0, q_dim)?, h, q_len)?;
                 let k = to_heads(qkv.narrow(D::Minus1, q_dim, kv_dim)?, kvh, q_len)?;
                 let v = to_heads(qkv.narrow(D::Minus1, q_dim + kv_dim, kv_dim)?, kvh, q_len)?;
@@ -342,17 +388,26 @@ impl MultiHeadAttention {
             }
         };
         let k_len = k.dim(2)?;
+        check_biases(k_len)?;
+        if fused {
+            if let (Some(qh), Some(kh), Some(vh)) =
+                (Heads::bhsd(&q), Heads::bhsd(&k), Heads::bhsd(&v))
+            {
+                if let Some(out) =
+                    kernels::attention(qh, kh, vh, dims(k_len), &biases, scale as f32)?
+                {
+                    return Ok(AttentionOutput {
+                        output: self.out.forward(&out)?,
+                        weights: None,
+                    });
+                }
+            }
+        }
         let (k, v) = (repeat_kv(k, h / kvh)?, repeat_kv(v, h / kvh)?);
 
-        let scale = cfg.scale.unwrap_or(1.0 / (hd as f64).sqrt());
         let q = if scale == 1.0 { q } else { (q * scale)? };
         let mut scores = q.matmul(&k.t()?)?;
-        if let Some(pb) = ctx.position_bias {
-            check_bias("position bias", pb, b, h, q_len, k_len)?;
-            scores = scores.broadcast_add(pb)?;
-        }
-        if let Some(bias) = ctx.bias {
-            check_bias("attention mask", bias, b, h, q_len, k_len)?;
+        for bias in &biases {
             scores = scores.broadcast_add(bias)?;
         }
         let weights = softmax_last_dim(&scores)?;

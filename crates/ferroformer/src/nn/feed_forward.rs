@@ -164,13 +164,13 @@ impl FeedForward {
 
     /// Applies the sublayer to `(..., d_model)`.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let hidden = self.up.forward(x)?;
         let hidden = if self.cfg.gated {
+            let hidden = self.up.forward(x)?;
             let gate = hidden.narrow(D::Minus1, 0, self.cfg.d_ff)?;
             let up = hidden.narrow(D::Minus1, self.cfg.d_ff, self.cfg.d_ff)?;
             (self.cfg.activation.forward(&gate)? * up)?
         } else {
-            self.cfg.activation.forward(&hidden)?
+            self.up.forward_act(x, self.cfg.activation)?
         };
         let hidden = if train && self.cfg.dropout > 0.0 {
             candle_nn::ops::dropout(&hidden, self.cfg.dropout as f32)?

@@ -168,7 +168,26 @@ impl Linear {
                 x.dims(),
             ));
         }
+        if let Some(y) = super::kernels::linear(x, &self.weight, self.bias.as_ref(), None)? {
+            return Ok(y);
+        }
         Ok(Module::forward(self, x)?)
+    }
+
+    /// `act(self(x))`, fused into one pass on the CPU fast path.
+    pub fn forward_act(&self, x: &Tensor, act: super::Activation) -> Result<Tensor> {
+        let in_dim = self.in_dim();
+        if x.dims().last() != Some(&in_dim) {
+            return Err(crate::Error::shape(
+                "linear layer input",
+                format!("(..., {in_dim})"),
+                x.dims(),
+            ));
+        }
+        if let Some(y) = super::kernels::linear(x, &self.weight, self.bias.as_ref(), Some(act))? {
+            return Ok(y);
+        }
+        act.forward(&Module::forward(self, x)?)
     }
 }
 

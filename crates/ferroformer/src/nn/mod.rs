@@ -2,6 +2,7 @@
 
 pub mod attention;
 pub mod feed_forward;
+mod kernels;
 pub mod layer;
 pub mod linear;
 pub mod mask;

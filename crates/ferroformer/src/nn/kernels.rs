@@ -1,0 +1,324 @@
+//! Focused CPU kernels for the inference hot paths, where composing candle ops costs extra
+//! passes over memory and extra buffers:
+//!
+//! - [`linear`]: `act(x W^T + b)` as one GEMM that starts from the bias, with the
+//!   activation applied in place — one output buffer instead of three;
+//! - [`attention`]: `softmax(q k^T * scale + bias) v` for every (batch, head) in parallel,
+//!   reading q, k and v straight out of the fused projection (no head split copies) and
+//!   writing the heads already merged as `(batch, seq, heads * head_dim)`.
+//!
+//! Both run only for f32 tensors on the CPU that no gradient is tracked through; callers
+//! fall back to the composed (differentiable, any-device) form otherwise. The per-element
+//! activation functions are candle's own, so both paths give the same numbers.
+
+use candle_core::op::{Gelu, GeluErf, Relu, Silu, UnaryOpT};
+use candle_core::{DType, Device, Layout, Storage, Tensor};
+use rayon::prelude::*;
+
+use super::feed_forward::Activation;
+use crate::error::Result;
+
+/// Whether every tensor is an f32 CPU tensor outside any autograd graph.
+pub(crate) fn eligible(tensors: &[&Tensor]) -> bool {
+    tensors
+        .iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32 && !t.track_op())
+}
+
+/// The f32 data of a CPU storage, from `layout`'s start offset on.
+fn f32_data<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a [f32]> {
+    match storage {
+        Storage::Cpu(cpu) => cpu
+            .as_slice::<f32>()
+            .ok()
+            .map(|d| &d[layout.start_offset()..]),
+        _ => None,
+    }
+}
+
+fn gemm_parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
+    let threads = candle_core::utils::get_num_threads();
+    // Below ~a million multiply-adds, waking threads costs more than it saves.
+    if threads > 1 && m * n * k >= 1 << 20 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    }
+}
+
+fn apply_activation(data: &mut [f32], act: Activation) {
+    fn map<F: Fn(f32) -> f32 + Sync>(data: &mut [f32], f: F) {
+        data.par_chunks_mut(1 << 14)
+            .for_each(|chunk| chunk.iter_mut().for_each(|v| *v = f(*v)));
+    }
+    match act {
+        Activation::Relu => map(data, Relu::f32),
+        Activation::Gelu => map(data, GeluErf::f32),
+        Activation::GeluTanh => map(data, Gelu::f32),
+        Activation::Silu => map(data, Silu::f32),
+    }
+}
+
+/// `act(x W^T + b)` for `x` `(..., in)`, `w` `(out, in)`; `None` when not applicable.
+pub(crate) fn linear(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    act: Option<Activation>,
+) -> Result<Option<Tensor>> {
+    let mut all = vec![x, w];
+    all.extend(b);
+    if !eligible(&all) || !all.iter().all(|t| t.is_contiguous()) {
+        return Ok(None);
+    }
+    let (n, k) = w.dims2()?;
+    let m = x.elem_count() / k.max(1);
+    let mut dst: Vec<f32> = match b {
+        Some(b) => {
+            let bias = b.to_vec1::<f32>()?;
+            let mut d = Vec::with_capacity(m * n);
+            for _ in 0..m {
+                d.extend_from_slice(&bias);
+            }
+            d
+        }
+        None => vec![0f32; m * n],
+    };
+    if m > 0 && n > 0 {
+        let (xs, xl) = x.storage_and_layout();
+        let (ws, wl) = w.storage_and_layout();
+        let (Some(xd), Some(wd)) = (f32_data(&xs, xl), f32_data(&ws, wl)) else {
+            return Ok(None);
+        };
+        // SAFETY: dst is m×n row-major; x is m×k row-major; w is n×k row-major, read as the
+        // k×n matrix W^T (column stride k, row stride 1). All slices cover those extents.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst.as_mut_ptr(),
+                1,
+                n as isize,
+                b.is_some(),
+                xd.as_ptr(),
+                1,
+                k as isize,
+                wd.as_ptr(),
+                k as isize,
+                1,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm_parallelism(m, n, k),
+            );
+        }
+    }
+    if let Some(act) = act {
+        apply_activation(&mut dst, act);
+    }
+    let mut dims = x.dims().to_vec();
+    let last = dims.len() - 1;
+    dims[last] = n;
+    Ok(Some(Tensor::from_vec(dst, dims, &Device::Cpu)?))
+}
+
+/// Where the heads of q, k or v live inside a tensor's data: element `(b, h, s, d)` is at
+/// `offset + b*sb + h*sh + s*ss + d`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Heads<'a> {
+    pub tensor: &'a Tensor,
+    pub offset: usize,
+    pub sb: usize,
+    pub sh: usize,
+    pub ss: usize,
+}
+
+impl<'a> Heads<'a> {
+    /// Heads packed along the last dimension of a contiguous `(batch, seq, width)` tensor,
+    /// starting at column `offset`, `head_dim` wide each.
+    pub fn packed(tensor: &'a Tensor, offset: usize, head_dim: usize) -> Result<Self> {
+        let (_, s, width) = tensor.dims3()?;
+        Ok(Self {
+            tensor,
+            offset,
+            sb: s * width,
+            sh: head_dim,
+            ss: width,
+        })
+    }
+
+    /// A `(batch, heads, seq, head_dim)` tensor whose last dimension is contiguous.
+    pub fn bhsd(tensor: &'a Tensor) -> Option<Self> {
+        let st = tensor.stride();
+        (st.len() == 4 && st[3] == 1).then(|| Self {
+            tensor,
+            offset: 0,
+            sb: st[0],
+            sh: st[1],
+            ss: st[2],
+        })
+    }
+}
+
+/// Sizes of one attention call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AttentionDims {
+    pub batch: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub q_len: usize,
+    pub k_len: usize,
+    pub head_dim: usize,
+}
+
+struct SendPtr(*mut f32);
+// SAFETY: every (batch, head) unit writes a disjoint set of output elements.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// A method (not a field access) so closures capture the wrapper, not the raw pointer.
+    fn get(&self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Scaled dot-product attention; returns `(batch, q_len, heads * head_dim)`.
+///
+/// `biases` are additive tensors broadcastable to `(batch, heads, q_len, k_len)` (already
+/// shape-checked by the caller). `None` when not applicable.
+pub(crate) fn attention(
+    q: Heads,
+    k: Heads,
+    v: Heads,
+    dims: AttentionDims,
+    biases: &[&Tensor],
+    scale: f32,
+) -> Result<Option<Tensor>> {
+    let mut all = vec![q.tensor, k.tensor, v.tensor];
+    all.extend(biases.iter().copied());
+    if !eligible(&all) {
+        return Ok(None);
+    }
+    let AttentionDims {
+        batch,
+        heads,
+        kv_heads,
+        q_len,
+        k_len,
+        head_dim,
+    } = dims;
+    let width = heads * head_dim;
+    let mut out = vec![0f32; batch * q_len * width];
+    if out.is_empty() || k_len == 0 {
+        return Ok(Some(Tensor::from_vec(
+            out,
+            (batch, q_len, width),
+            &Device::Cpu,
+        )?));
+    }
+    let guards: Vec<_> = all.iter().map(|t| t.storage_and_layout()).collect();
+    let data: Option<Vec<&[f32]>> = guards.iter().map(|(s, l)| f32_data(s, l)).collect();
+    let Some(data) = data else { return Ok(None) };
+    let (qd, kd, vd) = (data[0], data[1], data[2]);
+    // Bias element strides, 0 along broadcast dimensions.
+    let bias_views: Vec<(&[f32], [usize; 4])> = biases
+        .iter()
+        .zip(&data[3..])
+        .map(|(t, d)| {
+            let st = t.stride();
+            let dm = t.dims();
+            let s = |i: usize| if dm[i] == 1 { 0 } else { st[i] };
+            (*d, [s(0), s(1), s(2), s(3)])
+        })
+        .collect();
+    let n_rep = heads / kv_heads;
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    (0..batch * heads).into_par_iter().for_each(|unit| {
+        let (b, h) = (unit / heads, unit % heads);
+        let kvh = h / n_rep;
+        let mut scores = vec![0f32; q_len * k_len];
+        let qp = &qd[q.offset + b * q.sb + h * q.sh..];
+        let kp = &kd[k.offset + b * k.sb + kvh * k.sh..];
+        let vp = &vd[v.offset + b * v.sb + kvh * v.sh..];
+        // SAFETY: q rows are `ss` apart with `head_dim` contiguous values; k and v likewise;
+        // `scores` is q_len × k_len row-major; the output block of this (b, h) is q_len rows
+        // of `head_dim` values, `width` apart, disjoint from every other unit's block.
+        unsafe {
+            gemm::gemm(
+                q_len,
+                k_len,
+                head_dim,
+                scores.as_mut_ptr(),
+                1,
+                k_len as isize,
+                false,
+                qp.as_ptr(),
+                1,
+                q.ss as isize,
+                kp.as_ptr(),
+                k.ss as isize,
+                1,
+                0.0,
+                scale,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        for (bd, st) in &bias_views {
+            let base = b * st[0] + h * st[1];
+            for i in 0..q_len {
+                let row = &bd[base + i * st[2]..];
+                let srow = &mut scores[i * k_len..(i + 1) * k_len];
+                for (j, s) in srow.iter_mut().enumerate() {
+                    *s += row[j * st[3]];
+                }
+            }
+        }
+        for row in scores.chunks_mut(k_len) {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for s in row.iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            let inv = 1.0 / sum;
+            row.iter_mut().for_each(|s| *s *= inv);
+        }
+        unsafe {
+            let dst = out_ptr.get().add(b * q_len * width + h * head_dim);
+            gemm::gemm(
+                q_len,
+                head_dim,
+                k_len,
+                dst,
+                1,
+                width as isize,
+                false,
+                scores.as_ptr(),
+                1,
+                k_len as isize,
+                vp.as_ptr(),
+                1,
+                v.ss as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    });
+    drop(guards);
+    Ok(Some(Tensor::from_vec(
+        out,
+        (batch, q_len, width),
+        &Device::Cpu,
+    )?))
+}
