@@ -298,7 +298,8 @@ impl MultiHeadAttention {
 
         let scale = cfg.scale.unwrap_or(1.0 / (hd as f64).sqrt());
         // The fused CPU kernel serves inference: no dropout, no weights to return.
-        let fused = !(ctx.train && cfg.dropout > 0.0) && !ctx.need_weights;
+        let dropout_active = ctx.train && cfg.dropout > 0.0;
+        let fused = !dropout_active && !ctx.need_weights;
         let biases: Vec<&Tensor> = ctx
             .position_bias
             .iter()
