@@ -6,6 +6,8 @@
 //!
 //! Layers, from the bottom: `nn` → `arch` → `models`. A layer imports only layers below it.
 
+#![warn(missing_docs)]
+
 pub mod arch;
 pub mod error;
 pub mod models;
@@ -17,3 +19,8 @@ pub use error::{Error, Result};
 pub use weights::Weights;
 
 pub use candle_core::{DType, Device, Tensor};
+
+/// The README's examples compile as doc tests.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
