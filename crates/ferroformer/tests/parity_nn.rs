@@ -5,7 +5,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
 use common::*;
-use ferroformer::nn::mask::attention_bias;
+use ferroformer::nn::mask::{attention_bias, MASKED};
 use ferroformer::nn::*;
 
 const TOL: f32 = 1e-5;
@@ -410,3 +410,114 @@ fn swiglu_matches_llama_mlp() {
 }
 
 use ferroformer::Weights;
+
+/// Grouped-query attention equals multi-head attention whose key/value projections repeat
+/// each shared head for its group of query heads — on both the fused and composed paths.
+#[test]
+fn grouped_query_attention_equals_repeated_kv_heads() {
+    use std::collections::HashMap;
+    let dev = Device::Cpu;
+    let (d, heads, kv_heads, hd) = (16, 4, 2, 4);
+    let t = |shape: (usize, usize), seed: f64| {
+        Tensor::arange(0f32, (shape.0 * shape.1) as f32, &dev)
+            .unwrap()
+            .affine(0.37, seed)
+            .unwrap()
+            .sin()
+            .unwrap()
+            .reshape(shape)
+            .unwrap()
+    };
+    let (q, k, v, o) = (
+        t((d, d), 0.1),
+        t((kv_heads * hd, d), 0.2),
+        t((kv_heads * hd, d), 0.3),
+        t((d, d), 0.4),
+    );
+    let repeat = |w: &Tensor| {
+        let per_head: Vec<Tensor> = (0..heads)
+            .map(|h| w.narrow(0, (h / 2) * hd, hd).unwrap())
+            .collect();
+        Tensor::cat(&per_head, 0).unwrap()
+    };
+    let weights = |k: Tensor, v: Tensor| {
+        let m: HashMap<String, Tensor> = [
+            ("q.weight", q.clone()),
+            ("k.weight", k),
+            ("v.weight", v),
+            ("o.weight", o.clone()),
+        ]
+        .into_iter()
+        .map(|(n, t)| (n.to_string(), t))
+        .collect();
+        Weights::from_tensors(m, DType::F32, &dev)
+    };
+    let mut gqa_cfg = AttentionConfig::new(d, heads)
+        .unwrap()
+        .with_kv_heads(kv_heads)
+        .unwrap();
+    gqa_cfg.qkv_bias = false;
+    gqa_cfg.out_bias = false;
+    let mut mha_cfg = gqa_cfg.clone();
+    mha_cfg.num_kv_heads = heads;
+    let names = |c: &AttentionConfig| AttentionNames::separate("q", "k", "v", "o", c);
+    let gqa = MultiHeadAttention::load(&weights(k.clone(), v.clone()), &gqa_cfg, &names(&gqa_cfg))
+        .unwrap();
+    let mha =
+        MultiHeadAttention::load(&weights(repeat(&k), repeat(&v)), &mha_cfg, &names(&mha_cfg))
+            .unwrap();
+    let x = Tensor::randn(0f32, 1f32, (2, 5, d), &dev).unwrap();
+    let b = bias(None, true, 2, 5, 5);
+    for need_weights in [false, true] {
+        let ctx = || AttentionContext {
+            bias: b.as_ref(),
+            need_weights,
+            ..Default::default()
+        };
+        let a = gqa.forward(&x, ctx()).unwrap().output;
+        let e = mha.forward(&x, ctx()).unwrap().output;
+        assert_close(
+            &format!("GQA vs repeated MHA (need_weights={need_weights})"),
+            &a,
+            &e,
+            1e-6,
+        );
+    }
+}
+
+/// An additive position bias (T5, ALiBi) is added to the scores of every head.
+#[test]
+fn position_bias_shifts_scores() {
+    let (f, attn) = mha();
+    let x = f.io("x");
+    // A bias that forbids every key but the first equals attending only to key 0.
+    let mut data = vec![MASKED; 4 * 7 * 7];
+    for (i, v) in data.iter_mut().enumerate() {
+        if i % 7 == 0 {
+            *v = 0.0;
+        }
+    }
+    let pb = Tensor::from_vec(data, (1, 4, 7, 7), &Device::Cpu).unwrap();
+    let out = attn
+        .forward(
+            &x,
+            AttentionContext {
+                position_bias: Some(&pb),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .output;
+    let only_first = attn
+        .forward(&x.narrow(1, 0, 1).unwrap(), AttentionContext::default())
+        .unwrap()
+        .output;
+    for t in 0..7 {
+        assert_close(
+            &format!("position {t}"),
+            &out.narrow(1, t, 1).unwrap(),
+            &only_first,
+            1e-5,
+        );
+    }
+}
