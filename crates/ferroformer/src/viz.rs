@@ -116,3 +116,55 @@ pub fn attention_png(path: &Path, weights: &Tensor, cell: u32) -> Result<()> {
         .collect::<candle_core::Result<Vec<_>>>()?;
     heatmap_grid(path, &panels, 4, cell)
 }
+
+/// Draws training (blue line) and validation (orange line with dots) loss against steps
+/// on one set of axes, y from 0 to the largest loss, light grid lines at each unit of loss.
+pub fn loss_curves_png(path: &Path, train: &[(u64, f64)], val: &[(u64, f64)]) -> Result<()> {
+    let (w, h, margin) = (800i32, 500i32, 40i32);
+    let root = BitMapBackend::new(path, (w as u32, h as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| draw_error(path, e))?;
+    let all = train.iter().chain(val.iter());
+    let max_step = all.clone().map(|p| p.0).max().unwrap_or(1).max(1) as f64;
+    let max_loss = all
+        .map(|p| p.1)
+        .filter(|l| l.is_finite())
+        .fold(0f64, f64::max)
+        .max(1e-9)
+        .ceil();
+    let x = |s: u64| margin + ((s as f64 / max_step) * (w - 2 * margin) as f64) as i32;
+    let y = |l: f64| h - margin - ((l / max_loss) * (h - 2 * margin) as f64) as i32;
+    let grey = RGBColor(225, 225, 225);
+    for k in 0..=(max_loss as i64) {
+        let yy = y(k as f64);
+        root.draw(&PathElement::new(
+            vec![(margin, yy), (w - margin, yy)],
+            grey,
+        ))
+        .map_err(|e| draw_error(path, e))?;
+    }
+    let axes = vec![
+        (margin, margin),
+        (margin, h - margin),
+        (w - margin, h - margin),
+    ];
+    root.draw(&PathElement::new(axes, BLACK))
+        .map_err(|e| draw_error(path, e))?;
+    let blue = RGBColor(31, 119, 180);
+    let orange = RGBColor(255, 127, 14);
+    let line = |pts: &[(u64, f64)]| -> Vec<(i32, i32)> {
+        pts.iter()
+            .filter(|p| p.1.is_finite())
+            .map(|&(s, l)| (x(s), y(l)))
+            .collect()
+    };
+    root.draw(&PathElement::new(line(train), blue.stroke_width(1)))
+        .map_err(|e| draw_error(path, e))?;
+    root.draw(&PathElement::new(line(val), orange.stroke_width(2)))
+        .map_err(|e| draw_error(path, e))?;
+    for p in line(val) {
+        root.draw(&Circle::new(p, 3, orange.filled()))
+            .map_err(|e| draw_error(path, e))?;
+    }
+    root.present().map_err(|e| draw_error(path, e))?;
+    Ok(())
+}

@@ -294,3 +294,53 @@ fn course_decoder_left_padded_rows_equal_unpadded_runs() {
         );
     }
 }
+
+#[test]
+fn tiny_llama_logits_match_transformers() {
+    use ferroformer::models::LlamaForCausalLm;
+    let model =
+        LlamaForCausalLm::from_dir(&fixtures().join("tiny-llama"), DType::F32, &Device::Cpu)
+            .unwrap();
+    let f = Fixture::load("tiny-llama-io.safetensors");
+    let ids = f.io("input_ids");
+    let mask = f.io("attention_mask");
+    let row0 = model
+        .forward(&row_prefix(&ids, 0, 9), None, None)
+        .unwrap()
+        .logits;
+    assert_close("row 0 logits", &row0, &f.io("logits_row0"), TOL);
+    let padded = model.forward(&ids, Some(&mask), None).unwrap().logits;
+    let expected = f.io("logits_padded");
+    for (i, len) in lengths(&mask).into_iter().enumerate() {
+        let got = row_suffix(&padded, i, len);
+        assert_close(
+            &format!("left-padded row {i}"),
+            &got,
+            &row_suffix(&expected, i, len),
+            TOL,
+        );
+    }
+    // Incremental decoding with the KV cache (rotary positions continue from the cache).
+    let mut caches = model.decoder().new_caches();
+    let ids0 = row_prefix(&ids, 0, 9);
+    let mut steps = vec![
+        model
+            .forward(&ids0.narrow(1, 0, 4).unwrap(), None, Some(&mut caches))
+            .unwrap()
+            .logits,
+    ];
+    for t in 4..9 {
+        steps.push(
+            model
+                .forward(&ids0.narrow(1, t, 1).unwrap(), None, Some(&mut caches))
+                .unwrap()
+                .logits,
+        );
+    }
+    assert_close(
+        "cached decoding",
+        &Tensor::cat(&steps, 1).unwrap(),
+        &f.io("logits_row0"),
+        TOL,
+    );
+}

@@ -296,7 +296,7 @@ impl Embeddings {
             hidden = norm.forward(&hidden)?;
         }
         if train && self.cfg.dropout > 0.0 {
-            hidden = candle_nn::ops::dropout(&hidden, self.cfg.dropout as f32)?;
+            hidden = crate::nn::dropout::dropout(&hidden, self.cfg.dropout)?;
         }
         Ok(Embedded { hidden, rope })
     }

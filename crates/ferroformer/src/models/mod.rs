@@ -1,10 +1,13 @@
 //! Pretrained model families: each is a config struct (read from `config.json`) plus a
 //! weight-name map onto the shared [`crate::arch`] and [`crate::nn`] blocks.
 
+pub mod auto;
 pub mod bert;
+pub mod course;
 pub mod gpt2;
 pub mod hub;
 pub mod inspect;
+pub mod llama;
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +19,7 @@ use crate::weights::Weights;
 pub use bert::{BertConfig, BertModel, BertOutput};
 pub use gpt2::{Gpt2Config, Gpt2LmHeadModel};
 pub use inspect::{inspect_checkpoint, CheckpointSummary, ModuleSummary};
+pub use llama::{LlamaConfig, LlamaForCausalLm};
 
 /// Reads and parses `dir/config.json`, naming the file and the field on error.
 pub fn read_config<T: DeserializeOwned>(dir: &Path) -> Result<T> {

@@ -413,7 +413,7 @@ impl MultiHeadAttention {
         }
         let weights = softmax_last_dim(&scores)?;
         let attn = if ctx.train && cfg.dropout > 0.0 {
-            candle_nn::ops::dropout(&weights, cfg.dropout as f32)?
+            super::dropout::dropout(&weights, cfg.dropout)?
         } else {
             weights.clone()
         };

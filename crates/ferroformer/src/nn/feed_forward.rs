@@ -173,7 +173,7 @@ impl FeedForward {
             self.up.forward_act(x, self.cfg.activation)?
         };
         let hidden = if train && self.cfg.dropout > 0.0 {
-            candle_nn::ops::dropout(&hidden, self.cfg.dropout as f32)?
+            super::dropout::dropout(&hidden, self.cfg.dropout)?
         } else {
             hidden
         };

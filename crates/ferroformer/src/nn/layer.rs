@@ -189,7 +189,7 @@ impl TransformerLayer {
 
     fn dropout(&self, x: Tensor, train: bool) -> Result<Tensor> {
         if train && self.cfg.dropout > 0.0 {
-            Ok(candle_nn::ops::dropout(&x, self.cfg.dropout as f32)?)
+            super::dropout::dropout(&x, self.cfg.dropout)
         } else {
             Ok(x)
         }

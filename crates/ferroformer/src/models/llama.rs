@@ -1,0 +1,218 @@
+//! The Llama family (`LlamaForCausalLM`: Llama 2/3, SmolLM2; Mistral and Qwen2 share the
+//! layout): rotary positions, RMSNorm, SwiGLU, grouped-query attention, optional q/k/v
+//! biases, tied or untied LM head — all on the shared decoder-only architecture.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::arch::{
+    DecoderConfig, DecoderNames, DecoderOnlyTransformer, DecoderOutput, EmbeddingConfig,
+    EmbeddingNames, PositionalKind, StackConfig, StackNames,
+};
+use crate::error::{Error, Result};
+use crate::nn::{
+    Activation, AttentionConfig, AttentionNames, FeedForwardConfig, FeedForwardNames, LayerCache,
+    LayerConfig, LayerNames, NormConfig, RopeLayout,
+};
+use crate::weights::Weights;
+
+fn default_act() -> String {
+    "silu".into()
+}
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_theta() -> f64 {
+    10000.0
+}
+fn default_max_pos() -> usize {
+    2048
+}
+
+/// `config.json` of a Llama-family checkpoint (the fields this model reads).
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+pub struct LlamaConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Hidden width.
+    pub hidden_size: usize,
+    /// FFN width.
+    pub intermediate_size: usize,
+    /// Layers.
+    pub num_hidden_layers: usize,
+    /// Query heads.
+    pub num_attention_heads: usize,
+    /// Key/value heads (defaults to `num_attention_heads`).
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    /// Head width (defaults to `hidden_size / num_attention_heads`).
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    /// Longest sequence.
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: usize,
+    /// RMSNorm epsilon.
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    /// RoPE base.
+    #[serde(default = "default_theta")]
+    pub rope_theta: f64,
+    /// FFN activation.
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    /// q/k/v/o biases (Qwen2 has q/k/v biases: see `qkv_bias`).
+    #[serde(default)]
+    pub attention_bias: bool,
+    /// Whether the LM head shares the token embeddings.
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Dropout on attention weights.
+    #[serde(default)]
+    pub attention_dropout: f64,
+    /// `model_type` (`llama`, `mistral`, `qwen2`).
+    #[serde(default)]
+    pub model_type: Option<String>,
+}
+
+impl LlamaConfig {
+    /// The decoder configuration these values describe.
+    pub fn decoder_config(&self) -> Result<DecoderConfig> {
+        let heads = self.num_attention_heads;
+        if heads == 0 {
+            return Err(Error::config("num_attention_heads", "must be > 0"));
+        }
+        let head_dim = self.head_dim.unwrap_or(self.hidden_size / heads);
+        let qwen2 = self.model_type.as_deref() == Some("qwen2");
+        let attention = AttentionConfig {
+            d_model: self.hidden_size,
+            num_heads: heads,
+            num_kv_heads: self.num_key_value_heads.unwrap_or(heads),
+            head_dim,
+            qkv_bias: self.attention_bias || qwen2,
+            out_bias: self.attention_bias,
+            scale: None,
+            dropout: self.attention_dropout,
+        };
+        attention.validate()?;
+        let mut ffn = FeedForwardConfig::swiglu(self.hidden_size, self.intermediate_size);
+        ffn.activation = Activation::from_name(&self.hidden_act)?;
+        Ok(DecoderConfig {
+            embeddings: EmbeddingConfig {
+                vocab_size: self.vocab_size,
+                d_model: self.hidden_size,
+                max_positions: self.max_position_embeddings,
+                positional: PositionalKind::Rotary {
+                    base: self.rope_theta,
+                    layout: RopeLayout::HalfSplit,
+                },
+                type_vocab_size: None,
+                norm: None,
+                scale: None,
+                dropout: 0.0,
+            },
+            stack: StackConfig {
+                layer: LayerConfig {
+                    self_attention: attention,
+                    cross_attention: None,
+                    feed_forward: ffn,
+                    norm: NormConfig::rms_norm(self.rms_norm_eps),
+                    norm_first: true,
+                    dropout: 0.0,
+                },
+                num_layers: self.num_hidden_layers,
+                final_norm: true,
+            },
+            tie_word_embeddings: self.tie_word_embeddings,
+            lm_head_bias: false,
+        })
+    }
+}
+
+/// Llama's tensor names, relative to `model.` (the LM head is `lm_head` at the root).
+pub fn llama_names(cfg: &DecoderConfig) -> DecoderNames {
+    let attn = &cfg.stack.layer.self_attention;
+    let mut self_attention = AttentionNames::separate(
+        "self_attn.q_proj",
+        "self_attn.k_proj",
+        "self_attn.v_proj",
+        "self_attn.o_proj",
+        attn,
+    );
+    self_attention.out.bias = attn.out_bias.then(|| "self_attn.o_proj.bias".into());
+    DecoderNames {
+        embeddings: EmbeddingNames {
+            word: "embed_tokens.weight".into(),
+            position: None,
+            token_type: None,
+            norm: None,
+        },
+        stack: StackNames {
+            layer_prefix: "layers".into(),
+            layer: LayerNames {
+                self_attention,
+                self_attention_norm: "input_layernorm".into(),
+                cross_attention: None,
+                cross_attention_norm: None,
+                feed_forward: FeedForwardNames::gated(
+                    "mlp.gate_proj",
+                    "mlp.up_proj",
+                    "mlp.down_proj",
+                    false,
+                ),
+                feed_forward_norm: "post_attention_layernorm".into(),
+            },
+            final_norm: Some("norm".into()),
+        },
+        lm_head: "lm_head".into(),
+    }
+}
+
+/// A Llama-family model with its language-model head.
+#[derive(Debug, Clone)]
+pub struct LlamaForCausalLm {
+    config: LlamaConfig,
+    decoder: DecoderOnlyTransformer,
+}
+
+impl LlamaForCausalLm {
+    /// Loads from weights rooted at the checkpoint root (`model.…`, `lm_head.weight`).
+    pub fn load(w: &Weights, config: &LlamaConfig) -> Result<Self> {
+        let cfg = config.decoder_config()?;
+        let decoder =
+            DecoderOnlyTransformer::load_split(&w.pp("model"), w, &cfg, &llama_names(&cfg))?;
+        Ok(Self {
+            config: config.clone(),
+            decoder,
+        })
+    }
+
+    /// Loads `config.json` and the safetensors weights of a checkpoint directory.
+    pub fn from_dir(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let config: LlamaConfig = super::read_config(dir)?;
+        let files = super::checkpoint_files(dir)?;
+        let w = Weights::from_safetensors(&files, dtype, device)?;
+        Self::load(&w, &config)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// The decoder.
+    pub fn decoder(&self) -> &DecoderOnlyTransformer {
+        &self.decoder
+    }
+
+    /// Logits for `input_ids` (see [`DecoderOnlyTransformer::forward`]).
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        caches: Option<&mut [LayerCache]>,
+    ) -> Result<DecoderOutput> {
+        self.decoder
+            .forward(input_ids, attention_mask, caches, false, false)
+    }
+}
