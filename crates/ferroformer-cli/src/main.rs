@@ -9,6 +9,12 @@ use clap::{Parser, Subcommand};
 use ferroformer::models::{self, BertModel, Gpt2LmHeadModel};
 use ferroformer::nn::SinusoidalPositionalEncoding;
 
+/// Tensors of many megabytes are allocated and freed on every layer; the system allocator
+/// returns them to the kernel each time, so every new buffer costs page faults. mimalloc
+/// keeps and reuses them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "ferroformer",

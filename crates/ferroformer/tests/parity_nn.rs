@@ -521,3 +521,83 @@ fn position_bias_shifts_scores() {
         );
     }
 }
+
+/// The one-pass training kernels (GELU-tanh, RMSNorm, LayerNorm, softmax) give the same
+/// gradients as the same functions composed from candle's differentiable ops.
+#[test]
+fn training_kernels_match_composed_gradients() {
+    use candle_core::D;
+    let dev = Device::Cpu;
+    let x = Var::from_tensor(&Tensor::randn(0f32, 1.5, (3, 5, 16), &dev).unwrap()).unwrap();
+    let wts = Tensor::randn(0f32, 1., (3, 5, 16), &dev).unwrap();
+    let gamma = Var::from_tensor(&Tensor::randn(1f32, 0.2, 16, &dev).unwrap()).unwrap();
+    let beta = Var::from_tensor(&Tensor::randn(0f32, 0.2, 16, &dev).unwrap()).unwrap();
+    let grad_of = |y: Tensor, v: &Var| {
+        let g = (y * &wts).unwrap().sum_all().unwrap().backward().unwrap();
+        g.get(v.as_tensor()).unwrap().clone()
+    };
+    let xt = x.as_tensor();
+    // GELU (tanh): candle's composed backward.
+    let ours = grad_of(Activation::GeluTanh.forward(xt).unwrap(), &x);
+    let composed = grad_of(xt.gelu().unwrap(), &x);
+    assert_close("gelu-tanh grad", &ours, &composed, 1e-4);
+    // Softmax.
+    let ours = grad_of(
+        ferroformer::nn::attention::softmax_last_dim(xt).unwrap(),
+        &x,
+    );
+    let composed = grad_of(candle_nn::ops::softmax(xt, D::Minus1).unwrap(), &x);
+    assert_close("softmax grad", &ours, &composed, 1e-5);
+    // LayerNorm and RMSNorm, gradients for the input and the weight.
+    let composed_ln = |x: &Tensor| {
+        let mean = x.mean_keepdim(D::Minus1).unwrap();
+        let c = x.broadcast_sub(&mean).unwrap();
+        let var = c.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+        c.broadcast_div(&(var + 1e-5).unwrap().sqrt().unwrap())
+            .unwrap()
+            .broadcast_mul(gamma.as_tensor())
+            .unwrap()
+            .broadcast_add(beta.as_tensor())
+            .unwrap()
+    };
+    let composed_rms = |x: &Tensor| {
+        let ms = x.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+        x.broadcast_div(&(ms + 1e-5).unwrap().sqrt().unwrap())
+            .unwrap()
+            .broadcast_mul(gamma.as_tensor())
+            .unwrap()
+    };
+    let ln = Norm::new(
+        NormKind::LayerNorm,
+        gamma.as_tensor().clone(),
+        Some(beta.as_tensor().clone()),
+        1e-5,
+    );
+    let rms = Norm::new(NormKind::RmsNorm, gamma.as_tensor().clone(), None, 1e-5);
+    for (name, ours_y, comp_y) in [
+        ("layer norm", ln.forward(xt).unwrap(), composed_ln(xt)),
+        ("rms norm", rms.forward(xt).unwrap(), composed_rms(xt)),
+    ] {
+        assert_close(&format!("{name} output"), &ours_y, &comp_y, 1e-5);
+        let g1 = (ours_y * &wts)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g2 = (comp_y * &wts)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (what, v) in [("x", &x), ("weight", &gamma)] {
+            assert_close(
+                &format!("{name} grad {what}"),
+                g1.get(v.as_tensor()).unwrap(),
+                g2.get(v.as_tensor()).unwrap(),
+                1e-4,
+            );
+        }
+    }
+}

@@ -432,7 +432,9 @@ impl MultiHeadAttention {
 /// Softmax over the last dimension: candle's fused kernel for inference, the composed
 /// (differentiable) form when gradients are tracked.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    if x.track_op() {
+    if x.track_op() && super::autograd_ops::applicable(&[x]) {
+        Ok(super::autograd_ops::softmax_last_dim(x)?)
+    } else if x.track_op() {
         Ok(candle_nn::ops::softmax(x, D::Minus1)?)
     } else {
         Ok(candle_nn::ops::softmax_last_dim(&x.contiguous()?)?)

@@ -30,6 +30,9 @@ impl Activation {
         Ok(match self {
             Activation::Relu => x.relu()?,
             Activation::Gelu => x.gelu_erf()?,
+            Activation::GeluTanh if x.track_op() && super::autograd_ops::applicable(&[x]) => {
+                super::autograd_ops::gelu_tanh(x)?
+            }
             Activation::GeluTanh => x.gelu()?,
             Activation::Silu => x.silu()?,
         })

@@ -26,7 +26,7 @@ pub(crate) fn eligible(tensors: &[&Tensor]) -> bool {
 }
 
 /// The f32 data of a CPU storage, from `layout`'s start offset on.
-fn f32_data<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a [f32]> {
+pub(crate) fn f32_data<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a [f32]> {
     match storage {
         Storage::Cpu(cpu) => cpu
             .as_slice::<f32>()

@@ -1,6 +1,7 @@
 //! Building blocks shared by every architecture and model family.
 
 pub mod attention;
+mod autograd_ops;
 pub mod dropout;
 pub mod feed_forward;
 mod kernels;

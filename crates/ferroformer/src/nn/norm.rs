@@ -115,6 +115,22 @@ impl Norm {
                 Ok(candle_nn::ops::layer_norm(x, &self.weight, &bias, eps)?)
             }
             NormKind::RmsNorm if fast => Ok(candle_nn::ops::rms_norm(x, &self.weight, eps)?),
+            // Training on the CPU: one-pass kernels with a backward pass.
+            NormKind::LayerNorm if super::autograd_ops::applicable(&[x, &self.weight]) => {
+                let bias = match &self.bias {
+                    Some(b) => b.clone(),
+                    None => self.weight.zeros_like()?,
+                };
+                Ok(super::autograd_ops::layer_norm(
+                    x,
+                    &self.weight,
+                    &bias,
+                    self.eps,
+                )?)
+            }
+            NormKind::RmsNorm if super::autograd_ops::applicable(&[x, &self.weight]) => {
+                Ok(super::autograd_ops::rms_norm(x, &self.weight, self.eps)?)
+            }
             NormKind::LayerNorm => {
                 let x32 = x.to_dtype(DType::F32)?;
                 let mean = x32.mean_keepdim(D::Minus1)?;
