@@ -219,6 +219,42 @@ def tiny_llama(out):
         "input_ids": ids, "attention_mask": mask, "logits_row0": full, "logits_padded": padded})
 
 
+def trained_checkpoints(out):
+    """Checkpoints written by `ferroformer train lm` (gpt2 and llama presets) must load in
+    `transformers` as GPT2LMHeadModel / LlamaForCausalLM and give our logits."""
+    import shutil
+    import subprocess
+    import tempfile
+    from transformers import AutoModelForCausalLM
+    root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+    cli = ["cargo", "run", "-q", "--release", "-p", "ferroformer-cli", "--"]
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = os.path.join(tmp, "corpus.txt")
+        with open(corpus, "w") as f:
+            f.write("To be, or not to be, that is the question:\n" * 50)
+        tok = os.path.join(tmp, "tokenizer.json")
+        subprocess.run(cli + ["tokenizer", "train", "--kind", "char", "--vocab-size", "100", "-o", tok,
+                              corpus], cwd=root, check=True)
+        for preset in ("gpt2", "llama"):
+            run = os.path.join(tmp, preset)
+            subprocess.run(cli + ["train", "lm", "--preset", preset, "--data", corpus, "--tokenizer", tok,
+                                  "--out", run, "--layers", "2", "--d-model", "32", "--heads", "4",
+                                  "--kv-heads", "4" if preset == "gpt2" else "2",
+                                  "--context-length", "16", "--batch-size", "4", "--max-steps", "5",
+                                  "--warmup-steps", "1", "--eval-windows", "4", "--seed", "3"],
+                           cwd=root, check=True)
+            dest = f"{out}/trained-{preset}"
+            shutil.rmtree(dest, ignore_errors=True)
+            os.makedirs(dest)
+            for name in ("config.json", "model.safetensors", "tokenizer.json", "generation_config.json"):
+                shutil.copy(os.path.join(run, name), dest)
+            model = AutoModelForCausalLM.from_pretrained(dest).eval()
+            ids = torch.tensor([[1, 5, 9, 2, 7, 3, 3, 8, 4, 6, 10, 2]])
+            with torch.no_grad():
+                logits = model(ids).logits
+            save(f"{out}/trained-{preset}-io.safetensors", {}, {"input_ids": ids, "logits": logits})
+
+
 def real_minilm(out):
     """The real all-MiniLM-L6-v2 (fetched by scripts/fetch_models.py) on two sentences."""
     import subprocess
@@ -253,7 +289,7 @@ def main():
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     for case in (sinusoidal, mha, layers, transformer, rope, llama_blocks, tiny_gpt2, tiny_bert,
-                 tiny_llama, real_minilm):
+                 tiny_llama, trained_checkpoints, real_minilm):
         case(out)
         print(f"wrote {case.__name__}")
     with open(f"{out}/VERSIONS.json", "w") as f:

@@ -344,3 +344,25 @@ fn tiny_llama_logits_match_transformers() {
         TOL,
     );
 }
+
+/// Checkpoints written by `ferroformer train lm` load in `transformers` as
+/// `GPT2LMHeadModel` / `LlamaForCausalLM` (the reference script does that) and give the
+/// same logits as here.
+#[test]
+fn trained_checkpoints_match_transformers() {
+    use ferroformer::models::auto::causal_lm_from_dir;
+    for preset in ["gpt2", "llama"] {
+        let model = causal_lm_from_dir(
+            &fixtures().join(format!("trained-{preset}")),
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let f = Fixture::load(&format!("trained-{preset}-io.safetensors"));
+        let logits = model
+            .forward(&f.io("input_ids"), None, None, false, false)
+            .unwrap()
+            .logits;
+        assert_close(&format!("{preset} logits"), &logits, &f.io("logits"), TOL);
+    }
+}
