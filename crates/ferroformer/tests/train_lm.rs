@@ -25,7 +25,7 @@ fn setup(name: &str) -> (PathBuf, TrainConfig) {
     let tok = train_tokenizer(
         TokenizerKind::Char,
         200,
-        &[corpus.clone()],
+        std::slice::from_ref(&corpus),
         &[END_OF_TEXT.to_string()],
     )
     .unwrap();
