@@ -353,3 +353,178 @@ pub(crate) fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> candle_core::Re
         }),
     )
 }
+
+/// `dst (rows × cols) = lhs (rows × inner) · rhs (inner × cols)`, all given by
+/// (column stride, row stride) of row-major buffers.
+#[allow(clippy::too_many_arguments)]
+fn gemm_into(
+    dst: &mut [f32],
+    rows: usize,
+    cols: usize,
+    inner: usize,
+    lhs: (&[f32], usize, usize),
+    rhs: (&[f32], usize, usize),
+) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    // SAFETY: the callers pass buffers whose strides cover rows × inner and inner × cols.
+    unsafe {
+        gemm::gemm(
+            rows,
+            cols,
+            inner,
+            dst.as_mut_ptr(),
+            1,
+            cols as isize,
+            false,
+            lhs.0.as_ptr(),
+            lhs.1 as isize,
+            lhs.2 as isize,
+            rhs.0.as_ptr(),
+            rhs.1 as isize,
+            rhs.2 as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            super::kernels::gemm_parallelism(rows, cols, inner),
+        );
+    }
+}
+
+/// Backward of `y = x W^T (+ b)` for `x` (m × k), `W` (n × k), `g` (m × n).
+fn linear_backward(
+    x: &[f32],
+    w: &[f32],
+    g: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut dx = vec![0f32; m * k];
+    gemm_into(&mut dx, m, k, n, (g, 1, n), (w, 1, k)); // g · W
+    let mut dw = vec![0f32; n * k];
+    gemm_into(&mut dw, n, k, m, (g, n, 1), (x, 1, k)); // g^T · x
+    let mut db = vec![0f32; n];
+    for row in g.chunks(n) {
+        db.iter_mut().zip(row).for_each(|(d, v)| *d += v);
+    }
+    (dx, dw, db)
+}
+
+fn linear_forward(
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Vec<f32> {
+    let mut y = vec![0f32; m * n];
+    gemm_into(&mut y, m, n, k, (x, 1, k), (w, k, 1)); // x · W^T
+    if let Some(b) = b {
+        y.par_chunks_mut(n)
+            .for_each(|row| row.iter_mut().zip(b).for_each(|(v, b)| *v += b));
+    }
+    y
+}
+
+struct LinearBias;
+
+impl CustomOp3 for LinearBias {
+    fn name(&self) -> &'static str {
+        "ferroformer-linear"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, w, b) = (
+            contiguous_f32(s1, l1)?,
+            contiguous_f32(s2, l2)?,
+            contiguous_f32(s3, l3)?,
+        );
+        let (m, k) = l1.shape().dims2()?;
+        let n = l2.shape().dims2()?.0;
+        Ok((
+            CpuStorage::F32(linear_forward(x, w, Some(b), m, n, k)),
+            Shape::from((m, n)),
+        ))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (m, k) = x.dims2()?;
+        let n = w.dim(0)?;
+        let (dx, dw, db) = with_data(&[x, w, grad], |d| {
+            linear_backward(d[0], d[1], d[2], m, n, k)
+        })?;
+        Ok((
+            Some(Tensor::from_vec(dx, (m, k), x.device())?),
+            Some(Tensor::from_vec(dw, (n, k), w.device())?),
+            Some(Tensor::from_vec(db, n, b.device())?),
+        ))
+    }
+}
+
+struct LinearNoBias;
+
+impl CustomOp2 for LinearNoBias {
+    fn name(&self) -> &'static str {
+        "ferroformer-linear-no-bias"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, w) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
+        let (m, k) = l1.shape().dims2()?;
+        let n = l2.shape().dims2()?.0;
+        Ok((
+            CpuStorage::F32(linear_forward(x, w, None, m, n, k)),
+            Shape::from((m, n)),
+        ))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (m, k) = x.dims2()?;
+        let n = w.dim(0)?;
+        let (dx, dw, _) = with_data(&[x, w, grad], |d| {
+            linear_backward(d[0], d[1], d[2], m, n, k)
+        })?;
+        Ok((
+            Some(Tensor::from_vec(dx, (m, k), x.device())?),
+            Some(Tensor::from_vec(dw, (n, k), w.device())?),
+        ))
+    }
+}
+
+/// `x W^T + b` for a 2-D `x`, differentiable in all three, with one GEMM per product.
+pub(crate) fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    let x = x.contiguous()?;
+    let w = w.contiguous()?;
+    match b {
+        Some(b) => x.apply_op3(&w, &b.contiguous()?, LinearBias),
+        None => x.apply_op2(&w, LinearNoBias),
+    }
+}

@@ -36,7 +36,7 @@ pub(crate) fn f32_data<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a 
     }
 }
 
-fn gemm_parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
+pub(crate) fn gemm_parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
     let threads = candle_core::utils::get_num_threads();
     // Below ~a million multiply-adds, waking threads costs more than it saves.
     if threads > 1 && m * n * k >= 1 << 20 {

@@ -199,10 +199,17 @@ impl Module for Linear {
         // One 2-D GEMM over all leading dimensions: faster than a batched matmul against a
         // broadcast weight.
         let x2 = x.reshape((rows, in_dim))?;
-        let y = x2.matmul(&self.weight.t()?)?;
-        let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
+        let mut parts = vec![&x2, &self.weight];
+        parts.extend(self.bias.as_ref());
+        let y = if super::autograd_ops::applicable(&parts) {
+            // One GEMM per product in both directions (training on the CPU).
+            super::autograd_ops::linear(&x2, &self.weight, self.bias.as_ref())?
+        } else {
+            let y = x2.matmul(&self.weight.t()?)?;
+            match &self.bias {
+                Some(b) => y.broadcast_add(b)?,
+                None => y,
+            }
         };
         let mut out_dims = dims.to_vec();
         let last = out_dims.len() - 1;
