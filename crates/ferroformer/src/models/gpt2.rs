@@ -2,18 +2,14 @@
 //! weights stored transposed, a fused q/k/v projection and a tied LM head — all mapped onto
 //! the shared decoder-only architecture.
 
-use std::path::Path;
-
-use candle_core::{DType, Device, Tensor};
-
 use crate::arch::{
-    DecoderConfig, DecoderNames, DecoderOnlyTransformer, DecoderOutput, EmbeddingConfig,
-    EmbeddingNames, PositionalKind, StackConfig, StackNames,
+    DecoderConfig, DecoderNames, DecoderOnlyTransformer, EmbeddingConfig, EmbeddingNames,
+    PositionalKind, StackConfig, StackNames,
 };
 use crate::error::Result;
 use crate::nn::{
-    Activation, AttentionConfig, AttentionNames, FeedForwardConfig, FeedForwardNames, LayerCache,
-    LayerConfig, LayerNames, NormConfig, ParamNames, QkvNames,
+    Activation, AttentionConfig, AttentionNames, FeedForwardConfig, FeedForwardNames, LayerConfig,
+    LayerNames, NormConfig, ParamNames, QkvNames,
 };
 use crate::weights::Weights;
 
@@ -142,51 +138,13 @@ pub fn gpt2_names() -> DecoderNames {
 }
 
 /// GPT-2 with its language-model head.
-#[derive(Debug, Clone)]
-pub struct Gpt2LmHeadModel {
-    config: Gpt2Config,
-    decoder: DecoderOnlyTransformer,
-}
+pub type Gpt2LmHeadModel = super::causal_lm::CausalLm<Gpt2Config>;
 
-impl Gpt2LmHeadModel {
-    /// Loads from weights rooted at the model (`transformer.` prefix optional).
-    pub fn load(w: &Weights, config: &Gpt2Config) -> Result<Self> {
+impl super::causal_lm::CausalLmFamily for Gpt2Config {
+    /// The body may sit under `transformer.` (`GPT2LMHeadModel`) or at the root
+    /// (`GPT2Model`); an untied `lm_head` sits beside `transformer.`, not under it.
+    fn load_decoder(&self, w: &Weights) -> Result<DecoderOnlyTransformer> {
         let base = super::under_prefix_if_present(w, "transformer", "wte.weight");
-        let cfg = config.decoder_config()?;
-        // An untied `lm_head` sits beside `transformer.`, not under it.
-        let decoder = DecoderOnlyTransformer::load_split(&base, w, &cfg, &gpt2_names())?;
-        Ok(Self {
-            config: config.clone(),
-            decoder,
-        })
-    }
-
-    /// Loads `config.json` and the safetensors weights of a checkpoint directory.
-    pub fn from_dir(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
-        let config: Gpt2Config = super::read_config(dir)?;
-        let files = super::checkpoint_files(dir)?;
-        let w = Weights::from_safetensors(&files, dtype, device)?;
-        Self::load(&w, &config)
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &Gpt2Config {
-        &self.config
-    }
-
-    /// The decoder.
-    pub fn decoder(&self) -> &DecoderOnlyTransformer {
-        &self.decoder
-    }
-
-    /// Logits for `input_ids` (see [`DecoderOnlyTransformer::forward`]).
-    pub fn forward(
-        &self,
-        input_ids: &Tensor,
-        attention_mask: Option<&Tensor>,
-        caches: Option<&mut [LayerCache]>,
-    ) -> Result<DecoderOutput> {
-        self.decoder
-            .forward(input_ids, attention_mask, caches, false, false)
+        DecoderOnlyTransformer::load_split(&base, w, &self.decoder_config()?, &gpt2_names())
     }
 }

@@ -2,18 +2,14 @@
 //! layout): rotary positions, RMSNorm, SwiGLU, grouped-query attention, optional q/k/v
 //! biases, tied or untied LM head — all on the shared decoder-only architecture.
 
-use std::path::Path;
-
-use candle_core::{DType, Device, Tensor};
-
 use crate::arch::{
-    DecoderConfig, DecoderNames, DecoderOnlyTransformer, DecoderOutput, EmbeddingConfig,
-    EmbeddingNames, PositionalKind, StackConfig, StackNames,
+    DecoderConfig, DecoderNames, DecoderOnlyTransformer, EmbeddingConfig, EmbeddingNames,
+    PositionalKind, StackConfig, StackNames,
 };
 use crate::error::{Error, Result};
 use crate::nn::{
-    Activation, AttentionConfig, AttentionNames, FeedForwardConfig, FeedForwardNames, LayerCache,
-    LayerConfig, LayerNames, NormConfig, RopeLayout,
+    Activation, AttentionConfig, AttentionNames, FeedForwardConfig, FeedForwardNames, LayerConfig,
+    LayerNames, NormConfig, RopeLayout,
 };
 use crate::weights::Weights;
 
@@ -169,50 +165,12 @@ pub fn llama_names(cfg: &DecoderConfig) -> DecoderNames {
 }
 
 /// A Llama-family model with its language-model head.
-#[derive(Debug, Clone)]
-pub struct LlamaForCausalLm {
-    config: LlamaConfig,
-    decoder: DecoderOnlyTransformer,
-}
+pub type LlamaForCausalLm = super::causal_lm::CausalLm<LlamaConfig>;
 
-impl LlamaForCausalLm {
-    /// Loads from weights rooted at the checkpoint root (`model.…`, `lm_head.weight`).
-    pub fn load(w: &Weights, config: &LlamaConfig) -> Result<Self> {
-        let cfg = config.decoder_config()?;
-        let decoder =
-            DecoderOnlyTransformer::load_split(&w.pp("model"), w, &cfg, &llama_names(&cfg))?;
-        Ok(Self {
-            config: config.clone(),
-            decoder,
-        })
-    }
-
-    /// Loads `config.json` and the safetensors weights of a checkpoint directory.
-    pub fn from_dir(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
-        let config: LlamaConfig = super::read_config(dir)?;
-        let files = super::checkpoint_files(dir)?;
-        let w = Weights::from_safetensors(&files, dtype, device)?;
-        Self::load(&w, &config)
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &LlamaConfig {
-        &self.config
-    }
-
-    /// The decoder.
-    pub fn decoder(&self) -> &DecoderOnlyTransformer {
-        &self.decoder
-    }
-
-    /// Logits for `input_ids` (see [`DecoderOnlyTransformer::forward`]).
-    pub fn forward(
-        &self,
-        input_ids: &Tensor,
-        attention_mask: Option<&Tensor>,
-        caches: Option<&mut [LayerCache]>,
-    ) -> Result<DecoderOutput> {
-        self.decoder
-            .forward(input_ids, attention_mask, caches, false, false)
+impl super::causal_lm::CausalLmFamily for LlamaConfig {
+    /// The body sits under `model.`, the LM head (`lm_head`) at the root.
+    fn load_decoder(&self, w: &Weights) -> Result<DecoderOnlyTransformer> {
+        let cfg = self.decoder_config()?;
+        DecoderOnlyTransformer::load_split(&w.pp("model"), w, &cfg, &llama_names(&cfg))
     }
 }

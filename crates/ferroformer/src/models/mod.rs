@@ -3,6 +3,7 @@
 
 pub mod auto;
 pub mod bert;
+pub mod causal_lm;
 pub mod course;
 pub mod gpt2;
 pub mod hub;
@@ -17,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::weights::Weights;
 
 pub use bert::{BertConfig, BertModel, BertOutput};
+pub use causal_lm::{CausalLm, CausalLmFamily};
 pub use gpt2::{Gpt2Config, Gpt2LmHeadModel};
 pub use inspect::{inspect_checkpoint, CheckpointSummary, ModuleSummary};
 pub use llama::{LlamaConfig, LlamaForCausalLm};

@@ -158,8 +158,7 @@ impl Linear {
         self.weight.dims()[0]
     }
 
-    /// Applies the layer to the last dimension of `x`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn check_input(&self, x: &Tensor) -> Result<()> {
         let in_dim = self.in_dim();
         if x.dims().last() != Some(&in_dim) {
             return Err(crate::Error::shape(
@@ -168,6 +167,12 @@ impl Linear {
                 x.dims(),
             ));
         }
+        Ok(())
+    }
+
+    /// Applies the layer to the last dimension of `x`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.check_input(x)?;
         if let Some(y) = super::kernels::linear(x, &self.weight, self.bias.as_ref(), None)? {
             return Ok(y);
         }
@@ -176,14 +181,7 @@ impl Linear {
 
     /// `act(self(x))`, fused into one pass on the CPU fast path.
     pub fn forward_act(&self, x: &Tensor, act: super::Activation) -> Result<Tensor> {
-        let in_dim = self.in_dim();
-        if x.dims().last() != Some(&in_dim) {
-            return Err(crate::Error::shape(
-                "linear layer input",
-                format!("(..., {in_dim})"),
-                x.dims(),
-            ));
-        }
+        self.check_input(x)?;
         if let Some(y) = super::kernels::linear(x, &self.weight, self.bias.as_ref(), Some(act))? {
             return Ok(y);
         }
