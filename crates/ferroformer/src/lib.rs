@@ -4,7 +4,8 @@
 //! built from them ([`arch`]), and pretrained model families ([`models`]) that load
 //! Hugging Face checkpoints onto the same blocks.
 //!
-//! Layers, from the bottom: `nn` → `arch` → `models`. A layer imports only layers below it.
+//! Layers, from the bottom: `nn` → `arch` → `models` → `generation` / `train` → `pipelines`.
+//! A layer imports only layers below it.
 
 #![warn(missing_docs)]
 
@@ -13,6 +14,7 @@ pub mod error;
 pub mod generation;
 pub mod models;
 pub mod nn;
+pub mod pipelines;
 pub mod train;
 pub mod viz;
 pub mod weights;

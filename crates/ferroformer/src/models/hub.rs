@@ -62,3 +62,13 @@ pub fn resolve_local(model: &str) -> Result<PathBuf> {
     }
     cached_snapshot_in(&cache_dir(), model)
 }
+
+/// Resolves `--model`: a local directory or file as is, else a hub id
+/// `org/name[@revision]` from the cache.
+pub fn resolve(model: &str) -> Result<PathBuf> {
+    let path = Path::new(model);
+    if path.exists() {
+        return Ok(path.to_path_buf());
+    }
+    cached_snapshot_in(&cache_dir(), model)
+}

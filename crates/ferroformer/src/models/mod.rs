@@ -9,6 +9,7 @@ pub mod gpt2;
 pub mod hub;
 pub mod inspect;
 pub mod llama;
+pub mod tokenizer;
 
 use std::path::{Path, PathBuf};
 

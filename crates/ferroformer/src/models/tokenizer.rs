@@ -1,0 +1,1 @@
+//! Loading pretrained tokenizers (`AutoTokenizer`).

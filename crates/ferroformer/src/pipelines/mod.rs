@@ -1,0 +1,1 @@
+//! Task pipelines with Hugging Face `pipeline(...)` semantics.
