@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 use ferroformer::models::{self, BertModel, Gpt2LmHeadModel};
 use ferroformer::nn::SinusoidalPositionalEncoding;
 
+mod pipeline_cmd;
+
 /// Tensors of many megabytes are allocated and freed on every layer; the system allocator
 /// returns them to the kernel each time, so every new buffer costs page faults. mimalloc
 /// keeps and reuses them.
@@ -54,6 +56,9 @@ enum Command {
     },
     /// Continue a prompt with a causal language model, streaming the text.
     Generate(GenerateArgs),
+    /// Run a task pipeline (text-classification, ner, question-answering, fill-mask,
+    /// feature-extraction, zero-shot-classification) on inputs.
+    Pipeline(Box<pipeline_cmd::PipelineArgs>),
 }
 
 #[derive(Subcommand)]
@@ -234,6 +239,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             TrainCmd::Lm(args) => train_lm(args),
         },
         Command::Generate(args) => generate(args),
+        Command::Pipeline(args) => pipeline_cmd::run(*args),
     }
 }
 

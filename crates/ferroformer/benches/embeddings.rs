@@ -1,0 +1,73 @@
+//! Sentence-embedding throughput of the real all-MiniLM-L6-v2 through the
+//! `feature-extraction` pipeline (mean pooling + L2 normalize, batch 32): texts in, vectors
+//! out, tokenization included. Prints one JSON line: sentences/s (median of 3 runs after a
+//! warm-up), model load time, peak resident memory.
+//!
+//! `cargo bench -p ferroformer --bench embeddings -- SENTENCES_FILE`
+//! (scripts/bench/embeddings.py writes the file, runs PyTorch on the same sentences in the
+//! same run and prints the ratio.) Threads follow `RAYON_NUM_THREADS`.
+
+use std::time::Instant;
+
+use ferroformer::pipelines::{pipeline_with, PipelineConfig, PipelineInput, Pooling, TaskOptions};
+
+/// Peak resident set size of this process in MB (`VmHWM`).
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let path = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with("--"))
+        .ok_or("usage: embeddings SENTENCES_FILE")?;
+    let sentences: Vec<PipelineInput> = std::fs::read_to_string(&path)?
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(PipelineInput::text)
+        .collect();
+    let t0 = Instant::now();
+    let config = PipelineConfig {
+        batch_size: 32,
+        ..PipelineConfig::default()
+    };
+    let pipe = pipeline_with(
+        "feature-extraction",
+        "sentence-transformers/all-MiniLM-L6-v2",
+        &config,
+    )?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let mut opts = TaskOptions::default();
+    opts.feature_extraction.pooling = Some(Pooling::Mean);
+    opts.feature_extraction.normalize = Some(true);
+    pipe.run(&sentences, &opts)?; // warm-up
+    let mut times = Vec::new();
+    let mut first_sum = 0.0;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let out = pipe.run(&sentences, &opts)?;
+        times.push(t.elapsed().as_secs_f64());
+        first_sum = out[0]
+            .as_array()
+            .map_or(0.0, |v| v.iter().filter_map(|x| x.as_f64()).sum::<f64>());
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "{}",
+        serde_json::json!({
+            "sentences_per_s": sentences.len() as f64 / times[1],
+            "load_s": load_s,
+            "peak_rss_mb": peak_rss_mb(),
+            "first_vector_sum": first_sum,
+        })
+    );
+    Ok(())
+}

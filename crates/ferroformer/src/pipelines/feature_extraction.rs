@@ -1,0 +1,232 @@
+//! `feature-extraction`: the encoder's hidden states for every token, or one sentence vector
+//! per text with sentence-transformers' pooling.
+
+use std::path::Path;
+
+use candle_core::{DType, Tensor};
+use serde::Serialize;
+
+use super::{batch_tensors, max_input_len, padded_truncated, rows2, rows3, PipelineConfig};
+use crate::arch::heads::{first_token, l2_normalize, mean_pool};
+use crate::error::{Error, Result};
+use crate::models::tokenizer::AutoTokenizer;
+use crate::models::{AutoModel, LoadOptions};
+
+/// How token vectors become one sentence vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// Mean over the real tokens (sentence-transformers' default).
+    Mean,
+    /// The first token (`[CLS]` / `<s>`).
+    Cls,
+    /// Element-wise maximum over the real tokens.
+    Max,
+    /// What the checkpoint's sentence-transformers files say (`modules.json`,
+    /// `1_Pooling/config.json`), normalizing when it lists a `Normalize` module.
+    Auto,
+}
+
+impl Pooling {
+    /// Parses `mean`, `cls`, `max` or `auto`.
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "mean" => Ok(Self::Mean),
+            "cls" => Ok(Self::Cls),
+            "max" => Ok(Self::Max),
+            "auto" => Ok(Self::Auto),
+            other => Err(Error::Invalid(format!(
+                "pooling must be mean, cls, max or auto, found `{other}`"
+            ))),
+        }
+    }
+}
+
+/// Options of `feature-extraction`.
+#[derive(Debug, Clone, Default)]
+pub struct FeatureExtractionOptions {
+    /// `None`: token-level hidden states, as `transformers`' pipeline. `Some`: one vector per
+    /// text.
+    pub pooling: Option<Pooling>,
+    /// L2-normalize the sentence vector (with pooling only). `None` keeps what the pooling
+    /// implies (only [`Pooling::Auto`] may normalize).
+    pub normalize: Option<bool>,
+}
+
+/// The result for one text.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Features {
+    /// `[1][tokens][hidden]`, the shape `transformers`' pipeline returns.
+    Tokens(Vec<Vec<Vec<f32>>>),
+    /// One sentence vector.
+    Sentence(Vec<f32>),
+}
+
+/// What a sentence-transformers checkpoint asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SentenceTransformerSpec {
+    pooling: Pooling,
+    normalize: bool,
+    max_seq_length: Option<usize>,
+}
+
+fn read_json(path: &Path) -> Result<Option<serde_json::Value>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, e))?;
+    Ok(Some(
+        serde_json::from_str(&text).map_err(|e| Error::file(path, e))?,
+    ))
+}
+
+/// Reads `modules.json`, the pooling module's `config.json` and `sentence_bert_config.json`.
+fn sentence_transformer_spec(dir: &Path) -> Result<Option<SentenceTransformerSpec>> {
+    let Some(modules) = read_json(&dir.join("modules.json"))? else {
+        return Ok(None);
+    };
+    let modules = modules.as_array().cloned().unwrap_or_default();
+    let module_type = |m: &serde_json::Value| {
+        m.get("type")
+            .and_then(|t| t.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    let normalize = modules.iter().any(|m| module_type(m).ends_with(".Normalize"));
+    let mut pooling = Pooling::Mean;
+    if let Some(pool) = modules.iter().find(|m| module_type(m).ends_with(".Pooling")) {
+        let sub = pool.get("path").and_then(|p| p.as_str()).unwrap_or("1_Pooling");
+        let cfg_path = dir.join(sub).join("config.json");
+        if let Some(cfg) = read_json(&cfg_path)? {
+            let on = |k: &str| cfg.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
+            pooling = if on("pooling_mode_cls_token") {
+                Pooling::Cls
+            } else if on("pooling_mode_max_tokens") {
+                Pooling::Max
+            } else if on("pooling_mode_mean_tokens") {
+                Pooling::Mean
+            } else {
+                return Err(Error::file(
+                    cfg_path,
+                    "no supported pooling mode (mean, cls or max tokens) is enabled",
+                ));
+            };
+        }
+    }
+    let max_seq_length = read_json(&dir.join("sentence_bert_config.json"))?
+        .and_then(|c| c.get("max_seq_length").and_then(|v| v.as_u64()))
+        .map(|v| v as usize);
+    Ok(Some(SentenceTransformerSpec {
+        pooling,
+        normalize,
+        max_seq_length,
+    }))
+}
+
+/// An encoder with its tokenizer, returning hidden states.
+pub struct FeatureExtractionPipeline {
+    tokenizer: AutoTokenizer,
+    model: AutoModel,
+    config: PipelineConfig,
+    max_len: usize,
+    sentence: Option<SentenceTransformerSpec>,
+}
+
+impl FeatureExtractionPipeline {
+    /// Loads the tokenizer, the base model, and the sentence-transformers files if present.
+    pub fn from_dir(dir: &Path, config: &PipelineConfig) -> Result<Self> {
+        let tokenizer = AutoTokenizer::from_dir(dir)?;
+        let model = AutoModel::from_dir(
+            dir,
+            &LoadOptions {
+                dtype: config.dtype,
+                device: config.device.clone(),
+            },
+        )?;
+        let sentence = sentence_transformer_spec(dir)?;
+        let mut max_len = max_input_len(&tokenizer, model.config().max_position_embeddings);
+        if let Some(m) = sentence.and_then(|s| s.max_seq_length) {
+            max_len = max_len.min(m);
+        }
+        Ok(Self {
+            tokenizer,
+            model,
+            config: config.clone(),
+            max_len,
+            sentence,
+        })
+    }
+
+    /// Sentence vectors `(texts, hidden)` with the given pooling (not [`Pooling::Auto`]).
+    fn pool(hidden: &Tensor, mask: &Tensor, pooling: Pooling) -> Result<Tensor> {
+        match pooling {
+            Pooling::Mean | Pooling::Auto => mean_pool(hidden, mask),
+            Pooling::Cls => first_token(hidden),
+            Pooling::Max => {
+                // Padding is pushed far down so it never wins, as sentence-transformers does.
+                let m = mask.to_dtype(hidden.dtype())?.unsqueeze(2)?;
+                let pushed = hidden.broadcast_add(&((m - 1.0)? * 1e9)?)?;
+                Ok(pushed.max(1)?)
+            }
+        }
+    }
+
+    /// Embeds every text.
+    pub fn run(&self, texts: &[&str], options: &FeatureExtractionOptions) -> Result<Vec<Features>> {
+        let (pooling, normalize) = match options.pooling {
+            None => (None, false),
+            Some(Pooling::Auto) => {
+                let spec = self.sentence.unwrap_or(SentenceTransformerSpec {
+                    pooling: Pooling::Mean,
+                    normalize: false,
+                    max_seq_length: None,
+                });
+                (Some(spec.pooling), options.normalize.unwrap_or(spec.normalize))
+            }
+            Some(p) => (Some(p), options.normalize.unwrap_or(false)),
+        };
+        if pooling.is_none() && options.normalize == Some(true) {
+            return Err(Error::Invalid(
+                "feature-extraction: normalize needs a pooling (mean, cls, max or auto)".into(),
+            ));
+        }
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(self.config.batch_size.max(1)) {
+            let batch = self
+                .tokenizer
+                .encode_batch(chunk, &padded_truncated(self.max_len))?;
+            let (ids, mask, types) = batch_tensors(
+                &batch,
+                &self.config.device,
+                self.model.config().uses_token_types(),
+            )?;
+            let hidden = self
+                .model
+                .forward(&ids, &mask, types.as_ref())?
+                .last_hidden_state
+                .to_dtype(DType::F32)?;
+            match pooling {
+                None => {
+                    for (enc, rows) in batch.encodings.iter().zip(rows3(&hidden)?) {
+                        // Only the real tokens: the answer does not depend on the batch.
+                        let real: Vec<Vec<f32>> = rows
+                            .into_iter()
+                            .zip(&enc.attention_mask)
+                            .filter(|(_, &m)| m == 1)
+                            .map(|(r, _)| r)
+                            .collect();
+                        out.push(Features::Tokens(vec![real]));
+                    }
+                }
+                Some(p) => {
+                    let mut pooled = Self::pool(&hidden, &mask, p)?;
+                    if normalize {
+                        pooled = l2_normalize(&pooled)?;
+                    }
+                    out.extend(rows2(&pooled)?.into_iter().map(Features::Sentence));
+                }
+            }
+        }
+        Ok(out)
+    }
+}

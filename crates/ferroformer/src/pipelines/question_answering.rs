@@ -1,0 +1,298 @@
+//! `question-answering`: the span of the context that answers a question. Long contexts are
+//! cut into overlapping windows (`doc_stride`) and the answers of all windows compete.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::{batch_tensors, rows2, PipelineConfig};
+use crate::error::{Error, Result};
+use crate::models::tokenizer::{
+    AutoTokenizer, EncodeOptions, Encoding, PaddingStrategy, TruncationStrategy,
+};
+use crate::models::{AutoModelForQuestionAnswering, LoadOptions};
+
+/// Options of `question-answering`, with `transformers`' defaults.
+#[derive(Debug, Clone)]
+pub struct QuestionAnsweringOptions {
+    /// Answers per question (default 1).
+    pub top_k: usize,
+    /// Overlap between windows of a long context (default `min(max_seq_len / 2, 128)`).
+    pub doc_stride: Option<usize>,
+    /// Longest answer in tokens (default 15).
+    pub max_answer_len: usize,
+    /// Tokens per window, question included (default `min(model_max_length, 384)`).
+    pub max_seq_len: Option<usize>,
+    /// Also consider "no answer" (an empty answer scored by the `[CLS]` span).
+    pub handle_impossible_answer: bool,
+    /// Widen answers to whole words (default true).
+    pub align_to_words: bool,
+}
+
+impl Default for QuestionAnsweringOptions {
+    fn default() -> Self {
+        Self {
+            top_k: 1,
+            doc_stride: None,
+            max_answer_len: 15,
+            max_seq_len: None,
+            handle_impossible_answer: false,
+            align_to_words: true,
+        }
+    }
+}
+
+/// One answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Answer {
+    /// Probability of the span (summed over windows that give the same text).
+    pub score: f32,
+    /// Start character offset into the context.
+    pub start: usize,
+    /// End character offset into the context.
+    pub end: usize,
+    /// The answer text, `context[start..end]` in characters.
+    pub answer: String,
+}
+
+/// The result for one question: one answer, or a list when several are asked for and found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum QuestionAnsweringOutput {
+    /// One answer.
+    Single(Answer),
+    /// Several answers, best first.
+    Ranked(Vec<Answer>),
+}
+
+/// An extractive QA model with its tokenizer.
+pub struct QuestionAnsweringPipeline {
+    tokenizer: AutoTokenizer,
+    model: AutoModelForQuestionAnswering,
+    config: PipelineConfig,
+}
+
+/// One window of one question.
+struct Window {
+    input: usize,
+    encoding: Encoding,
+}
+
+impl QuestionAnsweringPipeline {
+    /// Loads the tokenizer and the model from a checkpoint directory.
+    pub fn from_dir(dir: &Path, config: &PipelineConfig) -> Result<Self> {
+        let tokenizer = AutoTokenizer::from_dir(dir)?;
+        let model = AutoModelForQuestionAnswering::from_dir(
+            dir,
+            &LoadOptions {
+                dtype: config.dtype,
+                device: config.device.clone(),
+            },
+        )?;
+        Ok(Self {
+            tokenizer,
+            model,
+            config: config.clone(),
+        })
+    }
+
+    /// Answers every `(question, context)` pair.
+    pub fn run(
+        &self,
+        pairs: &[(&str, &str)],
+        options: &QuestionAnsweringOptions,
+    ) -> Result<Vec<QuestionAnsweringOutput>> {
+        if options.top_k == 0 {
+            return Err(Error::Invalid(
+                "question-answering: top_k must be at least 1".into(),
+            ));
+        }
+        let model_max = self.model.config().max_position_embeddings;
+        let max_seq_len = options.max_seq_len.unwrap_or_else(|| {
+            self.tokenizer
+                .model_max_length()
+                .map_or(384, |m| m.min(384))
+                .min(model_max)
+        });
+        if max_seq_len > model_max {
+            return Err(Error::Invalid(format!(
+                "question-answering: max_seq_len {max_seq_len} is longer than the model's \
+                 {model_max} positions"
+            )));
+        }
+        let doc_stride = options
+            .doc_stride
+            .unwrap_or_else(|| (max_seq_len / 2).min(128));
+        if doc_stride > max_seq_len {
+            return Err(Error::Invalid(format!(
+                "question-answering: doc_stride ({doc_stride}) is larger than max_seq_len \
+                 ({max_seq_len})"
+            )));
+        }
+        let opts = EncodeOptions {
+            truncation: TruncationStrategy::OnlySecond,
+            max_length: Some(max_seq_len),
+            stride: doc_stride,
+            return_overflowing_tokens: true,
+            padding: PaddingStrategy::None,
+            ..EncodeOptions::default()
+        };
+        let mut windows = Vec::new();
+        for (input, &(question, context)) in pairs.iter().enumerate() {
+            if question.trim().is_empty() {
+                return Err(Error::Invalid(format!(
+                    "question-answering: input {input} has an empty question"
+                )));
+            }
+            if context.trim().is_empty() {
+                return Err(Error::Invalid(format!(
+                    "question-answering: the question {question:?} has no context"
+                )));
+            }
+            for encoding in self.tokenizer.encode_pair(question, context, &opts)? {
+                windows.push(Window { input, encoding });
+            }
+        }
+        // Model every window, batched across questions.
+        let mut logits = Vec::with_capacity(windows.len());
+        for chunk in windows.chunks(self.config.batch_size.max(1)) {
+            let batch = self
+                .tokenizer
+                .pad_batch(chunk.iter().map(|w| w.encoding.clone()).collect())?;
+            let (ids, mask, types) = batch_tensors(
+                &batch,
+                &self.config.device,
+                self.model.config().uses_token_types(),
+            )?;
+            let (start, end) = self.model.forward(&ids, &mask, types.as_ref())?;
+            logits.extend(rows2(&start)?.into_iter().zip(rows2(&end)?));
+        }
+        let mut out = Vec::with_capacity(pairs.len());
+        for (input, &(_, context)) in pairs.iter().enumerate() {
+            let mut answers: Vec<Answer> = Vec::new();
+            let mut min_null = 1_000_000f32;
+            for (w, (start, end)) in windows.iter().zip(&logits) {
+                if w.input != input {
+                    continue;
+                }
+                self.window_answers(w, start, end, context, options, &mut answers, &mut min_null);
+            }
+            if options.handle_impossible_answer {
+                answers.push(Answer {
+                    score: min_null,
+                    start: 0,
+                    end: 0,
+                    answer: String::new(),
+                });
+            }
+            // Stable sort: equal scores keep the order they were found in.
+            answers.sort_by(|a, b| b.score.total_cmp(&a.score));
+            answers.truncate(options.top_k);
+            out.push(if answers.len() == 1 {
+                QuestionAnsweringOutput::Single(answers.remove(0))
+            } else {
+                QuestionAnsweringOutput::Ranked(answers)
+            });
+        }
+        Ok(out)
+    }
+
+    /// Scores the spans of one window and merges them into `answers` (same text, case
+    /// insensitive, adds up), as `transformers` does.
+    #[allow(clippy::too_many_arguments)]
+    fn window_answers(
+        &self,
+        w: &Window,
+        start_logits: &[f32],
+        end_logits: &[f32],
+        context: &str,
+        options: &QuestionAnsweringOptions,
+        answers: &mut Vec<Answer>,
+        min_null: &mut f32,
+    ) {
+        let enc = &w.encoding;
+        let n = enc.ids.len();
+        let cls = self.tokenizer.cls_token_id();
+        // Context tokens can be answers, and so can [CLS] (the "no answer" span).
+        let desired: Vec<bool> = (0..n)
+            .map(|i| {
+                enc.attention_mask[i] == 1
+                    && (enc.sequence_ids[i] == Some(1) || Some(enc.ids[i]) == cls)
+            })
+            .collect();
+        let probs = |logits: &[f32]| {
+            let masked: Vec<f32> = (0..n)
+                .map(|i| if desired[i] { logits[i] } else { -10000.0 })
+                .collect();
+            let max = masked.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let exps: Vec<f32> = masked.iter().map(|&x| (x - max).exp()).collect();
+            let sum: f32 = exps.iter().sum();
+            exps.into_iter().map(|e| e / sum).collect::<Vec<f32>>()
+        };
+        let mut start = probs(&start_logits[..n]);
+        let mut end = probs(&end_logits[..n]);
+        if options.handle_impossible_answer {
+            *min_null = min_null.min(start[0] * end[0]);
+        }
+        start[0] = 0.0;
+        end[0] = 0.0;
+        // Candidate spans: start <= end < start + max_answer_len, scored start * end; the
+        // best `2 k + 10` (some may collapse when widened to words).
+        let pre_top_k = if options.align_to_words {
+            options.top_k * 2 + 10
+        } else {
+            options.top_k
+        };
+        let mut spans: Vec<(f32, usize, usize)> = Vec::new();
+        for s in 0..n {
+            for e in s..n.min(s + options.max_answer_len) {
+                spans.push((start[s] * end[e], s, e));
+            }
+        }
+        spans.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+        spans.truncate(pre_top_k);
+        let chars: Vec<char> = context.chars().collect();
+        for (score, s, e) in spans {
+            if !(desired[s] && desired[e]) {
+                continue;
+            }
+            let (start_index, end_index) = self.char_span(enc, s, e, options.align_to_words);
+            let text: String = chars[start_index.min(chars.len())..end_index.min(chars.len())]
+                .iter()
+                .collect();
+            match answers
+                .iter_mut()
+                .find(|a| a.answer.to_lowercase() == text.to_lowercase())
+            {
+                Some(a) => a.score += score,
+                None => answers.push(Answer {
+                    score,
+                    start: start_index,
+                    end: end_index,
+                    answer: text,
+                }),
+            }
+        }
+    }
+
+    /// Character span of tokens `s..=e` in the context, widened to whole words.
+    fn char_span(&self, enc: &Encoding, s: usize, e: usize, align_to_words: bool) -> (usize, usize) {
+        if align_to_words {
+            let word_chars = |token: usize| -> Option<(usize, usize)> {
+                let word = enc.word_ids[token]?;
+                let mut span: Option<(usize, usize)> = None;
+                for i in 0..enc.ids.len() {
+                    if enc.sequence_ids[i] == Some(1) && enc.word_ids[i] == Some(word) {
+                        let (a, b) = enc.offsets[i];
+                        span = Some(span.map_or((a, b), |(x, y)| (x.min(a), y.max(b))));
+                    }
+                }
+                span
+            };
+            if let (Some((a, _)), Some((_, b))) = (word_chars(s), word_chars(e)) {
+                return (a, b);
+            }
+        }
+        (enc.offsets[s].0, enc.offsets[e].1)
+    }
+}
