@@ -15,7 +15,18 @@ the masked-LM heads only the first two sequences' logits are kept.
 Weights are random with a fixed seed and `initializer_range` 0.3 so that logits are far apart
 (argmax and top-k do not hinge on the last bit).
 
+PyTorch-format copies of `bert-seqcls` (see `write_pytorch_bin_fixtures`) go to
+`bert-seqcls-bin/` (torch.save of the state dict) and `bert-seqcls-bin-gamma-beta/` (the same
+with LayerNorm parameters under their old TensorFlow names `gamma`/`beta`); they hold only
+config.json and pytorch_model.bin, and share bert-seqcls's reference.json.
+
+The weights are reproducible. The WordPiece trainer's vocabulary order is not, so the
+BERT/DistilBERT vocabulary is trained once and the committed `bert-base/vocab.txt` is reused
+on later runs (a full rerun is then byte-identical). `--pytorch-bin-only` writes just the
+PyTorch copies from the committed bert-seqcls checkpoint.
+
 Usage: python scripts/reference/encoder_fixtures.py [--out tests/fixtures/encoders]
+                                                    [--pytorch-bin-only]
 """
 import argparse
 import json
@@ -192,11 +203,55 @@ def build(out, family, head, tokenizer, seed):
     return model
 
 
+def write_pytorch_bin_fixtures(out):
+    """`pytorch_model.bin` copies of the bert-seqcls checkpoint, to test loading PyTorch
+    pickles: a plain `torch.save(state_dict)`, and one whose LayerNorm parameters carry the
+    old names `gamma`/`beta` (which `transformers` renames on load). Each directory holds only
+    config.json and pytorch_model.bin; the expected logits are bert-seqcls/reference.json's."""
+    src = os.path.join(out, "bert-seqcls")
+    model = transformers.BertForSequenceClassification.from_pretrained(src).eval()
+    state = model.state_dict()
+    renamed = {}
+    for k, v in state.items():
+        if k.endswith("LayerNorm.weight"):
+            k = k[: -len("weight")] + "gamma"
+        elif k.endswith("LayerNorm.bias"):
+            k = k[: -len("bias")] + "beta"
+        renamed[k] = v
+    with open(os.path.join(src, "reference.json")) as f:
+        ref = json.load(f)
+    for name, sd in [("bert-seqcls-bin", state), ("bert-seqcls-bin-gamma-beta", renamed)]:
+        path = os.path.join(out, name)
+        if os.path.exists(path):
+            shutil.rmtree(path)
+        os.makedirs(path)
+        shutil.copy(os.path.join(src, "config.json"), path)
+        # Contiguous copies, so no tensor is a view into another's storage.
+        torch.save({k: v.detach().clone().contiguous() for k, v in sd.items()},
+                   os.path.join(path, "pytorch_model.bin"))
+        # transformers itself must read the file back to the reference logits.
+        reloaded = transformers.BertForSequenceClassification.from_pretrained(
+            path, use_safetensors=False).eval()
+        with torch.no_grad():
+            logits = reloaded(
+                input_ids=torch.tensor(ref["input_ids"]),
+                attention_mask=torch.tensor(ref["attention_mask"]),
+                token_type_ids=torch.tensor(ref["token_type_ids"]),
+            ).logits
+        err = (logits - torch.tensor(ref["outputs"]["logits"])).abs().max().item()
+        assert err < 1e-5, f"{name}: transformers reloads it with max error {err}"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="tests/fixtures/encoders")
+    ap.add_argument("--pytorch-bin-only", action="store_true",
+                    help="only write the pytorch_model.bin copies of the committed bert-seqcls")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    if args.pytorch_bin_only:
+        write_pytorch_bin_fixtures(args.out)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         wp, distil = train_wordpiece(tmp, args.out)
         os.makedirs(os.path.join(tmp, "bpe"))
@@ -210,6 +265,7 @@ def main():
         seed += 1
         tokenizer = {"bert": wp, "distilbert": distil}.get(family, bpe)
         build(args.out, family, head, tokenizer, seed)
+    write_pytorch_bin_fixtures(args.out)
     with open(os.path.join(args.out, "VERSIONS.json"), "w") as f:
         json.dump({"torch": torch.__version__, "transformers": transformers.__version__}, f)
 

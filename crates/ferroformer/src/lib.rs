@@ -20,6 +20,11 @@ pub mod viz;
 pub mod weights;
 
 pub use error::{Error, Result};
+pub use models::{
+    AutoModel, AutoModelForMaskedLM, AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification, AutoModelForTokenClassification, LoadOptions,
+    PretrainedConfig,
+};
 pub use weights::Weights;
 
 pub use candle_core::{DType, Device, Tensor};

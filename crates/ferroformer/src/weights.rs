@@ -4,6 +4,10 @@
 //! [`Weights`] wraps candle's `VarBuilder` so that tensor paths mirror Hugging Face names
 //! (`encoder.layers.0.self_attn.in_proj_weight`) and so that a missing tensor or a tensor of
 //! the wrong shape is reported with its full name and the file it was looked for in.
+//!
+//! Old checkpoints (BERT converted from TensorFlow) name LayerNorm parameters `gamma` and
+//! `beta`; `transformers` renames them to `weight` and `bias` on load. [`Weights`] does the
+//! same for every model, so no family or block has to know about it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -65,6 +69,28 @@ impl<'a> Weights<'a> {
         })
     }
 
+    /// Reads a PyTorch checkpoint (`pytorch_model.bin`, a `torch.save`d state dict in the zip
+    /// format PyTorch writes since 1.6). Tensors are read lazily, one at a time.
+    pub fn from_pth(path: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        if !path.is_file() {
+            return Err(Error::file(path, "no such file"));
+        }
+        // Parse the pickle up front so that a corrupt file is reported here, by name.
+        let pth = candle_core::pickle::PthTensors::new(path, None)
+            .map_err(|e| Error::file(path, format!("not a readable PyTorch checkpoint: {e}")))?;
+        if pth.tensor_infos().is_empty() {
+            return Err(Error::file(
+                path,
+                "no tensors found: expected a state dict saved with torch.save",
+            ));
+        }
+        Ok(Self {
+            vb: VarBuilder::from_backend(Box::new(pth), dtype, device.clone()),
+            source: Arc::new(path.display().to_string()),
+            trainable: false,
+        })
+    }
+
     /// Parameters held in memory under their names (useful in tests and for conversions).
     pub fn from_tensors(
         tensors: std::collections::HashMap<String, Tensor>,
@@ -112,9 +138,35 @@ impl<'a> Weights<'a> {
         self.trainable
     }
 
-    /// Whether a tensor exists (always false for a trainable store before creation).
+    /// Whether a tensor exists (always false for a trainable store before creation); a
+    /// `…weight`/`…bias` stored as `…gamma`/`…beta` counts as present.
     pub fn contains(&self, name: &str) -> bool {
-        self.vb.contains_tensor(name)
+        self.stored_name(name).is_some()
+    }
+
+    /// The name `name` is stored under: itself, or its old LayerNorm alias (`…gamma` for
+    /// `…weight`, `…beta` for `…bias`), as `transformers` accepts when loading.
+    fn stored_name<'n>(&self, name: &'n str) -> Option<std::borrow::Cow<'n, str>> {
+        if self.vb.contains_tensor(name) {
+            return Some(name.into());
+        }
+        if self.trainable {
+            return None;
+        }
+        let (stem, last) = match name.rsplit_once('.') {
+            Some((stem, last)) => (Some(stem), last),
+            None => (None, name),
+        };
+        let alias = match last {
+            "weight" => "gamma",
+            "bias" => "beta",
+            _ => return None,
+        };
+        let alias = match stem {
+            Some(stem) => format!("{stem}.{alias}"),
+            None => alias.to_string(),
+        };
+        self.vb.contains_tensor(&alias).then(|| alias.into())
     }
 
     /// The device parameters are placed on.
@@ -133,13 +185,13 @@ impl<'a> Weights<'a> {
         if self.trainable {
             return Ok(self.vb.get_with_hints(shape, name, init)?);
         }
-        if !self.vb.contains_tensor(name) {
+        let Some(stored) = self.stored_name(name) else {
             return Err(Error::MissingTensor {
                 name: self.full_name(name),
                 source_desc: self.source.to_string(),
             });
-        }
-        let tensor = self.vb.get_unchecked(name)?;
+        };
+        let tensor = self.vb.get_unchecked(&stored)?;
         if tensor.dims() != shape.dims() {
             return Err(Error::TensorShape {
                 name: self.full_name(name),

@@ -315,3 +315,27 @@ pub fn padded_position_ids(attention_mask: &Tensor, seq: usize) -> Result<Tensor
     }
     Ok(position_ids_from_mask(attention_mask)?.narrow(1, k_len - seq, seq)?)
 }
+
+/// RoBERTa's position ids: real tokens count from `padding_idx + 1`, and every padding token
+/// (an id equal to `padding_idx`) sits at position `padding_idx`, whose row of the table is
+/// never trained. `cumsum(ids != pad) * (ids != pad) + pad`, as `transformers`'
+/// `create_position_ids_from_input_ids`; like it, this looks at the ids, not at a mask.
+pub fn position_ids_after_padding_index(input_ids: &Tensor, padding_idx: u32) -> Result<Tensor> {
+    let (b, s) = input_ids
+        .dims2()
+        .map_err(|_| Error::shape("input_ids", "(batch, seq)", input_ids.dims()))?;
+    let rows: Vec<Vec<u32>> = input_ids.to_dtype(DType::U32)?.to_vec2()?;
+    let mut ids = Vec::with_capacity(b * s);
+    for row in &rows {
+        let mut count = 0u32;
+        for &id in row {
+            if id == padding_idx {
+                ids.push(padding_idx);
+            } else {
+                count += 1;
+                ids.push(padding_idx + count);
+            }
+        }
+    }
+    Ok(Tensor::from_vec(ids, (b, s), input_ids.device())?)
+}

@@ -120,7 +120,7 @@ impl TransformerEncoder {
     }
 
     /// Encodes `input_ids` `(batch, seq)`; `attention_mask` `(batch, seq)` marks real tokens
-    /// with 1 and padding with 0.
+    /// with 1 and padding with 0. Positions are `0..seq` in every row.
     pub fn forward(
         &self,
         input_ids: &Tensor,
@@ -129,9 +129,31 @@ impl TransformerEncoder {
         train: bool,
         need_weights: bool,
     ) -> Result<StackOutput> {
+        self.forward_with_positions(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            None,
+            train,
+            need_weights,
+        )
+    }
+
+    /// Like [`TransformerEncoder::forward`] with explicit `position_ids` `(batch, seq)`, for
+    /// families whose positions are not `0..seq` (RoBERTa counts from its padding index, see
+    /// [`super::embeddings::position_ids_after_padding_index`]).
+    pub fn forward_with_positions(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        token_type_ids: Option<&Tensor>,
+        position_ids: Option<&Tensor>,
+        train: bool,
+        need_weights: bool,
+    ) -> Result<StackOutput> {
         let emb = self
             .embeddings
-            .forward(input_ids, token_type_ids, None, 0, train)?;
+            .forward(input_ids, token_type_ids, position_ids, 0, train)?;
         let (b, s, _) = emb.hidden.dims3()?;
         let bias = attention_bias(
             attention_mask,

@@ -3,7 +3,7 @@
 use candle_core::{DType, IndexOp, Tensor, D};
 
 use crate::error::{Error, Result};
-use crate::nn::{Linear, ParamNames};
+use crate::nn::{Activation, Linear, Norm, NormConfig, ParamNames};
 use crate::weights::Weights;
 
 /// Sequence classification: one vector per sequence to `num_labels` logits.
@@ -112,24 +112,128 @@ impl LmHead {
     }
 }
 
-/// BERT's pooler: `tanh(dense(hidden[:, 0]))`.
+/// The nonlinearity a [`ClsPooler`] applies after its dense layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolerActivation {
+    /// `tanh` (BERT's pooler, RoBERTa's classification head).
+    Tanh,
+    /// `max(0, x)` (DistilBERT's `pre_classifier`).
+    Relu,
+}
+
+/// A dense layer and a nonlinearity on the first token: BERT's pooler
+/// (`tanh(dense(hidden[:, 0]))`), and the first half of RoBERTa's and DistilBERT's
+/// sequence-classification heads.
 #[derive(Debug, Clone)]
 pub struct ClsPooler {
     dense: Linear,
+    activation: PoolerActivation,
 }
 
 impl ClsPooler {
-    /// Loads (or creates) `{prefix}` (`pooler.dense`).
+    /// Loads (or creates) `{prefix}` (`pooler.dense`), with `tanh`.
     pub fn load(w: &Weights, d_model: usize, prefix: &str) -> Result<Self> {
+        Self::load_with(w, d_model, prefix, PoolerActivation::Tanh)
+    }
+
+    /// Loads (or creates) `{prefix}` `d_model -> d_model`, followed by `activation`.
+    pub fn load_with(
+        w: &Weights,
+        d_model: usize,
+        prefix: &str,
+        activation: PoolerActivation,
+    ) -> Result<Self> {
         Ok(Self {
             dense: Linear::load(w, d_model, d_model, &ParamNames::linear(prefix, true))?,
+            activation,
         })
     }
 
     /// `(batch, d_model)` from `(batch, seq, d_model)`.
     pub fn forward(&self, hidden: &Tensor) -> Result<Tensor> {
         let cls = first_token(hidden)?;
-        Ok(self.dense.forward(&cls)?.tanh()?)
+        Ok(match self.activation {
+            PoolerActivation::Tanh => self.dense.forward(&cls)?.tanh()?,
+            PoolerActivation::Relu => self.dense.forward_act(&cls, Activation::Relu)?,
+        })
+    }
+}
+
+/// Where a masked-LM head's parameters are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaskedLmHeadNames {
+    /// The transform's dense layer (`cls.predictions.transform.dense`).
+    pub dense: String,
+    /// The transform's LayerNorm (`cls.predictions.transform.LayerNorm`).
+    pub norm: String,
+    /// The decoder's own weight (`cls.predictions.decoder.weight`), read only when the head is
+    /// not tied to the token embeddings.
+    pub decoder_weight: String,
+    /// Names the decoder's bias may be stored under, first found wins
+    /// (`cls.predictions.bias`, which `transformers` ties to `cls.predictions.decoder.bias`).
+    pub bias: Vec<String>,
+}
+
+/// The masked-LM head of BERT-like encoders: `dense -> activation -> LayerNorm`, then a
+/// decoder to the vocabulary (usually sharing the token embedding table) plus a bias.
+#[derive(Debug, Clone)]
+pub struct MaskedLmHead {
+    dense: Linear,
+    activation: Activation,
+    norm: Norm,
+    decoder: Linear,
+}
+
+impl MaskedLmHead {
+    /// Loads the head. With `tied_embeddings` (`(vocab, d_model)`, the token embedding
+    /// table) the decoder reuses it, as `transformers` does when `tie_word_embeddings` is on
+    /// (its default, and such checkpoints usually omit the decoder weight); otherwise the
+    /// decoder weight is read from `names.decoder_weight`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn load(
+        w: &Weights,
+        d_model: usize,
+        vocab: usize,
+        activation: Activation,
+        norm: &NormConfig,
+        names: &MaskedLmHeadNames,
+        tied_embeddings: Option<&Tensor>,
+    ) -> Result<Self> {
+        let dense = Linear::load(w, d_model, d_model, &ParamNames::linear(&names.dense, true))?;
+        let norm = Norm::load(w, d_model, norm, &names.norm)?;
+        let weight = match tied_embeddings {
+            Some(t) => {
+                if t.dims() != [vocab, d_model] {
+                    return Err(Error::shape(
+                        "tied token embeddings",
+                        format!("({vocab}, {d_model})"),
+                        t.dims(),
+                    ));
+                }
+                t.clone()
+            }
+            None => w.get((vocab, d_model), &names.decoder_weight)?,
+        };
+        let bias_name = names
+            .bias
+            .iter()
+            .find(|n| w.contains(n))
+            .or(names.bias.first())
+            .ok_or_else(|| Error::config("bias", "a masked-LM head needs a bias name"))?;
+        let bias = w.get(vocab, bias_name)?;
+        Ok(Self {
+            dense,
+            activation,
+            norm,
+            decoder: Linear::new(weight, Some(bias)),
+        })
+    }
+
+    /// Vocabulary logits `(batch, seq, vocab)` from hidden states `(batch, seq, d_model)`.
+    pub fn forward(&self, hidden: &Tensor) -> Result<Tensor> {
+        let h = self.dense.forward_act(hidden, self.activation)?;
+        let h = self.norm.forward(&h)?;
+        self.decoder.forward(&h)
     }
 }
 

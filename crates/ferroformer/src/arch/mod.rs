@@ -11,6 +11,9 @@ pub mod stack;
 pub use decoder::{DecoderConfig, DecoderNames, DecoderOnlyTransformer, DecoderOutput};
 pub use embeddings::{EmbeddingConfig, EmbeddingNames, Embeddings, PositionalKind};
 pub use encoder::{EncoderConfig, EncoderNames, TransformerEncoder};
-pub use heads::{ClassificationHead, ClsPooler, LmHead, SpanHead, TokenClassificationHead};
+pub use heads::{
+    ClassificationHead, ClsPooler, LmHead, MaskedLmHead, MaskedLmHeadNames, PoolerActivation,
+    SpanHead, TokenClassificationHead,
+};
 pub use seq2seq::{Transformer, TransformerConfig};
 pub use stack::{LayerStack, StackConfig, StackContext, StackNames, StackOutput};

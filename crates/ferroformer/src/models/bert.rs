@@ -1,11 +1,15 @@
-//! BERT (`BertModel`): learned positions and token types, post-norm layers with GELU, and
-//! the CLS pooler, all on the shared blocks.
+//! BERT (`BertModel` and its task heads): learned positions and token types, post-norm
+//! layers with GELU, and the CLS pooler, all on the shared blocks. RoBERTa reuses this
+//! layout ([`super::roberta`]).
 
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::arch::heads::ClsPooler;
+use super::encoder_model::{
+    EncoderModel, EncoderOutput, EncoderSpec, MaskedLmSpec, PositionIds, SequenceClassifierNames,
+};
+use crate::arch::heads::MaskedLmHeadNames;
 use crate::arch::{
     EmbeddingConfig, EmbeddingNames, EncoderConfig, EncoderNames, PositionalKind, StackConfig,
     StackNames, TransformerEncoder,
@@ -25,6 +29,9 @@ fn default_eps() -> f64 {
 }
 fn default_type_vocab() -> usize {
     2
+}
+fn default_true() -> bool {
+    true
 }
 
 /// `config.json` of a BERT checkpoint (the fields this model reads).
@@ -57,11 +64,29 @@ pub struct BertConfig {
     /// Dropout on attention weights.
     #[serde(default)]
     pub attention_probs_dropout_prob: f64,
+    /// Padding token id (`None`: the family's default, 0 for BERT, 1 for RoBERTa).
+    #[serde(default)]
+    pub pad_token_id: Option<u32>,
+    /// `absolute` (the only kind supported; `relative_key` variants are refused).
+    #[serde(default)]
+    pub position_embedding_type: Option<String>,
+    /// Whether the masked-LM decoder shares the token embedding table.
+    #[serde(default = "default_true")]
+    pub tie_word_embeddings: bool,
 }
 
 impl BertConfig {
     /// The encoder configuration these values describe.
     pub fn encoder_config(&self) -> Result<EncoderConfig> {
+        match self.position_embedding_type.as_deref() {
+            None | Some("absolute") => {}
+            Some(other) => {
+                return Err(Error::config(
+                    "position_embedding_type",
+                    format!("`{other}` is not supported; only `absolute` is"),
+                ))
+            }
+        }
         let d = self.hidden_size;
         let mut attention = AttentionConfig::new(d, self.num_attention_heads)?;
         attention.dropout = self.attention_probs_dropout_prob;
@@ -93,6 +118,42 @@ impl BertConfig {
                 },
                 num_layers: self.num_hidden_layers,
                 final_norm: false,
+            },
+        })
+    }
+}
+
+impl BertConfig {
+    /// BERT's spec: names under `bert.` in task checkpoints, positions `0..seq`, the pooler
+    /// under `pooler.dense`, and the heads of `transformers`' `BertFor…` classes.
+    pub fn encoder_spec(&self) -> Result<EncoderSpec> {
+        let encoder = self.encoder_config()?;
+        Ok(EncoderSpec {
+            model_type: "bert".into(),
+            names: bert_names(&encoder),
+            encoder,
+            base_prefix: "bert".into(),
+            position_ids: PositionIds::Sequential,
+            max_length: self.max_position_embeddings,
+            pooler: Some("pooler.dense".into()),
+            sequence_classifier: SequenceClassifierNames::Pooler {
+                classifier: "classifier".into(),
+            },
+            token_classifier: "classifier".into(),
+            question_answering: "qa_outputs".into(),
+            masked_lm: MaskedLmSpec {
+                names: MaskedLmHeadNames {
+                    dense: "cls.predictions.transform.dense".into(),
+                    norm: "cls.predictions.transform.LayerNorm".into(),
+                    decoder_weight: "cls.predictions.decoder.weight".into(),
+                    bias: vec![
+                        "cls.predictions.bias".into(),
+                        "cls.predictions.decoder.bias".into(),
+                    ],
+                },
+                activation: Activation::from_name(&self.hidden_act)?,
+                norm: NormConfig::layer_norm(self.layer_norm_eps),
+                tied: self.tie_word_embeddings,
             },
         })
     }
@@ -133,46 +194,30 @@ pub fn bert_names(cfg: &EncoderConfig) -> EncoderNames {
     }
 }
 
-/// `BertModel` outputs.
-#[derive(Debug, Clone)]
-pub struct BertOutput {
-    /// `(batch, seq, hidden)`
-    pub last_hidden_state: Tensor,
-    /// `(batch, hidden)`; `None` for a checkpoint without a pooler.
-    pub pooler_output: Option<Tensor>,
-}
+/// `BertModel` outputs (the output of every encoder base model).
+pub type BertOutput = EncoderOutput;
 
 /// The BERT encoder with its pooler.
 #[derive(Debug, Clone)]
 pub struct BertModel {
     config: BertConfig,
-    encoder: TransformerEncoder,
-    pooler: Option<ClsPooler>,
+    model: EncoderModel,
 }
 
 impl BertModel {
     /// Loads from weights rooted at the base model or at a task model (`bert.` prefix).
     pub fn load(w: &Weights, config: &BertConfig) -> Result<Self> {
-        let w = super::under_prefix_if_present(w, "bert", "embeddings.word_embeddings.weight");
-        let cfg = config.encoder_config()?;
-        let encoder = TransformerEncoder::load(&w, &cfg, &bert_names(&cfg))?;
-        let pooler = if w.is_trainable() || w.contains("pooler.dense.weight") {
-            Some(ClsPooler::load(&w, config.hidden_size, "pooler.dense")?)
-        } else {
-            None
-        };
         Ok(Self {
             config: config.clone(),
-            encoder,
-            pooler,
+            model: EncoderModel::load(w, &config.encoder_spec()?)?,
         })
     }
 
-    /// Loads `config.json` and the safetensors weights of a checkpoint directory.
+    /// Loads `config.json` and the weights (safetensors, sharded or not, or
+    /// `pytorch_model.bin`) of a checkpoint directory.
     pub fn from_dir(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
         let config: BertConfig = super::read_config(dir)?;
-        let files = super::checkpoint_files(dir)?;
-        let w = Weights::from_safetensors(&files, dtype, device)?;
+        let w = super::weights_from_dir(dir, dtype, device)?;
         Self::load(&w, &config)
     }
 
@@ -183,7 +228,7 @@ impl BertModel {
 
     /// The encoder.
     pub fn encoder(&self) -> &TransformerEncoder {
-        &self.encoder
+        self.model.encoder()
     }
 
     /// Runs the model. `attention_mask` and `token_type_ids` are `(batch, seq)`.
@@ -193,26 +238,7 @@ impl BertModel {
         attention_mask: Option<&Tensor>,
         token_type_ids: Option<&Tensor>,
     ) -> Result<BertOutput> {
-        let (_, s) = input_ids
-            .dims2()
-            .map_err(|_| Error::shape("input_ids", "(batch, seq)", input_ids.dims()))?;
-        if s > self.config.max_position_embeddings {
-            return Err(Error::PositionOutOfRange {
-                what: "BERT position embeddings".into(),
-                position: s - 1,
-                max: self.config.max_position_embeddings,
-            });
-        }
-        let out = self
-            .encoder
-            .forward(input_ids, attention_mask, token_type_ids, false, false)?;
-        let pooler_output = match &self.pooler {
-            Some(p) => Some(p.forward(&out.hidden)?),
-            None => None,
-        };
-        Ok(BertOutput {
-            last_hidden_state: out.hidden,
-            pooler_output,
-        })
+        self.model
+            .forward(input_ids, attention_mask, token_type_ids)
     }
 }

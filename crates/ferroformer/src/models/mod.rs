@@ -2,27 +2,60 @@
 //! weight-name map onto the shared [`crate::arch`] and [`crate::nn`] blocks.
 
 pub mod auto;
+pub mod auto_encoder;
 pub mod bert;
 pub mod causal_lm;
 pub mod course;
+pub mod distilbert;
+pub mod encoder_model;
 pub mod gpt2;
 pub mod hub;
 pub mod inspect;
 pub mod llama;
+pub mod roberta;
 pub mod tokenizer;
 
 use std::path::{Path, PathBuf};
 
+use candle_core::{DType, Device};
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::weights::Weights;
 
+pub use auto_encoder::{
+    encoder_spec_from_json, AutoModel, AutoModelForMaskedLM, AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification, AutoModelForTokenClassification, PretrainedConfig,
+    SUPPORTED_ENCODER_ARCHITECTURES, SUPPORTED_ENCODER_MODEL_TYPES,
+};
 pub use bert::{BertConfig, BertModel, BertOutput};
 pub use causal_lm::{CausalLm, CausalLmFamily};
+pub use distilbert::DistilBertConfig;
+pub use encoder_model::{EncoderModel, EncoderOutput, EncoderSpec};
 pub use gpt2::{Gpt2Config, Gpt2LmHeadModel};
 pub use inspect::{inspect_checkpoint, CheckpointSummary, ModuleSummary};
 pub use llama::{LlamaConfig, LlamaForCausalLm};
+pub use roberta::RobertaConfig;
+
+/// How to load a pretrained model: the dtype parameters are converted to (and computed in)
+/// and the device they are placed on. The default is f32 on the CPU, whatever the
+/// checkpoint stores (f32, f16 or bf16), as `transformers` loads by default.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Parameter and compute dtype.
+    pub dtype: DType,
+    /// Device.
+    pub device: Device,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            dtype: DType::F32,
+            device: Device::Cpu,
+        }
+    }
+}
 
 /// Reads and parses `dir/config.json`, naming the file and the field on error.
 pub fn read_config<T: DeserializeOwned>(dir: &Path) -> Result<T> {
@@ -59,6 +92,31 @@ pub fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Err(Error::file(
         dir,
         "no model.safetensors or model.safetensors.index.json in this directory",
+    ))
+}
+
+/// The weights of a checkpoint directory: `model.safetensors`, the shards listed in
+/// `model.safetensors.index.json`, or else a PyTorch `pytorch_model.bin`; converted to
+/// `dtype` on `device`.
+pub fn weights_from_dir(dir: &Path, dtype: DType, device: &Device) -> Result<Weights<'static>> {
+    if dir.join("model.safetensors").is_file() || dir.join("model.safetensors.index.json").is_file()
+    {
+        return Weights::from_safetensors(&checkpoint_files(dir)?, dtype, device);
+    }
+    let bin = dir.join("pytorch_model.bin");
+    if bin.is_file() {
+        return Weights::from_pth(&bin, dtype, device);
+    }
+    if dir.join("pytorch_model.bin.index.json").is_file() {
+        return Err(Error::file(
+            dir,
+            "sharded pytorch_model.bin checkpoints are not supported; save them as safetensors \
+             (save_pretrained(..., safe_serialization=True))",
+        ));
+    }
+    Err(Error::file(
+        dir,
+        "no model.safetensors, model.safetensors.index.json or pytorch_model.bin in this directory",
     ))
 }
 

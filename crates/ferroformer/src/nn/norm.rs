@@ -68,18 +68,12 @@ impl Norm {
     }
 
     /// Loads `{prefix}.weight` (and `{prefix}.bias` for a LayerNorm with bias). Old BERT
-    /// checkpoints name them `gamma`/`beta`; those are accepted too.
+    /// checkpoints name them `gamma`/`beta`; [`Weights`] resolves those for every model.
     pub fn load(w: &Weights, dim: usize, cfg: &NormConfig, prefix: &str) -> Result<Self> {
         let wp = w.pp(prefix);
-        let (wname, bname) = if !wp.is_trainable() && !wp.contains("weight") && wp.contains("gamma")
-        {
-            ("gamma", "beta")
-        } else {
-            ("weight", "bias")
-        };
-        let weight = wp.get_init(dim, wname, Init::Const(1.0))?;
+        let weight = wp.get_init(dim, "weight", Init::Const(1.0))?;
         let bias = if cfg.kind == NormKind::LayerNorm && cfg.bias {
-            Some(wp.get_init(dim, bname, Init::Const(0.0))?)
+            Some(wp.get_init(dim, "bias", Init::Const(0.0))?)
         } else {
             None
         };
