@@ -188,7 +188,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Inspect { model, json } => inspect(&models::hub::resolve_local(&model)?, json),
+        Command::Inspect { model, json } => inspect(&models::hub::resolve(&model)?, json),
         Command::Viz { what } => match what {
             Viz::PositionalEncoding {
                 d_model,
@@ -215,7 +215,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 cell,
                 output,
             } => {
-                let weights = attention_weights(&models::hub::resolve_local(&model)?, &ids, layer)?;
+                let weights = attention_weights(&models::hub::resolve(&model)?, &ids, layer)?;
                 ferroformer::viz::attention_png(&output, &weights, cell)?;
                 eprintln!(
                     "wrote {} (layer {layer}, {} heads, {} tokens)",
@@ -402,7 +402,7 @@ fn train_lm(args: TrainLmArgs) -> anyhow::Result<()> {
 fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     use ferroformer::generation::{generate, SamplingConfig, StopReason, TextStreamer};
     use std::io::Write;
-    let dir = models::hub::resolve_local(&args.model)?;
+    let dir = models::hub::resolve(&args.model)?;
     let model = models::auto::causal_lm_from_dir(&dir, DType::F32, &Device::Cpu)?;
     let tokenizer = ferroformer::train::tokenizer::load_tokenizer(&dir.join("tokenizer.json"))?;
     let mut eos = Vec::new();

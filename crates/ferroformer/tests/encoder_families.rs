@@ -690,10 +690,70 @@ fn load_options_dtype_computes_in_that_dtype() {
             let options = LoadOptions {
                 dtype,
                 device: Device::Cpu,
+                ..Default::default()
             };
             let out = Model::load(name, &dir, &options).run_reference(&r);
             assert!(out.values().all(|t| t.dtype() == dtype));
             compare(&format!("{dtype:?} compute {name}"), &out, &r, tol);
+        }
+    }
+}
+
+/// With `skip_padding_outputs` the padded batch is packed to its real tokens: every output
+/// that depends only on real tokens (pooled and sequence-level outputs, and per-token
+/// outputs at real positions) equals `transformers`', and the padding positions of the
+/// hidden states are zero.
+#[test]
+fn skipping_padding_matches_at_every_real_token() {
+    let names = [
+        "bert-base",
+        "bert-seqcls",
+        "bert-tokcls",
+        "bert-qa",
+        "bert-mlm",
+        "distilbert-base",
+        "distilbert-seqcls",
+        "roberta-base",
+        "roberta-seqcls",
+        "roberta-tokcls",
+        "xlm-roberta-base",
+    ];
+    let options = LoadOptions {
+        skip_padding_outputs: true,
+        ..Default::default()
+    };
+    for name in names {
+        let dir = fixture_dir(name);
+        let r = Reference::load(&dir);
+        let mask = r.attention_mask.to_dtype(DType::F32).unwrap();
+        assert!(
+            mask.min_all().unwrap().to_scalar::<f32>().unwrap() == 0.0,
+            "{name}: the reference batch must be padded for this test to mean anything"
+        );
+        let ours = Model::load(name, &dir, &options).run_reference(&r);
+        for (key, expected) in &r.outputs {
+            let rows = expected.dim(0).unwrap();
+            let got = ours[key].i(0..rows).unwrap();
+            // Per-token outputs are compared at real tokens only (padding rows zeroed on
+            // both sides); pooled outputs as they are.
+            let (got, expected) = if expected.rank() >= 2 && expected.dim(1).unwrap() == mask.dim(1).unwrap() {
+                let m = mask.i(0..rows).unwrap();
+                let m = if expected.rank() == 3 { m.unsqueeze(2).unwrap() } else { m };
+                (
+                    got.broadcast_mul(&m).unwrap(),
+                    expected.broadcast_mul(&m).unwrap(),
+                )
+            } else {
+                (got, expected.clone())
+            };
+            assert_close(&format!("{name} {key} (packed)"), &got, &expected, 1e-4);
+        }
+        if let Some(h) = ours.get("last_hidden_state") {
+            let padding = (1.0 - mask.clone()).unwrap().unsqueeze(2).unwrap();
+            let at_padding = h.broadcast_mul(&padding).unwrap().abs().unwrap().sum_all().unwrap();
+            let total = h.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            assert_eq!(at_padding.to_scalar::<f32>().unwrap(), 0.0, "{name}: padding rows are zero");
+            assert!(total > 0.0);
         }
     }
 }

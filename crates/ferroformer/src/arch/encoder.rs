@@ -1,6 +1,6 @@
 //! Encoder-only transformer: embeddings, positional information, N layers.
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
 use super::embeddings::{EmbeddingConfig, EmbeddingNames, Embeddings, PositionalKind};
 use super::stack::{LayerStack, StackConfig, StackContext, StackNames, StackOutput};
@@ -175,4 +175,88 @@ impl TransformerEncoder {
             },
         )
     }
+
+    /// Inference on the real tokens only: the padding of `attention_mask` `(batch, seq)` is
+    /// dropped, the sequences are packed end to end into one row, and every layer runs on
+    /// `tokens` rows instead of `batch × seq` (attention stays within each sequence). The
+    /// result is `(batch, seq, d_model)` like [`TransformerEncoder::forward_with_positions`],
+    /// equal to it at every real token; **padding positions hold zeros** instead of the
+    /// values a padded run computes for them (which no task reads).
+    ///
+    /// Falls back to the padded computation when packing does not apply (no padding, real
+    /// tokens not contiguous in a row, rotary positions).
+    pub fn forward_packed(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        token_type_ids: Option<&Tensor>,
+        position_ids: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let emb = self
+            .embeddings
+            .forward(input_ids, token_type_ids, position_ids, 0, false)?;
+        let (b, s, d) = emb.hidden.dims3()?;
+        let lengths = if emb.rope.is_some() {
+            None
+        } else {
+            packed_rows(attention_mask, b, s)?
+        };
+        let Some((lengths, index)) = lengths else {
+            return Ok(self
+                .forward_with_positions(
+                    input_ids,
+                    Some(attention_mask),
+                    token_type_ids,
+                    position_ids,
+                    false,
+                    false,
+                )?
+                .hidden);
+        };
+        let index = Tensor::from_vec(index, lengths.iter().sum::<usize>(), emb.hidden.device())?;
+        let packed = emb
+            .hidden
+            .reshape((b * s, d))?
+            .index_select(&index, 0)?
+            .unsqueeze(0)?;
+        let out = self.stack.forward(
+            &packed,
+            StackContext {
+                packed: Some(&lengths),
+                ..Default::default()
+            },
+        )?;
+        let full = Tensor::zeros((b * s, d), out.hidden.dtype(), out.hidden.device())?
+            .index_add(&index, &out.hidden.squeeze(0)?, 0)?;
+        Ok(full.reshape((b, s, d))?)
+    }
+}
+
+/// Lengths of the real-token runs of `mask` `(batch, seq)` and their flat positions, when
+/// every row's real tokens are one contiguous run (left or right padding) and some row is
+/// padded; `None` otherwise.
+fn packed_rows(mask: &Tensor, b: usize, s: usize) -> Result<Option<(Vec<usize>, Vec<u32>)>> {
+    if mask.dims() != [b, s] {
+        return Err(crate::Error::shape(
+            "attention_mask",
+            format!("({b}, {s})"),
+            mask.dims(),
+        ));
+    }
+    let rows = mask.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+    let mut lengths = Vec::with_capacity(b);
+    let mut index = Vec::new();
+    for (r, row) in rows.iter().enumerate() {
+        let first = row.iter().position(|&m| m != 0).unwrap_or(0);
+        let len = row.iter().filter(|&&m| m != 0).count();
+        if row[first..first + len].iter().any(|&m| m == 0) {
+            return Ok(None);
+        }
+        lengths.push(len);
+        index.extend((first..first + len).map(|c| (r * s + c) as u32));
+    }
+    if index.len() == b * s {
+        return Ok(None);
+    }
+    Ok(Some((lengths, index)))
 }

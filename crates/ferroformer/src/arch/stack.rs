@@ -48,6 +48,8 @@ pub struct StackContext<'a> {
     pub train: bool,
     /// Collect attention weights of every layer.
     pub need_weights: bool,
+    /// Lengths of the sequences packed end to end in a `(1, tokens, d_model)` input.
+    pub packed: Option<&'a [usize]>,
 }
 
 /// Output of a stack.
@@ -118,6 +120,7 @@ impl LayerStack {
             mut caches,
             train,
             need_weights,
+            packed,
         } = ctx;
         if let Some(c) = &caches {
             if c.len() != self.layers.len() {
@@ -144,6 +147,7 @@ impl LayerStack {
                     cache,
                     train,
                     need_weights,
+                    packed,
                 },
             )?;
             hidden = out.hidden;

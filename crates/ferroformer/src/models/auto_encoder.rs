@@ -238,6 +238,16 @@ impl PretrainedConfig {
             .unwrap_or_else(|| format!("LABEL_{id}"))
     }
 
+    /// Whether the model has a segment (token type) table with more than one entry, so
+    /// pair inputs should pass their token type ids (BERT); RoBERTa's single-row table and
+    /// DistilBERT's absent one take none, as their tokenizers return none.
+    pub fn uses_token_types(&self) -> bool {
+        self.raw
+            .get("type_vocab_size")
+            .and_then(|v| v.as_u64())
+            .is_some_and(|n| n > 1)
+    }
+
     /// The file this configuration was read from.
     pub fn source(&self) -> &Path {
         &self.source
@@ -354,7 +364,11 @@ macro_rules! auto_loading {
             /// sharded, or `pytorch_model.bin`).
             pub fn from_dir(dir: &Path, options: &LoadOptions) -> Result<Self> {
                 let c = Checkpoint::read(dir, options)?;
-                Self::load_spec(&c.weights, &c.config, &c.spec)
+                let mut model = Self::load_spec(&c.weights, &c.config, &c.spec)?;
+                model
+                    .model
+                    .set_skip_padding_outputs(options.skip_padding_outputs);
+                Ok(model)
             }
 
             /// Loads from weights rooted at the checkpoint root.

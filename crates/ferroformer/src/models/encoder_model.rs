@@ -114,6 +114,7 @@ pub struct EncoderModel {
     pooler: Option<ClsPooler>,
     position_ids: PositionIds,
     max_length: usize,
+    skip_padding_outputs: bool,
 }
 
 impl EncoderModel {
@@ -152,7 +153,14 @@ impl EncoderModel {
             pooler,
             position_ids: spec.position_ids,
             max_length: spec.max_length,
+            skip_padding_outputs: false,
         })
+    }
+
+    /// Compute only the real tokens of padded batches (see
+    /// [`crate::models::LoadOptions::skip_padding_outputs`]).
+    pub fn set_skip_padding_outputs(&mut self, on: bool) {
+        self.skip_padding_outputs = on;
     }
 
     /// The encoder.
@@ -205,6 +213,11 @@ impl EncoderModel {
             });
         }
         let positions = self.position_ids(input_ids)?;
+        if let (true, Some(mask)) = (self.skip_padding_outputs, attention_mask) {
+            return self
+                .encoder
+                .forward_packed(input_ids, mask, token_type_ids, positions.as_ref());
+        }
         Ok(self
             .encoder
             .forward_with_positions(

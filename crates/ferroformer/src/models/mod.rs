@@ -46,6 +46,11 @@ pub struct LoadOptions {
     pub dtype: DType,
     /// Device.
     pub device: Device,
+    /// Encoders compute only the real tokens of a padded batch (packed end to end, see
+    /// [`crate::arch::TransformerEncoder::forward_packed`]): faster for batches of uneven
+    /// lengths, the same numbers at every real token, and zeros at padding positions.
+    /// Pipelines turn it on; off by default so outputs match `transformers` everywhere.
+    pub skip_padding_outputs: bool,
 }
 
 impl Default for LoadOptions {
@@ -53,6 +58,7 @@ impl Default for LoadOptions {
         Self {
             dtype: DType::F32,
             device: Device::Cpu,
+            skip_padding_outputs: false,
         }
     }
 }

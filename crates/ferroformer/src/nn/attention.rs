@@ -224,6 +224,10 @@ pub struct AttentionContext<'a> {
     pub train: bool,
     /// Also return the attention weights.
     pub need_weights: bool,
+    /// Self-attention over sequences packed end to end without padding: the input is
+    /// `(1, tokens, d_model)` and these are the sequence lengths, in order. Every sequence
+    /// attends only to itself (see [`crate::arch::TransformerEncoder::forward_packed`]).
+    pub packed: Option<&'a [usize]>,
 }
 
 /// Result of an attention call.
@@ -300,12 +304,38 @@ impl MultiHeadAttention {
         // The fused CPU kernel serves inference: no dropout, no weights to return.
         let dropout_active = ctx.train && cfg.dropout > 0.0;
         let fused = !dropout_active && !ctx.need_weights;
-        let biases: Vec<&Tensor> = ctx
+        let packed_bias: Option<Tensor>;
+        let mut biases: Vec<&Tensor> = ctx
             .position_bias
             .iter()
             .chain(ctx.bias.iter())
             .copied()
             .collect();
+        if let Some(lengths) = ctx.packed {
+            if ctx.memory.is_some() || b != 1 || lengths.iter().sum::<usize>() != q_len {
+                return Err(Error::Invalid(format!(
+                    "packed self-attention takes one row of {} tokens holding sequences of \
+                     lengths {lengths:?}, found input {:?}{}",
+                    lengths.iter().sum::<usize>(),
+                    x.dims(),
+                    if ctx.memory.is_some() { " with cross-attention memory" } else { "" }
+                )));
+            }
+            if fused && ctx.rope.is_none() && ctx.cache.is_none() && biases.is_empty() {
+                let qkv = self.qkv.forward(x)?;
+                if let Some(out) =
+                    kernels::attention_packed(&qkv, lengths, h, kvh, hd, scale as f32)?
+                {
+                    return Ok(AttentionOutput {
+                        output: self.out.forward(&out)?,
+                        weights: None,
+                    });
+                }
+            }
+            // Any other device or mode: the same attention as a block-diagonal mask.
+            packed_bias = Some(super::mask::packed_bias(lengths, x.dtype(), x.device())?);
+            biases.extend(packed_bias.as_ref());
+        }
         let dims = |k_len: usize| AttentionDims {
             batch: b,
             heads: h,

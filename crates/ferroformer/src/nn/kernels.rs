@@ -240,78 +240,40 @@ pub(crate) fn attention(
     (0..batch * heads).into_par_iter().for_each(|unit| {
         let (b, h) = (unit / heads, unit % heads);
         let kvh = h / n_rep;
-        let mut scores = vec![0f32; q_len * k_len];
         let qp = &qd[q.offset + b * q.sb + h * q.sh..];
         let kp = &kd[k.offset + b * k.sb + kvh * k.sh..];
         let vp = &vd[v.offset + b * v.sb + kvh * v.sh..];
-        // SAFETY: q rows are `ss` apart with `head_dim` contiguous values; k and v likewise;
-        // `scores` is q_len × k_len row-major; the output block of this (b, h) is q_len rows
-        // of `head_dim` values, `width` apart, disjoint from every other unit's block.
-        unsafe {
-            gemm::gemm(
-                q_len,
-                k_len,
-                head_dim,
-                scores.as_mut_ptr(),
-                1,
-                k_len as isize,
-                false,
-                qp.as_ptr(),
-                1,
-                q.ss as isize,
-                kp.as_ptr(),
-                k.ss as isize,
-                1,
-                0.0,
-                scale,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
-        for (bd, st) in &bias_views {
-            let base = b * st[0] + h * st[1];
-            for i in 0..q_len {
-                let row = &bd[base + i * st[2]..];
-                let srow = &mut scores[i * k_len..(i + 1) * k_len];
-                for (j, s) in srow.iter_mut().enumerate() {
-                    *s += row[j * st[3]];
+        let add_biases = |scores: &mut [f32]| {
+            for (bd, st) in &bias_views {
+                let base = b * st[0] + h * st[1];
+                for i in 0..q_len {
+                    let row = &bd[base + i * st[2]..];
+                    let srow = &mut scores[i * k_len..(i + 1) * k_len];
+                    for (j, s) in srow.iter_mut().enumerate() {
+                        *s += row[j * st[3]];
+                    }
                 }
             }
-        }
-        for row in scores.chunks_mut(k_len) {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for s in row.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
-            let inv = 1.0 / sum;
-            row.iter_mut().for_each(|s| *s *= inv);
-        }
+        };
+        // SAFETY: the output block of this (b, h) is q_len rows of `head_dim` values,
+        // `width` apart, disjoint from every other unit's block.
         unsafe {
-            let dst = out_ptr.get().add(b * q_len * width + h * head_dim);
-            gemm::gemm(
-                q_len,
-                head_dim,
-                k_len,
-                dst,
-                1,
-                width as isize,
-                false,
-                scores.as_ptr(),
-                1,
-                k_len as isize,
-                vp.as_ptr(),
-                1,
-                v.ss as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
+            attend_block(
+                Block {
+                    q: qp,
+                    q_stride: q.ss,
+                    k: kp,
+                    k_stride: k.ss,
+                    v: vp,
+                    v_stride: v.ss,
+                    q_len,
+                    k_len,
+                    head_dim,
+                    scale,
+                },
+                add_biases,
+                out_ptr.get().add(b * q_len * width + h * head_dim),
+                width,
             );
         }
     });
@@ -321,4 +283,159 @@ pub(crate) fn attention(
         (batch, q_len, width),
         &Device::Cpu,
     )?))
+}
+
+/// One (sequence, head) attention block: q rows `q_stride` apart (k, v likewise), each row
+/// `head_dim` contiguous values.
+struct Block<'a> {
+    q: &'a [f32],
+    q_stride: usize,
+    k: &'a [f32],
+    k_stride: usize,
+    v: &'a [f32],
+    v_stride: usize,
+    q_len: usize,
+    k_len: usize,
+    head_dim: usize,
+    scale: f32,
+}
+
+/// `softmax(scale q k^T + bias) v` for one block, written as `q_len` rows of `head_dim`
+/// values `dst_stride` apart from `dst`.
+///
+/// # Safety
+/// `dst` must be valid for those writes and no other thread may write them concurrently; the
+/// slices in `blk` must hold every row the strides reach.
+unsafe fn attend_block(
+    blk: Block,
+    add_biases: impl Fn(&mut [f32]),
+    dst: *mut f32,
+    dst_stride: usize,
+) {
+    let Block {
+        q_len,
+        k_len,
+        head_dim,
+        ..
+    } = blk;
+    let mut scores = vec![0f32; q_len * k_len];
+    gemm::gemm(
+        q_len,
+        k_len,
+        head_dim,
+        scores.as_mut_ptr(),
+        1,
+        k_len as isize,
+        false,
+        blk.q.as_ptr(),
+        1,
+        blk.q_stride as isize,
+        blk.k.as_ptr(),
+        blk.k_stride as isize,
+        1,
+        0.0,
+        blk.scale,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
+    add_biases(&mut scores);
+    for row in scores.chunks_mut(k_len) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f32;
+        for s in row.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        let inv = 1.0 / sum;
+        row.iter_mut().for_each(|s| *s *= inv);
+    }
+    gemm::gemm(
+        q_len,
+        head_dim,
+        k_len,
+        dst,
+        1,
+        dst_stride as isize,
+        false,
+        scores.as_ptr(),
+        1,
+        k_len as isize,
+        blk.v.as_ptr(),
+        1,
+        blk.v_stride as isize,
+        0.0,
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
+}
+
+/// Self-attention over sequences packed end to end without padding: `qkv` is the fused
+/// projection `(1, tokens, q_dim + 2 kv_dim)` and `lengths` the sequence lengths in order
+/// (summing to `tokens`); every sequence attends only to itself. Returns
+/// `(1, tokens, heads * head_dim)`, or `None` off the CPU f32 inference path.
+pub(crate) fn attention_packed(
+    qkv: &Tensor,
+    lengths: &[usize],
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    scale: f32,
+) -> Result<Option<Tensor>> {
+    if !eligible(&[qkv]) || !qkv.is_contiguous() {
+        return Ok(None);
+    }
+    let (_, tokens, cols) = qkv.dims3()?;
+    let width = heads * head_dim;
+    let kv_dim = kv_heads * head_dim;
+    let mut out = vec![0f32; tokens * width];
+    let (storage, layout) = qkv.storage_and_layout();
+    let Some(data) = f32_data(&storage, layout) else {
+        return Ok(None);
+    };
+    let starts: Vec<usize> = lengths
+        .iter()
+        .scan(0, |acc, &n| {
+            let s = *acc;
+            *acc += n;
+            Some(s)
+        })
+        .collect();
+    let n_rep = heads / kv_heads;
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    (0..lengths.len() * heads).into_par_iter().for_each(|unit| {
+        let (seq, h) = (unit / heads, unit % heads);
+        let (start, len) = (starts[seq], lengths[seq]);
+        if len == 0 {
+            return;
+        }
+        let kvh = h / n_rep;
+        let row = &data[start * cols..];
+        // SAFETY: this (sequence, head) writes rows start..start+len, columns of head h only.
+        unsafe {
+            attend_block(
+                Block {
+                    q: &row[h * head_dim..],
+                    q_stride: cols,
+                    k: &row[width + kvh * head_dim..],
+                    k_stride: cols,
+                    v: &row[width + kv_dim + kvh * head_dim..],
+                    v_stride: cols,
+                    q_len: len,
+                    k_len: len,
+                    head_dim,
+                    scale,
+                },
+                |_| {},
+                out_ptr.get().add(start * width + h * head_dim),
+                width,
+            );
+        }
+    });
+    drop(storage);
+    Ok(Some(Tensor::from_vec(out, (1, tokens, width), &Device::Cpu)?))
 }

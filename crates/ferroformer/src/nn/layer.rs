@@ -122,6 +122,9 @@ pub struct LayerContext<'a> {
     pub train: bool,
     /// Return attention weights.
     pub need_weights: bool,
+    /// Lengths of the sequences packed end to end in a `(1, tokens, d_model)` input (see
+    /// [`super::AttentionContext::packed`]).
+    pub packed: Option<&'a [usize]>,
 }
 
 /// Output of a layer.
@@ -223,6 +226,7 @@ impl TransformerLayer {
             cache,
             train,
             need_weights,
+            packed,
         } = ctx;
         let (self_cache, cross_cache) = match cache {
             Some(c) => (Some(&mut c.self_attention), Some(&mut c.cross_attention)),
@@ -239,6 +243,7 @@ impl TransformerLayer {
                     cache: self_cache,
                     train,
                     need_weights,
+                    packed,
                     ..Default::default()
                 },
             )?;

@@ -134,3 +134,23 @@ pub fn position_ids_from_mask(attention_mask: &Tensor) -> Result<Tensor> {
     }
     Ok(Tensor::from_vec(ids, (b, s), attention_mask.device())?)
 }
+
+/// The additive bias `(1, 1, n, n)` that lets sequences packed end to end (lengths in
+/// order, summing to `n`) attend only within themselves: 0 inside each diagonal block,
+/// [`MASKED`] elsewhere.
+pub fn packed_bias(lengths: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+    let n: usize = lengths.iter().sum();
+    let mut seq_of = Vec::with_capacity(n);
+    for (i, &len) in lengths.iter().enumerate() {
+        seq_of.extend(std::iter::repeat_n(i, len));
+    }
+    let mut data = vec![MASKED; n * n];
+    for (r, &sr) in seq_of.iter().enumerate() {
+        for (c, &sc) in seq_of.iter().enumerate() {
+            if sr == sc {
+                data[r * n + c] = 0.0;
+            }
+        }
+    }
+    Ok(Tensor::from_vec(data, (1, 1, n, n), device)?.to_dtype(dtype)?)
+}

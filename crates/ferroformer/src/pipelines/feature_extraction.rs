@@ -141,6 +141,7 @@ impl FeatureExtractionPipeline {
             &LoadOptions {
                 dtype: config.dtype,
                 device: config.device.clone(),
+                skip_padding_outputs: true,
             },
         )?;
         let sentence = sentence_transformer_spec(dir)?;
@@ -202,7 +203,7 @@ impl FeatureExtractionPipeline {
             )?;
             let hidden = self
                 .model
-                .forward(&ids, &mask, types.as_ref())?
+                .forward(&ids, Some(&mask), types.as_ref())?
                 .last_hidden_state
                 .to_dtype(DType::F32)?;
             match pooling {

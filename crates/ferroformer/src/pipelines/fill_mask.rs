@@ -78,6 +78,7 @@ impl FillMaskPipeline {
             &LoadOptions {
                 dtype: config.dtype,
                 device: config.device.clone(),
+                skip_padding_outputs: true,
             },
         )?;
         let max_len = max_input_len(&tokenizer, model.config().max_position_embeddings);
@@ -139,7 +140,7 @@ impl FillMaskPipeline {
                 &self.config.device,
                 self.model.config().uses_token_types(),
             )?;
-            let logits = rows3(&self.model.forward(&ids, &mask, types.as_ref())?)?;
+            let logits = rows3(&self.model.forward(&ids, Some(&mask), types.as_ref())?)?;
             for ((enc, row_logits), text) in batch.encodings.iter().zip(&logits).zip(chunk) {
                 let masked: Vec<usize> = (0..enc.ids.len())
                     .filter(|&i| enc.attention_mask[i] == 1 && enc.ids[i] == self.mask_id)

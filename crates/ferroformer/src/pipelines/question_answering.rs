@@ -87,6 +87,7 @@ impl QuestionAnsweringPipeline {
             &LoadOptions {
                 dtype: config.dtype,
                 device: config.device.clone(),
+                skip_padding_outputs: true,
             },
         )?;
         Ok(Self {
@@ -164,7 +165,7 @@ impl QuestionAnsweringPipeline {
                 &self.config.device,
                 self.model.config().uses_token_types(),
             )?;
-            let (start, end) = self.model.forward(&ids, &mask, types.as_ref())?;
+            let (start, end) = self.model.forward(&ids, Some(&mask), types.as_ref())?;
             logits.extend(rows2(&start)?.into_iter().zip(rows2(&end)?));
         }
         let mut out = Vec::with_capacity(pairs.len());

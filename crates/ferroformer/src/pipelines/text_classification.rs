@@ -93,6 +93,7 @@ impl TextClassificationPipeline {
             &LoadOptions {
                 dtype: config.dtype,
                 device: config.device.clone(),
+                skip_padding_outputs: true,
             },
         )?;
         let max_len = max_input_len(&tokenizer, model.config().max_position_embeddings);
@@ -128,7 +129,7 @@ impl TextClassificationPipeline {
                 &self.config.device,
                 self.model.config().uses_token_types(),
             )?;
-            let logits = self.model.forward(&ids, &mask, types.as_ref())?;
+            let logits = self.model.forward(&ids, Some(&mask), types.as_ref())?;
             for row in rows2(&logits)? {
                 out.push(match function {
                     ClassificationFunction::Softmax => softmax(&row),

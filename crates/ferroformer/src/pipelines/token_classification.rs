@@ -113,6 +113,7 @@ impl TokenClassificationPipeline {
             &LoadOptions {
                 dtype: config.dtype,
                 device: config.device.clone(),
+                skip_padding_outputs: true,
             },
         )?;
         let max_len = max_input_len(&tokenizer, model.config().max_position_embeddings);
@@ -153,7 +154,7 @@ impl TokenClassificationPipeline {
                 &self.config.device,
                 self.model.config().uses_token_types(),
             )?;
-            let logits = rows3(&self.model.forward(&ids, &mask, types.as_ref())?)?;
+            let logits = rows3(&self.model.forward(&ids, Some(&mask), types.as_ref())?)?;
             for ((enc, rows), text) in batch.encodings.iter().zip(logits).zip(chunk) {
                 let pre = self.gather_pre_entities(text, enc, &rows)?;
                 let entities = self.aggregate(pre, options.aggregation)?;

@@ -66,6 +66,7 @@ impl ZeroShotPipeline {
             &LoadOptions {
                 dtype: config.dtype,
                 device: config.device.clone(),
+                skip_padding_outputs: true,
             },
         )?;
         let entailment_id = model
@@ -129,7 +130,7 @@ impl ZeroShotPipeline {
                     &self.config.device,
                     self.model.config().uses_token_types(),
                 )?;
-                logits.extend(rows2(&self.model.forward(&ids, &mask, types.as_ref())?)?);
+                logits.extend(rows2(&self.model.forward(&ids, Some(&mask), types.as_ref())?)?);
             }
             let scores: Vec<f32> = if options.multi_label || labels.len() == 1 {
                 logits
