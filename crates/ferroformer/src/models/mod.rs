@@ -23,6 +23,9 @@ pub use causal_lm::{CausalLm, CausalLmFamily};
 pub use gpt2::{Gpt2Config, Gpt2LmHeadModel};
 pub use inspect::{inspect_checkpoint, CheckpointSummary, ModuleSummary};
 pub use llama::{LlamaConfig, LlamaForCausalLm};
+pub use tokenizer::{
+    AutoTokenizer, BatchEncoding, EncodeOptions, Encoding, PaddingStrategy, Side, TruncationStrategy,
+};
 
 /// Reads and parses `dir/config.json`, naming the file and the field on error.
 pub fn read_config<T: DeserializeOwned>(dir: &Path) -> Result<T> {
