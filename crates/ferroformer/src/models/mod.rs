@@ -36,6 +36,9 @@ pub use gpt2::{Gpt2Config, Gpt2LmHeadModel};
 pub use inspect::{inspect_checkpoint, CheckpointSummary, ModuleSummary};
 pub use llama::{LlamaConfig, LlamaForCausalLm};
 pub use roberta::RobertaConfig;
+pub use tokenizer::{
+    AutoTokenizer, BatchEncoding, EncodeOptions, Encoding, PaddingStrategy, Side, TruncationStrategy,
+};
 
 /// How to load a pretrained model: the dtype parameters are converted to (and computed in)
 /// and the device they are placed on. The default is f32 on the CPU, whatever the
