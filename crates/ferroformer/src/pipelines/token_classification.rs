@@ -117,7 +117,9 @@ impl TokenClassificationPipeline {
             },
         )?;
         let max_len = max_input_len(&tokenizer, model.config().max_position_embeddings);
-        let subword_prefix = tokenizer.continuing_subword_prefix().is_some();
+        let subword_prefix = tokenizer
+            .continuing_subword_prefix()
+            .is_some_and(|p| !p.is_empty());
         Ok(Self {
             tokenizer,
             model,
