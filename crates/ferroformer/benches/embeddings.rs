@@ -9,7 +9,9 @@
 
 use std::time::Instant;
 
-use ferroformer::pipelines::{pipeline_with, PipelineConfig, PipelineInput, Pooling, TaskOptions};
+use ferroformer::pipelines::{
+    FeatureExtractionOptions, FeatureExtractionPipeline, PipelineConfig, Pooling,
+};
 
 /// Peak resident set size of this process in MB (`VmHWM`).
 fn peak_rss_mb() -> f64 {
@@ -29,25 +31,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .skip(1)
         .find(|a| !a.starts_with("--"))
         .ok_or("usage: embeddings SENTENCES_FILE")?;
-    let sentences: Vec<PipelineInput> = std::fs::read_to_string(&path)?
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(PipelineInput::text)
-        .collect();
+    let text = std::fs::read_to_string(&path)?;
+    let sentences: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
     let t0 = Instant::now();
     let config = PipelineConfig {
         batch_size: 32,
         ..PipelineConfig::default()
     };
-    let pipe = pipeline_with(
-        "feature-extraction",
-        "sentence-transformers/all-MiniLM-L6-v2",
-        &config,
-    )?;
+    let dir = ferroformer::models::hub::resolve("sentence-transformers/all-MiniLM-L6-v2")?;
+    let pipe = FeatureExtractionPipeline::from_dir(&dir, &config)?;
     let load_s = t0.elapsed().as_secs_f64();
-    let mut opts = TaskOptions::default();
-    opts.feature_extraction.pooling = Some(Pooling::Mean);
-    opts.feature_extraction.normalize = Some(true);
+    let opts = FeatureExtractionOptions {
+        pooling: Some(Pooling::Mean),
+        normalize: Some(true),
+    };
     pipe.run(&sentences, &opts)?; // warm-up
     let mut times = Vec::new();
     let mut first_sum = 0.0;
@@ -55,9 +52,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t = Instant::now();
         let out = pipe.run(&sentences, &opts)?;
         times.push(t.elapsed().as_secs_f64());
-        first_sum = out[0]
-            .as_array()
-            .map_or(0.0, |v| v.iter().filter_map(|x| x.as_f64()).sum::<f64>());
+        if let Some(ferroformer::pipelines::feature_extraction::Features::Sentence(v)) = out.first() {
+            first_sum = v.iter().map(|&x| x as f64).sum::<f64>();
+        }
     }
     times.sort_by(f64::total_cmp);
     println!(

@@ -211,7 +211,7 @@ impl TransformerLayer {
             Ok((x + y)?)
         } else {
             let y = self.dropout(f(x)?, train)?;
-            norm.forward(&(x + y)?)
+            norm.forward_residual(x, &y)
         }
     }
 

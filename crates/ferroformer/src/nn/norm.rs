@@ -86,6 +86,22 @@ impl Norm {
         Ok(Self::new(cfg.kind, weight, bias, cfg.eps))
     }
 
+    /// `norm(x + y)`, the post-norm residual; one fused pass on the CPU inference path.
+    pub fn forward_residual(&self, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+        if self.kind == NormKind::LayerNorm {
+            if let Some(out) = super::kernels::add_layer_norm(
+                x,
+                y,
+                &self.weight,
+                self.bias.as_ref(),
+                self.eps as f32,
+            )? {
+                return Ok(out);
+            }
+        }
+        self.forward(&(x + y)?)
+    }
+
     /// Normalizes the last dimension of `x`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dim = self.weight.dims1()?;
