@@ -249,8 +249,35 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
         for (input, output) in inputs.iter().zip(&outputs) {
             print_readable(task, input, output);
         }
+        if task == Task::FeatureExtraction {
+            print_similarities(&outputs);
+        }
     }
     Ok(())
+}
+
+/// Cosine similarities between sentence vectors, when there are several.
+fn print_similarities(outputs: &[serde_json::Value]) {
+    let vectors: Vec<Vec<f64>> = outputs
+        .iter()
+        .filter_map(|o| o.as_array())
+        .filter(|v| v.first().is_some_and(|x| x.is_number()))
+        .map(|v| v.iter().filter_map(|x| x.as_f64()).collect())
+        .collect();
+    if vectors.len() < 2 || vectors.len() != outputs.len() {
+        return;
+    }
+    let cos = |a: &[f64], b: &[f64]| {
+        let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        let na = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let nb = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+        dot / (na * nb).max(1e-12)
+    };
+    println!("cosine similarity:");
+    for (i, a) in vectors.iter().enumerate() {
+        let row: Vec<String> = vectors.iter().map(|b| format!("{:6.3}", cos(a, b))).collect();
+        println!("  [{}] {}", i + 1, row.join(" "));
+    }
 }
 
 fn print_readable(task: Task, input: &PipelineInput, output: &serde_json::Value) {
@@ -301,7 +328,20 @@ fn print_readable(task: Task, input: &PipelineInput, output: &serde_json::Value)
             },
             Task::FeatureExtraction => {
                 let shape = shape_of(row);
-                println!("  features of shape {shape:?}");
+                let first: Vec<String> = match row {
+                    serde_json::Value::Array(v) => v
+                        .iter()
+                        .take(4)
+                        .filter_map(|x| x.as_f64())
+                        .map(|x| format!("{x:+.4}"))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                if first.is_empty() {
+                    println!("  features of shape {shape:?}");
+                } else {
+                    println!("  vector of {} values [{}, ...]", shape[0], first.join(", "));
+                }
             }
             Task::ZeroShotClassification => {
                 let labels = row.get("labels").and_then(|v| v.as_array()).cloned().unwrap_or_default();
