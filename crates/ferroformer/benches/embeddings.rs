@@ -13,6 +13,10 @@ use ferroformer::pipelines::{
     FeatureExtractionOptions, FeatureExtractionPipeline, PipelineConfig, Pooling,
 };
 
+/// The allocator the `ferroformer` CLI uses (fresh pages for every layer's buffers otherwise).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Peak resident set size of this process in MB (`VmHWM`).
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
