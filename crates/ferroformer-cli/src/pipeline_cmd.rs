@@ -176,7 +176,8 @@ fn task_options(args: &PipelineArgs, task: Task) -> anyhow::Result<TaskOptions> 
                 Some(_) => TopK::K(top_k_number(1)?),
             };
             if let Some(f) = &args.function_to_apply {
-                o.text_classification.function_to_apply = Some(ClassificationFunction::from_name(f)?);
+                o.text_classification.function_to_apply =
+                    Some(ClassificationFunction::from_name(f)?);
             }
         }
         Task::TokenClassification => {
@@ -196,7 +197,11 @@ fn task_options(args: &PipelineArgs, task: Task) -> anyhow::Result<TaskOptions> 
             o.fill_mask.targets = args.targets.clone();
         }
         Task::FeatureExtraction => {
-            o.feature_extraction.pooling = args.pooling.as_deref().map(Pooling::from_name).transpose()?;
+            o.feature_extraction.pooling = args
+                .pooling
+                .as_deref()
+                .map(Pooling::from_name)
+                .transpose()?;
             o.feature_extraction.normalize = args.normalize.then_some(true);
         }
         Task::ZeroShotClassification => {
@@ -275,7 +280,10 @@ fn print_similarities(outputs: &[serde_json::Value]) {
     };
     println!("cosine similarity:");
     for (i, a) in vectors.iter().enumerate() {
-        let row: Vec<String> = vectors.iter().map(|b| format!("{:6.3}", cos(a, b))).collect();
+        let row: Vec<String> = vectors
+            .iter()
+            .map(|b| format!("{:6.3}", cos(a, b)))
+            .collect();
         println!("  [{}] {}", i + 1, row.join(" "));
     }
 }
@@ -286,12 +294,19 @@ fn print_readable(task: Task, input: &PipelineInput, output: &serde_json::Value)
         PipelineInput::Question { question, .. } => println!("> {question}"),
     }
     let rows: Vec<&serde_json::Value> = match output {
-        serde_json::Value::Array(items) if task != Task::FeatureExtraction => items.iter().collect(),
+        serde_json::Value::Array(items) if task != Task::FeatureExtraction => {
+            items.iter().collect()
+        }
         other => vec![other],
     };
     for row in rows {
         let num = |k: &str| row.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
-        let text = |k: &str| row.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let text = |k: &str| {
+            row.get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
         match task {
             Task::TextClassification => {
                 println!("  {:<24} {:.4}", text("label"), num("score"));
@@ -324,7 +339,12 @@ fn print_readable(task: Task, input: &PipelineInput, output: &serde_json::Value)
                         println!("  {}", p);
                     }
                 }
-                _ => println!("  {:.4}  {:<16} {}", num("score"), text("token_str"), text("sequence")),
+                _ => println!(
+                    "  {:.4}  {:<16} {}",
+                    num("score"),
+                    text("token_str"),
+                    text("sequence")
+                ),
             },
             Task::FeatureExtraction => {
                 let shape = shape_of(row);
@@ -340,14 +360,30 @@ fn print_readable(task: Task, input: &PipelineInput, output: &serde_json::Value)
                 if first.is_empty() {
                     println!("  features of shape {shape:?}");
                 } else {
-                    println!("  vector of {} values [{}, ...]", shape[0], first.join(", "));
+                    println!(
+                        "  vector of {} values [{}, ...]",
+                        shape[0],
+                        first.join(", ")
+                    );
                 }
             }
             Task::ZeroShotClassification => {
-                let labels = row.get("labels").and_then(|v| v.as_array()).cloned().unwrap_or_default();
-                let scores = row.get("scores").and_then(|v| v.as_array()).cloned().unwrap_or_default();
+                let labels = row
+                    .get("labels")
+                    .and_then(|v| v.as_array())
+                    .cloned()
+                    .unwrap_or_default();
+                let scores = row
+                    .get("scores")
+                    .and_then(|v| v.as_array())
+                    .cloned()
+                    .unwrap_or_default();
                 for (l, s) in labels.iter().zip(&scores) {
-                    println!("  {:<24} {:.4}", l.as_str().unwrap_or(""), s.as_f64().unwrap_or(f64::NAN));
+                    println!(
+                        "  {:<24} {:.4}",
+                        l.as_str().unwrap_or(""),
+                        s.as_f64().unwrap_or(f64::NAN)
+                    );
                 }
             }
         }

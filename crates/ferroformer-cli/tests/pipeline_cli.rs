@@ -240,7 +240,10 @@ fn fill_mask_zero_shot_and_features() {
             .iter()
             .map(|x| x.as_f64().unwrap().powi(2))
             .sum();
-        assert!((norm - 1.0).abs() < 1e-5, "unit vectors, found |v|² = {norm}");
+        assert!(
+            (norm - 1.0).abs() < 1e-5,
+            "unit vectors, found |v|² = {norm}"
+        );
         assert_eq!(v.as_array().unwrap().len(), 16);
     }
 }
@@ -260,7 +263,10 @@ fn readable_output_without_json() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8(o.stdout).unwrap();
     assert!(text.contains("> I love it"), "{text}");
-    assert!(text.contains("POSITIVE") && text.contains("NEGATIVE"), "{text}");
+    assert!(
+        text.contains("POSITIVE") && text.contains("NEGATIVE"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -288,7 +294,10 @@ fn failure(o: Output) -> String {
     assert!(!o.status.success(), "expected failure");
     assert!(o.stdout.is_empty(), "nothing on stdout when failing");
     let err = String::from_utf8(o.stderr).unwrap();
-    assert!(!err.contains("panicked"), "a panic is not an error message: {err}");
+    assert!(
+        !err.contains("panicked"),
+        "a panic is not an error message: {err}"
+    );
     err
 }
 
@@ -311,7 +320,13 @@ fn bad_input_is_a_clear_error() {
         "Who?",
     ]));
     assert!(err.contains("--context"), "{err}");
-    let err = failure(run(&["pipeline", "question-answering", "--model", &qa, "Who?"]));
+    let err = failure(run(&[
+        "pipeline",
+        "question-answering",
+        "--model",
+        &qa,
+        "Who?",
+    ]));
     assert!(err.contains("question and a context"), "{err}");
 
     let err = failure(run(&[
@@ -323,7 +338,13 @@ fn bad_input_is_a_clear_error() {
     ]));
     assert!(err.contains("no mask token ([MASK])"), "{err}");
 
-    let err = failure(run(&["pipeline", "zero-shot-classification", "--model", &model("bert-nli"), "x"]));
+    let err = failure(run(&[
+        "pipeline",
+        "zero-shot-classification",
+        "--model",
+        &model("bert-nli"),
+        "x",
+    ]));
     assert!(err.contains("--candidate-labels"), "{err}");
 
     // A checkpoint whose tokenizer files are missing or corrupt, or whose weights are cut
@@ -335,11 +356,26 @@ fn bad_input_is_a_clear_error() {
         std::fs::copy(PathBuf::from(&seqcls).join(f), copy.join(f)).unwrap();
     }
     let c = copy.to_str().unwrap();
-    let err = failure(run(&["pipeline", "text-classification", "--model", c, "hi"]));
-    assert!(err.contains("tokenizer.json") && err.contains("vocab.txt"), "{err}");
+    let err = failure(run(&[
+        "pipeline",
+        "text-classification",
+        "--model",
+        c,
+        "hi",
+    ]));
+    assert!(
+        err.contains("tokenizer.json") && err.contains("vocab.txt"),
+        "{err}"
+    );
 
     std::fs::write(copy.join("tokenizer.json"), "{ not json").unwrap();
-    let err = failure(run(&["pipeline", "text-classification", "--model", c, "hi"]));
+    let err = failure(run(&[
+        "pipeline",
+        "text-classification",
+        "--model",
+        c,
+        "hi",
+    ]));
     assert!(err.contains("tokenizer.json"), "{err}");
 
     std::fs::copy(
@@ -348,13 +384,29 @@ fn bad_input_is_a_clear_error() {
     )
     .unwrap();
     let weights = std::fs::read(copy.join("model.safetensors")).unwrap();
-    std::fs::write(copy.join("model.safetensors"), &weights[..weights.len() / 2]).unwrap();
-    let err = failure(run(&["pipeline", "text-classification", "--model", c, "hi"]));
+    std::fs::write(
+        copy.join("model.safetensors"),
+        &weights[..weights.len() / 2],
+    )
+    .unwrap();
+    let err = failure(run(&[
+        "pipeline",
+        "text-classification",
+        "--model",
+        c,
+        "hi",
+    ]));
     assert!(err.contains("model.safetensors"), "{err}");
 
     let cache = tempfile::tempdir().unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_ferroformer"))
-        .args(["pipeline", "text-classification", "--model", "nobody/no-such-model", "hi"])
+        .args([
+            "pipeline",
+            "text-classification",
+            "--model",
+            "nobody/no-such-model",
+            "hi",
+        ])
         .env("HF_HUB_OFFLINE", "1")
         .env("HF_HUB_CACHE", cache.path())
         .output()

@@ -56,7 +56,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t = Instant::now();
         let out = pipe.run(&sentences, &opts)?;
         times.push(t.elapsed().as_secs_f64());
-        if let Some(ferroformer::pipelines::feature_extraction::Features::Sentence(v)) = out.first() {
+        if let Some(ferroformer::pipelines::feature_extraction::Features::Sentence(v)) = out.first()
+        {
             first_sum = v.iter().map(|&x| x as f64).sum::<f64>();
         }
     }

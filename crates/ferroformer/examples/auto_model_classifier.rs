@@ -13,8 +13,7 @@ use candle_core::D;
 use candle_nn::VarMap;
 use ferroformer::arch::ClassificationHead;
 use ferroformer::models::{
-    AutoModel, AutoModelForSequenceClassification, AutoTokenizer, EncodeOptions,
-    TruncationStrategy,
+    AutoModel, AutoModelForSequenceClassification, AutoTokenizer, EncodeOptions, TruncationStrategy,
 };
 use ferroformer::pipelines::{pipeline, PipelineInput, TaskOptions};
 use ferroformer::{DType, Device, Weights};
@@ -26,7 +25,11 @@ fn main() -> Result<()> {
         .cloned()
         .unwrap_or_else(|| "sentence-transformers/all-MiniLM-L6-v2".into());
     let classifier = args.get(2).cloned().unwrap_or_else(|| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/encoders/bert-seqcls").into()
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/encoders/bert-seqcls"
+        )
+        .into()
     });
     let device = Device::Cpu;
     let text = "Soy un ejemplo de secuencia para clasificación de texto";
@@ -39,7 +42,9 @@ fn main() -> Result<()> {
         max_length: Some(64),
         ..EncodeOptions::default()
     };
-    let (ids, mask, types) = tokenizer.encode_batch(&[text], &opts)?.to_tensors(&device)?;
+    let (ids, mask, types) = tokenizer
+        .encode_batch(&[text], &opts)?
+        .to_tensors(&device)?;
     let out = model.forward(&ids, Some(&mask), Some(&types))?;
     println!("Hidden states size: {:?}", out.last_hidden_state.dims());
     let pooled = out
@@ -56,7 +61,10 @@ fn main() -> Result<()> {
         "fc",
     )?;
     let probs = candle_nn::ops::softmax(&head.logits(&pooled)?, D::Minus1)?;
-    println!("Predicted class probabilities: {:?}", probs.to_vec2::<f32>()?);
+    println!(
+        "Predicted class probabilities: {:?}",
+        probs.to_vec2::<f32>()?
+    );
 
     // 3. A checkpoint with its head: logits and the label of the best class.
     let tokenizer = AutoTokenizer::from_pretrained(&classifier)?;

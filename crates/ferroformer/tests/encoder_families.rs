@@ -736,23 +736,44 @@ fn skipping_padding_matches_at_every_real_token() {
             let got = ours[key].i(0..rows).unwrap();
             // Per-token outputs are compared at real tokens only (padding rows zeroed on
             // both sides); pooled outputs as they are.
-            let (got, expected) = if expected.rank() >= 2 && expected.dim(1).unwrap() == mask.dim(1).unwrap() {
-                let m = mask.i(0..rows).unwrap();
-                let m = if expected.rank() == 3 { m.unsqueeze(2).unwrap() } else { m };
-                (
-                    got.broadcast_mul(&m).unwrap(),
-                    expected.broadcast_mul(&m).unwrap(),
-                )
-            } else {
-                (got, expected.clone())
-            };
+            let (got, expected) =
+                if expected.rank() >= 2 && expected.dim(1).unwrap() == mask.dim(1).unwrap() {
+                    let m = mask.i(0..rows).unwrap();
+                    let m = if expected.rank() == 3 {
+                        m.unsqueeze(2).unwrap()
+                    } else {
+                        m
+                    };
+                    (
+                        got.broadcast_mul(&m).unwrap(),
+                        expected.broadcast_mul(&m).unwrap(),
+                    )
+                } else {
+                    (got, expected.clone())
+                };
             assert_close(&format!("{name} {key} (packed)"), &got, &expected, 1e-4);
         }
         if let Some(h) = ours.get("last_hidden_state") {
             let padding = (1.0 - mask.clone()).unwrap().unsqueeze(2).unwrap();
-            let at_padding = h.broadcast_mul(&padding).unwrap().abs().unwrap().sum_all().unwrap();
-            let total = h.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-            assert_eq!(at_padding.to_scalar::<f32>().unwrap(), 0.0, "{name}: padding rows are zero");
+            let at_padding = h
+                .broadcast_mul(&padding)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            let total = h
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert_eq!(
+                at_padding.to_scalar::<f32>().unwrap(),
+                0.0,
+                "{name}: padding rows are zero"
+            );
             assert!(total > 0.0);
         }
     }

@@ -618,7 +618,10 @@ fn packed_attention_equals_each_sequence_alone() {
     let packed = Tensor::cat(&rows, 1).unwrap();
     // A Var input is tracked by autograd, which sends the call down the composed path.
     let tracked = Var::from_tensor(&packed).unwrap();
-    for (what, input) in [("fused", packed.clone()), ("composed", tracked.as_tensor().clone())] {
+    for (what, input) in [
+        ("fused", packed.clone()),
+        ("composed", tracked.as_tensor().clone()),
+    ] {
         let out = attn
             .forward(
                 &input,
@@ -631,7 +634,10 @@ fn packed_attention_equals_each_sequence_alone() {
             .output;
         let mut start = 0;
         for (row, &n) in rows.iter().zip(&lengths) {
-            let alone = attn.forward(row, AttentionContext::default()).unwrap().output;
+            let alone = attn
+                .forward(row, AttentionContext::default())
+                .unwrap()
+                .output;
             assert_close(what, &out.narrow(1, start, n).unwrap(), &alone, TOL);
             start += n;
         }

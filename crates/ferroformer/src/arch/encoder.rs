@@ -219,16 +219,68 @@ impl TransformerEncoder {
             .reshape((b * s, d))?
             .index_select(&index, 0)?
             .unsqueeze(0)?;
-        let out = self.stack.forward(
-            &packed,
-            StackContext {
-                packed: Some(&lengths),
-                ..Default::default()
-            },
+        let hidden = self.stack_packed(&packed, &lengths)?;
+        let full = Tensor::zeros((b * s, d), hidden.dtype(), hidden.device())?.index_add(
+            &index,
+            &hidden.squeeze(0)?,
+            0,
         )?;
-        let full = Tensor::zeros((b * s, d), out.hidden.dtype(), out.hidden.device())?
-            .index_add(&index, &out.hidden.squeeze(0)?, 0)?;
         Ok(full.reshape((b, s, d))?)
+    }
+}
+
+impl TransformerEncoder {
+    /// The layers over packed sequences. On the CPU with several threads, the sequences are
+    /// split into one group per thread (balanced by tokens) and the groups run side by side,
+    /// each with single-threaded kernels: the sequences never interact, and whole layers in
+    /// parallel beat splitting every matrix product between threads.
+    fn stack_packed(&self, packed: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+        let threads = candle_core::utils::get_num_threads();
+        let total: usize = lengths.iter().sum();
+        let run = |x: &Tensor, lens: &[usize]| -> Result<Tensor> {
+            Ok(self
+                .stack
+                .forward(
+                    x,
+                    StackContext {
+                        packed: Some(lens),
+                        ..Default::default()
+                    },
+                )?
+                .hidden)
+        };
+        // Below a few hundred tokens one group keeps every thread busy inside its GEMMs.
+        if std::env::var_os("FERRO_NO_GROUPS").is_some()
+            || threads < 2
+            || !packed.device().is_cpu()
+            || lengths.len() < 2
+            || total < 256
+        {
+            return run(packed, lengths);
+        }
+        // Contiguous groups of sequences with about total / threads tokens each.
+        let mut groups: Vec<(usize, usize, usize, usize)> = Vec::new(); // seqs, tokens
+        let (mut seq_start, mut tok_start, mut tokens) = (0, 0, 0);
+        for (i, &len) in lengths.iter().enumerate() {
+            tokens += len;
+            let target = total * (groups.len() + 1) / threads;
+            if tok_start + tokens >= target && groups.len() + 1 < threads {
+                groups.push((seq_start, i + 1, tok_start, tokens));
+                (seq_start, tok_start, tokens) = (i + 1, tok_start + tokens, 0);
+            }
+        }
+        if seq_start < lengths.len() {
+            groups.push((seq_start, lengths.len(), tok_start, tokens));
+        }
+        use rayon::prelude::*;
+        let outs: Vec<Result<Tensor>> = groups
+            .par_iter()
+            .map(|&(s0, s1, t0, n)| {
+                crate::nn::kernels::serial(|| run(&packed.narrow(1, t0, n)?, &lengths[s0..s1]))
+            })
+            .collect();
+        let outs = outs.into_iter().collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&outs, 1)?)
     }
 }
 
@@ -249,7 +301,7 @@ fn packed_rows(mask: &Tensor, b: usize, s: usize) -> Result<Option<(Vec<usize>, 
     for (r, row) in rows.iter().enumerate() {
         let first = row.iter().position(|&m| m != 0).unwrap_or(0);
         let len = row.iter().filter(|&&m| m != 0).count();
-        if row[first..first + len].iter().any(|&m| m == 0) {
+        if row[first..first + len].contains(&0) {
             return Ok(None);
         }
         lengths.push(len);

@@ -214,9 +214,12 @@ impl EncoderModel {
         }
         let positions = self.position_ids(input_ids)?;
         if let (true, Some(mask)) = (self.skip_padding_outputs, attention_mask) {
-            return self
-                .encoder
-                .forward_packed(input_ids, mask, token_type_ids, positions.as_ref());
+            return self.encoder.forward_packed(
+                input_ids,
+                mask,
+                token_type_ids,
+                positions.as_ref(),
+            );
         }
         Ok(self
             .encoder

@@ -37,7 +37,8 @@ pub use inspect::{inspect_checkpoint, CheckpointSummary, ModuleSummary};
 pub use llama::{LlamaConfig, LlamaForCausalLm};
 pub use roberta::RobertaConfig;
 pub use tokenizer::{
-    AutoTokenizer, BatchEncoding, EncodeOptions, Encoding, PaddingStrategy, Side, TruncationStrategy,
+    AutoTokenizer, BatchEncoding, EncodeOptions, Encoding, PaddingStrategy, Side,
+    TruncationStrategy,
 };
 
 /// How to load a pretrained model: the dtype parameters are converted to (and computed in)

@@ -318,7 +318,11 @@ impl MultiHeadAttention {
                      lengths {lengths:?}, found input {:?}{}",
                     lengths.iter().sum::<usize>(),
                     x.dims(),
-                    if ctx.memory.is_some() { " with cross-attention memory" } else { "" }
+                    if ctx.memory.is_some() {
+                        " with cross-attention memory"
+                    } else {
+                        ""
+                    }
                 )));
             }
             if fused && ctx.rope.is_none() && ctx.cache.is_none() && biases.is_empty() {

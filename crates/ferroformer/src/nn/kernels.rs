@@ -36,7 +36,26 @@ pub(crate) fn f32_data<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a 
     }
 }
 
+thread_local! {
+    /// Set while this thread runs one of several independent pieces of work in parallel
+    /// (see [`serial`]): its GEMMs then stay on this thread.
+    static SERIAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with this thread's GEMMs single-threaded: for callers that already spread
+/// independent work over the threads (one group of sequences per thread), where splitting
+/// every GEMM again would only add synchronization.
+pub(crate) fn serial<R>(f: impl FnOnce() -> R) -> R {
+    let before = SERIAL.with(|s| s.replace(true));
+    let out = f();
+    SERIAL.with(|s| s.set(before));
+    out
+}
+
 pub(crate) fn gemm_parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
+    if SERIAL.with(|s| s.get()) {
+        return gemm::Parallelism::None;
+    }
     let threads = candle_core::utils::get_num_threads();
     // Below ~a million multiply-adds, waking threads costs more than it saves.
     if threads > 1 && m * n * k >= 1 << 20 {
@@ -467,7 +486,11 @@ pub(crate) fn attention_packed(
         }
     });
     drop(storage);
-    Ok(Some(Tensor::from_vec(out, (1, tokens, width), &Device::Cpu)?))
+    Ok(Some(Tensor::from_vec(
+        out,
+        (1, tokens, width),
+        &Device::Cpu,
+    )?))
 }
 
 /// `LayerNorm(x + y)` over the last dimension in one pass per row (the post-norm residual):
@@ -530,7 +553,8 @@ mod tests {
         let mut worst = 0f32;
         for i in -60_000..=60_000 {
             let x = i as f32 * 1e-4;
-            worst = worst.max((erf_fast(x) - candle_core::cpu::erf::erf_f64(x as f64) as f32).abs());
+            worst =
+                worst.max((erf_fast(x) - candle_core::cpu::erf::erf_f64(x as f64) as f32).abs());
         }
         assert!(worst < 5e-7, "max |erf_fast - erf| = {worst}");
     }

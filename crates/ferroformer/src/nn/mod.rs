@@ -4,7 +4,7 @@ pub mod attention;
 mod autograd_ops;
 pub mod dropout;
 pub mod feed_forward;
-mod kernels;
+pub(crate) mod kernels;
 pub mod layer;
 pub mod linear;
 pub mod mask;

@@ -92,10 +92,18 @@ fn sentence_transformer_spec(dir: &Path) -> Result<Option<SentenceTransformerSpe
             .unwrap_or("")
             .to_string()
     };
-    let normalize = modules.iter().any(|m| module_type(m).ends_with(".Normalize"));
+    let normalize = modules
+        .iter()
+        .any(|m| module_type(m).ends_with(".Normalize"));
     let mut pooling = Pooling::Mean;
-    if let Some(pool) = modules.iter().find(|m| module_type(m).ends_with(".Pooling")) {
-        let sub = pool.get("path").and_then(|p| p.as_str()).unwrap_or("1_Pooling");
+    if let Some(pool) = modules
+        .iter()
+        .find(|m| module_type(m).ends_with(".Pooling"))
+    {
+        let sub = pool
+            .get("path")
+            .and_then(|p| p.as_str())
+            .unwrap_or("1_Pooling");
         let cfg_path = dir.join(sub).join("config.json");
         if let Some(cfg) = read_json(&cfg_path)? {
             let on = |k: &str| cfg.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
@@ -182,7 +190,10 @@ impl FeatureExtractionPipeline {
                     normalize: false,
                     max_seq_length: None,
                 });
-                (Some(spec.pooling), options.normalize.unwrap_or(spec.normalize))
+                (
+                    Some(spec.pooling),
+                    options.normalize.unwrap_or(spec.normalize),
+                )
             }
             Some(p) => (Some(p), options.normalize.unwrap_or(false)),
         };

@@ -388,8 +388,13 @@ mod tests {
             Task::TextClassification
         );
         assert_eq!(Task::from_name("ner").unwrap(), Task::TokenClassification);
-        let err = Task::from_name("summarize-my-life").unwrap_err().to_string();
-        assert!(err.contains("summarize-my-life") && err.contains("fill-mask"), "{err}");
+        let err = Task::from_name("summarize-my-life")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("summarize-my-life") && err.contains("fill-mask"),
+            "{err}"
+        );
     }
 
     #[test]

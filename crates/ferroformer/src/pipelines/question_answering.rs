@@ -245,9 +245,10 @@ impl QuestionAnsweringPipeline {
             options.top_k
         };
         let mut spans: Vec<(f32, usize, usize)> = Vec::new();
-        for s in 0..n {
-            for e in s..n.min(s + options.max_answer_len) {
-                spans.push((start[s] * end[e], s, e));
+        for (s, &ps) in start.iter().enumerate() {
+            let last = n.min(s + options.max_answer_len);
+            for (e, &pe) in end.iter().enumerate().take(last).skip(s) {
+                spans.push((ps * pe, s, e));
             }
         }
         spans.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
@@ -277,7 +278,13 @@ impl QuestionAnsweringPipeline {
     }
 
     /// Character span of tokens `s..=e` in the context, widened to whole words.
-    fn char_span(&self, enc: &Encoding, s: usize, e: usize, align_to_words: bool) -> (usize, usize) {
+    fn char_span(
+        &self,
+        enc: &Encoding,
+        s: usize,
+        e: usize,
+        align_to_words: bool,
+    ) -> (usize, usize) {
         if align_to_words {
             let word_chars = |token: usize| -> Option<(usize, usize)> {
                 let word = enc.word_ids[token]?;

@@ -118,7 +118,11 @@ impl TextClassificationPipeline {
     }
 
     /// Scores every label of every text (`(texts, num_labels)`), in label-id order.
-    pub fn scores(&self, texts: &[&str], function: ClassificationFunction) -> Result<Vec<Vec<f32>>> {
+    pub fn scores(
+        &self,
+        texts: &[&str],
+        function: ClassificationFunction,
+    ) -> Result<Vec<Vec<f32>>> {
         let mut out = Vec::with_capacity(texts.len());
         for chunk in texts.chunks(self.config.batch_size.max(1)) {
             let batch = self

@@ -5,13 +5,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{
-    argsort_desc, batch_tensors, max_input_len, rows2, softmax, PipelineConfig,
-};
+use super::{argsort_desc, batch_tensors, max_input_len, rows2, softmax, PipelineConfig};
 use crate::error::{Error, Result};
-use crate::models::tokenizer::{
-    AutoTokenizer, EncodeOptions, PaddingStrategy, TruncationStrategy,
-};
+use crate::models::tokenizer::{AutoTokenizer, EncodeOptions, PaddingStrategy, TruncationStrategy};
 use crate::models::{AutoModelForSequenceClassification, LoadOptions};
 
 /// Options of `zero-shot-classification`.
@@ -130,7 +126,11 @@ impl ZeroShotPipeline {
                     &self.config.device,
                     self.model.config().uses_token_types(),
                 )?;
-                logits.extend(rows2(&self.model.forward(&ids, Some(&mask), types.as_ref())?)?);
+                logits.extend(rows2(&self.model.forward(
+                    &ids,
+                    Some(&mask),
+                    types.as_ref(),
+                )?)?);
             }
             let scores: Vec<f32> = if options.multi_label || labels.len() == 1 {
                 logits
