@@ -6,11 +6,10 @@ use std::path::Path;
 use candle_core::{DType, Tensor};
 use serde::Serialize;
 
-use super::{batch_tensors, max_input_len, padded_truncated, rows2, rows3, PipelineConfig};
+use super::{rows2, rows3, PipelineConfig, Runner};
 use crate::arch::heads::{first_token, l2_normalize, mean_pool};
 use crate::error::{Error, Result};
-use crate::models::tokenizer::AutoTokenizer;
-use crate::models::{AutoModel, LoadOptions};
+use crate::models::AutoModel;
 
 /// How token vectors become one sentence vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,37 +132,19 @@ fn sentence_transformer_spec(dir: &Path) -> Result<Option<SentenceTransformerSpe
 
 /// An encoder with its tokenizer, returning hidden states.
 pub struct FeatureExtractionPipeline {
-    tokenizer: AutoTokenizer,
-    model: AutoModel,
-    config: PipelineConfig,
-    max_len: usize,
+    runner: Runner<AutoModel>,
     sentence: Option<SentenceTransformerSpec>,
 }
 
 impl FeatureExtractionPipeline {
     /// Loads the tokenizer, the base model, and the sentence-transformers files if present.
     pub fn from_dir(dir: &Path, config: &PipelineConfig) -> Result<Self> {
-        let tokenizer = AutoTokenizer::from_dir(dir)?;
-        let model = AutoModel::from_dir(
-            dir,
-            &LoadOptions {
-                dtype: config.dtype,
-                device: config.device.clone(),
-                skip_padding_outputs: true,
-            },
-        )?;
+        let mut runner = Runner::<AutoModel>::from_dir(dir, config)?;
         let sentence = sentence_transformer_spec(dir)?;
-        let mut max_len = max_input_len(&tokenizer, model.config().max_position_embeddings);
         if let Some(m) = sentence.and_then(|s| s.max_seq_length) {
-            max_len = max_len.min(m);
+            runner.max_len = runner.max_len.min(m);
         }
-        Ok(Self {
-            tokenizer,
-            model,
-            config: config.clone(),
-            max_len,
-            sentence,
-        })
+        Ok(Self { runner, sentence })
     }
 
     /// Sentence vectors `(texts, hidden)` with the given pooling (not [`Pooling::Auto`]).
@@ -203,20 +184,9 @@ impl FeatureExtractionPipeline {
             ));
         }
         let mut out = Vec::with_capacity(texts.len());
-        for chunk in texts.chunks(self.config.batch_size.max(1)) {
-            let batch = self
-                .tokenizer
-                .encode_batch(chunk, &padded_truncated(self.max_len))?;
-            let (ids, mask, types) = batch_tensors(
-                &batch,
-                &self.config.device,
-                self.model.config().uses_token_types(),
-            )?;
-            let hidden = self
-                .model
-                .forward(&ids, Some(&mask), types.as_ref())?
-                .last_hidden_state
-                .to_dtype(DType::F32)?;
+        for (batch, output) in self.runner.run_texts(texts)? {
+            let hidden = output.last_hidden_state.to_dtype(DType::F32)?;
+            let (_, mask, _) = batch.to_tensors(hidden.device())?;
             match pooling {
                 None => {
                     for (enc, rows) in batch.encodings.iter().zip(rows3(&hidden)?) {

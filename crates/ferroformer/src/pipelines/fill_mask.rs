@@ -4,12 +4,10 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{
-    argsort_desc, batch_tensors, max_input_len, padded_truncated, rows3, softmax, PipelineConfig,
-};
+use super::{argsort_desc, rows3, softmax, PipelineConfig, Runner};
 use crate::error::{Error, Result};
-use crate::models::tokenizer::{AutoTokenizer, EncodeOptions};
-use crate::models::{AutoModelForMaskedLM, LoadOptions};
+use crate::models::tokenizer::EncodeOptions;
+use crate::models::AutoModelForMaskedLM;
 
 /// Options of `fill-mask`.
 #[derive(Debug, Clone)]
@@ -56,53 +54,35 @@ pub enum FillMaskOutput {
 
 /// A masked language model with its tokenizer.
 pub struct FillMaskPipeline {
-    tokenizer: AutoTokenizer,
-    model: AutoModelForMaskedLM,
-    config: PipelineConfig,
-    max_len: usize,
+    runner: Runner<AutoModelForMaskedLM>,
     mask_id: u32,
 }
 
 impl FillMaskPipeline {
     /// Loads the tokenizer and the model from a checkpoint directory.
     pub fn from_dir(dir: &Path, config: &PipelineConfig) -> Result<Self> {
-        let tokenizer = AutoTokenizer::from_dir(dir)?;
-        let mask_id = tokenizer.mask_token_id().ok_or_else(|| {
+        let runner = Runner::<AutoModelForMaskedLM>::from_dir(dir, config)?;
+        let mask_id = runner.tokenizer.mask_token_id().ok_or_else(|| {
             Error::file(
                 dir,
                 "fill-mask needs a tokenizer with a mask token, and this one defines none",
             )
         })?;
-        let model = AutoModelForMaskedLM::from_dir(
-            dir,
-            &LoadOptions {
-                dtype: config.dtype,
-                device: config.device.clone(),
-                skip_padding_outputs: true,
-            },
-        )?;
-        let max_len = max_input_len(&tokenizer, model.config().max_position_embeddings);
-        Ok(Self {
-            tokenizer,
-            model,
-            config: config.clone(),
-            max_len,
-            mask_id,
-        })
+        Ok(Self { runner, mask_id })
     }
 
     /// The token ids of `targets` (deduplicated, sorted).
     fn target_ids(&self, targets: &[String]) -> Result<Vec<u32>> {
         let mut ids = Vec::new();
         for target in targets {
-            match self.tokenizer.token_to_id(target) {
+            match self.runner.tokenizer.token_to_id(target) {
                 Some(id) => ids.push(id),
                 None => {
                     let opts = EncodeOptions {
                         add_special_tokens: false,
                         ..EncodeOptions::default()
                     };
-                    let enc = self.tokenizer.encode(target, &opts)?;
+                    let enc = self.runner.tokenizer.encode(target, &opts)?;
                     if let Some(&id) = enc.first().and_then(|e| e.ids.first()) {
                         ids.push(id);
                     }
@@ -128,19 +108,17 @@ impl FillMaskPipeline {
             Some(t) => Some(self.target_ids(t)?),
             None => None,
         };
-        let pad = self.tokenizer.pad_token_id();
-        let mask_token = self.tokenizer.mask_token().unwrap_or("[MASK]").to_string();
+        let pad = self.runner.tokenizer.pad_token_id();
+        let mask_token = self
+            .runner
+            .tokenizer
+            .mask_token()
+            .unwrap_or("[MASK]")
+            .to_string();
         let mut out = Vec::with_capacity(texts.len());
-        for chunk in texts.chunks(self.config.batch_size.max(1)) {
-            let batch = self
-                .tokenizer
-                .encode_batch(chunk, &padded_truncated(self.max_len))?;
-            let (ids, mask, types) = batch_tensors(
-                &batch,
-                &self.config.device,
-                self.model.config().uses_token_types(),
-            )?;
-            let logits = rows3(&self.model.forward(&ids, Some(&mask), types.as_ref())?)?;
+        let chunks = texts.chunks(self.runner.config.batch_size.max(1));
+        for ((batch, logits), chunk) in self.runner.run_texts(texts)?.into_iter().zip(chunks) {
+            let logits = rows3(&logits)?;
             for ((enc, row_logits), text) in batch.encodings.iter().zip(&logits).zip(chunk) {
                 let masked: Vec<usize> = (0..enc.ids.len())
                     .filter(|&i| enc.attention_mask[i] == 1 && enc.ids[i] == self.mask_id)
@@ -182,8 +160,8 @@ impl FillMaskPipeline {
                         preds.push(FillMaskPrediction {
                             score: scores[c],
                             token,
-                            token_str: self.tokenizer.decode(&[token], false)?,
-                            sequence: self.tokenizer.decode(&filled, single)?,
+                            token_str: self.runner.tokenizer.decode(&[token], false)?,
+                            sequence: self.runner.tokenizer.decode(&filled, single)?,
                         });
                     }
                     per_mask.push(preds);

@@ -30,8 +30,14 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
+use crate::models::encoder_model::EncoderOutput;
 use crate::models::tokenizer::{
     AutoTokenizer, BatchEncoding, EncodeOptions, PaddingStrategy, TruncationStrategy,
+};
+use crate::models::{
+    AutoModel, AutoModelForMaskedLM, AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification, AutoModelForTokenClassification, LoadOptions,
+    PretrainedConfig,
 };
 
 pub use feature_extraction::{FeatureExtractionOptions, FeatureExtractionPipeline, Pooling};
@@ -315,35 +321,100 @@ fn checkpoint_dir(path: &Path) -> Result<PathBuf> {
     }
 }
 
-/// The longest input the model takes: the smaller of the tokenizer's `model_max_length` and
-/// the model's position table.
-pub(crate) fn max_input_len(tokenizer: &AutoTokenizer, model_max: usize) -> usize {
-    tokenizer
-        .model_max_length()
-        .map_or(model_max, |t| t.min(model_max))
+/// A model with a task head that a pipeline runs: every `AutoModel…` class.
+pub(crate) trait TaskModel: Sized {
+    /// What one forward pass returns.
+    type Output;
+    /// Loads the checkpoint directory.
+    fn load(dir: &Path, options: &LoadOptions) -> Result<Self>;
+    /// Its configuration.
+    fn config(&self) -> &PretrainedConfig;
+    /// One forward pass over a padded batch.
+    fn run(&self, ids: &Tensor, mask: &Tensor, types: Option<&Tensor>) -> Result<Self::Output>;
 }
 
-/// Tokenizer options for classification-like tasks: special tokens, padding to the longest
-/// row of the batch, and truncation to `max_len` (`transformers` would fail on longer inputs;
-/// cutting them is what a user of the CLI expects).
-pub(crate) fn padded_truncated(max_len: usize) -> EncodeOptions {
-    EncodeOptions {
-        truncation: TruncationStrategy::LongestFirst,
-        max_length: Some(max_len),
-        padding: PaddingStrategy::Longest,
-        ..EncodeOptions::default()
+macro_rules! task_model {
+    ($ty:ty, $out:ty) => {
+        impl TaskModel for $ty {
+            type Output = $out;
+            fn load(dir: &Path, options: &LoadOptions) -> Result<Self> {
+                <$ty>::from_dir(dir, options)
+            }
+            fn config(&self) -> &PretrainedConfig {
+                <$ty>::config(self)
+            }
+            fn run(&self, ids: &Tensor, mask: &Tensor, types: Option<&Tensor>) -> Result<$out> {
+                self.forward(ids, Some(mask), types)
+            }
+        }
+    };
+}
+task_model!(AutoModel, EncoderOutput);
+task_model!(AutoModelForSequenceClassification, Tensor);
+task_model!(AutoModelForTokenClassification, Tensor);
+task_model!(AutoModelForQuestionAnswering, (Tensor, Tensor));
+task_model!(AutoModelForMaskedLM, Tensor);
+
+/// The part every pipeline shares: the tokenizer, the model with its head, and running
+/// inputs through them in padded batches.
+pub(crate) struct Runner<M> {
+    pub tokenizer: AutoTokenizer,
+    pub model: M,
+    pub config: PipelineConfig,
+    /// The longest input: the smaller of the tokenizer's `model_max_length` and the model's
+    /// position table.
+    pub max_len: usize,
+}
+
+impl<M: TaskModel> Runner<M> {
+    /// Loads the tokenizer and the model. Pipelines read only the real tokens of a padded
+    /// batch, so the model skips computing the padding.
+    pub fn from_dir(dir: &Path, config: &PipelineConfig) -> Result<Self> {
+        let tokenizer = AutoTokenizer::from_dir(dir)?;
+        let options = LoadOptions {
+            dtype: config.dtype,
+            device: config.device.clone(),
+            skip_padding_outputs: true,
+        };
+        let model = M::load(dir, &options)?;
+        let model_max = model.config().max_position_embeddings;
+        let max_len = tokenizer
+            .model_max_length()
+            .map_or(model_max, |t| t.min(model_max));
+        Ok(Self {
+            tokenizer,
+            model,
+            config: config.clone(),
+            max_len,
+        })
     }
-}
 
-/// `(input_ids, attention_mask, token_type_ids)` of a padded batch; the token types only when
-/// the model takes them.
-pub(crate) fn batch_tensors(
-    batch: &BatchEncoding,
-    device: &Device,
-    with_token_types: bool,
-) -> Result<(Tensor, Tensor, Option<Tensor>)> {
-    let (ids, mask, types) = batch.to_tensors(device)?;
-    Ok((ids, mask, with_token_types.then_some(types)))
+    /// Runs one padded batch; token type ids are passed to the models that have them.
+    pub fn forward(&self, batch: &BatchEncoding) -> Result<M::Output> {
+        let (ids, mask, types) = batch.to_tensors(&self.config.device)?;
+        let types = self.model.config().uses_token_types().then_some(types);
+        self.model.run(&ids, &mask, types.as_ref())
+    }
+
+    /// Encodes `texts` in chunks of `batch_size` — with special tokens, padding to the
+    /// longest row and truncation to `max_len` (`transformers` would fail on longer inputs;
+    /// cutting them is what a user of the CLI expects) — and runs each chunk.
+    pub fn run_texts(&self, texts: &[&str]) -> Result<Vec<(BatchEncoding, M::Output)>> {
+        let opts = EncodeOptions {
+            truncation: TruncationStrategy::LongestFirst,
+            max_length: Some(self.max_len),
+            padding: PaddingStrategy::Longest,
+            ..EncodeOptions::default()
+        };
+        texts
+            .chunks(self.config.batch_size.max(1))
+            .map(|chunk| {
+                let batch = self.tokenizer.encode_batch(chunk, &opts)?;
+                let out = self.forward(&batch)?;
+                Ok((batch, out))
+            })
+            .collect()
+    }
 }
 
 /// Softmax of a row of logits in f64 for the sum, as numpy does in `transformers`'

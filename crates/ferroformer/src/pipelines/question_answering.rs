@@ -5,12 +5,10 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{batch_tensors, rows2, PipelineConfig};
+use super::{rows2, PipelineConfig, Runner};
 use crate::error::{Error, Result};
-use crate::models::tokenizer::{
-    AutoTokenizer, EncodeOptions, Encoding, PaddingStrategy, TruncationStrategy,
-};
-use crate::models::{AutoModelForQuestionAnswering, LoadOptions};
+use crate::models::tokenizer::{EncodeOptions, Encoding, PaddingStrategy, TruncationStrategy};
+use crate::models::AutoModelForQuestionAnswering;
 
 /// Options of `question-answering`, with `transformers`' defaults.
 #[derive(Debug, Clone)]
@@ -67,9 +65,7 @@ pub enum QuestionAnsweringOutput {
 
 /// An extractive QA model with its tokenizer.
 pub struct QuestionAnsweringPipeline {
-    tokenizer: AutoTokenizer,
-    model: AutoModelForQuestionAnswering,
-    config: PipelineConfig,
+    runner: Runner<AutoModelForQuestionAnswering>,
 }
 
 /// One window of one question.
@@ -81,19 +77,8 @@ struct Window {
 impl QuestionAnsweringPipeline {
     /// Loads the tokenizer and the model from a checkpoint directory.
     pub fn from_dir(dir: &Path, config: &PipelineConfig) -> Result<Self> {
-        let tokenizer = AutoTokenizer::from_dir(dir)?;
-        let model = AutoModelForQuestionAnswering::from_dir(
-            dir,
-            &LoadOptions {
-                dtype: config.dtype,
-                device: config.device.clone(),
-                skip_padding_outputs: true,
-            },
-        )?;
         Ok(Self {
-            tokenizer,
-            model,
-            config: config.clone(),
+            runner: Runner::from_dir(dir, config)?,
         })
     }
 
@@ -108,9 +93,10 @@ impl QuestionAnsweringPipeline {
                 "question-answering: top_k must be at least 1".into(),
             ));
         }
-        let model_max = self.model.config().max_position_embeddings;
+        let model_max = self.runner.model.config().max_position_embeddings;
         let max_seq_len = options.max_seq_len.unwrap_or_else(|| {
-            self.tokenizer
+            self.runner
+                .tokenizer
                 .model_max_length()
                 .map_or(384, |m| m.min(384))
                 .min(model_max)
@@ -150,22 +136,22 @@ impl QuestionAnsweringPipeline {
                     "question-answering: the question {question:?} has no context"
                 )));
             }
-            for encoding in self.tokenizer.encode_pair(question, context, &opts)? {
+            for encoding in self
+                .runner
+                .tokenizer
+                .encode_pair(question, context, &opts)?
+            {
                 windows.push(Window { input, encoding });
             }
         }
         // Model every window, batched across questions.
         let mut logits = Vec::with_capacity(windows.len());
-        for chunk in windows.chunks(self.config.batch_size.max(1)) {
+        for chunk in windows.chunks(self.runner.config.batch_size.max(1)) {
             let batch = self
+                .runner
                 .tokenizer
                 .pad_batch(chunk.iter().map(|w| w.encoding.clone()).collect())?;
-            let (ids, mask, types) = batch_tensors(
-                &batch,
-                &self.config.device,
-                self.model.config().uses_token_types(),
-            )?;
-            let (start, end) = self.model.forward(&ids, Some(&mask), types.as_ref())?;
+            let (start, end) = self.runner.forward(&batch)?;
             logits.extend(rows2(&start)?.into_iter().zip(rows2(&end)?));
         }
         let mut out = Vec::with_capacity(pairs.len());
@@ -213,7 +199,7 @@ impl QuestionAnsweringPipeline {
     ) {
         let enc = &w.encoding;
         let n = enc.ids.len();
-        let cls = self.tokenizer.cls_token_id();
+        let cls = self.runner.tokenizer.cls_token_id();
         // Context tokens can be answers, and so can [CLS] (the "no answer" span).
         let desired: Vec<bool> = (0..n)
             .map(|i| {

@@ -3,13 +3,9 @@
 
 use std::path::Path;
 
-use super::{
-    argsort_desc, batch_tensors, max_input_len, padded_truncated, rows2, sigmoid, softmax,
-    PipelineConfig,
-};
+use super::{argsort_desc, rows2, sigmoid, softmax, PipelineConfig, Runner};
 use crate::error::{Error, Result};
-use crate::models::tokenizer::AutoTokenizer;
-use crate::models::{AutoModelForSequenceClassification, LoadOptions};
+use crate::models::AutoModelForSequenceClassification;
 
 /// How many labels to return, with `transformers`' three behaviours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -78,37 +74,21 @@ pub enum TextClassificationOutput {
 
 /// A sequence classifier with its tokenizer.
 pub struct TextClassificationPipeline {
-    tokenizer: AutoTokenizer,
-    model: AutoModelForSequenceClassification,
-    config: PipelineConfig,
-    max_len: usize,
+    runner: Runner<AutoModelForSequenceClassification>,
 }
 
 impl TextClassificationPipeline {
     /// Loads the tokenizer and the model from a checkpoint directory.
     pub fn from_dir(dir: &Path, config: &PipelineConfig) -> Result<Self> {
-        let tokenizer = AutoTokenizer::from_dir(dir)?;
-        let model = AutoModelForSequenceClassification::from_dir(
-            dir,
-            &LoadOptions {
-                dtype: config.dtype,
-                device: config.device.clone(),
-                skip_padding_outputs: true,
-            },
-        )?;
-        let max_len = max_input_len(&tokenizer, model.config().max_position_embeddings);
         Ok(Self {
-            tokenizer,
-            model,
-            config: config.clone(),
-            max_len,
+            runner: Runner::from_dir(dir, config)?,
         })
     }
 
     /// The function applied by default: none for regression, sigmoid for multi-label or a
     /// single label, softmax otherwise (as `transformers`).
     pub fn default_function(&self) -> ClassificationFunction {
-        let c = self.model.config();
+        let c = self.runner.model.config();
         match c.problem_type.as_deref() {
             Some("regression") => ClassificationFunction::None,
             Some("multi_label_classification") => ClassificationFunction::Sigmoid,
@@ -124,16 +104,7 @@ impl TextClassificationPipeline {
         function: ClassificationFunction,
     ) -> Result<Vec<Vec<f32>>> {
         let mut out = Vec::with_capacity(texts.len());
-        for chunk in texts.chunks(self.config.batch_size.max(1)) {
-            let batch = self
-                .tokenizer
-                .encode_batch(chunk, &padded_truncated(self.max_len))?;
-            let (ids, mask, types) = batch_tensors(
-                &batch,
-                &self.config.device,
-                self.model.config().uses_token_types(),
-            )?;
-            let logits = self.model.forward(&ids, Some(&mask), types.as_ref())?;
+        for (_, logits) in self.runner.run_texts(texts)? {
             for row in rows2(&logits)? {
                 out.push(match function {
                     ClassificationFunction::Softmax => softmax(&row),
@@ -154,13 +125,11 @@ impl TextClassificationPipeline {
         let function = options
             .function_to_apply
             .unwrap_or_else(|| self.default_function());
-        let id2label = &self.model.config().id2label;
-        let label = |i: usize| {
-            id2label
-                .get(&i)
-                .cloned()
-                .unwrap_or_else(|| format!("LABEL_{i}"))
-        };
+        let config = self.runner.model.config();
+        if config.num_labels == 0 {
+            return Err(Error::file(config.source(), "the classifier has no labels"));
+        }
+        let label = |i: usize| config.label(i);
         Ok(self
             .scores(texts, function)?
             .into_iter()

@@ -5,10 +5,10 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{batch_tensors, max_input_len, padded_truncated, rows3, softmax, PipelineConfig};
+use super::{rows3, softmax, PipelineConfig, Runner};
 use crate::error::{Error, Result};
-use crate::models::tokenizer::{AutoTokenizer, Encoding};
-use crate::models::{AutoModelForTokenClassification, LoadOptions};
+use crate::models::tokenizer::Encoding;
+use crate::models::AutoModelForTokenClassification;
 
 /// How token predictions are grouped (`transformers`' `aggregation_strategy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -95,10 +95,7 @@ struct Labelled {
 
 /// A token classifier with its tokenizer.
 pub struct TokenClassificationPipeline {
-    tokenizer: AutoTokenizer,
-    model: AutoModelForTokenClassification,
-    config: PipelineConfig,
-    max_len: usize,
+    runner: Runner<AutoModelForTokenClassification>,
     /// The tokenizer marks subwords (`##`): words are known exactly. Otherwise a word starts
     /// after a space, `transformers`' fallback heuristic.
     subword_prefix: bool,
@@ -107,35 +104,19 @@ pub struct TokenClassificationPipeline {
 impl TokenClassificationPipeline {
     /// Loads the tokenizer and the model from a checkpoint directory.
     pub fn from_dir(dir: &Path, config: &PipelineConfig) -> Result<Self> {
-        let tokenizer = AutoTokenizer::from_dir(dir)?;
-        let model = AutoModelForTokenClassification::from_dir(
-            dir,
-            &LoadOptions {
-                dtype: config.dtype,
-                device: config.device.clone(),
-                skip_padding_outputs: true,
-            },
-        )?;
-        let max_len = max_input_len(&tokenizer, model.config().max_position_embeddings);
-        let subword_prefix = tokenizer
+        let runner = Runner::from_dir(dir, config)?;
+        let subword_prefix = runner
+            .tokenizer
             .continuing_subword_prefix()
             .is_some_and(|p| !p.is_empty());
         Ok(Self {
-            tokenizer,
-            model,
-            config: config.clone(),
-            max_len,
+            runner,
             subword_prefix,
         })
     }
 
     fn label(&self, id: usize) -> String {
-        self.model
-            .config()
-            .id2label
-            .get(&id)
-            .cloned()
-            .unwrap_or_else(|| format!("LABEL_{id}"))
+        self.runner.model.config().label(id)
     }
 
     /// Labels the tokens of every text.
@@ -147,16 +128,9 @@ impl TokenClassificationPipeline {
         let default_ignore = vec!["O".to_string()];
         let ignore = options.ignore_labels.as_ref().unwrap_or(&default_ignore);
         let mut out = Vec::with_capacity(texts.len());
-        for chunk in texts.chunks(self.config.batch_size.max(1)) {
-            let batch = self
-                .tokenizer
-                .encode_batch(chunk, &padded_truncated(self.max_len))?;
-            let (ids, mask, types) = batch_tensors(
-                &batch,
-                &self.config.device,
-                self.model.config().uses_token_types(),
-            )?;
-            let logits = rows3(&self.model.forward(&ids, Some(&mask), types.as_ref())?)?;
+        let chunks = texts.chunks(self.runner.config.batch_size.max(1));
+        for ((batch, logits), chunk) in self.runner.run_texts(texts)?.into_iter().zip(chunks) {
+            let logits = rows3(&logits)?;
             for ((enc, rows), text) in batch.encodings.iter().zip(logits).zip(chunk) {
                 let pre = self.gather_pre_entities(text, enc, &rows)?;
                 let entities = self.aggregate(pre, options.aggregation)?;
@@ -181,17 +155,17 @@ impl TokenClassificationPipeline {
         logits: &[Vec<f32>],
     ) -> Result<Vec<PreEntity>> {
         let chars: Vec<char> = text.chars().collect();
-        let unk = self.tokenizer.unk_token_id();
+        let unk = self.runner.tokenizer.unk_token_id();
         let mut pre = Vec::new();
         for (idx, row) in logits.iter().enumerate().take(enc.ids.len()) {
             if enc.attention_mask[idx] == 0 || enc.special_tokens_mask[idx] == 1 {
                 continue;
             }
             let id = enc.ids[idx];
-            let mut word = self
-                .tokenizer
-                .id_to_token(id)
-                .ok_or_else(|| Error::Invalid(format!("token id {id} is not in the vocabulary")))?;
+            let mut word =
+                self.runner.tokenizer.id_to_token(id).ok_or_else(|| {
+                    Error::Invalid(format!("token id {id} is not in the vocabulary"))
+                })?;
             let (start, end) = enc.offsets[idx];
             let word_ref: String = chars[start.min(chars.len())..end.min(chars.len())]
                 .iter()
@@ -280,7 +254,7 @@ impl TokenClassificationPipeline {
             .into_iter()
             .map(|group| {
                 let tokens: Vec<String> = group.iter().map(|p| p.word.clone()).collect();
-                let word = self.tokenizer.convert_tokens_to_string(&tokens)?;
+                let word = self.runner.tokenizer.convert_tokens_to_string(&tokens)?;
                 let (label, score) = match strategy {
                     AggregationStrategy::First => {
                         let i = Self::argmax(&group[0].scores);
@@ -358,7 +332,7 @@ impl TokenClassificationPipeline {
                     entity_group: Some(entity),
                     score: g.iter().map(|l| l.score).sum::<f32>() / g.len() as f32,
                     index: None,
-                    word: self.tokenizer.convert_tokens_to_string(&tokens)?,
+                    word: self.runner.tokenizer.convert_tokens_to_string(&tokens)?,
                     start: g[0].start,
                     end: g[g.len() - 1].end,
                 })

@@ -5,10 +5,10 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{argsort_desc, batch_tensors, max_input_len, rows2, softmax, PipelineConfig};
+use super::{argsort_desc, rows2, softmax, PipelineConfig, Runner};
 use crate::error::{Error, Result};
-use crate::models::tokenizer::{AutoTokenizer, EncodeOptions, PaddingStrategy, TruncationStrategy};
-use crate::models::{AutoModelForSequenceClassification, LoadOptions};
+use crate::models::tokenizer::{EncodeOptions, PaddingStrategy, TruncationStrategy};
+use crate::models::AutoModelForSequenceClassification;
 
 /// Options of `zero-shot-classification`.
 #[derive(Debug, Clone)]
@@ -45,10 +45,7 @@ pub struct ZeroShotOutput {
 
 /// An NLI sequence classifier used for zero-shot classification.
 pub struct ZeroShotPipeline {
-    tokenizer: AutoTokenizer,
-    model: AutoModelForSequenceClassification,
-    config: PipelineConfig,
-    max_len: usize,
+    runner: Runner<AutoModelForSequenceClassification>,
     entailment_id: usize,
 }
 
@@ -56,16 +53,9 @@ impl ZeroShotPipeline {
     /// Loads the tokenizer and the NLI model; its `label2id` must have a label starting with
     /// "entail".
     pub fn from_dir(dir: &Path, config: &PipelineConfig) -> Result<Self> {
-        let tokenizer = AutoTokenizer::from_dir(dir)?;
-        let model = AutoModelForSequenceClassification::from_dir(
-            dir,
-            &LoadOptions {
-                dtype: config.dtype,
-                device: config.device.clone(),
-                skip_padding_outputs: true,
-            },
-        )?;
-        let entailment_id = model
+        let runner = Runner::<AutoModelForSequenceClassification>::from_dir(dir, config)?;
+        let entailment_id = runner
+            .model
             .config()
             .label2id
             .iter()
@@ -78,12 +68,8 @@ impl ZeroShotPipeline {
                      \"entail\" in label2id",
                 )
             })?;
-        let max_len = max_input_len(&tokenizer, model.config().max_position_embeddings);
         Ok(Self {
-            tokenizer,
-            model,
-            config: config.clone(),
-            max_len,
+            runner,
             entailment_id,
         })
     }
@@ -102,7 +88,7 @@ impl ZeroShotPipeline {
                 "the hypothesis template {template:?} has no `{{}}` where the label goes"
             )));
         }
-        let num_labels = self.model.config().num_labels;
+        let num_labels = self.runner.model.config().num_labels;
         let entail = self.entailment_id;
         // The contradiction logit is the first label's, or the last when entailment is first.
         let contradiction = if entail == 0 { num_labels - 1 } else { 0 };
@@ -110,7 +96,7 @@ impl ZeroShotPipeline {
         let opts = EncodeOptions {
             // Only the text is cut, so the hypothesis always survives.
             truncation: TruncationStrategy::OnlyFirst,
-            max_length: Some(self.max_len),
+            max_length: Some(self.runner.max_len),
             padding: PaddingStrategy::Longest,
             ..EncodeOptions::default()
         };
@@ -118,19 +104,10 @@ impl ZeroShotPipeline {
         for &text in texts {
             // One forward pass per text over all its (text, hypothesis) pairs, in chunks.
             let mut logits = Vec::with_capacity(labels.len());
-            for chunk in hypotheses.chunks(self.config.batch_size.max(1)) {
+            for chunk in hypotheses.chunks(self.runner.config.batch_size.max(1)) {
                 let pairs: Vec<(&str, &str)> = chunk.iter().map(|h| (text, h.as_str())).collect();
-                let batch = self.tokenizer.encode_pair_batch(&pairs, &opts)?;
-                let (ids, mask, types) = batch_tensors(
-                    &batch,
-                    &self.config.device,
-                    self.model.config().uses_token_types(),
-                )?;
-                logits.extend(rows2(&self.model.forward(
-                    &ids,
-                    Some(&mask),
-                    types.as_ref(),
-                )?)?);
+                let batch = self.runner.tokenizer.encode_pair_batch(&pairs, &opts)?;
+                logits.extend(rows2(&self.runner.forward(&batch)?)?);
             }
             let scores: Vec<f32> = if options.multi_label || labels.len() == 1 {
                 logits
