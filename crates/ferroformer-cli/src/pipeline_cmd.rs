@@ -30,6 +30,9 @@ pub struct PipelineArgs {
     /// Inputs per forward pass.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
+    /// Compute dtype: f32 (default, whatever the checkpoint stores), f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
     /// How many results per input (text-classification: a number or `all`; fill-mask: 5;
     /// question-answering: 1).
     #[arg(long)]
@@ -224,8 +227,15 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
     }
     let options = task_options(&args, task)?;
     let inputs = collect_inputs(&args, task)?;
+    let dtype = match args.dtype.as_str() {
+        "f32" => candle_core::DType::F32,
+        "f16" => candle_core::DType::F16,
+        "bf16" => candle_core::DType::BF16,
+        other => bail!("--dtype must be f32, f16 or bf16, found `{other}`"),
+    };
     let config = PipelineConfig {
         batch_size: args.batch_size,
+        dtype,
         ..PipelineConfig::default()
     };
     let pipe = pipeline_with(task.name(), &args.model, &config)
