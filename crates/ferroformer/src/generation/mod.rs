@@ -1,8 +1,22 @@
-//! Text generation from a causal language model: greedy decoding and sampling with
-//! temperature, top-k and top-p, reproducible from a seed, with the KV cache.
+//! Text generation from a causal language model, with the KV cache.
+//!
+//! - [`GenerationConfig`] + [`generate_ids`]: `transformers`' `generate` semantics for a
+//!   batch of left-padded prompts: greedy search, sampling (temperature, top-k, top-p,
+//!   min-p), beam search (length penalty, early stopping, several sequences per prompt),
+//!   repetition penalty, no-repeat n-grams, minimum new tokens, stop strings.
+//! - [`SamplingConfig`] + [`generate`]: one prompt, streamed token by token (the CLI's
+//!   `generate` command).
 //!
 //! One module serves every decoder family (they all run on
 //! [`DecoderOnlyTransformer`](crate::arch::DecoderOnlyTransformer)).
+
+pub mod config;
+pub mod logits;
+pub mod search;
+
+pub use config::{EarlyStopping, GenerationConfig};
+pub use logits::LogitsProcessor;
+pub use search::{generate_ids, left_pad, GenerateOutput};
 
 use candle_core::{DType, Tensor};
 use rand::{Rng, SeedableRng};
