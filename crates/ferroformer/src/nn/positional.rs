@@ -258,13 +258,13 @@ impl RopeScaling {
                 high_freq_factor,
                 original_max_position_embeddings,
             } => {
-                if !(factor >= 1.0) {
+                if factor.is_nan() || factor < 1.0 {
                     return Err(Error::config(
                         "rope_scaling.factor",
                         format!("must be >= 1, found {factor}"),
                     ));
                 }
-                if !(high_freq_factor > low_freq_factor) {
+                if high_freq_factor.is_nan() || high_freq_factor <= low_freq_factor {
                     return Err(Error::config(
                         "rope_scaling.high_freq_factor",
                         format!(
