@@ -84,6 +84,35 @@ def run(model, prompts, kwargs):
     return res
 
 
+def processors():
+    """Each logits processor / warper on one fixed row of scores (sampling cannot be
+    compared through torch's RNG, so the warpers are compared directly)."""
+    from transformers.generation.logits_process import (
+        MinNewTokensLengthLogitsProcessor, MinPLogitsWarper, NoRepeatNGramLogitsProcessor,
+        RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper,
+        TopPLogitsWarper)
+    torch.manual_seed(5)
+    scores = (torch.randn(1, 16) * 2.0).float()
+    ids = torch.tensor([[3, 7, 3, 9, 1, 3, 7]])
+    procs = {
+        "temperature_0.7": TemperatureLogitsWarper(0.7),
+        "top_k_3": TopKLogitsWarper(3),
+        "top_p_0.8": TopPLogitsWarper(0.8),
+        "top_p_0.3": TopPLogitsWarper(0.3),
+        "min_p_0.2": MinPLogitsWarper(0.2),
+        "repetition_penalty_1.5": RepetitionPenaltyLogitsProcessor(1.5),
+        "no_repeat_ngram_2": NoRepeatNGramLogitsProcessor(2),
+        "no_repeat_ngram_3": NoRepeatNGramLogitsProcessor(3),
+        "min_new_tokens_5_eos_4": MinNewTokensLengthLogitsProcessor(4, 5, 4),
+    }
+    out = {"scores": scores[0].tolist(), "ids": ids[0].tolist(), "outputs": {}}
+    for name, p in procs.items():
+        r = p(ids, scores.clone())[0]
+        # JSON has no -inf: masked entries become null.
+        out["outputs"][name] = [None if x == float("-inf") else x for x in r.tolist()]
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="tests/fixtures/generation")
@@ -138,6 +167,7 @@ def main():
             r = run(model, prompts, kw)
             fam["cases"][case] = {"prompts": prompts, "kwargs": kw, **r}
         expected["families"][name] = fam
+    expected["processors"] = processors()
     expected["versions"] = {"torch": torch.__version__, "transformers": transformers.__version__}
     with open(os.path.join(args.out, "expected.json"), "w") as f:
         json.dump(expected, f)

@@ -536,3 +536,118 @@ fn stop_strings_end_a_sequence() {
     let out = m.generate_with(&x, None, &cfg, Some(&tok)).unwrap();
     assert_eq!(out.new_tokens(0), &new[..=first]);
 }
+
+#[test]
+fn logits_processors_match_transformers() {
+    use ferroformer::generation::LogitsProcessor;
+    let e = expected();
+    let p = &e["processors"];
+    let scores: Vec<f32> = serde_json::from_value(p["scores"].clone()).unwrap();
+    let ids: Vec<u32> = serde_json::from_value(p["ids"].clone()).unwrap();
+    let sampling = GenerationConfig {
+        do_sample: true,
+        ..Default::default()
+    };
+    // (case, config, prompt length, sampling warper or processor)
+    let cases: Vec<(&str, GenerationConfig, usize, bool)> = vec![
+        (
+            "temperature_0.7",
+            GenerationConfig {
+                temperature: 0.7,
+                ..sampling.clone()
+            },
+            0,
+            true,
+        ),
+        (
+            "top_k_3",
+            GenerationConfig {
+                top_k: 3,
+                ..sampling.clone()
+            },
+            0,
+            true,
+        ),
+        (
+            "top_p_0.8",
+            GenerationConfig {
+                top_p: 0.8,
+                ..sampling.clone()
+            },
+            0,
+            true,
+        ),
+        (
+            "top_p_0.3",
+            GenerationConfig {
+                top_p: 0.3,
+                ..sampling.clone()
+            },
+            0,
+            true,
+        ),
+        (
+            "min_p_0.2",
+            GenerationConfig {
+                min_p: Some(0.2),
+                ..sampling.clone()
+            },
+            0,
+            true,
+        ),
+        (
+            "repetition_penalty_1.5",
+            GenerationConfig {
+                repetition_penalty: 1.5,
+                ..Default::default()
+            },
+            0,
+            false,
+        ),
+        (
+            "no_repeat_ngram_2",
+            GenerationConfig {
+                no_repeat_ngram_size: 2,
+                ..Default::default()
+            },
+            0,
+            false,
+        ),
+        (
+            "no_repeat_ngram_3",
+            GenerationConfig {
+                no_repeat_ngram_size: 3,
+                ..Default::default()
+            },
+            0,
+            false,
+        ),
+        (
+            "min_new_tokens_5_eos_4",
+            GenerationConfig {
+                min_new_tokens: Some(5),
+                eos_token_id: vec![4],
+                ..Default::default()
+            },
+            4,
+            false,
+        ),
+    ];
+    assert_eq!(cases.len(), p["outputs"].as_object().unwrap().len());
+    for (name, cfg, prompt_len, warp) in cases {
+        let want: Vec<Option<f32>> = serde_json::from_value(p["outputs"][name].clone()).unwrap();
+        let proc = LogitsProcessor::new(&cfg, prompt_len);
+        let mut got = scores.clone();
+        if warp {
+            proc.warp(&mut got);
+        } else {
+            proc.process(&ids, &mut got);
+        }
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            match w {
+                None => assert_eq!(*g, f32::NEG_INFINITY, "{name}[{i}]"),
+                Some(w) => assert!((g - w).abs() < 1e-5, "{name}[{i}]: {g} vs {w}"),
+            }
+        }
+    }
+}
