@@ -651,3 +651,27 @@ fn logits_processors_match_transformers() {
         }
     }
 }
+
+#[test]
+fn streaming_generate_agrees_with_generate_ids_when_greedy() {
+    use ferroformer::generation::{generate, SamplingConfig};
+    let e = expected();
+    for family in FAMILIES {
+        let m = model(family);
+        let eos = e["families"][family]["eos_candidate"].as_u64().unwrap() as u32;
+        let old = SamplingConfig {
+            max_new_tokens: 10,
+            temperature: 0.0,
+            eos_token_ids: vec![eos],
+            ..Default::default()
+        };
+        let prompt = [5u32, 17, 3, 40, 22, 9];
+        let (streamed, _) = generate(m.decoder(), &prompt, &old, |_| Ok(true)).unwrap();
+        let out =
+            generate_ids(m.decoder(), &[prompt.to_vec()], None, &(&old).into(), None).unwrap();
+        assert_eq!(out.new_tokens(0), streamed.as_slice(), "{family}");
+        // Both are transformers' greedy run with that eos.
+        let want = &ids(&e["families"][family]["cases"]["greedy_eos"]["sequences"])[0];
+        assert_eq!(&want[prompt.len()..], streamed.as_slice(), "{family}");
+    }
+}

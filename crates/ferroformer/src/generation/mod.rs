@@ -8,7 +8,7 @@
 //!   `generate` command).
 //!
 //! One module serves every decoder family (they all run on
-//! [`DecoderOnlyTransformer`](crate::arch::DecoderOnlyTransformer)).
+//! [`DecoderOnlyTransformer`]).
 
 pub mod config;
 pub mod logits;
@@ -76,6 +76,28 @@ impl SamplingConfig {
             return Err(Error::config("top_k", "must be > 0"));
         }
         Ok(())
+    }
+}
+
+impl From<&SamplingConfig> for GenerationConfig {
+    /// The same decoding as [`GenerationConfig`]: temperature 0 becomes greedy search,
+    /// unset top-k / top-p become disabled (not `transformers`' default top-k of 50).
+    /// The sampler differs (its random stream), so only greedy runs give equal tokens.
+    fn from(c: &SamplingConfig) -> Self {
+        Self {
+            max_new_tokens: Some(c.max_new_tokens),
+            do_sample: c.temperature > 0.0,
+            temperature: if c.temperature > 0.0 {
+                c.temperature
+            } else {
+                1.0
+            },
+            top_k: c.top_k.unwrap_or(0),
+            top_p: c.top_p.unwrap_or(1.0),
+            seed: c.seed,
+            eos_token_id: c.eos_token_ids.clone(),
+            ..Self::default()
+        }
     }
 }
 
