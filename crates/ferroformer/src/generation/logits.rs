@@ -36,7 +36,7 @@ impl<'a> LogitsProcessor<'a> {
         let cur_len = ids.len();
         let too_short = (c.min_length > 0 && cur_len < c.min_length)
             || c.min_new_tokens
-                .is_some_and(|n| n > 0 && cur_len - self.prompt_len < n);
+                .is_some_and(|n| n > 0 && cur_len.saturating_sub(self.prompt_len) < n);
         if too_short {
             for &e in &c.eos_token_id {
                 if let Some(s) = scores.get_mut(e as usize) {

@@ -214,7 +214,7 @@ pub fn generate(
             max: max_len,
         });
     }
-    let device = candle_core::Device::Cpu;
+    let device = model.device().clone();
     let mut caches = model.new_caches();
     let mut input = Tensor::new(prompt, &device)?.unsqueeze(0)?;
     let mut out = Vec::new();

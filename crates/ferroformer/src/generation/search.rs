@@ -1,7 +1,7 @@
 //! Batched decoding with `transformers`' semantics: greedy search, sampling and beam
 //! search over left-padded prompts, on the KV cache.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -205,9 +205,9 @@ fn last_logits(
     mask: &[Vec<u32>],
     caches: &mut [LayerCache],
 ) -> Result<Vec<Vec<f32>>> {
-    let device = Device::Cpu;
-    let input = Tensor::new(ids.to_vec(), &device)?;
-    let mask = Tensor::new(mask.to_vec(), &device)?;
+    let device = model.device();
+    let input = Tensor::new(ids.to_vec(), device)?;
+    let mask = Tensor::new(mask.to_vec(), device)?;
     let logits = model
         .forward(&input, Some(&mask), Some(caches), false, false)?
         .logits;
