@@ -169,6 +169,11 @@ impl DecoderOnlyTransformer {
         &self.cfg
     }
 
+    /// The device the parameters live on (inputs must be created there).
+    pub fn device(&self) -> &candle_core::Device {
+        self.embeddings.word_embeddings().device()
+    }
+
     /// Fresh KV caches for incremental decoding.
     pub fn new_caches(&self) -> Vec<LayerCache> {
         self.stack.new_caches()

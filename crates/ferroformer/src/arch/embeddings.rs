@@ -6,7 +6,8 @@ use candle_nn::Init;
 use crate::error::{Error, Result};
 use crate::nn::mask::position_ids_from_mask;
 use crate::nn::{
-    LearnedPositionalEmbedding, Norm, NormConfig, RopeLayout, RopeTables, RotaryEmbedding,
+    LearnedPositionalEmbedding, Norm, NormConfig, RopeLayout, RopeScaling, RopeTables,
+    RotaryEmbedding,
     SinusoidalPositionalEncoding,
 };
 use crate::weights::Weights;
@@ -30,6 +31,9 @@ pub enum PositionalKind {
         base: f64,
         /// Pair layout.
         layout: RopeLayout,
+        /// Frequency rescaling for long contexts (`rope_scaling`), if any.
+        #[serde(default)]
+        scaling: Option<RopeScaling>,
     },
 }
 
@@ -186,17 +190,22 @@ impl Embeddings {
         head_dim: usize,
     ) -> Result<Self> {
         match cfg.positional {
-            PositionalKind::Rotary { base, layout } => {
+            PositionalKind::Rotary {
+                base,
+                layout,
+                scaling,
+            } => {
                 let plain = EmbeddingConfig {
                     positional: PositionalKind::None,
                     ..cfg.clone()
                 };
                 let mut emb = Self::load(w, &plain, names)?;
-                emb.positions = Positions::Rotary(RotaryEmbedding::new(
+                emb.positions = Positions::Rotary(RotaryEmbedding::with_scaling(
                     head_dim,
                     cfg.max_positions,
                     base,
                     layout,
+                    scaling,
                     w.dtype(),
                     w.device(),
                 )?);

@@ -1,8 +1,22 @@
-//! Text generation from a causal language model: greedy decoding and sampling with
-//! temperature, top-k and top-p, reproducible from a seed, with the KV cache.
+//! Text generation from a causal language model, with the KV cache.
+//!
+//! - [`GenerationConfig`] + [`generate_ids`]: `transformers`' `generate` semantics for a
+//!   batch of left-padded prompts: greedy search, sampling (temperature, top-k, top-p,
+//!   min-p), beam search (length penalty, early stopping, several sequences per prompt),
+//!   repetition penalty, no-repeat n-grams, minimum new tokens, stop strings.
+//! - [`SamplingConfig`] + [`generate`]: one prompt, streamed token by token (the CLI's
+//!   `generate` command).
 //!
 //! One module serves every decoder family (they all run on
-//! [`DecoderOnlyTransformer`](crate::arch::DecoderOnlyTransformer)).
+//! [`DecoderOnlyTransformer`]).
+
+pub mod config;
+pub mod logits;
+pub mod search;
+
+pub use config::{EarlyStopping, GenerationConfig};
+pub use logits::LogitsProcessor;
+pub use search::{generate_ids, left_pad, GenerateOutput};
 
 use candle_core::{DType, Tensor};
 use rand::{Rng, SeedableRng};
@@ -62,6 +76,28 @@ impl SamplingConfig {
             return Err(Error::config("top_k", "must be > 0"));
         }
         Ok(())
+    }
+}
+
+impl From<&SamplingConfig> for GenerationConfig {
+    /// The same decoding as [`GenerationConfig`]: temperature 0 becomes greedy search,
+    /// unset top-k / top-p become disabled (not `transformers`' default top-k of 50).
+    /// The sampler differs (its random stream), so only greedy runs give equal tokens.
+    fn from(c: &SamplingConfig) -> Self {
+        Self {
+            max_new_tokens: Some(c.max_new_tokens),
+            do_sample: c.temperature > 0.0,
+            temperature: if c.temperature > 0.0 {
+                c.temperature
+            } else {
+                1.0
+            },
+            top_k: c.top_k.unwrap_or(0),
+            top_p: c.top_p.unwrap_or(1.0),
+            seed: c.seed,
+            eos_token_id: c.eos_token_ids.clone(),
+            ..Self::default()
+        }
     }
 }
 
@@ -178,7 +214,7 @@ pub fn generate(
             max: max_len,
         });
     }
-    let device = candle_core::Device::Cpu;
+    let device = model.device().clone();
     let mut caches = model.new_caches();
     let mut input = Tensor::new(prompt, &device)?.unsqueeze(0)?;
     let mut out = Vec::new();

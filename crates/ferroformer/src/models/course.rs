@@ -114,6 +114,7 @@ impl CourseConfig {
                     Positional::Rotary => PositionalKind::Rotary {
                         base: self.rope_theta,
                         layout: RopeLayout::HalfSplit,
+                        scaling: None,
                     },
                 },
                 type_vocab_size: None,

@@ -9,7 +9,7 @@ use crate::arch::{
 use crate::error::{Error, Result};
 use crate::nn::{
     Activation, AttentionConfig, AttentionNames, FeedForwardConfig, FeedForwardNames, LayerConfig,
-    LayerNames, NormConfig, RopeLayout,
+    LayerNames, NormConfig, RopeLayout, RopeScaling,
 };
 use crate::weights::Weights;
 
@@ -66,6 +66,9 @@ pub struct LlamaConfig {
     /// Dropout on attention weights.
     #[serde(default)]
     pub attention_dropout: f64,
+    /// RoPE frequency scaling (`{"rope_type": "llama3", "factor": …}`), or `null`.
+    #[serde(default)]
+    pub rope_scaling: Option<serde_json::Value>,
     /// `model_type` (`llama`, `mistral`, `qwen2`).
     #[serde(default)]
     pub model_type: Option<String>,
@@ -101,6 +104,7 @@ impl LlamaConfig {
                 positional: PositionalKind::Rotary {
                     base: self.rope_theta,
                     layout: RopeLayout::HalfSplit,
+                    scaling: RopeScaling::from_json(self.rope_scaling.as_ref())?,
                 },
                 type_vocab_size: None,
                 norm: None,

@@ -20,6 +20,6 @@ pub use layer::{LayerCache, LayerConfig, LayerContext, LayerNames, LayerOutput, 
 pub use linear::{Linear, ParamNames};
 pub use norm::{Norm, NormConfig, NormKind};
 pub use positional::{
-    LearnedPositionalEmbedding, RopeLayout, RopeTables, RotaryEmbedding,
+    LearnedPositionalEmbedding, RopeLayout, RopeScaling, RopeTables, RotaryEmbedding,
     SinusoidalPositionalEncoding,
 };

@@ -188,6 +188,134 @@ pub enum RopeLayout {
     Interleaved,
 }
 
+/// How the rotary frequencies are rescaled for contexts longer than the model was
+/// trained on (`rope_scaling` in `config.json`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "rope_type", rename_all = "snake_case")]
+pub enum RopeScaling {
+    /// Llama 3.1's scheme (`rope_type: "llama3"`): high frequencies (wavelength below
+    /// `original_max_position_embeddings / high_freq_factor`) are kept, low frequencies
+    /// (wavelength above `original_max_position_embeddings / low_freq_factor`) are divided by
+    /// `factor`, and the band between is interpolated smoothly.
+    Llama3 {
+        /// Context extension factor.
+        factor: f64,
+        /// Lower bound of the smoothed band, as a divisor of the original context.
+        low_freq_factor: f64,
+        /// Upper bound of the smoothed band, as a divisor of the original context.
+        high_freq_factor: f64,
+        /// Context length the model was pre-trained on.
+        original_max_position_embeddings: usize,
+    },
+}
+
+impl RopeScaling {
+    /// Reads `config.json`'s `rope_scaling` value (`null` or absent: no scaling). Older
+    /// checkpoints name the kind `type` instead of `rope_type`; `default` means none.
+    pub fn from_json(value: Option<&serde_json::Value>) -> Result<Option<Self>> {
+        let Some(obj) = value.and_then(|v| v.as_object()) else {
+            return Ok(None);
+        };
+        let kind = obj
+            .get("rope_type")
+            .or_else(|| obj.get("type"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        let num = |key: &str| -> Result<f64> {
+            obj.get(key).and_then(|v| v.as_f64()).ok_or_else(|| {
+                Error::config(
+                    format!("rope_scaling.{key}"),
+                    format!("missing or not a number (rope_type `{kind}` needs it)"),
+                )
+            })
+        };
+        match kind {
+            "default" => Ok(None),
+            "llama3" => {
+                let s = RopeScaling::Llama3 {
+                    factor: num("factor")?,
+                    low_freq_factor: num("low_freq_factor")?,
+                    high_freq_factor: num("high_freq_factor")?,
+                    original_max_position_embeddings: num("original_max_position_embeddings")?
+                        as usize,
+                };
+                s.validate()?;
+                Ok(Some(s))
+            }
+            other => Err(Error::config(
+                "rope_scaling.rope_type",
+                format!("`{other}` is not supported (supported: llama3, default)"),
+            )),
+        }
+    }
+
+    /// Rejects values `transformers` rejects.
+    pub fn validate(&self) -> Result<()> {
+        match *self {
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
+                if factor.is_nan() || factor < 1.0 {
+                    return Err(Error::config(
+                        "rope_scaling.factor",
+                        format!("must be >= 1, found {factor}"),
+                    ));
+                }
+                if high_freq_factor.is_nan() || high_freq_factor <= low_freq_factor {
+                    return Err(Error::config(
+                        "rope_scaling.high_freq_factor",
+                        format!(
+                            "must be greater than low_freq_factor ({low_freq_factor}), found \
+                             {high_freq_factor}"
+                        ),
+                    ));
+                }
+                if original_max_position_embeddings == 0 {
+                    return Err(Error::config(
+                        "rope_scaling.original_max_position_embeddings",
+                        "must be > 0",
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Rescales the inverse frequencies, in f32 like `transformers`'
+    /// `_compute_llama3_parameters` (so the tables match it bit for bit).
+    pub fn apply(&self, inv_freq: &mut [f32]) {
+        match *self {
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
+                let (factor, low, high) = (
+                    factor as f32,
+                    low_freq_factor as f32,
+                    high_freq_factor as f32,
+                );
+                let old = original_max_position_embeddings as f32;
+                let low_freq_wavelen = old / low;
+                let high_freq_wavelen = old / high;
+                for f in inv_freq.iter_mut() {
+                    let wavelen = 2.0 * std::f32::consts::PI / *f;
+                    if wavelen > low_freq_wavelen {
+                        *f /= factor;
+                    } else if wavelen >= high_freq_wavelen {
+                        let smooth = (old / wavelen - low) / (high - low);
+                        *f = (1.0 - smooth) * *f / factor + smooth * *f;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Rotary position embedding (RoPE).
 #[derive(Debug, Clone)]
 pub struct RotaryEmbedding {
@@ -218,6 +346,19 @@ impl RotaryEmbedding {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
+        Self::with_scaling(head_dim, max_positions, base, layout, None, dtype, device)
+    }
+
+    /// Like [`RotaryEmbedding::new`], with the frequencies rescaled by `scaling`.
+    pub fn with_scaling(
+        head_dim: usize,
+        max_positions: usize,
+        base: f64,
+        layout: RopeLayout,
+        scaling: Option<RopeScaling>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         if head_dim % 2 != 0 {
             return Err(Error::config(
                 "head_dim",
@@ -226,9 +367,13 @@ impl RotaryEmbedding {
         }
         let half = head_dim / 2;
         // Same arithmetic as `transformers`: inverse frequencies in f32, angles in f32.
-        let inv_freq: Vec<f32> = (0..half)
+        let mut inv_freq: Vec<f32> = (0..half)
             .map(|i| 1.0 / (base.powf((2 * i) as f64 / head_dim as f64)) as f32)
             .collect();
+        if let Some(scaling) = scaling {
+            scaling.validate()?;
+            scaling.apply(&mut inv_freq);
+        }
         let mut cos = Vec::with_capacity(max_positions * half);
         let mut sin = Vec::with_capacity(max_positions * half);
         for p in 0..max_positions {

@@ -170,6 +170,7 @@ pub fn model_config_json(cfg: &TrainConfig, vocab_size: usize) -> Result<serde_j
                 attention_bias: false,
                 tie_word_embeddings: cfg.tie_embeddings.unwrap_or(false),
                 attention_dropout: cfg.dropout,
+                rope_scaling: None,
                 model_type: Some("llama".into()),
             };
             let mut j = to_json(&c)?;

@@ -1,0 +1,498 @@
+//! Batched decoding with `transformers`' semantics: greedy search, sampling and beam
+//! search over left-padded prompts, on the KV cache.
+
+use candle_core::{DType, Tensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::config::{EarlyStopping, GenerationConfig};
+use super::logits::{self, LogitsProcessor};
+use crate::arch::DecoderOnlyTransformer;
+use crate::error::{Error, Result};
+use crate::nn::LayerCache;
+
+/// What [`generate_ids`] returns, laid out like `transformers`' `generate`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateOutput {
+    /// One row per prompt (times `num_return_sequences`): the prompt as given (left padding
+    /// included) followed by the new tokens. Rows have equal lengths: a row that finished
+    /// early is filled with the pad token.
+    pub sequences: Vec<Vec<u32>>,
+    /// Beam search only: each returned hypothesis' score,
+    /// `sum_logprobs / generated_len ** length_penalty`.
+    pub sequences_scores: Option<Vec<f32>>,
+    /// Length of the (padded) prompt: new tokens start here in every row.
+    pub prompt_len: usize,
+    /// The end-of-sequence tokens in effect.
+    pub eos_token_id: Vec<u32>,
+}
+
+impl GenerateOutput {
+    /// The new tokens of row `i`, up to and including the first end-of-sequence token (the
+    /// fill after it dropped).
+    pub fn new_tokens(&self, i: usize) -> &[u32] {
+        let row = &self.sequences[i][self.prompt_len..];
+        match row.iter().position(|t| self.eos_token_id.contains(t)) {
+            Some(p) => &row[..=p],
+            None => row,
+        }
+    }
+}
+
+/// Left-pads `prompts` with `pad` to a rectangle; returns the ids and the attention mask
+/// (1 = real token).
+pub fn left_pad(prompts: &[Vec<u32>], pad: u32) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
+    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let mut ids = Vec::with_capacity(prompts.len());
+    let mut mask = Vec::with_capacity(prompts.len());
+    for p in prompts {
+        let n = width - p.len();
+        ids.push(
+            std::iter::repeat_n(pad, n)
+                .chain(p.iter().copied())
+                .collect(),
+        );
+        mask.push(
+            std::iter::repeat_n(0, n)
+                .chain(std::iter::repeat_n(1, p.len()))
+                .collect(),
+        );
+    }
+    (ids, mask)
+}
+
+/// Decides whether a sequence hit a stop string: the text must contain the stop string
+/// ending inside the last token (as `transformers`' `StopStringCriteria`, which lets the
+/// last token run past the end of the string).
+struct StopStrings<'a> {
+    strings: &'a [String],
+    tokenizer: Option<&'a tokenizers::Tokenizer>,
+}
+
+impl StopStrings<'_> {
+    fn hit(&self, new_tokens: &[u32]) -> Result<bool> {
+        let (Some(tok), false) = (self.tokenizer, self.strings.is_empty()) else {
+            return Ok(false);
+        };
+        if new_tokens.is_empty() {
+            return Ok(false);
+        }
+        let decode = |ids: &[u32]| {
+            tok.decode(ids, false)
+                .map_err(|e| Error::Invalid(format!("cannot decode tokens: {e}")))
+        };
+        let text = decode(new_tokens)?;
+        let before = decode(&new_tokens[..new_tokens.len() - 1])?;
+        // The last token's text starts where the shorter decode ends (when decoding is
+        // prefix-stable); a stop string must end after that point.
+        let start = if text.starts_with(&before) {
+            before.len()
+        } else {
+            0
+        };
+        Ok(self.strings.iter().any(|s| {
+            text.match_indices(s.as_str())
+                .any(|(i, m)| i + m.len() > start)
+        }))
+    }
+}
+
+fn check_inputs(
+    model: &DecoderOnlyTransformer,
+    input_ids: &[Vec<u32>],
+    attention_mask: Option<&[Vec<u32>]>,
+    cfg: &GenerationConfig,
+    tokenizer: Option<&tokenizers::Tokenizer>,
+) -> Result<(usize, usize)> {
+    cfg.validate()?;
+    let Some(first) = input_ids.first() else {
+        return Err(Error::Invalid(
+            "input_ids is empty: give at least one prompt".into(),
+        ));
+    };
+    let prompt_len = first.len();
+    if prompt_len == 0 {
+        return Err(Error::Invalid(
+            "the prompt is empty: give at least one token".into(),
+        ));
+    }
+    if let Some(row) = input_ids.iter().find(|r| r.len() != prompt_len) {
+        return Err(Error::shape(
+            "input_ids",
+            format!("rows of equal length {prompt_len} (left-pad them)"),
+            &[input_ids.len(), row.len()],
+        ));
+    }
+    if let Some(mask) = attention_mask {
+        if mask.len() != input_ids.len() || mask.iter().any(|r| r.len() != prompt_len) {
+            return Err(Error::shape(
+                "attention_mask",
+                format!("({}, {prompt_len}) like input_ids", input_ids.len()),
+                &[mask.len(), mask.first().map_or(0, Vec::len)],
+            ));
+        }
+        if mask.iter().any(|r| r.iter().all(|&m| m == 0)) {
+            return Err(Error::Invalid(
+                "attention_mask has a row without any real token".into(),
+            ));
+        }
+    }
+    let vocab = model.config().embeddings.vocab_size;
+    let check_token = |what: &str, t: u32| {
+        if t as usize >= vocab {
+            Err(Error::config(
+                what,
+                format!("token id {t} is outside the vocabulary (0..{vocab})"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    for &t in input_ids.iter().flatten() {
+        check_token("input_ids", t)?;
+    }
+    for &t in &cfg.eos_token_id {
+        check_token("eos_token_id", t)?;
+    }
+    if let Some(p) = cfg.pad_token_id {
+        check_token("pad_token_id", p)?;
+    }
+    if !cfg.stop_strings.is_empty() && tokenizer.is_none() {
+        return Err(Error::config(
+            "stop_strings",
+            "stop strings need the model's tokenizer: pass one to generate",
+        ));
+    }
+    let max_len = cfg.max_total_length(prompt_len);
+    if max_len <= prompt_len {
+        return Err(Error::config(
+            "max_length",
+            format!(
+                "the prompt has {prompt_len} tokens but max_length is {max_len}: set \
+                 max_new_tokens"
+            ),
+        ));
+    }
+    let context = model.config().embeddings.max_positions;
+    if max_len > context {
+        return Err(Error::config(
+            "max_new_tokens",
+            format!(
+                "prompt ({prompt_len}) + new tokens ({}) exceed the model's {context} positions",
+                max_len - prompt_len
+            ),
+        ));
+    }
+    Ok((prompt_len, max_len))
+}
+
+/// The mask `transformers` infers when none is given: padding tokens masked when the pad
+/// token is not also an end-of-sequence token, else all ones.
+fn default_mask(input_ids: &[Vec<u32>], cfg: &GenerationConfig) -> Vec<Vec<u32>> {
+    let pad = cfg
+        .pad_token_id
+        .filter(|p| !cfg.eos_token_id.contains(p))
+        .filter(|p| input_ids.iter().flatten().any(|t| t == p));
+    input_ids
+        .iter()
+        .map(|r| r.iter().map(|t| u32::from(Some(*t) != pad)).collect())
+        .collect()
+}
+
+fn last_logits(
+    model: &DecoderOnlyTransformer,
+    ids: &[Vec<u32>],
+    mask: &[Vec<u32>],
+    caches: &mut [LayerCache],
+) -> Result<Vec<Vec<f32>>> {
+    let device = model.device();
+    let input = Tensor::new(ids.to_vec(), device)?;
+    let mask = Tensor::new(mask.to_vec(), device)?;
+    let logits = model
+        .forward(&input, Some(&mask), Some(caches), false, false)?
+        .logits;
+    let s = logits.dim(1)?;
+    Ok(logits
+        .narrow(1, s - 1, 1)?
+        .squeeze(1)?
+        .to_dtype(DType::F32)?
+        .to_vec2::<f32>()?)
+}
+
+/// Generates continuations of a batch of prompts: greedy search, sampling or beam search as
+/// `cfg` says, with `transformers`' semantics.
+///
+/// `input_ids` are rows of equal length (left-pad uneven prompts, see [`left_pad`]);
+/// `attention_mask` marks their real tokens (default: as `transformers` infers it from
+/// `pad_token_id`). Positions count from each row's first real token, so every row gives
+/// what its prompt gives alone. `tokenizer` is needed for `stop_strings` only.
+pub fn generate_ids(
+    model: &DecoderOnlyTransformer,
+    input_ids: &[Vec<u32>],
+    attention_mask: Option<&[Vec<u32>]>,
+    cfg: &GenerationConfig,
+    tokenizer: Option<&tokenizers::Tokenizer>,
+) -> Result<GenerateOutput> {
+    let (prompt_len, max_len) = check_inputs(model, input_ids, attention_mask, cfg, tokenizer)?;
+    let mask = match attention_mask {
+        Some(m) => m.to_vec(),
+        None => default_mask(input_ids, cfg),
+    };
+    let stop = StopStrings {
+        strings: &cfg.stop_strings,
+        tokenizer,
+    };
+    if cfg.num_beams > 1 {
+        return beam_search(model, input_ids, &mask, cfg, prompt_len, max_len, &stop);
+    }
+    // Sampling with several sequences per prompt: each prompt repeated, as `transformers`
+    // expands the batch.
+    let n = cfg.num_return_sequences;
+    let rows: Vec<Vec<u32>> = input_ids
+        .iter()
+        .flat_map(|r| std::iter::repeat_n(r.clone(), n))
+        .collect();
+    let mut mask: Vec<Vec<u32>> = mask
+        .iter()
+        .flat_map(|r| std::iter::repeat_n(r.clone(), n))
+        .collect();
+    let pad = cfg.effective_pad_token_id();
+    let proc = LogitsProcessor::new(cfg, prompt_len);
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut seqs = rows.clone();
+    let mut unfinished = vec![true; rows.len()];
+    let mut caches = model.new_caches();
+    let mut step_ids = rows;
+    let mut step_mask = mask.clone();
+    while seqs[0].len() < max_len {
+        let all_logits = last_logits(model, &step_ids, &step_mask, &mut caches)?;
+        let mut next = Vec::with_capacity(seqs.len());
+        for (i, mut scores) in all_logits.into_iter().enumerate() {
+            if !unfinished[i] {
+                // A finished row only needs filling; `pad` exists because finishing
+                // requires an end-of-sequence token or a stop string.
+                next.push(pad.unwrap_or(0));
+                continue;
+            }
+            proc.process(&seqs[i], &mut scores);
+            let t = if cfg.do_sample {
+                proc.warp(&mut scores);
+                logits::sample(&scores, &mut rng)
+            } else {
+                logits::argmax(&scores)
+            };
+            next.push(t);
+        }
+        for (i, &t) in next.iter().enumerate() {
+            seqs[i].push(t);
+            if unfinished[i]
+                && (cfg.eos_token_id.contains(&t) || stop.hit(&seqs[i][prompt_len..])?)
+            {
+                unfinished[i] = false;
+            }
+            // Finished rows keep attending like the rest (`transformers` appends ones for
+            // every row); their fill tokens are never read.
+            mask[i].push(1);
+        }
+        if unfinished.iter().all(|u| !u) {
+            break;
+        }
+        step_ids = next.iter().map(|&t| vec![t]).collect();
+        step_mask = mask.clone();
+    }
+    Ok(GenerateOutput {
+        sequences: seqs,
+        sequences_scores: None,
+        prompt_len,
+        eos_token_id: cfg.eos_token_id.clone(),
+    })
+}
+
+/// A running beam: its tokens (prompt included), its summed log-probability, and its own
+/// KV cache (reordering beams clones caches, which shares their tensors).
+#[derive(Clone)]
+struct Beam {
+    ids: Vec<u32>,
+    score: f32,
+    caches: Vec<LayerCache>,
+}
+
+/// `transformers`' beam search (`_beam_search`), one prompt at a time: a prompt's result
+/// depends only on its own beams, and once a prompt is done nothing more can enter its
+/// finished hypotheses, so running prompts separately gives the batched result.
+fn beam_search(
+    model: &DecoderOnlyTransformer,
+    input_ids: &[Vec<u32>],
+    mask: &[Vec<u32>],
+    cfg: &GenerationConfig,
+    prompt_len: usize,
+    max_len: usize,
+    stop: &StopStrings,
+) -> Result<GenerateOutput> {
+    let mut all: Vec<(Vec<u32>, f32)> = Vec::new();
+    for (ids, m) in input_ids.iter().zip(mask) {
+        let hyps = beam_search_one(model, ids, m, cfg, prompt_len, max_len, stop)?;
+        all.extend(hyps.into_iter().take(cfg.num_return_sequences));
+    }
+    // Like `transformers`: rows cut to the longest returned hypothesis, shorter ones filled
+    // with `pad_token_id or eos_token_id[0]` (Python's `or`: a pad id of 0 counts as unset).
+    let width = all.iter().map(|(s, _)| s.len()).max().unwrap_or(prompt_len);
+    let fill = match cfg.eos_token_id.first() {
+        Some(&e) => cfg.pad_token_id.filter(|&p| p != 0).unwrap_or(e),
+        None => cfg.pad_token_id.unwrap_or(0),
+    };
+    let (sequences, scores) = all
+        .into_iter()
+        .map(|(mut s, score)| {
+            s.resize(width, fill);
+            (s, score)
+        })
+        .unzip();
+    Ok(GenerateOutput {
+        sequences,
+        sequences_scores: Some(scores),
+        prompt_len,
+        eos_token_id: cfg.eos_token_id.clone(),
+    })
+}
+
+/// Finished hypotheses of one prompt, best first.
+fn beam_search_one(
+    model: &DecoderOnlyTransformer,
+    prompt: &[u32],
+    prompt_mask: &[u32],
+    cfg: &GenerationConfig,
+    prompt_len: usize,
+    max_len: usize,
+    stop: &StopStrings,
+) -> Result<Vec<(Vec<u32>, f32)>> {
+    let num_beams = cfg.num_beams;
+    // Enough candidates that `num_beams` of them continue even if each beam's best
+    // continuations are end-of-sequence tokens.
+    let keep = (1 + cfg.eos_token_id.len()).max(2) * num_beams;
+    let lp = cfg.length_penalty;
+    let proc = LogitsProcessor::new(cfg, prompt_len);
+    let mut mask = prompt_mask.to_vec();
+    let mut caches = model.new_caches();
+    let first = last_logits(model, &[prompt.to_vec()], &[mask.clone()], &mut caches)?;
+    // All beams start as the prompt; only the first counts (the others start at -1e9 so the
+    // first step does not pick the same continuation `num_beams` times).
+    let mut running: Vec<Beam> = (0..num_beams)
+        .map(|i| Beam {
+            ids: prompt.to_vec(),
+            score: if i == 0 { 0.0 } else { -1e9 },
+            caches: caches.clone(),
+        })
+        .collect();
+    let mut step_logits: Vec<Vec<f32>> = vec![first[0].clone(); num_beams];
+    let mut finished: Vec<(Vec<u32>, f32)> = Vec::new();
+    let mut improvable = true;
+    let mut cur_len = prompt_len;
+    loop {
+        // Candidates: (accumulated log-prob, beam, token).
+        let vocab = step_logits[0].len();
+        let mut cand: Vec<(f32, usize, u32)> = Vec::with_capacity(num_beams * vocab);
+        for (b, beam) in running.iter().enumerate() {
+            let mut lp_row = logits::log_softmax(&step_logits[b]);
+            proc.process(&beam.ids, &mut lp_row);
+            cand.extend(
+                lp_row
+                    .iter()
+                    .enumerate()
+                    .map(|(t, &s)| (s + beam.score, b, t as u32)),
+            );
+        }
+        // Best first; ties keep the lower flat index, as a stable top-k would.
+        let by_score = |a: &(f32, usize, u32), b: &(f32, usize, u32)| b.0.total_cmp(&a.0);
+        if cand.len() > keep {
+            cand.select_nth_unstable_by(keep - 1, |a, b| {
+                by_score(a, b).then((a.1, a.2).cmp(&(b.1, b.2)))
+            });
+            cand.truncate(keep);
+        }
+        cand.sort_by(|a, b| by_score(a, b).then((a.1, a.2).cmp(&(b.1, b.2))));
+        let mut hits = Vec::with_capacity(cand.len());
+        for &(_, b, t) in &cand {
+            let mut ids = running[b].ids.clone();
+            ids.push(t);
+            let hit = cfg.eos_token_id.contains(&t)
+                || cur_len + 1 >= max_len
+                || stop.hit(&ids[prompt_len..])?;
+            hits.push(hit);
+        }
+        // Finished hypotheses: only the top `num_beams` candidates may enter, and only while
+        // the prompt is not done.
+        let full = finished.len() == num_beams;
+        if improvable && !(full && cfg.early_stopping == EarlyStopping::Done) {
+            let denom = ((cur_len + 1 - prompt_len) as f64).powf(lp) as f32;
+            let mut merged = finished.clone();
+            for (r, &(s, b, t)) in cand.iter().enumerate().take(num_beams) {
+                if hits[r] {
+                    let mut ids = running[b].ids.clone();
+                    ids.push(t);
+                    merged.push((ids, s / denom));
+                }
+            }
+            // Stable: earlier hypotheses win ties, as in `transformers`' merge.
+            merged.sort_by(|a, b| b.1.total_cmp(&a.1));
+            merged.truncate(num_beams);
+            finished = merged;
+        }
+        if hits.iter().all(|&h| h) {
+            break;
+        }
+        // Next running beams: the best candidates that did not stop (stopped ones follow,
+        // pushed down by 1e9, as in `transformers`, should too few remain).
+        let mut order: Vec<usize> = (0..cand.len()).collect();
+        order.sort_by(|&a, &b| {
+            let sa = cand[a].0 - if hits[a] { 1e9 } else { 0.0 };
+            let sb = cand[b].0 - if hits[b] { 1e9 } else { 0.0 };
+            sb.total_cmp(&sa).then(a.cmp(&b))
+        });
+        mask.push(1);
+        let mut next = Vec::with_capacity(num_beams);
+        let mut next_logits = Vec::with_capacity(num_beams);
+        for &r in order.iter().take(num_beams) {
+            let (s, b, t) = cand[r];
+            let mut beam = Beam {
+                ids: running[b].ids.clone(),
+                score: s - if hits[r] { 1e9 } else { 0.0 },
+                caches: running[b].caches.clone(),
+            };
+            beam.ids.push(t);
+            let l = last_logits(model, &[vec![t]], &[mask.clone()], &mut beam.caches)?;
+            next_logits.push(l.into_iter().next().unwrap_or_default());
+            next.push(beam);
+        }
+        running = next;
+        step_logits = next_logits;
+        cur_len += 1;
+        // Can a running beam still beat the worst finished hypothesis?
+        if improvable && finished.len() == num_beams {
+            let hyp_len = if cfg.early_stopping == EarlyStopping::Never && lp > 0.0 {
+                max_len - prompt_len
+            } else {
+                cur_len - prompt_len
+            };
+            let best = running[0].score / (hyp_len as f64).powf(lp) as f32;
+            let worst = finished.iter().map(|f| f.1).fold(f32::INFINITY, f32::min);
+            improvable = best > worst;
+        }
+        let done_early = finished.len() == num_beams && cfg.early_stopping == EarlyStopping::Done;
+        if !improvable || done_early {
+            break;
+        }
+    }
+    if finished.is_empty() {
+        // Unreachable in practice (the last step finishes the top beams); keep the running
+        // beams rather than return nothing.
+        finished = running
+            .into_iter()
+            .map(|b| {
+                let n = (b.ids.len() - prompt_len) as f64;
+                (b.ids, b.score / n.powf(lp) as f32)
+            })
+            .collect();
+    }
+    Ok(finished)
+}
