@@ -59,6 +59,25 @@ enum Command {
     /// Run a task pipeline (text-classification, ner, question-answering, fill-mask,
     /// feature-extraction, zero-shot-classification) on inputs.
     Pipeline(Box<pipeline_cmd::PipelineArgs>),
+    /// Perplexity of a causal language model on a text file (sliding windows, as in
+    /// `transformers`' perplexity guide).
+    Perplexity {
+        /// Checkpoint directory or hub id of a causal language model.
+        #[arg(long)]
+        model: String,
+        /// UTF-8 text file to score.
+        #[arg(long)]
+        file: PathBuf,
+        /// Tokens per window (default: the model's context length).
+        #[arg(long)]
+        context_length: Option<usize>,
+        /// Tokens between window starts (default: the context length).
+        #[arg(long)]
+        stride: Option<usize>,
+        /// `{"perplexity", "nll_per_token", "tokens"}` on stdout.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -240,7 +259,54 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Generate(args) => generate(args),
         Command::Pipeline(args) => pipeline_cmd::run(*args),
+        Command::Perplexity {
+            model,
+            file,
+            context_length,
+            stride,
+            json,
+        } => perplexity(&model, &file, context_length, stride, json),
     }
+}
+
+fn perplexity(
+    model: &str,
+    file: &Path,
+    context_length: Option<usize>,
+    stride: Option<usize>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let dir = models::hub::resolve(model)?;
+    let lm = ferroformer::AutoModelForCausalLM::from_dir(&dir, &Default::default())?;
+    let tokenizer = models::AutoTokenizer::from_dir(&dir)?;
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read {} as UTF-8 text", file.display()))?;
+    let ids = tokenizer
+        .encode(&text, &models::EncodeOptions::default())?
+        .remove(0)
+        .ids;
+    let max = lm.decoder().config().embeddings.max_positions;
+    let context_length = context_length.unwrap_or(max);
+    if context_length > max {
+        bail!("--context-length {context_length} is longer than the model's {max} positions");
+    }
+    let stride = stride.unwrap_or(context_length);
+    let p = ferroformer::generation::perplexity(
+        lm.decoder(),
+        &ids,
+        context_length,
+        stride,
+        &Device::Cpu,
+    )?;
+    if json {
+        println!("{}", serde_json::to_string(&p)?);
+    } else {
+        println!(
+            "perplexity {:.4} ({:.4} nats per token over {} tokens; windows of {context_length}, stride {stride})",
+            p.perplexity, p.nll_per_token, p.tokens
+        );
+    }
+    Ok(())
 }
 
 fn tokenizer_train(

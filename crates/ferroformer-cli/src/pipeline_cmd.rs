@@ -13,7 +13,8 @@ use ferroformer::pipelines::{
 #[derive(clap::Args)]
 pub struct PipelineArgs {
     /// text-classification (sentiment-analysis), token-classification (ner),
-    /// question-answering, fill-mask, feature-extraction, zero-shot-classification.
+    /// question-answering, fill-mask, feature-extraction, zero-shot-classification,
+    /// text-generation.
     pub task: String,
     /// Checkpoint directory, file, or hub id `org/name[@revision]`.
     #[arg(long)]
@@ -83,6 +84,49 @@ pub struct PipelineArgs {
     /// zero-shot-classification: labels are independent.
     #[arg(long)]
     pub multi_label: bool,
+    /// text-generation: the prompt followed by the continuation (true), or the
+    /// continuation only (false).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub return_full_text: bool,
+    /// text-generation: new tokens at most.
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
+    /// text-generation: new tokens at least (end of sequence suppressed before).
+    #[arg(long)]
+    pub min_new_tokens: Option<usize>,
+    /// text-generation: sample (true) or search (false); default from generation_config.json.
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub do_sample: Option<bool>,
+    /// text-generation: sampling temperature.
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// text-generation: nucleus sampling threshold, in (0, 1].
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    /// text-generation: drop tokens below min_p times the top probability.
+    #[arg(long)]
+    pub min_p: Option<f64>,
+    /// text-generation: penalty (> 1 discourages) for tokens already present.
+    #[arg(long)]
+    pub repetition_penalty: Option<f64>,
+    /// text-generation: never repeat an n-gram of this size.
+    #[arg(long)]
+    pub no_repeat_ngram_size: Option<usize>,
+    /// text-generation: beam search with this many beams.
+    #[arg(long)]
+    pub num_beams: Option<usize>,
+    /// text-generation: beam search length penalty.
+    #[arg(long)]
+    pub length_penalty: Option<f64>,
+    /// text-generation: sequences per prompt.
+    #[arg(long)]
+    pub num_return_sequences: Option<usize>,
+    /// text-generation: stop when the text ends with one of these (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub stop_strings: Option<Vec<String>>,
+    /// text-generation: sampling seed (same seed, same text).
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 /// Inputs from the positional arguments, stdin (`-`) and `--input-file`, in that order.
@@ -206,6 +250,41 @@ fn task_options(args: &PipelineArgs, task: Task) -> anyhow::Result<TaskOptions> 
                 .map(Pooling::from_name)
                 .transpose()?;
             o.feature_extraction.normalize = args.normalize.then_some(true);
+        }
+        Task::TextGeneration => {
+            let g = &mut o.text_generation;
+            g.return_full_text = args.return_full_text;
+            let kw = &mut g.generate_kwargs;
+            let mut set = |k: &str, v: Option<serde_json::Value>| {
+                if let Some(v) = v {
+                    kw.insert(k.to_string(), v);
+                }
+            };
+            set("max_new_tokens", args.max_new_tokens.map(Into::into));
+            set("min_new_tokens", args.min_new_tokens.map(Into::into));
+            set("do_sample", args.do_sample.map(Into::into));
+            set("temperature", args.temperature.map(Into::into));
+            set("top_p", args.top_p.map(Into::into));
+            set("min_p", args.min_p.map(Into::into));
+            set(
+                "repetition_penalty",
+                args.repetition_penalty.map(Into::into),
+            );
+            set(
+                "no_repeat_ngram_size",
+                args.no_repeat_ngram_size.map(Into::into),
+            );
+            set("num_beams", args.num_beams.map(Into::into));
+            set("length_penalty", args.length_penalty.map(Into::into));
+            set(
+                "num_return_sequences",
+                args.num_return_sequences.map(Into::into),
+            );
+            set("stop_strings", args.stop_strings.clone().map(Into::into));
+            set("seed", args.seed.map(Into::into));
+            if args.top_k.is_some() {
+                set("top_k", Some(top_k_number(50)?.into()));
+            }
         }
         Task::ZeroShotClassification => {
             if args.candidate_labels.is_empty() {
@@ -377,6 +456,7 @@ fn print_readable(task: Task, input: &PipelineInput, output: &serde_json::Value)
                     );
                 }
             }
+            Task::TextGeneration => println!("  {}", text("generated_text")),
             Task::ZeroShotClassification => {
                 let labels = row
                     .get("labels")

@@ -7,8 +7,7 @@ use crate::error::{Error, Result};
 use crate::nn::mask::position_ids_from_mask;
 use crate::nn::{
     LearnedPositionalEmbedding, Norm, NormConfig, RopeLayout, RopeScaling, RopeTables,
-    RotaryEmbedding,
-    SinusoidalPositionalEncoding,
+    RotaryEmbedding, SinusoidalPositionalEncoding,
 };
 use crate::weights::Weights;
 

@@ -159,12 +159,22 @@ impl GenerationConfig {
     /// Interprets a parsed `generation_config.json`. Unknown keys are ignored (the file holds
     /// options of decoding methods this crate does not implement); `null` means the default.
     pub fn from_json(value: &Value) -> Result<Self> {
+        let mut c = Self::default();
+        c.update(value)?;
+        Ok(c)
+    }
+
+    /// Overrides the options named in `value` (a JSON object with `generation_config.json`
+    /// keys), keeping the others: `transformers`' `GenerationConfig.update(**kwargs)`, as
+    /// `generate(..., max_new_tokens=...)` applies its keyword arguments over the model's
+    /// defaults.
+    pub fn update(&mut self, value: &Value) -> Result<()> {
         let obj = value.as_object().ok_or_else(|| {
             Error::Invalid(format!(
                 "a generation config must be a JSON object, found {value}"
             ))
         })?;
-        let mut c = Self::default();
+        let c = self;
         for (key, v) in obj {
             if v.is_null() {
                 continue;
@@ -214,7 +224,7 @@ impl GenerationConfig {
                 _ => {}
             }
         }
-        Ok(c)
+        Ok(())
     }
 
     /// Total length the output may reach for a prompt of `prompt_len` tokens.

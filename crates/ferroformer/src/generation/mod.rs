@@ -12,10 +12,12 @@
 
 pub mod config;
 pub mod logits;
+pub mod perplexity;
 pub mod search;
 
 pub use config::{EarlyStopping, GenerationConfig};
 pub use logits::LogitsProcessor;
+pub use perplexity::{perplexity, Perplexity};
 pub use search::{generate_ids, left_pad, GenerateOutput};
 
 use candle_core::{DType, Tensor};

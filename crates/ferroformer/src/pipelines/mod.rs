@@ -22,6 +22,7 @@ pub mod feature_extraction;
 pub mod fill_mask;
 pub mod question_answering;
 pub mod text_classification;
+pub mod text_generation;
 pub mod token_classification;
 pub mod zero_shot;
 
@@ -46,6 +47,7 @@ pub use question_answering::{QuestionAnsweringOptions, QuestionAnsweringPipeline
 pub use text_classification::{
     ClassificationFunction, TextClassificationOptions, TextClassificationPipeline, TopK,
 };
+pub use text_generation::{GeneratedText, TextGenerationOptions, TextGenerationPipeline};
 pub use token_classification::{
     AggregationStrategy, TokenClassificationOptions, TokenClassificationPipeline,
 };
@@ -66,6 +68,8 @@ pub enum Task {
     FeatureExtraction,
     /// `zero-shot-classification`.
     ZeroShotClassification,
+    /// `text-generation`.
+    TextGeneration,
 }
 
 impl Task {
@@ -79,6 +83,7 @@ impl Task {
         "fill-mask",
         "feature-extraction",
         "zero-shot-classification",
+        "text-generation",
     ];
 
     /// Parses a task name or alias; an unknown name lists the known ones.
@@ -90,6 +95,7 @@ impl Task {
             "fill-mask" => Self::FillMask,
             "feature-extraction" => Self::FeatureExtraction,
             "zero-shot-classification" => Self::ZeroShotClassification,
+            "text-generation" => Self::TextGeneration,
             other => {
                 return Err(Error::Invalid(format!(
                     "unknown task `{other}`; known tasks: {}",
@@ -108,6 +114,7 @@ impl Task {
             Self::FillMask => "fill-mask",
             Self::FeatureExtraction => "feature-extraction",
             Self::ZeroShotClassification => "zero-shot-classification",
+            Self::TextGeneration => "text-generation",
         }
     }
 }
@@ -192,6 +199,8 @@ pub struct TaskOptions {
     pub feature_extraction: FeatureExtractionOptions,
     /// `zero-shot-classification`.
     pub zero_shot: ZeroShotOptions,
+    /// `text-generation`.
+    pub text_generation: TextGenerationOptions,
 }
 
 /// A loaded pipeline of any task.
@@ -209,6 +218,8 @@ pub enum Pipeline {
     FeatureExtraction(FeatureExtractionPipeline),
     /// `zero-shot-classification`.
     ZeroShotClassification(ZeroShotPipeline),
+    /// `text-generation`.
+    TextGeneration(TextGenerationPipeline),
 }
 
 /// Loads the pipeline for `task` (a name or alias) on `model` (a directory, a file, or a hub
@@ -239,6 +250,9 @@ pub fn pipeline_with(task: &str, model: &str, config: &PipelineConfig) -> Result
         Task::ZeroShotClassification => {
             Pipeline::ZeroShotClassification(ZeroShotPipeline::from_dir(&dir, config)?)
         }
+        Task::TextGeneration => {
+            Pipeline::TextGeneration(TextGenerationPipeline::from_dir(&dir, config)?)
+        }
     })
 }
 
@@ -252,6 +266,7 @@ impl Pipeline {
             Self::FillMask(_) => Task::FillMask,
             Self::FeatureExtraction(_) => Task::FeatureExtraction,
             Self::ZeroShotClassification(_) => Task::ZeroShotClassification,
+            Self::TextGeneration(_) => Task::TextGeneration,
         }
     }
 
@@ -294,6 +309,9 @@ impl Pipeline {
             }
             Self::ZeroShotClassification(p) => {
                 to_json(p.run(&texts(inputs, task)?, &options.zero_shot)?)
+            }
+            Self::TextGeneration(p) => {
+                to_json(p.run(&texts(inputs, task)?, &options.text_generation)?)
             }
         }
     }
