@@ -250,12 +250,7 @@ impl TransformerEncoder {
                 .hidden)
         };
         // Below a few hundred tokens one group keeps every thread busy inside its GEMMs.
-        if std::env::var_os("FERRO_NO_GROUPS").is_some()
-            || threads < 2
-            || !packed.device().is_cpu()
-            || lengths.len() < 2
-            || total < 256
-        {
+        if threads < 2 || !packed.device().is_cpu() || lengths.len() < 2 || total < 256 {
             return run(packed, lengths);
         }
         // Contiguous groups of sequences with about total / threads tokens each.
