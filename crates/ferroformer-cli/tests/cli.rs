@@ -104,7 +104,8 @@ fn bad_input_is_a_clear_error_with_nonzero_exit() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("/nonexistent/model") && err.contains("neither a directory nor a hub id"),
+        err.contains("/nonexistent/model")
+            && err.contains("neither an existing file or directory nor a hub id"),
         "{err}"
     );
 

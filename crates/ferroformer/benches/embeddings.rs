@@ -31,11 +31,19 @@ fn peak_rss_mb() -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let path = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with("--"))
-        .ok_or("usage: embeddings SENTENCES_FILE")?;
-    let text = std::fs::read_to_string(&path)?;
+    // Without a file (as `cargo test --all-targets` runs it), a quick pass over 64 built-in
+    // sentences checks that the benchmark works.
+    let text = match std::env::args().skip(1).find(|a| !a.starts_with("--")) {
+        Some(path) => std::fs::read_to_string(&path)?,
+        None => (0..64)
+            .map(|i| {
+                format!(
+                    "Sentence number {i} is about the weather in city {}.\n",
+                    i * 7
+                )
+            })
+            .collect(),
+    };
     let sentences: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
     let t0 = Instant::now();
     let config = PipelineConfig {
