@@ -20,8 +20,8 @@ pub mod viz;
 pub mod weights;
 
 pub use error::{Error, Result};
+pub use generation::AutoModelForCausalLM;
 pub use generation::{GenerateOutput, GenerationConfig};
-pub use models::auto::AutoModelForCausalLM;
 pub use models::{
     AutoModel, AutoModelForMaskedLM, AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification, AutoModelForTokenClassification, LoadOptions,

@@ -10,11 +10,13 @@
 //! One module serves every decoder family (they all run on
 //! [`DecoderOnlyTransformer`]).
 
+pub mod causal_lm;
 pub mod config;
 pub mod logits;
 pub mod perplexity;
 pub mod search;
 
+pub use causal_lm::AutoModelForCausalLM;
 pub use config::{EarlyStopping, GenerationConfig};
 pub use logits::LogitsProcessor;
 pub use perplexity::{perplexity, Perplexity};

@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use super::PipelineConfig;
 use crate::error::{Error, Result};
+use crate::generation::AutoModelForCausalLM;
 use crate::generation::GenerationConfig;
-use crate::models::auto::AutoModelForCausalLM;
 use crate::models::tokenizer::{AutoTokenizer, EncodeOptions};
 use crate::models::LoadOptions;
 
