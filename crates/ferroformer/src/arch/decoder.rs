@@ -2,9 +2,8 @@
 
 use candle_core::Tensor;
 
-use super::embeddings::{
-    padded_position_ids, EmbeddingConfig, EmbeddingNames, Embeddings, PositionalKind,
-};
+use super::embeddings::Embeddings;
+use super::embeddings::{padded_position_ids, EmbeddingConfig, EmbeddingNames, PositionalKind};
 use super::heads::LmHead;
 use super::stack::{LayerStack, StackConfig, StackContext, StackNames};
 use crate::error::{Error, Result};
@@ -146,7 +145,7 @@ impl DecoderOnlyTransformer {
             Embeddings::load_with_rotary(w, &cfg.embeddings, &names.embeddings, head_dim)?;
         let stack = LayerStack::load(w, &cfg.stack, &names.stack)?;
         let lm_head = if cfg.tie_word_embeddings {
-            LmHead::tied(embeddings.word_embeddings())
+            LmHead::tied(embeddings.word_embeddings())?
         } else {
             LmHead::load(
                 head,
@@ -156,6 +155,32 @@ impl DecoderOnlyTransformer {
                 cfg.lm_head_bias,
             )?
         };
+        Ok(Self {
+            cfg: cfg.clone(),
+            embeddings,
+            stack,
+            lm_head,
+        })
+    }
+
+    /// Assembles the model from ready-made parts (loaders that do not read a [`Weights`]
+    /// store, such as GGUF files, build their blocks themselves).
+    pub fn from_parts(
+        cfg: &DecoderConfig,
+        embeddings: Embeddings,
+        stack: LayerStack,
+        lm_head: LmHead,
+    ) -> Result<Self> {
+        if stack.layers().len() != cfg.stack.num_layers {
+            return Err(Error::config(
+                "num_layers",
+                format!(
+                    "the config says {} layers, {} were given",
+                    cfg.stack.num_layers,
+                    stack.layers().len()
+                ),
+            ));
+        }
         Ok(Self {
             cfg: cfg.clone(),
             embeddings,

@@ -10,6 +10,7 @@ pub mod linear;
 pub mod mask;
 pub mod norm;
 pub mod positional;
+pub mod quantized;
 
 pub use attention::{
     AttentionConfig, AttentionContext, AttentionNames, AttentionOutput, KvCache,
@@ -17,9 +18,10 @@ pub use attention::{
 };
 pub use feed_forward::{Activation, FeedForward, FeedForwardConfig, FeedForwardNames};
 pub use layer::{LayerCache, LayerConfig, LayerContext, LayerNames, LayerOutput, TransformerLayer};
-pub use linear::{Linear, ParamNames};
+pub use linear::{Linear, ParamNames, WeightMatrix};
 pub use norm::{Norm, NormConfig, NormKind};
 pub use positional::{
     LearnedPositionalEmbedding, RopeLayout, RopeTables, RotaryEmbedding,
     SinusoidalPositionalEncoding,
 };
+pub use quantized::QuantizedMatrix;
