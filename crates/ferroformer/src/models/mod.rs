@@ -5,6 +5,8 @@ pub mod auto;
 pub mod bert;
 pub mod causal_lm;
 pub mod course;
+pub mod gguf;
+pub mod gguf_tokenizer;
 pub mod gpt2;
 pub mod hub;
 pub mod inspect;
@@ -20,6 +22,8 @@ use crate::weights::Weights;
 
 pub use bert::{BertConfig, BertModel, BertOutput};
 pub use causal_lm::{CausalLm, CausalLmFamily};
+pub use gguf::{GgufConfig, GgufFile, GgufModel};
+pub use gguf_tokenizer::GgufTokenizer;
 pub use gpt2::{Gpt2Config, Gpt2LmHeadModel};
 pub use inspect::{inspect_checkpoint, CheckpointSummary, ModuleSummary};
 pub use llama::{LlamaConfig, LlamaForCausalLm};
