@@ -10,6 +10,7 @@ pub mod linear;
 pub mod mask;
 pub mod norm;
 pub mod positional;
+mod qmatmul;
 pub mod quantized;
 
 pub use attention::{

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{DType, Device, Tensor, D};
 
+use super::qmatmul::{self, WeightFormat};
 use crate::error::{Error, Result};
 
 /// A `(out, in)` matrix stored in GGML blocks along `in`: one or more row blocks of
@@ -156,8 +157,8 @@ impl QuantizedMatrix {
         let outs = self
             .parts
             .iter()
-            .map(|p| x.apply_op1_no_bwd(p.as_ref()))
-            .collect::<candle_core::Result<Vec<_>>>()?;
+            .map(|p| part_matmul_t(&x, p))
+            .collect::<Result<Vec<_>>>()?;
         Ok(if outs.len() == 1 {
             outs.into_iter().next().expect("one part")
         } else {
@@ -194,6 +195,28 @@ impl QuantizedMatrix {
         }
         Ok(Tensor::cat(&rows, 0)?)
     }
+}
+
+/// `x W^T` for one block of rows: llama.cpp's arithmetic for Q4_1 and Q8_0 on CPUs with
+/// AVX2 (see [`super::qmatmul`]), candle's quantized matmul otherwise.
+fn part_matmul_t(x: &Tensor, w: &QTensor) -> Result<Tensor> {
+    let format = match w.dtype() {
+        GgmlDType::Q4_1 => Some(WeightFormat::Q4_1),
+        GgmlDType::Q8_0 => Some(WeightFormat::Q8_0),
+        _ => None,
+    };
+    if let (Some(format), true, DType::F32) = (format, qmatmul::available(), x.dtype()) {
+        let (m, k) = x.dims2()?;
+        let n = w.shape().dims()[0];
+        let data = w.data()?;
+        let (storage, layout) = x.storage_and_layout();
+        if let Some(xs) = super::kernels::f32_data(&storage, layout).and_then(|d| d.get(..m * k)) {
+            if let Some(y) = qmatmul::matmul_t(xs, m, k, &data, n, format) {
+                return Ok(Tensor::from_vec(y, (m, n), &Device::Cpu)?);
+            }
+        }
+    }
+    Ok(x.apply_op1_no_bwd(w)?)
 }
 
 /// One tensor holding the rows of `parts` (all of one block format) in order.
