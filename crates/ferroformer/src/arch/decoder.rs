@@ -213,6 +213,40 @@ impl DecoderOnlyTransformer {
         train: bool,
         need_weights: bool,
     ) -> Result<DecoderOutput> {
+        self.run(
+            input_ids,
+            attention_mask,
+            caches,
+            train,
+            need_weights,
+            false,
+        )
+    }
+
+    /// Logits of the last position only, `(batch, vocab)`: all that generation needs. The
+    /// LM head, the largest product of a small model, then runs on one position per row
+    /// instead of all of them.
+    pub fn next_token_logits(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        caches: Option<&mut [LayerCache]>,
+    ) -> Result<Tensor> {
+        // On a rayon worker the kernels' parallel loops include the calling thread; from
+        // outside the pool every loop would wake the workers and wait for them instead.
+        let out = on_worker(|| self.run(input_ids, attention_mask, caches, false, false, true))?;
+        Ok(out.logits.squeeze(1)?)
+    }
+
+    fn run(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        caches: Option<&mut [LayerCache]>,
+        train: bool,
+        need_weights: bool,
+        last_only: bool,
+    ) -> Result<DecoderOutput> {
         let (b, s) = input_ids
             .dims2()
             .map_err(|_| Error::shape("input_ids", "(batch, seq)", input_ids.dims()))?;
@@ -250,11 +284,25 @@ impl DecoderOnlyTransformer {
                 ..Default::default()
             },
         )?;
-        let logits = self.lm_head.forward(&out.hidden)?;
+        let logits = if last_only && s > 1 {
+            self.lm_head.forward(&out.hidden.narrow(1, s - 1, 1)?)?
+        } else {
+            self.lm_head.forward(&out.hidden)?
+        };
         Ok(DecoderOutput {
             logits,
             hidden: out.hidden,
             attention_weights: out.self_attention_weights,
         })
     }
+}
+
+/// Runs `f` on a rayon worker thread (directly when already on one).
+fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        return f();
+    }
+    let mut out = None;
+    rayon::scope(|s| s.spawn(|_| out = Some(f())));
+    out.expect("the spawned job ran")
 }

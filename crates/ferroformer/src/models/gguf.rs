@@ -61,7 +61,8 @@ impl GgufFile {
         let path = path.as_ref().to_path_buf();
         let mut file = File::open(&path).map_err(|e| Error::file(&path, e))?;
         let len = file.metadata().map_err(|e| Error::file(&path, e))?.len();
-        let content = Content::read(&mut file).map_err(|e| {
+        // Buffered: the metadata is read in thousands of small pieces (one per token).
+        let content = Content::read(&mut std::io::BufReader::new(&mut file)).map_err(|e| {
             Error::file(
                 &path,
                 format!("not a readable GGUF file ({e}); is it cut short or not a GGUF file?"),
