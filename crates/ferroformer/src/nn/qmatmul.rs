@@ -171,8 +171,6 @@ pub(crate) fn available() -> bool {
 
 /// Activation rows one kernel call reads together (each weight block is unpacked once).
 const ROWS: usize = 4;
-/// Weight rows one kernel call reads together when there is a single activation row.
-const COLS: usize = 4;
 
 /// `x W^T` for `x` of `m × k` (row-major) and `W` of `n × k` in `format` blocks (`w` holds
 /// its bytes, row after row). `None` when the kernels cannot run here.
@@ -208,25 +206,6 @@ pub(crate) fn matmul_t(
         let out_ptr = &out_ptr;
         let j0 = c * chunk;
         let j1 = (j0 + chunk).min(n);
-        if m == 1 {
-            // One activation row (decoding): four weight rows at a time instead, so four
-            // independent accumulations hide each other's latency.
-            let mut j = j0;
-            while j + COLS <= j1 {
-                let v = dot_cols(level, format, &w[j * row_bytes..], row_bytes, &xq, nb);
-                for (c, v) in v.iter().enumerate() {
-                    // SAFETY: as below.
-                    unsafe { *out_ptr.0.add(j + c) = *v };
-                }
-                j += COLS;
-            }
-            for j in j..j1 {
-                let wrow = &w[j * row_bytes..(j + 1) * row_bytes];
-                // SAFETY: as below.
-                unsafe { *out_ptr.0.add(j) = dot(level, format, wrow, &xq, 0, 1, nb)[0] };
-            }
-            return;
-        }
         for i0 in (0..m).step_by(ROWS) {
             let rows = ROWS.min(m - i0);
             for j in j0..j1 {
@@ -287,50 +266,11 @@ fn dot(
     }
 }
 
-/// Dots of weight rows `0..COLS` of `w` (rows `row_bytes` apart) with activation row 0.
-#[inline(always)]
-fn dot_cols(
-    level: Level,
-    format: WeightFormat,
-    w: &[u8],
-    row_bytes: usize,
-    xq: &QuantizedRows,
-    nb: usize,
-) -> [f32; COLS] {
-    #[cfg(target_arch = "x86_64")]
-    {
-        assert!(w.len() >= COLS * row_bytes && xq.qs.len() >= nb * QK);
-        // SAFETY: `level` says which instructions exist; the slices cover COLS weight rows
-        // and one activation row of `nb` blocks.
-        unsafe {
-            match (format, level) {
-                (WeightFormat::Q4_1, Level::Vnni) => {
-                    x86::q4_1_cols_vnni(w, row_bytes, &xq.qs, &xq.d, &xq.s, nb)
-                }
-                (WeightFormat::Q4_1, Level::Avx2) => {
-                    x86::q4_1_cols_avx2(w, row_bytes, &xq.qs, &xq.d, &xq.s, nb)
-                }
-                (WeightFormat::Q8_0, Level::Vnni) => {
-                    x86::q8_0_cols_vnni(w, row_bytes, &xq.qs, &xq.d, nb)
-                }
-                (WeightFormat::Q8_0, Level::Avx2) => {
-                    x86::q8_0_cols_avx2(w, row_bytes, &xq.qs, &xq.d, nb)
-                }
-            }
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (level, format, w, row_bytes, xq, nb);
-        unreachable!("the kernels run only where `available()`")
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{QuantizedRows, COLS, Q4_1_BYTES, Q8_0_BYTES, QK, ROWS};
+    use super::{QuantizedRows, Q4_1_BYTES, Q8_0_BYTES, QK, ROWS};
 
     /// ggml's `hsum_float_8`: ((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7)).
     #[inline]
@@ -458,88 +398,6 @@ mod x86 {
         };
     }
 
-    /// The Q4_1 product for `COLS` weight rows and one activation row (same per-output
-    /// arithmetic as `q4_1_kernel`).
-    macro_rules! q4_1_cols_kernel {
-        ($name:ident, $features:literal, $mul_sum:ident) => {
-            #[target_feature(enable = $features)]
-            pub(super) unsafe fn $name(
-                w: &[u8],
-                row_bytes: usize,
-                xq: &[i8],
-                xd: &[f32],
-                xs: &[f32],
-                nb: usize,
-            ) -> [f32; COLS] {
-                let mask = _mm256_set1_epi8(0x0f);
-                let mut acc = [_mm256_setzero_ps(); COLS];
-                let mut summs = [0f32; COLS];
-                let wp = w.as_ptr();
-                let qp = xq.as_ptr();
-                for b in 0..nb {
-                    let qy = _mm256_loadu_si256(qp.add(b * QK) as *const __m256i);
-                    let (xdb, xsb) = (*xd.get_unchecked(b), *xs.get_unchecked(b));
-                    for c in 0..COLS {
-                        let blk = wp.add(c * row_bytes + b * Q4_1_BYTES);
-                        let d0 = f16_at(blk);
-                        let m0 = f16_at(blk.add(2));
-                        summs[c] = m0.mul_add(xsb, summs[c]);
-                        let d0d1 = _mm256_set1_ps(xdb * d0);
-                        let tmp = _mm_loadu_si128(blk.add(4) as *const __m128i);
-                        let qx =
-                            _mm256_and_si256(mask, _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp));
-                        acc[c] = _mm256_fmadd_ps(d0d1, $mul_sum(qx, qy), acc[c]);
-                    }
-                }
-                let mut out = [0f32; COLS];
-                for c in 0..COLS {
-                    out[c] = hsum(acc[c]) + summs[c];
-                }
-                out
-            }
-        };
-    }
-
-    /// The Q8_0 product for `COLS` weight rows and one activation row.
-    macro_rules! q8_0_cols_kernel {
-        ($name:ident, $features:literal, $mul_sum:ident) => {
-            #[target_feature(enable = $features)]
-            pub(super) unsafe fn $name(
-                w: &[u8],
-                row_bytes: usize,
-                xq: &[i8],
-                xd: &[f32],
-                nb: usize,
-            ) -> [f32; COLS] {
-                let mut acc = [_mm256_setzero_ps(); COLS];
-                let wp = w.as_ptr();
-                let qp = xq.as_ptr();
-                for b in 0..nb {
-                    let qy = _mm256_loadu_si256(qp.add(b * QK) as *const __m256i);
-                    let xdb = *xd.get_unchecked(b);
-                    for c in 0..COLS {
-                        let blk = wp.add(c * row_bytes + b * Q8_0_BYTES);
-                        let d = _mm256_set1_ps(f16_at(blk) * xdb);
-                        let qx = _mm256_loadu_si256(blk.add(2) as *const __m256i);
-                        let ax = _mm256_sign_epi8(qx, qx);
-                        let sy = _mm256_sign_epi8(qy, qx);
-                        acc[c] = _mm256_fmadd_ps(d, $mul_sum(ax, sy), acc[c]);
-                    }
-                }
-                let mut out = [0f32; COLS];
-                for c in 0..COLS {
-                    out[c] = hsum(acc[c]);
-                }
-                out
-            }
-        };
-    }
-
-    q4_1_cols_kernel!(q4_1_cols_avx2, "avx2,fma,f16c", mul_sum_avx2);
-    q4_1_cols_kernel!(q4_1_cols_vnni, "avx2,fma,f16c", mul_sum_vnni);
-    q8_0_cols_kernel!(q8_0_cols_avx2, "avx2,fma,f16c", mul_sum_avx2);
-    q8_0_cols_kernel!(q8_0_cols_vnni, "avx2,fma,f16c", mul_sum_vnni);
-
     q4_1_kernel!(q4_1_avx2, "avx2,fma,f16c", mul_sum_avx2);
     q4_1_kernel!(q4_1_vnni, "avx2,fma,f16c", mul_sum_vnni);
     q8_0_kernel!(q8_0_avx2, "avx2,fma,f16c", mul_sum_avx2);
@@ -617,7 +475,7 @@ mod tests {
             .map(|i| ((i as f32) * 0.37).sin() * 3.0)
             .collect();
         let y = matmul_t(&x, 2, k, &w, n, WeightFormat::Q4_1).unwrap();
-        // One activation row takes the column-tiled path: the same bits.
+        // One activation row alone: the same bits.
         let y1 = matmul_t(&x[k..], 1, k, &w, n, WeightFormat::Q4_1).unwrap();
         for j in 0..n {
             assert_eq!(y1[j].to_bits(), y[n + j].to_bits());
