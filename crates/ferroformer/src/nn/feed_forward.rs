@@ -195,9 +195,14 @@ impl FeedForward {
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let hidden = if self.cfg.gated {
             let hidden = self.up.forward(x)?;
-            let gate = hidden.narrow(D::Minus1, 0, self.cfg.d_ff)?;
-            let up = hidden.narrow(D::Minus1, self.cfg.d_ff, self.cfg.d_ff)?;
-            (self.cfg.activation.forward(&gate)? * up)?
+            match super::kernels::gated_activation(&hidden, self.cfg.d_ff, self.cfg.activation)? {
+                Some(h) => h,
+                None => {
+                    let gate = hidden.narrow(D::Minus1, 0, self.cfg.d_ff)?;
+                    let up = hidden.narrow(D::Minus1, self.cfg.d_ff, self.cfg.d_ff)?;
+                    (self.cfg.activation.forward(&gate)? * up)?
+                }
+            }
         } else {
             self.up.forward_act(x, self.cfg.activation)?
         };
