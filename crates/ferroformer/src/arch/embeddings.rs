@@ -1,13 +1,13 @@
 //! Token embeddings plus the position information added at the input.
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::Init;
 
 use crate::error::{Error, Result};
 use crate::nn::mask::position_ids_from_mask;
 use crate::nn::{
     LearnedPositionalEmbedding, Norm, NormConfig, RopeLayout, RopeScaling, RopeTables,
-    RotaryEmbedding, SinusoidalPositionalEncoding,
+    RotaryEmbedding, SinusoidalPositionalEncoding, WeightMatrix,
 };
 use crate::weights::Weights;
 
@@ -82,7 +82,7 @@ enum Positions {
 #[derive(Debug, Clone)]
 pub struct Embeddings {
     cfg: EmbeddingConfig,
-    word: Tensor,
+    word: WeightMatrix,
     positions: Positions,
     token_type: Option<Tensor>,
     norm: Option<Norm>,
@@ -173,7 +173,7 @@ impl Embeddings {
         };
         Ok(Self {
             cfg: cfg.clone(),
-            word,
+            word: WeightMatrix::Dense(word),
             positions,
             token_type,
             norm,
@@ -215,8 +215,69 @@ impl Embeddings {
         }
     }
 
+    /// Embeddings from a ready-made token table `(vocab, d_model)` (dense or quantized),
+    /// for configs whose other parts hold no parameters: no learned positions, token
+    /// types or norm. Rotary tables are built for heads of `head_dim`.
+    pub fn from_table(
+        word: WeightMatrix,
+        cfg: &EmbeddingConfig,
+        head_dim: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let (rows, cols) = word.dims2()?;
+        if (rows, cols) != (cfg.vocab_size, cfg.d_model) {
+            return Err(Error::shape(
+                "token embedding table",
+                format!("({}, {})", cfg.vocab_size, cfg.d_model),
+                &[rows, cols],
+            ));
+        }
+        if cfg.type_vocab_size.is_some() || cfg.norm.is_some() {
+            return Err(Error::config(
+                "embeddings",
+                "token types and an embedding norm need parameters: use Embeddings::load",
+            ));
+        }
+        let positions = match cfg.positional {
+            PositionalKind::None => Positions::None,
+            PositionalKind::Sinusoidal => Positions::Sinusoidal(SinusoidalPositionalEncoding::new(
+                cfg.d_model,
+                cfg.max_positions,
+                dtype,
+                device,
+            )?),
+            PositionalKind::Rotary {
+                base,
+                layout,
+                scaling,
+            } => Positions::Rotary(RotaryEmbedding::with_scaling(
+                head_dim,
+                cfg.max_positions,
+                base,
+                layout,
+                scaling,
+                dtype,
+                device,
+            )?),
+            PositionalKind::Learned { .. } => {
+                return Err(Error::config(
+                    "positional",
+                    "learned positions need parameters: use Embeddings::load",
+                ))
+            }
+        };
+        Ok(Self {
+            cfg: cfg.clone(),
+            word,
+            positions,
+            token_type: None,
+            norm: None,
+        })
+    }
+
     /// The token embedding table `(vocab, d_model)` (tied LM heads reuse it).
-    pub fn word_embeddings(&self) -> &Tensor {
+    pub fn word_embeddings(&self) -> &WeightMatrix {
         &self.word
     }
 
@@ -242,10 +303,7 @@ impl Embeddings {
             .map_err(|_| Error::shape("input_ids", "(batch, seq)", input_ids.dims()))?;
         check_token_ids("input_ids", input_ids, self.cfg.vocab_size)?;
         let ids = input_ids.to_dtype(DType::U32)?.flatten_all()?;
-        let mut hidden = self
-            .word
-            .index_select(&ids, 0)?
-            .reshape((b, s, self.cfg.d_model))?;
+        let mut hidden = self.word.rows(&ids)?.reshape((b, s, self.cfg.d_model))?;
         if let Some(scale) = self.cfg.scale {
             hidden = (hidden * scale)?;
         }

@@ -3,7 +3,7 @@
 use candle_core::{DType, IndexOp, Tensor, D};
 
 use crate::error::{Error, Result};
-use crate::nn::{Activation, Linear, Norm, NormConfig, ParamNames};
+use crate::nn::{Activation, Linear, Norm, NormConfig, ParamNames, WeightMatrix};
 use crate::weights::Weights;
 
 /// Sequence classification: one vector per sequence to `num_labels` logits.
@@ -86,11 +86,16 @@ pub struct LmHead {
 }
 
 impl LmHead {
-    /// A head sharing the token embedding table `(vocab, d_model)`.
-    pub fn tied(word_embeddings: &Tensor) -> Self {
-        Self {
-            linear: Linear::new(word_embeddings.clone(), None),
-        }
+    /// A head sharing the token embedding table `(vocab, d_model)` (dense or quantized).
+    pub fn tied(word_embeddings: &WeightMatrix) -> Result<Self> {
+        Ok(Self {
+            linear: Linear::from_matrix(word_embeddings.clone(), None)?,
+        })
+    }
+
+    /// A head from a linear layer `d_model -> vocab`.
+    pub fn new(linear: Linear) -> Self {
+        Self { linear }
     }
 
     /// Loads (or creates) `{prefix}.weight` `(vocab, d_model)` (and a bias if `bias`).

@@ -100,6 +100,11 @@ impl LayerStack {
         Ok(Self { layers, final_norm })
     }
 
+    /// A stack of ready-made layers and an optional final norm.
+    pub fn from_parts(layers: Vec<TransformerLayer>, final_norm: Option<Norm>) -> Self {
+        Self { layers, final_norm }
+    }
+
     /// The layers.
     pub fn layers(&self) -> &[TransformerLayer] {
         &self.layers

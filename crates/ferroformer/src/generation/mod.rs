@@ -223,12 +223,9 @@ pub fn generate(
     let mut input = Tensor::new(prompt, &device)?.unsqueeze(0)?;
     let mut out = Vec::new();
     for len in prompt.len()..prompt.len() + cfg.max_new_tokens {
-        let logits = model
-            .forward(&input, None, Some(&mut caches), false, false)?
-            .logits;
-        let last = logits
+        let last = model
+            .next_token_logits(&input, None, Some(&mut caches))?
             .get(0)?
-            .get(logits.dim(1)? - 1)?
             .to_dtype(DType::F32)?
             .to_vec1::<f32>()?;
         let next = sampler.sample(&last)?;

@@ -591,6 +591,12 @@ impl AutoModelForMaskedLM {
         let model = EncoderModel::load_with(w, spec, PoolerLoad::Skip)?;
         let mlm = &spec.masked_lm;
         let emb = &spec.encoder.embeddings;
+        let tied = match mlm.tied {
+            true => Some(model.word_embeddings().as_dense().ok_or_else(|| {
+                Error::Invalid("a masked-LM decoder cannot be tied to quantized embeddings".into())
+            })?),
+            false => None,
+        };
         let head = MaskedLmHead::load(
             w,
             emb.d_model,
@@ -598,7 +604,7 @@ impl AutoModelForMaskedLM {
             mlm.activation,
             &mlm.norm,
             &mlm.names,
-            mlm.tied.then(|| model.word_embeddings()),
+            tied,
         )
         .map_err(|e| head_error(e, "masked-LM", config))?;
         Ok(Self {

@@ -169,7 +169,7 @@ impl EncoderModel {
     }
 
     /// The token embedding table `(vocab, hidden)` (tied masked-LM decoders reuse it).
-    pub fn word_embeddings(&self) -> &Tensor {
+    pub fn word_embeddings(&self) -> &crate::nn::WeightMatrix {
         self.encoder.embeddings().word_embeddings()
     }
 

@@ -270,6 +270,33 @@ impl MultiHeadAttention {
         })
     }
 
+    /// Assembles the block from its projections: `qkv` maps `d_model` to q, k and v stacked
+    /// along the output (as [`Linear::fuse`] builds it), `out` maps the heads back. Loaders
+    /// that do not read a [`Weights`] store (GGUF files) build their layers this way.
+    pub fn from_parts(cfg: &AttentionConfig, qkv: Linear, out: Linear) -> Result<Self> {
+        cfg.validate()?;
+        let qkv_out = cfg.q_dim() + 2 * cfg.kv_dim();
+        if qkv.in_dim() != cfg.d_model || qkv.out_dim() != qkv_out {
+            return Err(Error::shape(
+                "attention qkv projection (out, in)",
+                format!("({qkv_out}, {})", cfg.d_model),
+                &[qkv.out_dim(), qkv.in_dim()],
+            ));
+        }
+        if out.in_dim() != cfg.q_dim() || out.out_dim() != cfg.d_model {
+            return Err(Error::shape(
+                "attention output projection (out, in)",
+                format!("({}, {})", cfg.d_model, cfg.q_dim()),
+                &[out.out_dim(), out.in_dim()],
+            ));
+        }
+        Ok(Self {
+            cfg: cfg.clone(),
+            qkv,
+            out,
+        })
+    }
+
     /// The configuration.
     pub fn config(&self) -> &AttentionConfig {
         &self.cfg

@@ -165,13 +165,44 @@ impl FeedForward {
         })
     }
 
+    /// Assembles the sublayer from its projections: `up` maps `d_model` to `d_ff` (gated
+    /// form: to gate and up stacked, `2 * d_ff`, as [`Linear::fuse`] builds it), `down`
+    /// maps back.
+    pub fn from_parts(cfg: &FeedForwardConfig, up: Linear, down: Linear) -> Result<Self> {
+        let up_out = if cfg.gated { 2 * cfg.d_ff } else { cfg.d_ff };
+        if up.in_dim() != cfg.d_model || up.out_dim() != up_out {
+            return Err(Error::shape(
+                "feed-forward up projection (out, in)",
+                format!("({up_out}, {})", cfg.d_model),
+                &[up.out_dim(), up.in_dim()],
+            ));
+        }
+        if down.in_dim() != cfg.d_ff || down.out_dim() != cfg.d_model {
+            return Err(Error::shape(
+                "feed-forward down projection (out, in)",
+                format!("({}, {})", cfg.d_model, cfg.d_ff),
+                &[down.out_dim(), down.in_dim()],
+            ));
+        }
+        Ok(Self {
+            cfg: cfg.clone(),
+            up,
+            down,
+        })
+    }
+
     /// Applies the sublayer to `(..., d_model)`.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let hidden = if self.cfg.gated {
             let hidden = self.up.forward(x)?;
-            let gate = hidden.narrow(D::Minus1, 0, self.cfg.d_ff)?;
-            let up = hidden.narrow(D::Minus1, self.cfg.d_ff, self.cfg.d_ff)?;
-            (self.cfg.activation.forward(&gate)? * up)?
+            match super::kernels::gated_activation(&hidden, self.cfg.d_ff, self.cfg.activation)? {
+                Some(h) => h,
+                None => {
+                    let gate = hidden.narrow(D::Minus1, 0, self.cfg.d_ff)?;
+                    let up = hidden.narrow(D::Minus1, self.cfg.d_ff, self.cfg.d_ff)?;
+                    (self.cfg.activation.forward(&gate)? * up)?
+                }
+            }
         } else {
             self.up.forward_act(x, self.cfg.activation)?
         };

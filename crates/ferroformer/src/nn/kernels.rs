@@ -108,6 +108,56 @@ fn apply_activation(data: &mut [f32], act: Activation) {
     }
 }
 
+/// `act(gate) * up` for `hidden` `(..., 2 * d_ff)` holding gate and up side by side (a
+/// fused gated projection), in one pass and one buffer instead of two narrow copies and two
+/// candle element-wise ops; the same per-element arithmetic as those ops. `None` when not
+/// applicable.
+pub(crate) fn gated_activation(
+    hidden: &Tensor,
+    d_ff: usize,
+    act: Activation,
+) -> Result<Option<Tensor>> {
+    if !eligible(&[hidden]) || !hidden.is_contiguous() || hidden.dims().last() != Some(&(2 * d_ff))
+    {
+        return Ok(None);
+    }
+    let rows = hidden.elem_count() / (2 * d_ff);
+    let (storage, layout) = hidden.storage_and_layout();
+    let Some(src) = f32_data(&storage, layout) else {
+        return Ok(None);
+    };
+    let src = &src[..rows * 2 * d_ff];
+    let mut out = vec![0f32; rows * d_ff];
+    fn run<F: Fn(f32) -> f32 + Sync>(src: &[f32], out: &mut [f32], d_ff: usize, f: F) {
+        let work = |(o, s): (&mut [f32], &[f32])| {
+            let (gate, up) = s.split_at(d_ff);
+            for ((o, g), u) in o.iter_mut().zip(gate).zip(up) {
+                *o = f(*g) * u;
+            }
+        };
+        // Rows in parallel only when there are enough of them to pay for the threads.
+        if out.len() >= 1 << 15 {
+            out.par_chunks_mut(d_ff)
+                .zip(src.par_chunks(2 * d_ff))
+                .for_each(work);
+        } else {
+            out.chunks_mut(d_ff)
+                .zip(src.chunks(2 * d_ff))
+                .for_each(work);
+        }
+    }
+    match act {
+        Activation::Relu => run(src, &mut out, d_ff, Relu::f32),
+        Activation::Gelu => run(src, &mut out, d_ff, gelu_erf_fast),
+        Activation::GeluTanh => run(src, &mut out, d_ff, Gelu::f32),
+        Activation::Silu => run(src, &mut out, d_ff, Silu::f32),
+    }
+    drop(storage);
+    let mut dims = hidden.dims().to_vec();
+    *dims.last_mut().expect("rank >= 1") = d_ff;
+    Ok(Some(Tensor::from_vec(out, dims, hidden.device())?))
+}
+
 /// `act(x W^T + b)` for `x` `(..., in)`, `w` `(out, in)`; `None` when not applicable.
 pub(crate) fn linear(
     x: &Tensor,

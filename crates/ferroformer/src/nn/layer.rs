@@ -185,6 +185,30 @@ impl TransformerLayer {
         })
     }
 
+    /// Assembles a layer without cross-attention from its sublayers and norms.
+    pub fn from_parts(
+        cfg: &LayerConfig,
+        self_attention: MultiHeadAttention,
+        self_attention_norm: Norm,
+        feed_forward: FeedForward,
+        feed_forward_norm: Norm,
+    ) -> Result<Self> {
+        if cfg.cross_attention.is_some() {
+            return Err(crate::Error::config(
+                "cross_attention",
+                "TransformerLayer::from_parts builds layers without cross-attention",
+            ));
+        }
+        Ok(Self {
+            cfg: cfg.clone(),
+            self_attention,
+            self_attention_norm,
+            cross: None,
+            feed_forward,
+            feed_forward_norm,
+        })
+    }
+
     /// The configuration.
     pub fn config(&self) -> &LayerConfig {
         &self.cfg

@@ -1,8 +1,9 @@
 //! Affine projections and the names their parameters are stored under.
 
-use candle_core::{Module, Tensor};
+use candle_core::{DType, Module, Tensor};
 use candle_nn::Init;
 
+use super::quantized::QuantizedMatrix;
 use crate::error::Result;
 use crate::weights::Weights;
 
@@ -59,17 +60,101 @@ pub fn join(prefix: &str, name: &str) -> String {
     }
 }
 
+/// A weight matrix `(out, in)`: a dense tensor, or GGML blocks kept quantized.
+///
+/// Linear layers, embedding tables and tied LM heads all hold one, so a model loaded from
+/// a GGUF file keeps its quantized weights in every family and block.
+#[derive(Debug, Clone)]
+pub enum WeightMatrix {
+    /// A dense tensor (any float dtype, any device; trainable).
+    Dense(Tensor),
+    /// Quantized blocks (CPU, inference only).
+    Quantized(QuantizedMatrix),
+}
+
+impl WeightMatrix {
+    /// `(out, in)`.
+    pub fn dims2(&self) -> Result<(usize, usize)> {
+        match self {
+            WeightMatrix::Dense(t) => Ok(t.dims2()?),
+            WeightMatrix::Quantized(q) => Ok((q.out_dim(), q.in_dim())),
+        }
+    }
+
+    /// The dense tensor, `None` when quantized.
+    pub fn as_dense(&self) -> Option<&Tensor> {
+        match self {
+            WeightMatrix::Dense(t) => Some(t),
+            WeightMatrix::Quantized(_) => None,
+        }
+    }
+
+    /// The matrix as a dense tensor (a dequantized copy when quantized).
+    pub fn to_dense(&self) -> Result<Tensor> {
+        match self {
+            WeightMatrix::Dense(t) => Ok(t.clone()),
+            WeightMatrix::Quantized(q) => q.dequantize(),
+        }
+    }
+
+    /// Rows `ids` (1-D, any integer dtype), `(ids, in)`: an embedding lookup. Quantized
+    /// tables dequantize only the rows read.
+    pub fn rows(&self, ids: &Tensor) -> Result<Tensor> {
+        match self {
+            WeightMatrix::Dense(t) => Ok(t.index_select(&ids.to_dtype(DType::U32)?, 0)?),
+            WeightMatrix::Quantized(q) => q.rows(ids),
+        }
+    }
+
+    fn narrow_rows(&self, start: usize, len: usize) -> Result<Self> {
+        Ok(match self {
+            WeightMatrix::Dense(t) => WeightMatrix::Dense(t.narrow(0, start, len)?),
+            WeightMatrix::Quantized(q) => WeightMatrix::Quantized(q.narrow_rows(start, len)?),
+        })
+    }
+}
+
 /// `y = x W^T + b` over the last dimension of an input of any rank.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: Tensor,
+    weight: WeightMatrix,
     bias: Option<Tensor>,
 }
 
 impl Linear {
     /// A linear layer from a weight of shape `(out, in)` and an optional bias of shape `(out,)`.
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { weight, bias }
+        Self {
+            weight: WeightMatrix::Dense(weight),
+            bias,
+        }
+    }
+
+    /// A linear layer whose weight stays quantized: products run on candle's quantized
+    /// kernels (activations quantized to 8 bits per block, as llama.cpp does). Inference
+    /// only: no gradient flows through it.
+    pub fn quantized(weight: QuantizedMatrix, bias: Option<Tensor>) -> Result<Self> {
+        if let Some(b) = &bias {
+            if b.dims() != [weight.out_dim()] {
+                return Err(crate::Error::shape(
+                    "quantized linear bias",
+                    format!("({},)", weight.out_dim()),
+                    b.dims(),
+                ));
+            }
+        }
+        Ok(Self {
+            weight: WeightMatrix::Quantized(weight),
+            bias,
+        })
+    }
+
+    /// A linear layer over any [`WeightMatrix`].
+    pub fn from_matrix(weight: WeightMatrix, bias: Option<Tensor>) -> Result<Self> {
+        match weight {
+            WeightMatrix::Dense(w) => Ok(Self::new(w, bias)),
+            WeightMatrix::Quantized(q) => Self::quantized(q, bias),
+        }
     }
 
     /// Loads (or, from a trainable store, creates with PyTorch's `nn.Linear` initialization)
@@ -97,17 +182,46 @@ impl Linear {
             Some(name) => Some(w.get_init(out_dim, name, init)?),
             None => None,
         };
-        Ok(Self { weight, bias })
+        Ok(Self::new(weight, bias))
     }
 
     /// Stacks layers that read the same input into one wider layer, so a single matrix
-    /// multiplication computes all of them (q, k and v; or gate and up).
+    /// multiplication computes all of them (q, k and v; or gate and up). Quantized layers
+    /// stack with quantized layers only.
     pub fn fuse(parts: &[Linear]) -> Result<Self> {
         if parts.len() == 1 {
             return Ok(parts[0].clone());
         }
-        let weights: Vec<&Tensor> = parts.iter().map(|l| &l.weight).collect();
-        let weight = Tensor::cat(&weights, 0)?;
+        if parts.is_empty() {
+            return Err(crate::Error::Invalid("no linear layers to fuse".into()));
+        }
+        let weight = match &parts[0].weight {
+            WeightMatrix::Dense(_) => {
+                let weights = parts
+                    .iter()
+                    .map(|l| {
+                        l.weight.as_dense().ok_or_else(|| {
+                            crate::Error::Invalid(
+                                "cannot fuse a quantized linear layer with a dense one".into(),
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                WeightMatrix::Dense(Tensor::cat(&weights, 0)?)
+            }
+            WeightMatrix::Quantized(_) => {
+                let mats = parts
+                    .iter()
+                    .map(|l| match &l.weight {
+                        WeightMatrix::Quantized(q) => Ok(q),
+                        WeightMatrix::Dense(_) => Err(crate::Error::Invalid(
+                            "cannot fuse a dense linear layer with a quantized one".into(),
+                        )),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                WeightMatrix::Quantized(QuantizedMatrix::cat_rows(&mats)?)
+            }
+        };
         let bias = if parts.iter().all(|l| l.bias.is_some()) {
             let biases: Vec<&Tensor> = parts.iter().filter_map(|l| l.bias.as_ref()).collect();
             Some(Tensor::cat(&biases, 0)?)
@@ -115,11 +229,16 @@ impl Linear {
             None
         } else {
             // Mixed: give the bias-less parts explicit zeros.
+            let (dtype, device) = parts
+                .iter()
+                .find_map(|l| l.bias.as_ref())
+                .map(|b| (b.dtype(), b.device().clone()))
+                .expect("some part has a bias");
             let biases = parts
                 .iter()
                 .map(|l| match &l.bias {
                     Some(b) => Ok(b.clone()),
-                    None => Tensor::zeros(l.out_dim(), l.weight.dtype(), l.weight.device()),
+                    None => Tensor::zeros(l.out_dim(), dtype, &device),
                 })
                 .collect::<candle_core::Result<Vec<_>>>()?;
             Some(Tensor::cat(&biases, 0)?)
@@ -130,7 +249,7 @@ impl Linear {
     /// Rows `start..start + len` of the output: the layer restricted to those outputs.
     pub fn narrow_out(&self, start: usize, len: usize) -> Result<Self> {
         Ok(Self {
-            weight: self.weight.narrow(0, start, len)?,
+            weight: self.weight.narrow_rows(start, len)?,
             bias: match &self.bias {
                 Some(b) => Some(b.narrow(0, start, len)?),
                 None => None,
@@ -139,7 +258,7 @@ impl Linear {
     }
 
     /// The weight, `(out, in)`.
-    pub fn weight(&self) -> &Tensor {
+    pub fn weight(&self) -> &WeightMatrix {
         &self.weight
     }
 
@@ -150,12 +269,18 @@ impl Linear {
 
     /// Input features.
     pub fn in_dim(&self) -> usize {
-        self.weight.dims()[1]
+        match &self.weight {
+            WeightMatrix::Dense(t) => t.dims()[1],
+            WeightMatrix::Quantized(q) => q.in_dim(),
+        }
     }
 
     /// Output features.
     pub fn out_dim(&self) -> usize {
-        self.weight.dims()[0]
+        match &self.weight {
+            WeightMatrix::Dense(t) => t.dims()[0],
+            WeightMatrix::Quantized(q) => q.out_dim(),
+        }
     }
 
     fn check_input(&self, x: &Tensor) -> Result<()> {
@@ -173,37 +298,71 @@ impl Linear {
     /// Applies the layer to the last dimension of `x`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.check_input(x)?;
-        if let Some(y) = super::kernels::linear(x, &self.weight, self.bias.as_ref(), None)? {
-            return Ok(y);
+        match &self.weight {
+            WeightMatrix::Dense(w) => {
+                if let Some(y) = super::kernels::linear(x, w, self.bias.as_ref(), None)? {
+                    return Ok(y);
+                }
+                Ok(Module::forward(self, x)?)
+            }
+            WeightMatrix::Quantized(q) => self.forward_quantized(x, q),
         }
-        Ok(Module::forward(self, x)?)
     }
 
     /// `act(self(x))`, fused into one pass on the CPU fast path.
     pub fn forward_act(&self, x: &Tensor, act: super::Activation) -> Result<Tensor> {
         self.check_input(x)?;
-        if let Some(y) = super::kernels::linear(x, &self.weight, self.bias.as_ref(), Some(act))? {
-            return Ok(y);
+        match &self.weight {
+            WeightMatrix::Dense(w) => {
+                if let Some(y) = super::kernels::linear(x, w, self.bias.as_ref(), Some(act))? {
+                    return Ok(y);
+                }
+                act.forward(&Module::forward(self, x)?)
+            }
+            WeightMatrix::Quantized(q) => act.forward(&self.forward_quantized(x, q)?),
         }
-        act.forward(&Module::forward(self, x)?)
+    }
+
+    fn forward_quantized(&self, x: &Tensor, q: &QuantizedMatrix) -> Result<Tensor> {
+        let dims = x.dims();
+        let in_dim = q.in_dim();
+        let rows = x.elem_count() / in_dim.max(1);
+        // The kernels read f32 rows; other dtypes are converted and converted back.
+        let x2 = x.reshape((rows, in_dim))?.to_dtype(DType::F32)?;
+        let mut y = q.matmul_t(&x2)?;
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(&b.to_dtype(DType::F32)?)?;
+        }
+        let mut out_dims = dims.to_vec();
+        let last = out_dims.len() - 1;
+        out_dims[last] = q.out_dim();
+        Ok(y.reshape(out_dims)?.to_dtype(x.dtype())?)
     }
 }
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let weight = match &self.weight {
+            WeightMatrix::Dense(w) => w,
+            WeightMatrix::Quantized(q) => {
+                return self
+                    .forward_quantized(x, q)
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))
+            }
+        };
         let dims = x.dims();
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim.max(1);
         // One 2-D GEMM over all leading dimensions: faster than a batched matmul against a
         // broadcast weight.
         let x2 = x.reshape((rows, in_dim))?;
-        let mut parts = vec![&x2, &self.weight];
+        let mut parts = vec![&x2, weight];
         parts.extend(self.bias.as_ref());
         let y = if super::autograd_ops::applicable(&parts) {
             // One GEMM per product in both directions (training on the CPU).
-            super::autograd_ops::linear(&x2, &self.weight, self.bias.as_ref())?
+            super::autograd_ops::linear(&x2, weight, self.bias.as_ref())?
         } else {
-            let y = x2.matmul(&self.weight.t()?)?;
+            let y = x2.matmul(&weight.t()?)?;
             match &self.bias {
                 Some(b) => y.broadcast_add(b)?,
                 None => y,
@@ -211,7 +370,7 @@ impl Module for Linear {
         };
         let mut out_dims = dims.to_vec();
         let last = out_dims.len() - 1;
-        out_dims[last] = self.weight.dims()[0];
+        out_dims[last] = weight.dims()[0];
         y.reshape(out_dims)
     }
 }

@@ -10,6 +10,8 @@ pub mod linear;
 pub mod mask;
 pub mod norm;
 pub mod positional;
+mod qmatmul;
+pub mod quantized;
 
 pub use attention::{
     AttentionConfig, AttentionContext, AttentionNames, AttentionOutput, KvCache,
@@ -17,9 +19,10 @@ pub use attention::{
 };
 pub use feed_forward::{Activation, FeedForward, FeedForwardConfig, FeedForwardNames};
 pub use layer::{LayerCache, LayerConfig, LayerContext, LayerNames, LayerOutput, TransformerLayer};
-pub use linear::{Linear, ParamNames};
+pub use linear::{Linear, ParamNames, WeightMatrix};
 pub use norm::{Norm, NormConfig, NormKind};
 pub use positional::{
     LearnedPositionalEmbedding, RopeLayout, RopeScaling, RopeTables, RotaryEmbedding,
     SinusoidalPositionalEncoding,
 };
+pub use quantized::QuantizedMatrix;

@@ -1,0 +1,616 @@
+//! Decoder LLMs from GGUF files (llama.cpp's format): the architecture and sizes come from
+//! the metadata, the tokenizer from [`super::gguf_tokenizer`], and the tensors map onto
+//! the same [`DecoderOnlyTransformer`] every safetensors family runs on. Quantized matrices
+//! stay quantized ([`Linear::quantized`], a quantized embedding table), so the model takes
+//! about as much memory as the file.
+//!
+//! Parsing is candle's (`candle_core::quantized::gguf_file`); this module checks what it
+//! read (every tensor inside the file, every size consistent) so that a bad file is
+//! reported by name instead of failing later.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::gguf_file::{Content, TensorInfo, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Device, Tensor};
+
+use super::gguf_tokenizer::GgufTokenizer;
+use crate::arch::{
+    DecoderConfig, DecoderNames, DecoderOnlyTransformer, DecoderOutput, EmbeddingConfig,
+    EmbeddingNames, Embeddings, LayerStack, LmHead, PositionalKind, StackConfig, StackNames,
+};
+use crate::error::{Error, Result};
+use crate::nn::{
+    AttentionConfig, AttentionNames, FeedForward, FeedForwardConfig, FeedForwardNames, LayerCache,
+    LayerConfig, LayerNames, Linear, MultiHeadAttention, Norm, NormConfig, NormKind,
+    QuantizedMatrix, RopeLayout, TransformerLayer, WeightMatrix,
+};
+
+/// The `general.architecture` values this loader understands.
+pub const SUPPORTED_GGUF_ARCHITECTURES: &[&str] = &["llama"];
+
+/// An opened GGUF file: its metadata and tensor directory, checked against the file.
+#[derive(Debug)]
+pub struct GgufFile {
+    path: PathBuf,
+    file: File,
+    content: Content,
+}
+
+/// Bytes a tensor of `info` occupies in the file.
+fn tensor_bytes(info: &TensorInfo) -> Option<u64> {
+    let elems = info.shape.elem_count();
+    let block = info.ggml_dtype.block_size();
+    if elems % block != 0 {
+        return None;
+    }
+    ((elems / block) as u64).checked_mul(info.ggml_dtype.type_size() as u64)
+}
+
+/// The name of a metadata value's type, for messages.
+fn value_kind(v: &Value) -> String {
+    format!("{:?}", v.value_type()).to_lowercase()
+}
+
+impl GgufFile {
+    /// Reads the header, metadata and tensor directory of `path`, and checks that every
+    /// tensor lies inside the file (a file cut short is reported here, by name).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let mut file = File::open(&path).map_err(|e| Error::file(&path, e))?;
+        let len = file.metadata().map_err(|e| Error::file(&path, e))?.len();
+        // Buffered: the metadata is read in thousands of small pieces (one per token).
+        let content = Content::read(&mut std::io::BufReader::new(&mut file)).map_err(|e| {
+            Error::file(
+                &path,
+                format!("not a readable GGUF file ({e}); is it cut short or not a GGUF file?"),
+            )
+        })?;
+        for (name, info) in &content.tensor_infos {
+            let Some(size) = tensor_bytes(info) else {
+                return Err(Error::file(
+                    &path,
+                    format!(
+                        "tensor `{name}` of shape {:?} is not a whole number of {:?} blocks",
+                        info.shape.dims(),
+                        info.ggml_dtype
+                    ),
+                ));
+            };
+            let start = content.tensor_data_offset.saturating_add(info.offset);
+            let end = start.saturating_add(size);
+            if end > len {
+                return Err(Error::file(
+                    &path,
+                    format!(
+                        "the file is cut short: tensor `{name}` needs bytes {start}..{end} \
+                         but the file has {len} bytes"
+                    ),
+                ));
+            }
+        }
+        Ok(Self {
+            path,
+            file,
+            content,
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every metadata entry.
+    pub fn metadata(&self) -> &HashMap<String, Value> {
+        &self.content.metadata
+    }
+
+    /// A metadata entry.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.content.metadata.get(key)
+    }
+
+    fn err(&self, key: &str, what: impl std::fmt::Display) -> Error {
+        Error::file(&self.path, format!("metadata `{key}`: {what}"))
+    }
+
+    fn required(&self, key: &str) -> Result<&Value> {
+        self.get(key).ok_or_else(|| self.err(key, "missing"))
+    }
+
+    /// An unsigned integer entry (any integer type that holds a value ≥ 0).
+    pub fn usize_value(&self, key: &str) -> Result<usize> {
+        let v = self.required(key)?;
+        let n: Option<i128> = match v {
+            Value::U8(x) => Some(*x as i128),
+            Value::I8(x) => Some(*x as i128),
+            Value::U16(x) => Some(*x as i128),
+            Value::I16(x) => Some(*x as i128),
+            Value::U32(x) => Some(*x as i128),
+            Value::I32(x) => Some(*x as i128),
+            Value::U64(x) => Some(*x as i128),
+            Value::I64(x) => Some(*x as i128),
+            _ => None,
+        };
+        match n {
+            Some(n) if n >= 0 && n <= usize::MAX as i128 => Ok(n as usize),
+            Some(n) => Err(self.err(key, format!("expected a count, found {n}"))),
+            None => Err(self.err(key, format!("expected an integer, found {}", value_kind(v)))),
+        }
+    }
+
+    /// An unsigned integer entry, or `default` when absent.
+    pub fn usize_or(&self, key: &str, default: usize) -> Result<usize> {
+        match self.get(key) {
+            Some(_) => self.usize_value(key),
+            None => Ok(default),
+        }
+    }
+
+    /// A number entry (float or integer).
+    pub fn f64_value(&self, key: &str) -> Result<f64> {
+        let v = self.required(key)?;
+        match v {
+            Value::F32(x) => Ok(*x as f64),
+            Value::F64(x) => Ok(*x),
+            _ => self.usize_value(key).map(|n| n as f64),
+        }
+    }
+
+    /// A number entry, or `default` when absent.
+    pub fn f64_or(&self, key: &str, default: f64) -> Result<f64> {
+        match self.get(key) {
+            Some(_) => self.f64_value(key),
+            None => Ok(default),
+        }
+    }
+
+    /// A string entry.
+    pub fn str_value(&self, key: &str) -> Result<&str> {
+        match self.required(key)? {
+            Value::String(s) => Ok(s),
+            v => Err(self.err(key, format!("expected a string, found {}", value_kind(v)))),
+        }
+    }
+
+    /// A boolean entry, or `default` when absent.
+    pub fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(v) => Err(self.err(key, format!("expected a bool, found {}", value_kind(v)))),
+        }
+    }
+
+    /// An array entry.
+    pub fn array(&self, key: &str) -> Result<&[Value]> {
+        match self.required(key)? {
+            Value::Array(a) => Ok(a),
+            v => Err(self.err(key, format!("expected an array, found {}", value_kind(v)))),
+        }
+    }
+
+    /// An array of strings.
+    pub fn string_array(&self, key: &str) -> Result<Vec<&str>> {
+        self.array(key)?
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::String(s) => Ok(s.as_str()),
+                v => Err(self.err(
+                    key,
+                    format!("element {i}: expected a string, found {}", value_kind(v)),
+                )),
+            })
+            .collect()
+    }
+
+    /// `general.architecture`.
+    pub fn architecture(&self) -> Result<&str> {
+        self.str_value("general.architecture")
+    }
+
+    /// Whether the file holds tensor `name`.
+    pub fn has_tensor(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+
+    /// Names of every tensor, sorted.
+    pub fn tensor_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .content
+            .tensor_infos
+            .keys()
+            .map(String::as_str)
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Shape (`(out, in)` order for matrices, as PyTorch writes them) and block format of
+    /// tensor `name`.
+    pub fn tensor_info(&self, name: &str) -> Result<(Vec<usize>, GgmlDType)> {
+        let info = self
+            .content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| Error::file(&self.path, format!("missing tensor `{name}`")))?;
+        Ok((info.shape.dims().to_vec(), info.ggml_dtype))
+    }
+
+    /// Reads tensor `name` (kept in its block format), checking its shape.
+    pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<QTensor> {
+        let (dims, _) = self.tensor_info(name)?;
+        if dims != shape {
+            return Err(Error::TensorShape {
+                name: name.to_string(),
+                source_desc: self.path.display().to_string(),
+                expected: shape.to_vec(),
+                found: dims,
+            });
+        }
+        let mut reader = &self.file;
+        self.content
+            .tensor(&mut reader, name, &Device::Cpu)
+            .map_err(|e| Error::file(&self.path, format!("tensor `{name}`: {e}")))
+    }
+
+    /// Reads tensor `name` as a dense f32 tensor (norm weights, biases).
+    pub fn dense_tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        Ok(self.tensor(name, shape)?.dequantize(&Device::Cpu)?)
+    }
+
+    /// Reads matrix `name` of shape `(out, in)`: float tensors as dense, block formats
+    /// kept quantized.
+    pub fn matrix(&self, name: &str, out_dim: usize, in_dim: usize) -> Result<WeightMatrix> {
+        let t = self.tensor(name, &[out_dim, in_dim])?;
+        Ok(match t.dtype() {
+            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
+                WeightMatrix::Dense(t.dequantize(&Device::Cpu)?)
+            }
+            _ => WeightMatrix::Quantized(QuantizedMatrix::new(t)?),
+        })
+    }
+
+    /// A linear layer `in -> out` from `{prefix}.weight` (and `{prefix}.bias` if present).
+    pub fn linear(&self, prefix: &str, in_dim: usize, out_dim: usize) -> Result<Linear> {
+        let weight = self.matrix(&format!("{prefix}.weight"), out_dim, in_dim)?;
+        let bias_name = format!("{prefix}.bias");
+        let bias = if self.has_tensor(&bias_name) {
+            Some(self.dense_tensor(&bias_name, &[out_dim])?)
+        } else {
+            None
+        };
+        Linear::from_matrix(weight, bias)
+    }
+}
+
+/// What a GGUF file says about its model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GgufConfig {
+    /// `general.architecture`.
+    pub architecture: String,
+    /// `general.name`, when present.
+    pub name: Option<String>,
+    /// The decoder these values describe (`max_positions` is the training context length).
+    pub decoder: DecoderConfig,
+}
+
+impl GgufConfig {
+    /// Reads the configuration from the metadata of `file`.
+    pub fn from_file(file: &GgufFile) -> Result<Self> {
+        let arch = file.architecture()?.to_string();
+        let decoder = match arch.as_str() {
+            "llama" => llama_config(file, &arch)?,
+            other => {
+                return Err(Error::file(
+                    file.path(),
+                    format!(
+                        "general.architecture `{other}` is not supported; supported: {}",
+                        SUPPORTED_GGUF_ARCHITECTURES.join(", ")
+                    ),
+                ))
+            }
+        };
+        let name = match file.get("general.name") {
+            Some(Value::String(s)) => Some(s.clone()),
+            _ => None,
+        };
+        Ok(Self {
+            architecture: arch,
+            name,
+            decoder,
+        })
+    }
+}
+
+/// Llama-style metadata (`{arch}.block_count`, ...) to a decoder config.
+fn llama_config(file: &GgufFile, arch: &str) -> Result<DecoderConfig> {
+    let key = |k: &str| format!("{arch}.{k}");
+    let d_model = file.usize_value(&key("embedding_length"))?;
+    let heads = file.usize_value(&key("attention.head_count"))?;
+    let kv_heads = file.usize_or(&key("attention.head_count_kv"), heads)?;
+    let layers = file.usize_value(&key("block_count"))?;
+    let d_ff = file.usize_value(&key("feed_forward_length"))?;
+    let context = file.usize_value(&key("context_length"))?;
+    let eps = file.f64_value(&key("attention.layer_norm_rms_epsilon"))?;
+    let base = file.f64_or(&key("rope.freq_base"), 10_000.0)?;
+    if heads == 0 || d_model % heads != 0 {
+        return Err(file.err(
+            &key("attention.head_count"),
+            format!("{heads} heads do not divide embedding_length {d_model}"),
+        ));
+    }
+    let head_dim = file.usize_or(&key("attention.key_length"), d_model / heads)?;
+    let rope_dims = file.usize_or(&key("rope.dimension_count"), head_dim)?;
+    if rope_dims != head_dim {
+        // Partial rotary (rotating only some dimensions of each head) is not built here.
+        return Err(file.err(
+            &key("rope.dimension_count"),
+            format!("{rope_dims} rotated dimensions per head of {head_dim} are not supported"),
+        ));
+    }
+    if let Some(Value::String(kind)) = file.get(&key("rope.scaling.type")) {
+        if kind != "none" {
+            return Err(file.err(
+                &key("rope.scaling.type"),
+                format!("RoPE scaling `{kind}` is not supported"),
+            ));
+        }
+    }
+    let vocab = match file.get(&key("vocab_size")) {
+        Some(_) => file.usize_value(&key("vocab_size"))?,
+        None => file.tensor_info("token_embd.weight")?.0[0],
+    };
+    let attention = AttentionConfig {
+        d_model,
+        num_heads: heads,
+        num_kv_heads: kv_heads,
+        head_dim,
+        qkv_bias: file.has_tensor("blk.0.attn_q.bias"),
+        out_bias: file.has_tensor("blk.0.attn_output.bias"),
+        scale: None,
+        dropout: 0.0,
+    };
+    attention
+        .validate()
+        .map_err(|e| Error::file(file.path(), e))?;
+    Ok(DecoderConfig {
+        embeddings: EmbeddingConfig {
+            vocab_size: vocab,
+            d_model,
+            max_positions: context,
+            // llama.cpp's converter permutes the q and k rows of every head so that the
+            // rotated pairs are adjacent, (x[2i], x[2i+1]) — GGML's "normal" RoPE — where
+            // `transformers` pairs x[i] with x[i + d/2].
+            positional: PositionalKind::Rotary {
+                base,
+                layout: RopeLayout::Interleaved,
+                scaling: None,
+            },
+            type_vocab_size: None,
+            norm: None,
+            scale: None,
+            dropout: 0.0,
+        },
+        stack: StackConfig {
+            layer: LayerConfig {
+                self_attention: attention,
+                cross_attention: None,
+                feed_forward: FeedForwardConfig::swiglu(d_model, d_ff),
+                norm: NormConfig::rms_norm(eps),
+                norm_first: true,
+                dropout: 0.0,
+            },
+            num_layers: layers,
+            final_norm: true,
+        },
+        tie_word_embeddings: !file.has_tensor("output.weight"),
+        lm_head_bias: false,
+    })
+}
+
+/// Builds the decoder of a Llama-architecture GGUF file onto the shared blocks.
+///
+/// GGUF names: `token_embd`, `blk.N.attn_{norm,q,k,v,output}`, `blk.N.ffn_{norm,gate,up,down}`,
+/// `output_norm`, and `output` (absent when the head is tied to the embeddings).
+fn load_llama(file: &GgufFile, cfg: &DecoderConfig) -> Result<DecoderOnlyTransformer> {
+    let layer_cfg = &cfg.stack.layer;
+    let attn = &layer_cfg.self_attention;
+    let d = attn.d_model;
+    let q_dim = attn.num_heads * attn.head_dim;
+    let kv_dim = attn.num_kv_heads * attn.head_dim;
+    let d_ff = layer_cfg.feed_forward.d_ff;
+    let eps = layer_cfg.norm.eps;
+    let norm = |name: &str| -> Result<Norm> {
+        Ok(Norm::new(
+            NormKind::RmsNorm,
+            file.dense_tensor(name, &[d])?,
+            None,
+            eps,
+        ))
+    };
+    let ctx = |name: String| move |e: Error| Error::file(file.path(), format!("{name}: {e}"));
+    let mut layers = Vec::with_capacity(cfg.stack.num_layers);
+    for i in 0..cfg.stack.num_layers {
+        let p = format!("blk.{i}");
+        let qkv = Linear::fuse(&[
+            file.linear(&format!("{p}.attn_q"), d, q_dim)?,
+            file.linear(&format!("{p}.attn_k"), d, kv_dim)?,
+            file.linear(&format!("{p}.attn_v"), d, kv_dim)?,
+        ])
+        .map_err(ctx(format!("{p}.attn_q/k/v")))?;
+        let out = file.linear(&format!("{p}.attn_output"), q_dim, d)?;
+        let attention =
+            MultiHeadAttention::from_parts(attn, qkv, out).map_err(ctx(format!("{p}.attn")))?;
+        let up = Linear::fuse(&[
+            file.linear(&format!("{p}.ffn_gate"), d, d_ff)?,
+            file.linear(&format!("{p}.ffn_up"), d, d_ff)?,
+        ])
+        .map_err(ctx(format!("{p}.ffn_gate/up")))?;
+        let down = file.linear(&format!("{p}.ffn_down"), d_ff, d)?;
+        let ffn = FeedForward::from_parts(&layer_cfg.feed_forward, up, down)
+            .map_err(ctx(format!("{p}.ffn")))?;
+        layers.push(TransformerLayer::from_parts(
+            layer_cfg,
+            attention,
+            norm(&format!("{p}.attn_norm.weight"))?,
+            ffn,
+            norm(&format!("{p}.ffn_norm.weight"))?,
+        )?);
+    }
+    let stack = LayerStack::from_parts(layers, Some(norm("output_norm.weight")?));
+    let vocab = cfg.embeddings.vocab_size;
+    let table = file.matrix("token_embd.weight", vocab, d)?;
+    let lm_head = if cfg.tie_word_embeddings {
+        // The same quantized table (shared, not copied) serves lookups and the head.
+        LmHead::tied(&table)?
+    } else {
+        LmHead::new(file.linear("output", d, vocab)?)
+    };
+    let embeddings = Embeddings::from_table(
+        table,
+        &cfg.embeddings,
+        attn.head_dim,
+        DType::F32,
+        &Device::Cpu,
+    )?;
+    DecoderOnlyTransformer::from_parts(cfg, embeddings, stack, lm_head)
+}
+
+/// GGUF's tensor names for a Llama-style decoder as a [`DecoderNames`] map, so that
+/// dequantized GGUF tensors can also be loaded through a [`crate::Weights`] store (the
+/// quantized path in this module does not need it).
+pub fn gguf_names(cfg: &DecoderConfig) -> DecoderNames {
+    DecoderNames {
+        embeddings: EmbeddingNames {
+            word: "token_embd.weight".into(),
+            position: None,
+            token_type: None,
+            norm: None,
+        },
+        stack: StackNames {
+            layer_prefix: "blk".into(),
+            layer: LayerNames {
+                self_attention: AttentionNames::separate(
+                    "attn_q",
+                    "attn_k",
+                    "attn_v",
+                    "attn_output",
+                    &cfg.stack.layer.self_attention,
+                ),
+                self_attention_norm: "attn_norm".into(),
+                cross_attention: None,
+                cross_attention_norm: None,
+                feed_forward: FeedForwardNames::gated("ffn_gate", "ffn_up", "ffn_down", false),
+                feed_forward_norm: "ffn_norm".into(),
+            },
+            final_norm: Some("output_norm".into()),
+        },
+        lm_head: "output".into(),
+    }
+}
+
+/// A decoder LLM loaded from a GGUF file, with the tokenizer its metadata describes.
+#[derive(Debug, Clone)]
+pub struct GgufModel {
+    config: GgufConfig,
+    decoder: DecoderOnlyTransformer,
+    tokenizer: GgufTokenizer,
+}
+
+impl GgufModel {
+    /// Loads the model and tokenizer of the GGUF file at `path` (on the CPU).
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let file = GgufFile::open(path)?;
+        let config = GgufConfig::from_file(&file)?;
+        let tokenizer = GgufTokenizer::from_gguf(&file)?;
+        let decoder = load_decoder(&file, &config)?;
+        Ok(Self {
+            config,
+            decoder,
+            tokenizer,
+        })
+    }
+
+    /// What the metadata says.
+    pub fn config(&self) -> &GgufConfig {
+        &self.config
+    }
+
+    /// The decoder (for [`crate::generation::generate`]).
+    pub fn decoder(&self) -> &DecoderOnlyTransformer {
+        &self.decoder
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &GgufTokenizer {
+        &self.tokenizer
+    }
+
+    /// Fresh KV caches.
+    pub fn new_caches(&self) -> Vec<LayerCache> {
+        self.decoder.new_caches()
+    }
+
+    /// Logits for `input_ids` `(batch, seq)` (see [`DecoderOnlyTransformer::forward`]).
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        caches: Option<&mut [LayerCache]>,
+    ) -> Result<DecoderOutput> {
+        self.decoder
+            .forward(input_ids, attention_mask, caches, false, false)
+    }
+}
+
+/// Builds the decoder of an opened GGUF file.
+pub fn load_decoder(file: &GgufFile, config: &GgufConfig) -> Result<DecoderOnlyTransformer> {
+    match config.architecture.as_str() {
+        "llama" => load_llama(file, &config.decoder),
+        other => Err(Error::file(
+            file.path(),
+            format!(
+                "general.architecture `{other}` is not supported; supported: {}",
+                SUPPORTED_GGUF_ARCHITECTURES.join(", ")
+            ),
+        )),
+    }
+}
+
+/// Whether `path` names a GGUF file (by its extension).
+pub fn is_gguf_path(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+}
+
+/// The GGUF file a model directory holds (a hub snapshot of a GGUF repository): the one
+/// `.gguf` file, `None` when there is none, an error naming them when there are several.
+pub fn find_gguf(dir: &Path) -> Result<Option<PathBuf>> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::file(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| is_gguf_path(p))
+        .collect();
+    found.sort();
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(found.pop()),
+        _ => Err(Error::file(
+            dir,
+            format!(
+                "holds several GGUF files; name one: {}",
+                found
+                    .iter()
+                    .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
+}

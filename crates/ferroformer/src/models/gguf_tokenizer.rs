@@ -1,0 +1,316 @@
+//! The tokenizer a GGUF file describes in its metadata, rebuilt as a
+//! [`tokenizers::Tokenizer`] that gives the same ids as llama.cpp.
+//!
+//! Supported: `tokenizer.ggml.model = gpt2` (byte-level BPE) with the pre-tokenizer that
+//! `tokenizer.ggml.pre` names. llama.cpp applies a list of regular expressions one after
+//! the other, each splitting the pieces the previous one produced, and keeps the text
+//! between matches as pieces too; that is a sequence of `Split(regex, Isolated)`
+//! pre-tokenizers followed by the byte-level mapping. The regexes are llama.cpp's
+//! (`llama-vocab.cpp`).
+
+use candle_core::quantized::gguf_file::Value;
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::{Vocab, BPE};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use tokenizers::processors::template::TemplateProcessing;
+use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
+
+use super::gguf::GgufFile;
+use crate::error::{Error, Result};
+
+/// The `tokenizer.ggml.model` values this module rebuilds.
+pub const SUPPORTED_TOKENIZER_MODELS: &[&str] = &["gpt2"];
+
+/// GPT-2's split: contractions, letters, digits, other symbols, whitespace.
+const GPT2_REGEX: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+
+/// `tokenizer.ggml.pre` values and the regexes llama.cpp splits with, in order.
+const PRE_TOKENIZERS: &[(&[&str], &[&str])] = &[
+    // GPT-2 alone.
+    (&["gpt2", "mpt", "olmo", "jais", "trillion"], &[GPT2_REGEX]),
+    // Every digit on its own, then GPT-2's split (StarCoder's tokenizer, SmolLM's).
+    (
+        &[
+            "starcoder",
+            "refact",
+            "command-r",
+            "smollm",
+            "codeshell",
+            "exaone",
+            "minerva-7b",
+        ],
+        &[r"\p{N}", GPT2_REGEX],
+    ),
+];
+
+/// llama.cpp's token types (`tokenizer.ggml.token_type`).
+mod token_type {
+    pub const CONTROL: i32 = 3;
+    pub const USER_DEFINED: i32 = 4;
+}
+
+/// A tokenizer rebuilt from GGUF metadata, with its special token ids and chat template.
+#[derive(Debug, Clone)]
+pub struct GgufTokenizer {
+    tokenizer: Tokenizer,
+    bos_token_id: Option<u32>,
+    eos_token_id: Option<u32>,
+    eot_token_id: Option<u32>,
+    add_bos: bool,
+    chat_template: Option<String>,
+}
+
+fn optional_id(file: &GgufFile, key: &str) -> Result<Option<u32>> {
+    match file.get(key) {
+        None => Ok(None),
+        Some(_) => Ok(Some(file.usize_value(key)? as u32)),
+    }
+}
+
+impl GgufTokenizer {
+    /// Rebuilds the tokenizer described by `tokenizer.ggml.*` in `file`.
+    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
+        let path = file.path();
+        let err = |key: &str, what: String| Error::file(path, format!("metadata `{key}`: {what}"));
+        let model = file.str_value("tokenizer.ggml.model")?;
+        if model != "gpt2" {
+            return Err(err(
+                "tokenizer.ggml.model",
+                format!(
+                    "tokenizer `{model}` is not supported; supported: {}",
+                    SUPPORTED_TOKENIZER_MODELS.join(", ")
+                ),
+            ));
+        }
+        let tokens = file.string_array("tokenizer.ggml.tokens")?;
+        let types: Vec<i32> = match file.get("tokenizer.ggml.token_type") {
+            None => vec![1; tokens.len()],
+            Some(_) => file
+                .array("tokenizer.ggml.token_type")?
+                .iter()
+                .enumerate()
+                .map(|(i, v)| match v {
+                    Value::I32(t) => Ok(*t),
+                    Value::U32(t) => Ok(*t as i32),
+                    _ => Err(err(
+                        "tokenizer.ggml.token_type",
+                        format!("element {i} is not an integer"),
+                    )),
+                })
+                .collect::<Result<_>>()?,
+        };
+        if types.len() != tokens.len() {
+            return Err(err(
+                "tokenizer.ggml.token_type",
+                format!("{} types for {} tokens", types.len(), tokens.len()),
+            ));
+        }
+        let merges = file
+            .string_array("tokenizer.ggml.merges")?
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| match m.split_once(' ') {
+                Some((a, b)) if !a.is_empty() && !b.is_empty() && !b.contains(' ') => {
+                    Ok((a.to_string(), b.to_string()))
+                }
+                _ => Err(err(
+                    "tokenizer.ggml.merges",
+                    format!("element {i} `{m}` is not two tokens separated by a space"),
+                )),
+            })
+            .collect::<Result<Vec<_>>>()?;
+
+        // The first of duplicate strings keeps its id, as llama.cpp's text-to-token map does.
+        let mut vocab = Vocab::with_capacity(tokens.len());
+        for (id, t) in tokens.iter().enumerate() {
+            vocab.entry(t.to_string()).or_insert(id as u32);
+        }
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(|e| err("tokenizer.ggml.merges", e.to_string()))?;
+
+        let pre_name = match file.get("tokenizer.ggml.pre") {
+            Some(_) => file.str_value("tokenizer.ggml.pre")?,
+            None => "gpt2",
+        };
+        let regexes = PRE_TOKENIZERS
+            .iter()
+            .find(|(names, _)| names.contains(&pre_name))
+            .map(|(_, r)| *r)
+            .ok_or_else(|| {
+                let known: Vec<&str> = PRE_TOKENIZERS
+                    .iter()
+                    .flat_map(|(n, _)| *n)
+                    .copied()
+                    .collect();
+                err(
+                    "tokenizer.ggml.pre",
+                    format!(
+                        "pre-tokenizer `{pre_name}` is not supported; supported: {}",
+                        known.join(", ")
+                    ),
+                )
+            })?;
+        let mut steps: Vec<PreTokenizerWrapper> = Vec::with_capacity(regexes.len() + 1);
+        for r in regexes {
+            let split = Split::new(
+                SplitPattern::Regex(r.to_string()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .map_err(|e| err("tokenizer.ggml.pre", format!("regex `{r}`: {e}")))?;
+            steps.push(split.into());
+        }
+        // Bytes to GPT-2's printable characters only: the splitting is done above.
+        steps.push(ByteLevel::new(false, true, false).into());
+
+        let mut tokenizer = Tokenizer::new(bpe);
+        tokenizer
+            .with_pre_tokenizer(Some(Sequence::new(steps)))
+            .with_decoder(Some(ByteLevelDecoder::default()));
+
+        // Control tokens (`<|im_start|>`) are matched in the text before anything else, as
+        // llama.cpp does when asked to parse special tokens; user-defined ones as well.
+        let specials: Vec<AddedToken> = tokens
+            .iter()
+            .zip(&types)
+            .filter(|(_, t)| **t == token_type::CONTROL)
+            .map(|(s, _)| AddedToken::from(s.to_string(), true).normalized(false))
+            .collect();
+        let user: Vec<AddedToken> = tokens
+            .iter()
+            .zip(&types)
+            .filter(|(_, t)| **t == token_type::USER_DEFINED)
+            .map(|(s, _)| AddedToken::from(s.to_string(), false).normalized(false))
+            .collect();
+        tokenizer.add_special_tokens(&specials);
+        tokenizer.add_tokens(&user);
+
+        let bos_token_id = optional_id(file, "tokenizer.ggml.bos_token_id")?;
+        let eos_token_id = optional_id(file, "tokenizer.ggml.eos_token_id")?;
+        let eot_token_id = optional_id(file, "tokenizer.ggml.eot_token_id")?;
+        for (key, id) in [
+            ("tokenizer.ggml.bos_token_id", bos_token_id),
+            ("tokenizer.ggml.eos_token_id", eos_token_id),
+            ("tokenizer.ggml.eot_token_id", eot_token_id),
+        ] {
+            if let Some(id) = id {
+                if id as usize >= tokens.len() {
+                    return Err(err(
+                        key,
+                        format!("id {id} is outside the vocabulary of {}", tokens.len()),
+                    ));
+                }
+            }
+        }
+        let add_bos = file.bool_or("tokenizer.ggml.add_bos_token", false)?;
+        let add_eos = file.bool_or("tokenizer.ggml.add_eos_token", false)?;
+        let mut template: Vec<String> = Vec::new();
+        let mut template_tokens: Vec<(String, u32)> = Vec::new();
+        for (add, id, key) in [
+            (add_bos, bos_token_id, "tokenizer.ggml.add_bos_token"),
+            (add_eos, eos_token_id, "tokenizer.ggml.add_eos_token"),
+        ] {
+            if !add {
+                continue;
+            }
+            let id = id.ok_or_else(|| err(key, "is set but the token id is missing".into()))?;
+            let content = tokens[id as usize].to_string();
+            if content.contains([' ', ':']) || content.starts_with('$') {
+                // TemplateProcessing parses its pieces from strings.
+                return Err(err(
+                    key,
+                    format!("cannot add token `{content}` automatically"),
+                ));
+            }
+            template_tokens.push((content.clone(), id));
+            if key.ends_with("add_bos_token") {
+                template.push(content);
+                template.push("$A".into());
+            } else {
+                if template.is_empty() {
+                    template.push("$A".into());
+                }
+                template.push(content);
+            }
+        }
+        if !template.is_empty() {
+            let processor = TemplateProcessing::builder()
+                .try_single(template)
+                .map_err(|e| Error::Invalid(e.to_string()))?
+                .special_tokens(template_tokens)
+                .build()
+                .map_err(|e| Error::Invalid(e.to_string()))?;
+            tokenizer.with_post_processor(Some(processor));
+        }
+
+        let chat_template = match file.get("tokenizer.chat_template") {
+            Some(_) => Some(file.str_value("tokenizer.chat_template")?.to_string()),
+            None => None,
+        };
+        Ok(Self {
+            tokenizer,
+            bos_token_id,
+            eos_token_id,
+            eot_token_id,
+            add_bos,
+            chat_template,
+        })
+    }
+
+    /// The rebuilt tokenizer (its post-processor adds BOS/EOS as the file asks).
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Token ids of `text`. Special tokens written in the text (`<|im_start|>`) become
+    /// their ids, as llama.cpp's `tokenize(..., parse_special = true)`; with
+    /// `add_special_tokens`, BOS/EOS are added where `tokenizer.ggml.add_bos_token` /
+    /// `add_eos_token` ask for them.
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+        Ok(self
+            .tokenizer
+            .encode(text, add_special_tokens)
+            .map_err(|e| Error::Invalid(format!("cannot tokenize: {e}")))?
+            .get_ids()
+            .to_vec())
+    }
+
+    /// Text of `ids` (special tokens dropped with `skip_special_tokens`).
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        self.tokenizer
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| Error::Invalid(format!("cannot decode: {e}")))
+    }
+
+    /// `tokenizer.ggml.bos_token_id`.
+    pub fn bos_token_id(&self) -> Option<u32> {
+        self.bos_token_id
+    }
+
+    /// `tokenizer.ggml.eos_token_id`.
+    pub fn eos_token_id(&self) -> Option<u32> {
+        self.eos_token_id
+    }
+
+    /// Tokens that end a generation: EOS and, when the file names one, end-of-turn.
+    pub fn stop_token_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.eos_token_id.into_iter().collect();
+        ids.extend(self.eot_token_id.filter(|t| Some(*t) != self.eos_token_id));
+        ids
+    }
+
+    /// Whether encoding adds BOS (`tokenizer.ggml.add_bos_token`).
+    pub fn adds_bos(&self) -> bool {
+        self.add_bos
+    }
+
+    /// The Jinja chat template (`tokenizer.chat_template`), when the file has one.
+    pub fn chat_template(&self) -> Option<&str> {
+        self.chat_template.as_deref()
+    }
+}

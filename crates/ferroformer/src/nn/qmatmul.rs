@@ -1,0 +1,548 @@
+//! CPU products of f32 activations with Q4_1 and Q8_0 weight matrices, with llama.cpp's
+//! arithmetic.
+//!
+//! Each activation row is quantized to 8 bits per block of 32 (Q8_1 for Q4_1 weights, Q8_0
+//! for Q8_0 weights), and every output is an integer dot product per block scaled and
+//! summed in f32. The model is chaotic in that rounding step: a change in the last bit of
+//! an activation can flip its 8-bit rounding, and enough flips move the logits. So the
+//! rounding, the f16 conversions, and the order of every float operation follow ggml's x86
+//! code (`quantize_row_q8_1`, `ggml_vec_dot_q4_1_q8_1`, `ggml_vec_dot_q8_0_q8_0`) exactly:
+//! each output is bit for bit what llama.cpp computes for the same inputs.
+//!
+//! The kernels run on AVX2 + FMA + F16C, with `vpdpbusd` where AVX-512 VNNI is present
+//! (picked at run time; `FERROFORMER_NO_VNNI=1` keeps AVX2 for comparisons); elsewhere the
+//! caller falls back to candle's quantized matmul. Work is split over output columns with
+//! rayon, so the result does not depend on the thread count. Four activation rows share
+//! each unpacked weight block (prompt processing); candle's Q4_1 product is scalar code
+//! behind a spinning thread pool, about a fifth of this speed here.
+
+use rayon::prelude::*;
+
+/// Bytes of one Q4_1 block: f16 scale, f16 minimum, 16 bytes of nibbles.
+const Q4_1_BYTES: usize = 20;
+/// Bytes of one Q8_0 block: f16 scale, 32 signed bytes.
+const Q8_0_BYTES: usize = 34;
+/// Values per block.
+const QK: usize = 32;
+
+/// The weight formats these kernels serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WeightFormat {
+    /// 4-bit values with a scale and a minimum per block.
+    Q4_1,
+    /// 8-bit values with a scale per block.
+    Q8_0,
+}
+
+/// IEEE half to f32 (exact).
+#[inline(always)]
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h & 0x8000) as u32) << 16;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let man = (h & 0x3ff) as u32;
+    if exp == 0 {
+        // Zero or subnormal: man × 2^-24, exact in f32.
+        let v = man as f32 * (1.0 / 16_777_216.0);
+        return if sign != 0 { -v } else { v };
+    }
+    let bits = if exp == 31 {
+        sign | 0x7f80_0000 | (man << 13)
+    } else {
+        sign | ((exp + 112) << 23) | (man << 13)
+    };
+    f32::from_bits(bits)
+}
+
+/// f32 to half as ggml's CPU code does it (`ggml_compute_fp32_to_fp16`, a bit-trick
+/// rounding whose first multiply-add GCC fuses into one FMA), so that scales round alike.
+#[inline(always)]
+fn f32_to_f16_ggml(f: f32) -> u16 {
+    let scale_to_inf = f32::from_bits(0x7780_0000);
+    let scale_to_zero = f32::from_bits(0x0880_0000);
+    let w = f.to_bits();
+    let shl1_w = w.wrapping_add(w);
+    let sign = w & 0x8000_0000;
+    let mut bias = shl1_w & 0xff00_0000;
+    if bias < 0x7100_0000 {
+        bias = 0x7100_0000;
+    }
+    let magic = f32::from_bits((bias >> 1) + 0x0780_0000);
+    let base = (f.abs() * scale_to_inf).mul_add(scale_to_zero, magic);
+    let bits = base.to_bits();
+    let exp_bits = (bits >> 13) & 0x0000_7c00;
+    let mantissa_bits = bits & 0x0000_0fff;
+    let nonsign = exp_bits + mantissa_bits;
+    ((sign >> 16)
+        | if shl1_w > 0xff00_0000 {
+            0x7e00
+        } else {
+            nonsign
+        }) as u16
+}
+
+/// One activation row quantized to 8-bit blocks: values, the scale of each block (already
+/// rounded through f16, as ggml stores it) and, for Q8_1, `scale × Σ values` (also via f16).
+struct QuantizedRows {
+    qs: Vec<i8>,
+    d: Vec<f32>,
+    s: Vec<f32>,
+}
+
+/// ggml's `quantize_row_q8_1` / `quantize_row_q8_0` (x86): per block of 32, `d = max|x| / 127`,
+/// values `round_ties_even(x × (127 / max|x|))`, and for Q8_1 `s = f16(d × Σ q)`.
+fn quantize_rows(x: &[f32], with_sums: bool) -> QuantizedRows {
+    let blocks = x.len() / QK;
+    let mut out = QuantizedRows {
+        qs: vec![0; x.len()],
+        d: vec![0.0; blocks],
+        s: if with_sums {
+            vec![0.0; blocks]
+        } else {
+            Vec::new()
+        },
+    };
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        // SAFETY: AVX2 and FMA are present; the same arithmetic, rounded by instructions.
+        unsafe { x86::quantize_rows(x, &mut out, with_sums) };
+        return out;
+    }
+    quantize_blocks(x, &mut out, with_sums);
+    out
+}
+
+#[inline(always)]
+fn quantize_blocks(x: &[f32], out: &mut QuantizedRows, with_sums: bool) {
+    for b in 0..x.len() / QK {
+        let xs = &x[b * QK..(b + 1) * QK];
+        let max = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = max / 127.0;
+        let id = if max != 0.0 { 127.0 / max } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, v) in out.qs[b * QK..(b + 1) * QK].iter_mut().zip(xs) {
+            let r = (v * id).round_ties_even() as i32;
+            *q = r as i8;
+            sum += r;
+        }
+        out.d[b] = f16_to_f32(f32_to_f16_ggml(d));
+        if with_sums {
+            out.s[b] = f16_to_f32(f32_to_f16_ggml(sum as f32 * d));
+        }
+    }
+}
+
+/// Which x86 kernels this CPU runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    /// AVX2 + FMA: byte products by `vpmaddubsw` + `vpmaddwd`.
+    Avx2,
+    /// AVX-512 VNNI on 256-bit registers: one `vpdpbusd` (the same integer sums).
+    Vnni,
+}
+
+fn level() -> Option<Level> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static LEVEL: std::sync::OnceLock<Option<Level>> = std::sync::OnceLock::new();
+        *LEVEL.get_or_init(|| {
+            use std::arch::is_x86_feature_detected as has;
+            if !(has!("avx2") && has!("fma") && has!("f16c")) {
+                None
+            } else if std::env::var_os("FERROFORMER_NO_VNNI").is_none()
+                && has!("avx512vnni")
+                && has!("avx512vl")
+            {
+                Some(Level::Vnni)
+            } else {
+                Some(Level::Avx2)
+            }
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
+/// Whether the fast kernels can run on this CPU.
+pub(crate) fn available() -> bool {
+    level().is_some()
+}
+
+/// Activation rows one kernel call reads together (each weight block is unpacked once).
+const ROWS: usize = 4;
+
+/// `x W^T` for `x` of `m × k` (row-major) and `W` of `n × k` in `format` blocks (`w` holds
+/// its bytes, row after row). `None` when the kernels cannot run here.
+pub(crate) fn matmul_t(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[u8],
+    n: usize,
+    format: WeightFormat,
+) -> Option<Vec<f32>> {
+    let level = level()?;
+    if k % QK != 0 || x.len() != m * k {
+        return None;
+    }
+    let block_bytes = match format {
+        WeightFormat::Q4_1 => Q4_1_BYTES,
+        WeightFormat::Q8_0 => Q8_0_BYTES,
+    };
+    let nb = k / QK;
+    let row_bytes = nb * block_bytes;
+    if w.len() != n * row_bytes {
+        return None;
+    }
+    let xq = quantize_rows(x, format == WeightFormat::Q4_1);
+    let mut out = vec![0f32; m * n];
+    // Columns in chunks: enough chunks to balance the threads, each long enough that a
+    // chunk's weight rows are reused from cache across the activation rows.
+    let threads = rayon::current_num_threads().max(1);
+    let chunk = (n.div_ceil(threads * 4)).clamp(16, 512);
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
+        let out_ptr = &out_ptr;
+        let j0 = c * chunk;
+        let j1 = (j0 + chunk).min(n);
+        for i0 in (0..m).step_by(ROWS) {
+            let rows = ROWS.min(m - i0);
+            for j in j0..j1 {
+                let wrow = &w[j * row_bytes..(j + 1) * row_bytes];
+                let v = dot(level, format, wrow, &xq, i0, rows, nb);
+                for (r, v) in v.iter().enumerate().take(rows) {
+                    // SAFETY: (i0 + r, j) lies in the m × n output and each j belongs to
+                    // one chunk, so no two threads write the same element.
+                    unsafe { *out_ptr.0.add((i0 + r) * n + j) = *v };
+                }
+            }
+        }
+    });
+    Some(out)
+}
+
+/// A raw output pointer shared by the workers, each writing its own columns.
+struct SendPtr(*mut f32);
+// SAFETY: the workers write disjoint elements (see `matmul_t`).
+unsafe impl Sync for SendPtr {}
+unsafe impl Send for SendPtr {}
+
+/// Dots of one weight row with activation rows `i0..i0 + rows` (`rows <= ROWS`).
+#[inline(always)]
+fn dot(
+    level: Level,
+    format: WeightFormat,
+    wrow: &[u8],
+    xq: &QuantizedRows,
+    i0: usize,
+    rows: usize,
+    nb: usize,
+) -> [f32; ROWS] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let qs = &xq.qs[i0 * nb * QK..(i0 + rows) * nb * QK];
+        let d = &xq.d[i0 * nb..(i0 + rows) * nb];
+        let s = if xq.s.is_empty() {
+            &[][..]
+        } else {
+            &xq.s[i0 * nb..(i0 + rows) * nb]
+        };
+        // SAFETY: `level` says which instructions exist; the slices cover `rows` rows of
+        // `nb` blocks.
+        unsafe {
+            match (format, level) {
+                (WeightFormat::Q4_1, Level::Vnni) => x86::q4_1_vnni(wrow, qs, d, s, rows, nb),
+                (WeightFormat::Q4_1, Level::Avx2) => x86::q4_1_avx2(wrow, qs, d, s, rows, nb),
+                (WeightFormat::Q8_0, Level::Vnni) => x86::q8_0_vnni(wrow, qs, d, rows, nb),
+                (WeightFormat::Q8_0, Level::Avx2) => x86::q8_0_avx2(wrow, qs, d, rows, nb),
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (level, format, wrow, xq, i0, rows, nb);
+        unreachable!("the kernels run only where `available()`")
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{QuantizedRows, Q4_1_BYTES, Q8_0_BYTES, QK, ROWS};
+
+    /// ggml's `hsum_float_8`: ((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7)).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn hsum(acc: __m256) -> f32 {
+        let mut res = _mm256_extractf128_ps(acc, 1);
+        res = _mm_add_ps(res, _mm256_castps256_ps128(acc));
+        res = _mm_add_ps(res, _mm_movehl_ps(res, res));
+        res = _mm_add_ss(res, _mm_movehdup_ps(res));
+        _mm_cvtss_f32(res)
+    }
+
+    /// IEEE half at `p` to f32 (exact, F16C).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn f16_at(p: *const u8) -> f32 {
+        let h = std::ptr::read_unaligned(p as *const u16);
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+    }
+
+    /// Per-lane sums of four consecutive products of unsigned `a` and signed `b` bytes, as
+    /// floats (`mul_sum_us8_pairs_float`): exact integers either way, no saturation for the
+    /// ranges here (|a| ≤ 127 or ≤ 15, |b| ≤ 127).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn mul_sum_avx2(a: __m256i, b: __m256i) -> __m256 {
+        let dot = _mm256_maddubs_epi16(a, b);
+        _mm256_cvtepi32_ps(_mm256_madd_epi16(dot, _mm256_set1_epi16(1)))
+    }
+
+    /// The same sums with one `vpdpbusd` (AVX-512 VNNI on 256-bit registers), written as
+    /// inline assembly: its intrinsic and feature names need a newer Rust than the MSRV.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn mul_sum_vnni(a: __m256i, b: __m256i) -> __m256 {
+        let mut acc = _mm256_setzero_si256();
+        std::arch::asm!(
+            "vpdpbusd {acc}, {a}, {b}",
+            acc = inout(ymm_reg) acc,
+            a = in(ymm_reg) a,
+            b = in(ymm_reg) b,
+            options(pure, nomem, nostack),
+        );
+        _mm256_cvtepi32_ps(acc)
+    }
+
+    /// `ggml_vec_dot_q4_1_q8_1` for one weight row and up to `ROWS` activation rows:
+    /// Σ_b d_w·d_x·(Σ q_w q_x) in eight lanes by FMA, reduced by `hsum`, plus Σ_b m_w·s_x by
+    /// scalar FMA — per output the same operations in the same order as ggml.
+    macro_rules! q4_1_kernel {
+        ($name:ident, $features:literal, $mul_sum:ident) => {
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $name(
+                w: &[u8],
+                xq: &[i8],
+                xd: &[f32],
+                xs: &[f32],
+                rows: usize,
+                nb: usize,
+            ) -> [f32; ROWS] {
+                debug_assert!(w.len() >= nb * Q4_1_BYTES && xq.len() >= rows * nb * QK);
+                let mask = _mm256_set1_epi8(0x0f);
+                let mut acc = [_mm256_setzero_ps(); ROWS];
+                let mut summs = [0f32; ROWS];
+                let wp = w.as_ptr();
+                let qp = xq.as_ptr();
+                for b in 0..nb {
+                    let blk = wp.add(b * Q4_1_BYTES);
+                    let d0 = f16_at(blk);
+                    let m0 = f16_at(blk.add(2));
+                    let tmp = _mm_loadu_si128(blk.add(4) as *const __m128i);
+                    // Low nibbles are values 0..16, high nibbles values 16..32.
+                    let qx = _mm256_and_si256(mask, _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp));
+                    for r in 0..rows {
+                        let xb = r * nb + b;
+                        summs[r] = m0.mul_add(*xs.get_unchecked(xb), summs[r]);
+                        let d0d1 = _mm256_set1_ps(*xd.get_unchecked(xb) * d0);
+                        let qy = _mm256_loadu_si256(qp.add(xb * QK) as *const __m256i);
+                        acc[r] = _mm256_fmadd_ps(d0d1, $mul_sum(qx, qy), acc[r]);
+                    }
+                }
+                let mut out = [0f32; ROWS];
+                for r in 0..rows {
+                    out[r] = hsum(acc[r]) + summs[r];
+                }
+                out
+            }
+        };
+    }
+
+    /// `ggml_vec_dot_q8_0_q8_0`: signed bytes through the sign trick, then as above.
+    macro_rules! q8_0_kernel {
+        ($name:ident, $features:literal, $mul_sum:ident) => {
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $name(
+                w: &[u8],
+                xq: &[i8],
+                xd: &[f32],
+                rows: usize,
+                nb: usize,
+            ) -> [f32; ROWS] {
+                debug_assert!(w.len() >= nb * Q8_0_BYTES && xq.len() >= rows * nb * QK);
+                let mut acc = [_mm256_setzero_ps(); ROWS];
+                let wp = w.as_ptr();
+                let qp = xq.as_ptr();
+                for b in 0..nb {
+                    let blk = wp.add(b * Q8_0_BYTES);
+                    let dw = f16_at(blk);
+                    let qx = _mm256_loadu_si256(blk.add(2) as *const __m256i);
+                    let ax = _mm256_sign_epi8(qx, qx);
+                    for r in 0..rows {
+                        let xb = r * nb + b;
+                        let d = _mm256_set1_ps(dw * *xd.get_unchecked(xb));
+                        let qy = _mm256_loadu_si256(qp.add(xb * QK) as *const __m256i);
+                        let sy = _mm256_sign_epi8(qy, qx);
+                        acc[r] = _mm256_fmadd_ps(d, $mul_sum(ax, sy), acc[r]);
+                    }
+                }
+                let mut out = [0f32; ROWS];
+                for r in 0..rows {
+                    out[r] = hsum(acc[r]);
+                }
+                out
+            }
+        };
+    }
+
+    q4_1_kernel!(q4_1_avx2, "avx2,fma,f16c", mul_sum_avx2);
+    q4_1_kernel!(q4_1_vnni, "avx2,fma,f16c", mul_sum_vnni);
+    q8_0_kernel!(q8_0_avx2, "avx2,fma,f16c", mul_sum_avx2);
+    q8_0_kernel!(q8_0_vnni, "avx2,fma,f16c", mul_sum_vnni);
+
+    /// The scalar quantizer compiled for AVX2, so rounding is an instruction, not a call.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn quantize_rows(x: &[f32], out: &mut QuantizedRows, with_sums: bool) {
+        super::quantize_blocks(x, out, with_sums)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_conversions_round_trip_and_round_to_nearest_even() {
+        for h in (0u16..=0xffff).step_by(7) {
+            let f = f16_to_f32(h);
+            if f.is_nan() {
+                continue;
+            }
+            assert_eq!(f32_to_f16_ggml(f), h, "{h:#06x} {f}");
+        }
+        // Halfway between 1.0 and the next half (1 + 2^-10): ties go to even.
+        assert_eq!(f32_to_f16_ggml(1.0 + 1.0 / 2048.0), 0x3c00);
+        assert_eq!(f32_to_f16_ggml(1.0 + 3.0 / 2048.0), 0x3c02);
+    }
+
+    fn reference_q4_1(w: &[u8], x: &QuantizedRows, nb: usize) -> f32 {
+        // The same arithmetic in scalar form.
+        let mut acc = [0f32; 8];
+        let mut summs = 0f32;
+        for b in 0..nb {
+            let blk = &w[b * Q4_1_BYTES..(b + 1) * Q4_1_BYTES];
+            let d0 = f16_to_f32(u16::from_le_bytes([blk[0], blk[1]]));
+            let m0 = f16_to_f32(u16::from_le_bytes([blk[2], blk[3]]));
+            summs = m0.mul_add(x.s[b], summs);
+            let d0d1 = x.d[b] * d0;
+            for (lane, a) in acc.iter_mut().enumerate() {
+                let mut s = 0i32;
+                for e in lane * 4..lane * 4 + 4 {
+                    let q = if e < 16 {
+                        blk[4 + e] & 0x0f
+                    } else {
+                        blk[4 + e - 16] >> 4
+                    };
+                    s += q as i32 * x.qs[b * QK + e] as i32;
+                }
+                *a = d0d1.mul_add(s as f32, *a);
+            }
+        }
+        ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7])) + summs
+    }
+
+    #[test]
+    fn q4_1_kernel_equals_its_scalar_form() {
+        if !available() {
+            return;
+        }
+        let (n, k) = (5, 96);
+        let nb = k / QK;
+        let w: Vec<u8> = (0..n * nb * Q4_1_BYTES)
+            .map(|i| {
+                // Plausible small scales in the f16 bytes, anything in the nibbles.
+                match i % Q4_1_BYTES {
+                    1 => 0x24,
+                    3 => 0xa4,
+                    _ => (i * 37 % 251) as u8,
+                }
+            })
+            .collect();
+        let x: Vec<f32> = (0..2 * k)
+            .map(|i| ((i as f32) * 0.37).sin() * 3.0)
+            .collect();
+        let y = matmul_t(&x, 2, k, &w, n, WeightFormat::Q4_1).unwrap();
+        // One activation row alone: the same bits.
+        let y1 = matmul_t(&x[k..], 1, k, &w, n, WeightFormat::Q4_1).unwrap();
+        for j in 0..n {
+            assert_eq!(y1[j].to_bits(), y[n + j].to_bits());
+        }
+        let xq = quantize_rows(&x, true);
+        // Both instruction sets give the same bits.
+        #[cfg(target_arch = "x86_64")]
+        if level() == Some(Level::Vnni) {
+            for j in 0..n {
+                let wrow = &w[j * nb * Q4_1_BYTES..(j + 1) * nb * Q4_1_BYTES];
+                let a = dot(Level::Avx2, WeightFormat::Q4_1, wrow, &xq, 0, 2, nb);
+                let b = dot(Level::Vnni, WeightFormat::Q4_1, wrow, &xq, 0, 2, nb);
+                assert_eq!(a, b);
+            }
+        }
+        for i in 0..2 {
+            let row = QuantizedRows {
+                qs: xq.qs[i * k..(i + 1) * k].to_vec(),
+                d: xq.d[i * nb..(i + 1) * nb].to_vec(),
+                s: xq.s[i * nb..(i + 1) * nb].to_vec(),
+            };
+            for j in 0..n {
+                let want = reference_q4_1(&w[j * nb * Q4_1_BYTES..], &row, nb);
+                assert_eq!(y[i * n + j].to_bits(), want.to_bits());
+            }
+        }
+    }
+
+    #[test]
+    fn q8_0_kernel_equals_its_scalar_form() {
+        if !available() {
+            return;
+        }
+        let (n, k) = (6, 64);
+        let nb = k / QK;
+        let w: Vec<u8> = (0..n * nb * Q8_0_BYTES)
+            .map(|i| match i % Q8_0_BYTES {
+                0 => 0x00,
+                1 => 0x24,
+                _ => (i * 53 % 255) as u8,
+            })
+            .collect();
+        let x: Vec<f32> = (0..5 * k)
+            .map(|i| ((i as f32) * 0.91).cos() * 2.0)
+            .collect();
+        let y = matmul_t(&x, 5, k, &w, n, WeightFormat::Q8_0).unwrap();
+        let xq = quantize_rows(&x, false);
+        for i in 0..5 {
+            let y1 = matmul_t(&x[i * k..(i + 1) * k], 1, k, &w, n, WeightFormat::Q8_0).unwrap();
+            for j in 0..n {
+                let blk_row = &w[j * nb * Q8_0_BYTES..];
+                let mut acc = [0f32; 8];
+                for b in 0..nb {
+                    let blk = &blk_row[b * Q8_0_BYTES..];
+                    let d = f16_to_f32(u16::from_le_bytes([blk[0], blk[1]])) * xq.d[i * nb + b];
+                    for (lane, a) in acc.iter_mut().enumerate() {
+                        let s: i32 = (lane * 4..lane * 4 + 4)
+                            .map(|e| blk[2 + e] as i8 as i32 * xq.qs[(i * nb + b) * QK + e] as i32)
+                            .sum();
+                        *a = d.mul_add(s as f32, *a);
+                    }
+                }
+                let want = ((acc[0] + acc[4]) + (acc[2] + acc[6]))
+                    + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+                assert_eq!(y[i * n + j].to_bits(), want.to_bits(), "({i}, {j})");
+                assert_eq!(y1[j].to_bits(), want.to_bits(), "({i}, {j}) alone");
+            }
+        }
+    }
+}
