@@ -87,7 +87,8 @@ fn config_comes_from_the_metadata() {
         d.embeddings.positional,
         ferroformer::arch::PositionalKind::Rotary {
             base: 100000.0,
-            layout: RopeLayout::Interleaved
+            layout: RopeLayout::Interleaved,
+            scaling: None,
         }
     );
     assert!(d.tie_word_embeddings, "the file has no output.weight");
