@@ -18,14 +18,14 @@ use candle_core::{DType, Device, Tensor};
 
 use super::gguf_tokenizer::GgufTokenizer;
 use crate::arch::{
-    DecoderConfig, DecoderNames, DecoderOnlyTransformer, DecoderOutput, EmbeddingConfig,
-    EmbeddingNames, Embeddings, LayerStack, LmHead, PositionalKind, StackConfig, StackNames,
+    DecoderConfig, DecoderNames, DecoderOnlyTransformer, DecoderOutput, EmbeddingNames, Embeddings,
+    LayerStack, LmHead, PositionalKind, StackNames,
 };
 use crate::error::{Error, Result};
 use crate::nn::{
     AttentionConfig, AttentionNames, FeedForward, FeedForwardConfig, FeedForwardNames, LayerCache,
-    LayerConfig, LayerNames, Linear, MultiHeadAttention, Norm, NormConfig, NormKind,
-    QuantizedMatrix, RopeLayout, TransformerLayer, WeightMatrix,
+    LayerNames, Linear, MultiHeadAttention, Norm, NormKind, QuantizedMatrix, RopeLayout,
+    TransformerLayer, WeightMatrix,
 };
 
 /// The `general.architecture` values this loader understands.
@@ -378,39 +378,25 @@ fn llama_config(file: &GgufFile, arch: &str) -> Result<DecoderConfig> {
     attention
         .validate()
         .map_err(|e| Error::file(file.path(), e))?;
-    Ok(DecoderConfig {
-        embeddings: EmbeddingConfig {
+    Ok(super::llama::llama_decoder(
+        super::llama::LlamaShape {
             vocab_size: vocab,
-            d_model,
             max_positions: context,
-            // llama.cpp's converter permutes the q and k rows of every head so that the
-            // rotated pairs are adjacent, (x[2i], x[2i+1]) — GGML's "normal" RoPE — where
-            // `transformers` pairs x[i] with x[i + d/2].
-            positional: PositionalKind::Rotary {
-                base,
-                layout: RopeLayout::Interleaved,
-                scaling: None,
-            },
-            type_vocab_size: None,
-            norm: None,
-            scale: None,
-            dropout: 0.0,
-        },
-        stack: StackConfig {
-            layer: LayerConfig {
-                self_attention: attention,
-                cross_attention: None,
-                feed_forward: FeedForwardConfig::swiglu(d_model, d_ff),
-                norm: NormConfig::rms_norm(eps),
-                norm_first: true,
-                dropout: 0.0,
-            },
             num_layers: layers,
-            final_norm: true,
+            rms_norm_eps: eps,
+            tie_word_embeddings: !file.has_tensor("output.weight"),
         },
-        tie_word_embeddings: !file.has_tensor("output.weight"),
-        lm_head_bias: false,
-    })
+        attention,
+        FeedForwardConfig::swiglu(d_model, d_ff),
+        // llama.cpp's converter permutes the q and k rows of every head so that the
+        // rotated pairs are adjacent, (x[2i], x[2i+1]) — GGML's "normal" RoPE — where
+        // `transformers` pairs x[i] with x[i + d/2].
+        PositionalKind::Rotary {
+            base,
+            layout: RopeLayout::Interleaved,
+            scaling: None,
+        },
+    ))
 }
 
 /// Builds the decoder of a Llama-architecture GGUF file onto the shared blocks.

@@ -96,36 +96,68 @@ impl LlamaConfig {
         attention.validate()?;
         let mut ffn = FeedForwardConfig::swiglu(self.hidden_size, self.intermediate_size);
         ffn.activation = Activation::from_name(&self.hidden_act)?;
-        Ok(DecoderConfig {
-            embeddings: EmbeddingConfig {
+        Ok(llama_decoder(
+            LlamaShape {
                 vocab_size: self.vocab_size,
-                d_model: self.hidden_size,
                 max_positions: self.max_position_embeddings,
-                positional: PositionalKind::Rotary {
-                    base: self.rope_theta,
-                    layout: RopeLayout::HalfSplit,
-                    scaling: RopeScaling::from_json(self.rope_scaling.as_ref())?,
-                },
-                type_vocab_size: None,
-                norm: None,
-                scale: None,
+                num_layers: self.num_hidden_layers,
+                rms_norm_eps: self.rms_norm_eps,
+                tie_word_embeddings: self.tie_word_embeddings,
+            },
+            attention,
+            ffn,
+            PositionalKind::Rotary {
+                base: self.rope_theta,
+                layout: RopeLayout::HalfSplit,
+                scaling: RopeScaling::from_json(self.rope_scaling.as_ref())?,
+            },
+        ))
+    }
+}
+
+/// The sizes of a Llama-family decoder besides its attention and feed-forward blocks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LlamaShape {
+    pub vocab_size: usize,
+    pub max_positions: usize,
+    pub num_layers: usize,
+    pub rms_norm_eps: f64,
+    pub tie_word_embeddings: bool,
+}
+
+/// The Llama-family decoder — rotary positions, pre-norm RMSNorm layers, a final norm —
+/// whether described by `config.json` or by GGUF metadata.
+pub(crate) fn llama_decoder(
+    shape: LlamaShape,
+    attention: AttentionConfig,
+    ffn: FeedForwardConfig,
+    positional: PositionalKind,
+) -> DecoderConfig {
+    DecoderConfig {
+        embeddings: EmbeddingConfig {
+            vocab_size: shape.vocab_size,
+            d_model: attention.d_model,
+            max_positions: shape.max_positions,
+            positional,
+            type_vocab_size: None,
+            norm: None,
+            scale: None,
+            dropout: 0.0,
+        },
+        stack: StackConfig {
+            layer: LayerConfig {
+                self_attention: attention,
+                cross_attention: None,
+                feed_forward: ffn,
+                norm: NormConfig::rms_norm(shape.rms_norm_eps),
+                norm_first: true,
                 dropout: 0.0,
             },
-            stack: StackConfig {
-                layer: LayerConfig {
-                    self_attention: attention,
-                    cross_attention: None,
-                    feed_forward: ffn,
-                    norm: NormConfig::rms_norm(self.rms_norm_eps),
-                    norm_first: true,
-                    dropout: 0.0,
-                },
-                num_layers: self.num_hidden_layers,
-                final_norm: true,
-            },
-            tie_word_embeddings: self.tie_word_embeddings,
-            lm_head_bias: false,
-        })
+            num_layers: shape.num_layers,
+            final_norm: true,
+        },
+        tie_word_embeddings: shape.tie_word_embeddings,
+        lm_head_bias: false,
     }
 }
 
