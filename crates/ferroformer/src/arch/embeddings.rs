@@ -113,9 +113,64 @@ pub(crate) fn check_token_ids(what: &str, ids: &Tensor, limit: usize) -> Result<
     Ok(())
 }
 
+/// The positional part that holds no parameters (none, sinusoidal, rotary for heads of
+/// `head_dim`), built for `cfg`; learned positions are an error (they are loaded).
+fn fixed_positions(
+    cfg: &EmbeddingConfig,
+    head_dim: Option<usize>,
+    dtype: DType,
+    device: &Device,
+) -> Result<Positions> {
+    Ok(match cfg.positional {
+        PositionalKind::None => Positions::None,
+        PositionalKind::Sinusoidal => Positions::Sinusoidal(SinusoidalPositionalEncoding::new(
+            cfg.d_model,
+            cfg.max_positions,
+            dtype,
+            device,
+        )?),
+        PositionalKind::Rotary {
+            base,
+            layout,
+            scaling,
+        } => {
+            let head_dim = head_dim.ok_or_else(|| {
+                Error::config(
+                    "positional",
+                    "rotary embeddings need the head dimension: use Embeddings::load_with_rotary",
+                )
+            })?;
+            Positions::Rotary(RotaryEmbedding::with_scaling(
+                head_dim,
+                cfg.max_positions,
+                base,
+                layout,
+                scaling,
+                dtype,
+                device,
+            )?)
+        }
+        PositionalKind::Learned { .. } => {
+            return Err(Error::config(
+                "positional",
+                "learned positions need parameters: use Embeddings::load",
+            ))
+        }
+    })
+}
+
 impl Embeddings {
     /// Loads (or creates) the embeddings.
     pub fn load(w: &Weights, cfg: &EmbeddingConfig, names: &EmbeddingNames) -> Result<Self> {
+        Self::load_impl(w, cfg, names, None)
+    }
+
+    fn load_impl(
+        w: &Weights,
+        cfg: &EmbeddingConfig,
+        names: &EmbeddingNames,
+        head_dim: Option<usize>,
+    ) -> Result<Self> {
         if cfg.vocab_size == 0 {
             return Err(Error::config("vocab_size", "must be > 0"));
         }
@@ -125,13 +180,6 @@ impl Embeddings {
         };
         let word = w.get_init((cfg.vocab_size, cfg.d_model), &names.word, normal)?;
         let positions = match cfg.positional {
-            PositionalKind::None => Positions::None,
-            PositionalKind::Sinusoidal => Positions::Sinusoidal(SinusoidalPositionalEncoding::new(
-                cfg.d_model,
-                cfg.max_positions,
-                w.dtype(),
-                w.device(),
-            )?),
             PositionalKind::Learned { offset } => {
                 let name = names.position.as_deref().ok_or_else(|| {
                     Error::config("positional", "learned positions need a tensor name")
@@ -144,12 +192,7 @@ impl Embeddings {
                     name,
                 )?)
             }
-            PositionalKind::Rotary { .. } => {
-                return Err(Error::config(
-                    "positional",
-                    "rotary embeddings need the head dimension: use Embeddings::load_with_rotary",
-                ))
-            }
+            _ => fixed_positions(cfg, head_dim, w.dtype(), w.device())?,
         };
         let token_type = match (cfg.type_vocab_size, &names.token_type) {
             (Some(n), Some(name)) => Some(w.get_init((n, cfg.d_model), name, normal)?),
@@ -188,31 +231,7 @@ impl Embeddings {
         names: &EmbeddingNames,
         head_dim: usize,
     ) -> Result<Self> {
-        match cfg.positional {
-            PositionalKind::Rotary {
-                base,
-                layout,
-                scaling,
-            } => {
-                let plain = EmbeddingConfig {
-                    positional: PositionalKind::None,
-                    ..cfg.clone()
-                };
-                let mut emb = Self::load(w, &plain, names)?;
-                emb.positions = Positions::Rotary(RotaryEmbedding::with_scaling(
-                    head_dim,
-                    cfg.max_positions,
-                    base,
-                    layout,
-                    scaling,
-                    w.dtype(),
-                    w.device(),
-                )?);
-                emb.cfg = cfg.clone();
-                Ok(emb)
-            }
-            _ => Self::load(w, cfg, names),
-        }
+        Self::load_impl(w, cfg, names, Some(head_dim))
     }
 
     /// Embeddings from a ready-made token table `(vocab, d_model)` (dense or quantized),
@@ -239,34 +258,7 @@ impl Embeddings {
                 "token types and an embedding norm need parameters: use Embeddings::load",
             ));
         }
-        let positions = match cfg.positional {
-            PositionalKind::None => Positions::None,
-            PositionalKind::Sinusoidal => Positions::Sinusoidal(SinusoidalPositionalEncoding::new(
-                cfg.d_model,
-                cfg.max_positions,
-                dtype,
-                device,
-            )?),
-            PositionalKind::Rotary {
-                base,
-                layout,
-                scaling,
-            } => Positions::Rotary(RotaryEmbedding::with_scaling(
-                head_dim,
-                cfg.max_positions,
-                base,
-                layout,
-                scaling,
-                dtype,
-                device,
-            )?),
-            PositionalKind::Learned { .. } => {
-                return Err(Error::config(
-                    "positional",
-                    "learned positions need parameters: use Embeddings::load",
-                ))
-            }
-        };
+        let positions = fixed_positions(cfg, Some(head_dim), dtype, device)?;
         Ok(Self {
             cfg: cfg.clone(),
             word,

@@ -1147,43 +1147,6 @@ impl AutoTokenizer {
         }
     }
 
-    /// Pads already-encoded rows (e.g. windows of different questions) to the longest one on
-    /// the tokenizer's padding side: pad id, type 0, attention 0, special-token mask 1.
-    pub fn pad_batch(&self, mut encodings: Vec<Encoding>) -> Result<BatchEncoding> {
-        let longest = encodings.iter().map(Encoding::len).max().unwrap_or(0);
-        if encodings.iter().any(|e| e.len() != longest) {
-            let (Some(pad_token), Some(pad_id)) = (self.pad_token(), self.pad_token_id()) else {
-                return Err(Error::Invalid(
-                    "asking to pad but the tokenizer has no padding token".into(),
-                ));
-            };
-            let pad_token = pad_token.to_string();
-            for e in &mut encodings {
-                let n = longest - e.len();
-                if n == 0 {
-                    continue;
-                }
-                fn extend<T: Clone>(v: &mut Vec<T>, n: usize, value: T, left: bool) {
-                    if left {
-                        v.splice(0..0, std::iter::repeat_n(value, n));
-                    } else {
-                        v.extend(std::iter::repeat_n(value, n));
-                    }
-                }
-                let left = self.padding_side == Side::Left;
-                extend(&mut e.ids, n, pad_id, left);
-                extend(&mut e.type_ids, n, 0, left);
-                extend(&mut e.attention_mask, n, 0, left);
-                extend(&mut e.special_tokens_mask, n, 1, left);
-                extend(&mut e.tokens, n, pad_token.clone(), left);
-                extend(&mut e.offsets, n, (0, 0), left);
-                extend(&mut e.word_ids, n, None, left);
-                extend(&mut e.sequence_ids, n, None, left);
-            }
-        }
-        Ok(BatchEncoding { encodings })
-    }
-
     /// The token string of each id; fails on an id outside the vocabulary.
     pub fn convert_ids_to_tokens(&self, ids: &[u32]) -> Result<Vec<String>> {
         ids.iter()

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{rows2, PipelineConfig, Runner};
+use super::{rows2, softmax, PipelineConfig, Runner};
 use crate::error::{Error, Result};
 use crate::models::tokenizer::{EncodeOptions, Encoding, PaddingStrategy, TruncationStrategy};
 use crate::models::AutoModelForQuestionAnswering;
@@ -116,15 +116,6 @@ impl QuestionAnsweringPipeline {
                  ({max_seq_len})"
             )));
         }
-        let opts = EncodeOptions {
-            truncation: TruncationStrategy::OnlySecond,
-            max_length: Some(max_seq_len),
-            stride: doc_stride,
-            return_overflowing_tokens: true,
-            padding: PaddingStrategy::None,
-            ..EncodeOptions::default()
-        };
-        let mut windows = Vec::new();
         for (input, &(question, context)) in pairs.iter().enumerate() {
             if question.trim().is_empty() {
                 return Err(Error::Invalid(format!(
@@ -136,23 +127,28 @@ impl QuestionAnsweringPipeline {
                     "question-answering: the question {question:?} has no context"
                 )));
             }
-            for encoding in self
-                .runner
-                .tokenizer
-                .encode_pair(question, context, &opts)?
-            {
-                windows.push(Window { input, encoding });
-            }
         }
-        // Model every window, batched across questions.
-        let mut logits = Vec::with_capacity(windows.len());
-        for chunk in windows.chunks(self.runner.config.batch_size.max(1)) {
-            let batch = self
-                .runner
-                .tokenizer
-                .pad_batch(chunk.iter().map(|w| w.encoding.clone()).collect())?;
+        // Every window of a chunk of questions in one padded batch (the tokenizer pads the
+        // overflow windows with the rest).
+        let opts = EncodeOptions {
+            truncation: TruncationStrategy::OnlySecond,
+            max_length: Some(max_seq_len),
+            stride: doc_stride,
+            return_overflowing_tokens: true,
+            padding: PaddingStrategy::Longest,
+            ..EncodeOptions::default()
+        };
+        let chunk_size = self.runner.config.batch_size.max(1);
+        let mut windows = Vec::new();
+        let mut logits = Vec::new();
+        for (c, chunk) in pairs.chunks(chunk_size).enumerate() {
+            let batch = self.runner.tokenizer.encode_pair_batch(chunk, &opts)?;
             let (start, end) = self.runner.forward(&batch)?;
             logits.extend(rows2(&start)?.into_iter().zip(rows2(&end)?));
+            windows.extend(batch.encodings.into_iter().map(|encoding| Window {
+                input: c * chunk_size + encoding.overflow_to_sample,
+                encoding,
+            }));
         }
         let mut out = Vec::with_capacity(pairs.len());
         for (input, &(_, context)) in pairs.iter().enumerate() {
@@ -211,10 +207,7 @@ impl QuestionAnsweringPipeline {
             let masked: Vec<f32> = (0..n)
                 .map(|i| if desired[i] { logits[i] } else { -10000.0 })
                 .collect();
-            let max = masked.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let exps: Vec<f32> = masked.iter().map(|&x| (x - max).exp()).collect();
-            let sum: f32 = exps.iter().sum();
-            exps.into_iter().map(|e| e / sum).collect::<Vec<f32>>()
+            softmax(&masked)
         };
         let mut start = probs(&start_logits[..n]);
         let mut end = probs(&end_logits[..n]);
