@@ -159,6 +159,10 @@ pub(crate) fn gated_activation(
 }
 
 /// `act(x W^T + b)` for `x` `(..., in)`, `w` `(out, in)`; `None` when not applicable.
+///
+/// `w` may be any 2-D view with a unit stride: row-major `(out, in)` as checkpoints store
+/// it, or the transpose of a row-major `(in, out)` (see [`super::Linear::load`]), which the
+/// GEMM reads without re-packing it on every call.
 pub(crate) fn linear(
     x: &Tensor,
     w: &Tensor,
@@ -167,10 +171,15 @@ pub(crate) fn linear(
 ) -> Result<Option<Tensor>> {
     let mut all = vec![x, w];
     all.extend(b);
-    if !eligible(&all) || !all.iter().all(|t| t.is_contiguous()) {
+    if !eligible(&all) || !x.is_contiguous() || !b.is_none_or(|b| b.is_contiguous()) {
         return Ok(None);
     }
     let (n, k) = w.dims2()?;
+    // Element (o, i) of `w` is at o * w_out + i * w_in.
+    let (w_out, w_in) = match w.stride() {
+        [so, si] if *so == 1 || *si == 1 => (*so as isize, *si as isize),
+        _ => return Ok(None),
+    };
     let m = x.elem_count() / k.max(1);
     let mut dst: Vec<f32> = match b {
         Some(b) => {
@@ -189,8 +198,9 @@ pub(crate) fn linear(
         let (Some(xd), Some(wd)) = (f32_data(&xs, xl), f32_data(&ws, wl)) else {
             return Ok(None);
         };
-        // SAFETY: dst is m×n row-major; x is m×k row-major; w is n×k row-major, read as the
-        // k×n matrix W^T (column stride k, row stride 1). All slices cover those extents.
+        // SAFETY: dst is m×n row-major; x is m×k row-major; w is an n×k view with strides
+        // (w_out, w_in), read as the k×n matrix W^T (column stride w_out, row stride w_in).
+        // All slices cover those extents.
         unsafe {
             gemm::gemm(
                 m,
@@ -204,8 +214,8 @@ pub(crate) fn linear(
                 1,
                 k as isize,
                 wd.as_ptr(),
-                k as isize,
-                1,
+                w_out,
+                w_in,
                 1.0,
                 1.0,
                 false,

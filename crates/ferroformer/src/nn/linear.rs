@@ -167,16 +167,20 @@ impl Linear {
             up: bound,
         };
         let weight = if names.transposed {
-            let stored = w.get_init((in_dim, out_dim), &names.weight, init)?;
-            // Contiguous `(out, in)` once at load, so every forward is the same fast GEMM;
-            // a trainable store keeps the view so gradients reach the stored variable.
-            if w.is_trainable() {
-                stored.t()?
-            } else {
-                stored.t()?.contiguous()?
-            }
+            w.get_init((in_dim, out_dim), &names.weight, init)?.t()?
         } else {
             w.get_init((out_dim, in_dim), &names.weight, init)?
+        };
+        // Inference on the CPU keeps W^T row-major, `(in, out)`, seen as `(out, in)` through
+        // a transposed view: the GEMM then streams it as it is, where from `(out, in)` it
+        // re-packs the whole matrix on every call (13 % of encoder time). A trainable store
+        // keeps its variable as it is, so gradients reach it; other devices get `(out, in)`.
+        let weight = if w.is_trainable() {
+            weight
+        } else if weight.device().is_cpu() {
+            weight.t()?.contiguous()?.t()?
+        } else {
+            weight.contiguous()?
         };
         let bias = match &names.bias {
             Some(name) => Some(w.get_init(out_dim, name, init)?),
@@ -207,7 +211,20 @@ impl Linear {
                         })
                     })
                     .collect::<Result<Vec<_>>>()?;
-                WeightMatrix::Dense(Tensor::cat(&weights, 0)?)
+                // Transposed-storage weights (see `load`) stack along their stored rows, so
+                // the fused matrix keeps that layout.
+                if weights
+                    .iter()
+                    .all(|w| !w.is_contiguous() && w.t().is_ok_and(|t| t.is_contiguous()))
+                {
+                    let stored = weights
+                        .iter()
+                        .map(|w| w.t())
+                        .collect::<candle_core::Result<Vec<_>>>()?;
+                    WeightMatrix::Dense(Tensor::cat(&stored, 1)?.t()?)
+                } else {
+                    WeightMatrix::Dense(Tensor::cat(&weights, 0)?)
+                }
             }
             WeightMatrix::Quantized(_) => {
                 let mats = parts
