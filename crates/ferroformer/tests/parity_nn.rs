@@ -651,3 +651,66 @@ fn packed_attention_equals_each_sequence_alone() {
     );
     assert!(bad.unwrap_err().to_string().contains("packed"));
 }
+
+/// Training runs attention as one differentiable op (forward and backward per head block);
+/// asking for the attention weights takes the composed candle ops instead. Both give the
+/// same output and the same gradients — for the input and every projection — with grouped
+/// query heads, rotary positions and a causal + padding mask.
+#[test]
+fn attention_training_op_matches_composed_gradients() {
+    use candle_nn::VarMap;
+    let dev = Device::Cpu;
+    let varmap = VarMap::new();
+    let w = ferroformer::Weights::from_varmap(&varmap, DType::F32, &dev);
+    let cfg = AttentionConfig::new(32, 4)
+        .unwrap()
+        .with_kv_heads(2)
+        .unwrap();
+    let attn = MultiHeadAttention::load(&w, &cfg, &AttentionNames::torch("", &cfg)).unwrap();
+    let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 6, 32), &dev).unwrap()).unwrap();
+    let mask = Tensor::new(
+        &[[1u8, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0], [1, 1, 1, 0, 0, 0]],
+        &dev,
+    )
+    .unwrap();
+    let b = bias(Some(&mask), true, 3, 6, 6);
+    let rope = RotaryEmbedding::new(8, 16, 10_000.0, RopeLayout::HalfSplit, DType::F32, &dev)
+        .unwrap()
+        .tables_range(3, 0, 6)
+        .unwrap();
+    let wts = Tensor::randn(0f32, 1.0, (3, 6, 32), &dev).unwrap();
+    let run = |need_weights: bool| {
+        let out = attn
+            .forward(
+                x.as_tensor(),
+                AttentionContext {
+                    bias: b.as_ref(),
+                    rope: Some(&rope),
+                    train: true,
+                    need_weights,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(out.weights.is_some(), need_weights);
+        let grads = (&out.output * &wts)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        (out.output, grads)
+    };
+    let (op_out, op_grads) = run(false);
+    let (composed_out, composed_grads) = run(true);
+    assert_close("output", &op_out, &composed_out, 1e-5);
+    let vars = varmap.all_vars();
+    assert!(vars.len() >= 4, "q/k/v/out projections are trainable");
+    for (i, v) in vars.iter().chain([&x]).enumerate() {
+        let got = op_grads.get(v.as_tensor()).expect("op gradient");
+        let want = composed_grads
+            .get(v.as_tensor())
+            .expect("composed gradient");
+        assert_close(&format!("gradient {i} {:?}", v.dims()), got, want, 1e-4);
+    }
+}

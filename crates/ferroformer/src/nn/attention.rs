@@ -2,7 +2,7 @@
 //! additive masks and position biases, rotary embeddings, a KV cache, and attention weights
 //! on request. Every model family runs through this one implementation.
 
-use candle_core::{Tensor, D};
+use candle_core::{DType, Tensor, D};
 
 use super::kernels::{self, AttentionDims, Heads};
 use super::linear::{join, Linear, ParamNames};
@@ -463,6 +463,18 @@ impl MultiHeadAttention {
                         weights: None,
                     });
                 }
+            }
+            // Training on the CPU: one differentiable op instead of the composed form below
+            // (masks are constants; a learned position bias needs the composed form).
+            let constant_biases = biases
+                .iter()
+                .all(|b| !b.track_op() && b.rank() == 4 && b.dtype() == DType::F32);
+            if super::autograd_ops::applicable(&[&q, &k, &v]) && constant_biases {
+                let out = super::autograd_ops::attention(&q, &k, &v, &biases, scale as f32)?;
+                return Ok(AttentionOutput {
+                    output: self.out.forward(&out)?,
+                    weights: None,
+                });
             }
         }
         let (k, v) = (repeat_kv(k, h / kvh)?, repeat_kv(v, h / kvh)?);

@@ -528,3 +528,324 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core:
         None => x.apply_op2(&w, LinearNoBias),
     }
 }
+
+/// A `(batch, heads, seq, head_dim)` operand of [`AttentionOp`]: element `(b, h, s, d)` is
+/// at `b*sb + h*sh + s*ss + d` of `data`.
+struct HeadsView<'a> {
+    data: &'a [f32],
+    sb: usize,
+    sh: usize,
+    ss: usize,
+}
+
+impl<'a> HeadsView<'a> {
+    fn new(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<Self> {
+        let st = l.stride();
+        if st.len() != 4 || st[3] != 1 {
+            candle_core::bail!("attention operands must be 4-D with a contiguous last dimension")
+        }
+        Ok(Self {
+            data: &s.as_slice::<f32>()?[l.start_offset()..],
+            sb: st[0],
+            sh: st[1],
+            ss: st[2],
+        })
+    }
+
+    fn head(&self, b: usize, h: usize) -> &'a [f32] {
+        &self.data[b * self.sb + h * self.sh..]
+    }
+}
+
+/// `dst (m × n) (+)= alpha · lhs (m × k) · rhs (k × n)`, single-threaded (the callers run
+/// one attention block per thread). Operands are `(data, row stride, column stride)`.
+///
+/// # Safety
+/// `dst` must hold m rows `dst_rs` apart of n contiguous values; the operands' strides must
+/// stay inside their slices.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_block(
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    (m, n, k): (usize, usize, usize),
+    lhs: (&[f32], usize, usize),
+    rhs: (&[f32], usize, usize),
+    alpha: f32,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        accumulate,
+        lhs.0.as_ptr(),
+        lhs.2 as isize,
+        lhs.1 as isize,
+        rhs.0.as_ptr(),
+        rhs.2 as isize,
+        rhs.1 as isize,
+        1.0,
+        alpha,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
+}
+
+/// Scaled dot-product attention `softmax(scale q k^T + bias) v`, differentiable in q, k and
+/// v: one pass per (batch, head) forward, and a backward pass that recomputes each block's
+/// probabilities instead of keeping `(batch, heads, q_len, k_len)` of them alive between the
+/// passes. The composed form costs a dozen tensors of that size per layer (scale, mask add,
+/// softmax, head split and merge copies, and as many again backward).
+///
+/// q is `(batch, heads, q_len, head_dim)`, k and v `(batch, kv_heads, k_len, head_dim)` (any
+/// strides with a contiguous last dimension; `heads` a multiple of `kv_heads`); the output is
+/// `(batch, q_len, heads * head_dim)` with the heads merged. The biases are constants (masks)
+/// broadcastable to `(batch, heads, q_len, k_len)`: no gradient flows to them.
+struct AttentionOp {
+    biases: Vec<Tensor>,
+    scale: f32,
+}
+
+impl AttentionOp {
+    /// Runs `f` with views of the biases' data.
+    fn with_biases<R>(
+        &self,
+        f: impl FnOnce(&[super::kernels::BiasView]) -> R,
+    ) -> candle_core::Result<R> {
+        let guards: Vec<_> = self.biases.iter().map(|t| t.storage_and_layout()).collect();
+        let mut views = Vec::with_capacity(guards.len());
+        for ((s, l), t) in guards.iter().zip(&self.biases) {
+            let Some(d) = f32_data(s, l) else {
+                candle_core::bail!("attention biases must be f32 CPU tensors")
+            };
+            views.push(super::kernels::BiasView::new(d, t.dims(), t.stride()));
+        }
+        Ok(f(&views))
+    }
+}
+
+impl CustomOp3 for AttentionOp {
+    fn name(&self) -> &'static str {
+        "ferroformer-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        use super::kernels::{attend_block, Block, SendPtr};
+        let (q, k, v) = (
+            HeadsView::new(s1, l1)?,
+            HeadsView::new(s2, l2)?,
+            HeadsView::new(s3, l3)?,
+        );
+        let (batch, heads, q_len, hd) = l1.shape().dims4()?;
+        let (_, kv_heads, k_len, _) = l2.shape().dims4()?;
+        let n_rep = heads / kv_heads;
+        let width = heads * hd;
+        let mut out = vec![0f32; batch * q_len * width];
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        self.with_biases(|biases| {
+            (0..batch * heads).into_par_iter().for_each(|unit| {
+                let (b, h) = (unit / heads, unit % heads);
+                let g = h / n_rep;
+                let blk = Block {
+                    q: q.head(b, h),
+                    q_stride: q.ss,
+                    k: k.head(b, g),
+                    k_stride: k.ss,
+                    v: v.head(b, g),
+                    v_stride: v.ss,
+                    q_len,
+                    k_len,
+                    head_dim: hd,
+                    scale: self.scale,
+                };
+                let add = |s: &mut [f32]| {
+                    biases
+                        .iter()
+                        .for_each(|bv| bv.add_to(s, b, h, q_len, k_len))
+                };
+                // SAFETY: this (b, h) writes q_len rows of head h's columns only.
+                unsafe {
+                    attend_block(
+                        blk,
+                        add,
+                        out_ptr.get().add(b * q_len * width + h * hd),
+                        width,
+                    )
+                };
+            })
+        })?;
+        Ok((CpuStorage::F32(out), Shape::from((batch, q_len, width))))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        use super::kernels::{attention_probs, Block, SendPtr};
+        let (batch, heads, q_len, hd) = q.dims4()?;
+        let (_, kv_heads, k_len, _) = k.dims4()?;
+        let n_rep = heads / kv_heads;
+        let width = heads * hd;
+        let grad = grad.contiguous()?;
+        let mut dq = vec![0f32; batch * heads * q_len * hd];
+        let mut dk = vec![0f32; batch * kv_heads * k_len * hd];
+        let mut dv = vec![0f32; batch * kv_heads * k_len * hd];
+        {
+            let (gs, gl) = grad.storage_and_layout();
+            let (qs, ql) = q.storage_and_layout();
+            let (ks, kl) = k.storage_and_layout();
+            let (vs, vl) = v.storage_and_layout();
+            fn cpu(s: &candle_core::Storage) -> candle_core::Result<&CpuStorage> {
+                match s {
+                    candle_core::Storage::Cpu(c) => Ok(c),
+                    _ => candle_core::bail!("attention backward runs on the CPU"),
+                }
+            }
+            let (qv, kv, vv) = (
+                HeadsView::new(cpu(&qs)?, ql)?,
+                HeadsView::new(cpu(&ks)?, kl)?,
+                HeadsView::new(cpu(&vs)?, vl)?,
+            );
+            let Some(g) = f32_data(&gs, gl) else {
+                candle_core::bail!("attention gradient must be f32 on the CPU")
+            };
+            let (dq_ptr, dk_ptr, dv_ptr) = (
+                SendPtr(dq.as_mut_ptr()),
+                SendPtr(dk.as_mut_ptr()),
+                SendPtr(dv.as_mut_ptr()),
+            );
+            self.with_biases(|biases| {
+                (0..batch * kv_heads).into_par_iter().for_each(|unit| {
+                    let (b, kvh) = (unit / kv_heads, unit % kv_heads);
+                    let (kp, vp) = (kv.head(b, kvh), vv.head(b, kvh));
+                    // SAFETY (all writes below): unit (b, kvh) alone writes dk and dv of
+                    // (b, kvh) and dq of the heads that share kvh.
+                    let dk_blk = unsafe { dk_ptr.get().add(unit * k_len * hd) };
+                    let dv_blk = unsafe { dv_ptr.get().add(unit * k_len * hd) };
+                    for h in kvh * n_rep..(kvh + 1) * n_rep {
+                        let qp = qv.head(b, h);
+                        let blk = Block {
+                            q: qp,
+                            q_stride: qv.ss,
+                            k: kp,
+                            k_stride: kv.ss,
+                            v: vp,
+                            v_stride: vv.ss,
+                            q_len,
+                            k_len,
+                            head_dim: hd,
+                            scale: self.scale,
+                        };
+                        let add = |s: &mut [f32]| {
+                            biases
+                                .iter()
+                                .for_each(|bv| bv.add_to(s, b, h, q_len, k_len))
+                        };
+                        let p = attention_probs(&blk, add);
+                        let go = &g[b * q_len * width + h * hd..];
+                        let first = h == kvh * n_rep;
+                        let mut dp = vec![0f32; q_len * k_len];
+                        unsafe {
+                            // dV += P^T dO
+                            gemm_block(
+                                dv_blk,
+                                hd,
+                                !first,
+                                (k_len, hd, q_len),
+                                (&p, 1, k_len),
+                                (go, width, 1),
+                                1.0,
+                            );
+                            // dP = dO V^T
+                            gemm_block(
+                                dp.as_mut_ptr(),
+                                k_len,
+                                false,
+                                (q_len, k_len, hd),
+                                (go, width, 1),
+                                (vp, 1, vv.ss),
+                                1.0,
+                            );
+                        }
+                        // dS = P ⊙ (dP − rowsum(dP ⊙ P))
+                        for (dpr, pr) in dp.chunks_mut(k_len.max(1)).zip(p.chunks(k_len.max(1))) {
+                            let dot: f32 = dpr.iter().zip(pr).map(|(a, b)| a * b).sum();
+                            dpr.iter_mut()
+                                .zip(pr)
+                                .for_each(|(d, p)| *d = p * (*d - dot));
+                        }
+                        unsafe {
+                            // dQ = scale dS K
+                            let dq_blk = dq_ptr.get().add((b * heads + h) * q_len * hd);
+                            gemm_block(
+                                dq_blk,
+                                hd,
+                                false,
+                                (q_len, hd, k_len),
+                                (&dp, k_len, 1),
+                                (kp, kv.ss, 1),
+                                self.scale,
+                            );
+                            // dK += scale dS^T Q
+                            gemm_block(
+                                dk_blk,
+                                hd,
+                                !first,
+                                (k_len, hd, q_len),
+                                (&dp, 1, k_len),
+                                (qp, qv.ss, 1),
+                                self.scale,
+                            );
+                        }
+                    }
+                })
+            })?;
+        }
+        let dev = q.device();
+        Ok((
+            Some(Tensor::from_vec(dq, (batch, heads, q_len, hd), dev)?),
+            Some(Tensor::from_vec(dk, (batch, kv_heads, k_len, hd), dev)?),
+            Some(Tensor::from_vec(dv, (batch, kv_heads, k_len, hd), dev)?),
+        ))
+    }
+}
+
+/// Scaled dot-product attention with constant additive `biases`, differentiable in q, k and
+/// v (see [`AttentionOp`]); returns `(batch, q_len, heads * head_dim)`.
+pub(crate) fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    biases: &[&Tensor],
+    scale: f32,
+) -> candle_core::Result<Tensor> {
+    let op = AttentionOp {
+        biases: biases.iter().map(|b| (*b).clone()).collect(),
+        scale,
+    };
+    let last_contiguous = |t: &Tensor| -> candle_core::Result<Tensor> {
+        if t.stride().last() == Some(&1) {
+            Ok(t.clone())
+        } else {
+            t.contiguous()
+        }
+    };
+    last_contiguous(q)?.apply_op3(&last_contiguous(k)?, &last_contiguous(v)?, op)
+}

@@ -283,14 +283,44 @@ pub(crate) struct AttentionDims {
     pub head_dim: usize,
 }
 
-struct SendPtr(*mut f32);
+/// An additive attention bias broadcastable to `(batch, heads, q_len, k_len)`: its data from
+/// the layout's start offset, and element strides that are 0 along broadcast dimensions.
+pub(crate) struct BiasView<'a> {
+    data: &'a [f32],
+    strides: [usize; 4],
+}
+
+impl<'a> BiasView<'a> {
+    pub fn new(data: &'a [f32], dims: &[usize], stride: &[usize]) -> Self {
+        let s = |i: usize| if dims[i] == 1 { 0 } else { stride[i] };
+        Self {
+            data,
+            strides: [s(0), s(1), s(2), s(3)],
+        }
+    }
+
+    /// Adds the `(b, h)` block to `scores`, `q_len` rows of `k_len`.
+    pub fn add_to(&self, scores: &mut [f32], b: usize, h: usize, q_len: usize, k_len: usize) {
+        let st = self.strides;
+        let base = b * st[0] + h * st[1];
+        for i in 0..q_len {
+            let row = &self.data[base + i * st[2]..];
+            let srow = &mut scores[i * k_len..(i + 1) * k_len];
+            for (j, s) in srow.iter_mut().enumerate() {
+                *s += row[j * st[3]];
+            }
+        }
+    }
+}
+
+pub(crate) struct SendPtr(pub *mut f32);
 // SAFETY: every (batch, head) unit writes a disjoint set of output elements.
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
 impl SendPtr {
     /// A method (not a field access) so closures capture the wrapper, not the raw pointer.
-    fn get(&self) -> *mut f32 {
+    pub fn get(&self) -> *mut f32 {
         self.0
     }
 }
@@ -333,16 +363,10 @@ pub(crate) fn attention(
     let data: Option<Vec<&[f32]>> = guards.iter().map(|(s, l)| f32_data(s, l)).collect();
     let Some(data) = data else { return Ok(None) };
     let (qd, kd, vd) = (data[0], data[1], data[2]);
-    // Bias element strides, 0 along broadcast dimensions.
-    let bias_views: Vec<(&[f32], [usize; 4])> = biases
+    let bias_views: Vec<BiasView> = biases
         .iter()
         .zip(&data[3..])
-        .map(|(t, d)| {
-            let st = t.stride();
-            let dm = t.dims();
-            let s = |i: usize| if dm[i] == 1 { 0 } else { st[i] };
-            (*d, [s(0), s(1), s(2), s(3)])
-        })
+        .map(|(t, d)| BiasView::new(d, t.dims(), t.stride()))
         .collect();
     let n_rep = heads / kv_heads;
     let out_ptr = SendPtr(out.as_mut_ptr());
@@ -353,16 +377,9 @@ pub(crate) fn attention(
         let kp = &kd[k.offset + b * k.sb + kvh * k.sh..];
         let vp = &vd[v.offset + b * v.sb + kvh * v.sh..];
         let add_biases = |scores: &mut [f32]| {
-            for (bd, st) in &bias_views {
-                let base = b * st[0] + h * st[1];
-                for i in 0..q_len {
-                    let row = &bd[base + i * st[2]..];
-                    let srow = &mut scores[i * k_len..(i + 1) * k_len];
-                    for (j, s) in srow.iter_mut().enumerate() {
-                        *s += row[j * st[3]];
-                    }
-                }
-            }
+            bias_views
+                .iter()
+                .for_each(|bv| bv.add_to(scores, b, h, q_len, k_len))
         };
         // SAFETY: the output block of this (b, h) is q_len rows of `head_dim` values,
         // `width` apart, disjoint from every other unit's block.
@@ -396,17 +413,69 @@ pub(crate) fn attention(
 
 /// One (sequence, head) attention block: q rows `q_stride` apart (k, v likewise), each row
 /// `head_dim` contiguous values.
-struct Block<'a> {
-    q: &'a [f32],
-    q_stride: usize,
-    k: &'a [f32],
-    k_stride: usize,
-    v: &'a [f32],
-    v_stride: usize,
-    q_len: usize,
-    k_len: usize,
-    head_dim: usize,
-    scale: f32,
+pub(crate) struct Block<'a> {
+    pub q: &'a [f32],
+    pub q_stride: usize,
+    pub k: &'a [f32],
+    pub k_stride: usize,
+    pub v: &'a [f32],
+    pub v_stride: usize,
+    pub q_len: usize,
+    pub k_len: usize,
+    pub head_dim: usize,
+    pub scale: f32,
+}
+
+/// `softmax(scale q k^T + bias)` for one block: `q_len` rows of `k_len` probabilities.
+pub(crate) fn attention_probs(blk: &Block, add_biases: impl Fn(&mut [f32])) -> Vec<f32> {
+    let Block {
+        q_len,
+        k_len,
+        head_dim,
+        ..
+    } = *blk;
+    let mut scores = vec![0f32; q_len * k_len];
+    // SAFETY: q holds q_len rows `q_stride` apart and k k_len rows `k_stride` apart, each
+    // `head_dim` long (the caller's contract on `Block`); scores is q_len × k_len.
+    unsafe {
+        gemm::gemm(
+            q_len,
+            k_len,
+            head_dim,
+            scores.as_mut_ptr(),
+            1,
+            k_len as isize,
+            false,
+            blk.q.as_ptr(),
+            1,
+            blk.q_stride as isize,
+            blk.k.as_ptr(),
+            blk.k_stride as isize,
+            1,
+            0.0,
+            blk.scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+    add_biases(&mut scores);
+    for row in scores.chunks_mut(k_len.max(1)) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f32;
+        for s in row.iter_mut() {
+            // Masked scores sit ~3e38 below the maximum: libm's `expf` takes a slow
+            // underflow path (with errno) for each of them, half of a causal block. Below
+            // -88 the result is 0 or subnormal, invisible next to the row's 1.
+            let d = *s - max;
+            *s = if d < -88.0 { 0.0 } else { d.exp() };
+            sum += *s;
+        }
+        let inv = 1.0 / sum;
+        row.iter_mut().for_each(|s| *s *= inv);
+    }
+    scores
 }
 
 /// `softmax(scale q k^T + bias) v` for one block, written as `q_len` rows of `head_dim`
@@ -415,51 +484,19 @@ struct Block<'a> {
 /// # Safety
 /// `dst` must be valid for those writes and no other thread may write them concurrently; the
 /// slices in `blk` must hold every row the strides reach.
-unsafe fn attend_block(
+pub(crate) unsafe fn attend_block(
     blk: Block,
     add_biases: impl Fn(&mut [f32]),
     dst: *mut f32,
     dst_stride: usize,
 ) {
+    let probs = attention_probs(&blk, add_biases);
     let Block {
         q_len,
         k_len,
         head_dim,
         ..
     } = blk;
-    let mut scores = vec![0f32; q_len * k_len];
-    gemm::gemm(
-        q_len,
-        k_len,
-        head_dim,
-        scores.as_mut_ptr(),
-        1,
-        k_len as isize,
-        false,
-        blk.q.as_ptr(),
-        1,
-        blk.q_stride as isize,
-        blk.k.as_ptr(),
-        blk.k_stride as isize,
-        1,
-        0.0,
-        blk.scale,
-        false,
-        false,
-        false,
-        gemm::Parallelism::None,
-    );
-    add_biases(&mut scores);
-    for row in scores.chunks_mut(k_len) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0f32;
-        for s in row.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s;
-        }
-        let inv = 1.0 / sum;
-        row.iter_mut().for_each(|s| *s *= inv);
-    }
     gemm::gemm(
         q_len,
         head_dim,
@@ -468,7 +505,7 @@ unsafe fn attend_block(
         1,
         dst_stride as isize,
         false,
-        scores.as_ptr(),
+        probs.as_ptr(),
         1,
         k_len as isize,
         blk.v.as_ptr(),

@@ -112,6 +112,10 @@ impl AdamW {
         let bc2 = 1.0 - b2.powi(t);
         for (name, p) in self.params.iter_mut() {
             let Some(g) = grads.get(name) else { continue };
+            let decay = if p.decay { self.cfg.weight_decay } else { 0.0 };
+            if Self::step_cpu(p, g, lr, decay, (bc1, bc2), &self.cfg)? {
+                continue;
+            }
             p.m = ((&p.m * b1)? + (g * (1.0 - b1))?)?;
             p.v = ((&p.v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
             let m_hat = (&p.m / bc1)?;
@@ -126,6 +130,45 @@ impl AdamW {
             p.var.set(&(decayed - (update * lr)?)?)?;
         }
         Ok(())
+    }
+
+    /// The update of one f32 CPU parameter in a single pass over its elements (the composed
+    /// form above takes a dozen tensor ops and buffers per parameter), with the same f32
+    /// arithmetic. `false` when it does not apply.
+    fn step_cpu(
+        p: &mut Param,
+        g: &Tensor,
+        lr: f64,
+        decay: f64,
+        (bc1, bc2): (f64, f64),
+        cfg: &AdamWConfig,
+    ) -> Result<bool> {
+        let all = [p.var.as_tensor(), &p.m, &p.v, g];
+        if !all
+            .iter()
+            .all(|t| t.device().is_cpu() && t.dtype() == DType::F32 && t.dims() == g.dims())
+        {
+            return Ok(false);
+        }
+        let data = |t: &Tensor| t.flatten_all().and_then(|t| t.to_vec1::<f32>());
+        let (mut theta, mut m, mut v, g) =
+            (data(p.var.as_tensor())?, data(&p.m)?, data(&p.v)?, data(g)?);
+        let (b1, c1) = (cfg.beta1 as f32, (1.0 - cfg.beta1) as f32);
+        let (b2, c2) = (cfg.beta2 as f32, (1.0 - cfg.beta2) as f32);
+        let (inv_bc1, inv_bc2) = ((1.0 / bc1) as f32, (1.0 / bc2) as f32);
+        let (eps, lr32, keep) = (cfg.eps as f32, lr as f32, (1.0 - lr * decay) as f32);
+        for i in 0..theta.len() {
+            m[i] = m[i] * b1 + g[i] * c1;
+            v[i] = v[i] * b2 + (g[i] * g[i]) * c2;
+            let update = (m[i] * inv_bc1) / ((v[i] * inv_bc2).sqrt() + eps);
+            theta[i] = theta[i] * keep - update * lr32;
+        }
+        let dims = p.m.dims().to_vec();
+        let dev = p.m.device().clone();
+        p.var.set(&Tensor::from_vec(theta, dims.clone(), &dev)?)?;
+        p.m = Tensor::from_vec(m, dims.clone(), &dev)?;
+        p.v = Tensor::from_vec(v, dims, &dev)?;
+        Ok(true)
     }
 
     /// Moments as tensors named `m.{param}` / `v.{param}` (for a checkpoint).
