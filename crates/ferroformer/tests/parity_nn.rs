@@ -679,38 +679,41 @@ fn attention_training_op_matches_composed_gradients() {
         .tables_range(3, 0, 6)
         .unwrap();
     let wts = Tensor::randn(0f32, 1.0, (3, 6, 32), &dev).unwrap();
-    let run = |need_weights: bool| {
-        let out = attn
-            .forward(
-                x.as_tensor(),
-                AttentionContext {
-                    bias: b.as_ref(),
-                    rope: Some(&rope),
-                    train: true,
-                    need_weights,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-        assert_eq!(out.weights.is_some(), need_weights);
-        let grads = (&out.output * &wts)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        (out.output, grads)
-    };
-    let (op_out, op_grads) = run(false);
-    let (composed_out, composed_grads) = run(true);
-    assert_close("output", &op_out, &composed_out, 1e-5);
-    let vars = varmap.all_vars();
-    assert!(vars.len() >= 4, "q/k/v/out projections are trainable");
-    for (i, v) in vars.iter().chain([&x]).enumerate() {
-        let got = op_grads.get(v.as_tensor()).expect("op gradient");
-        let want = composed_grads
-            .get(v.as_tensor())
-            .expect("composed gradient");
-        assert_close(&format!("gradient {i} {:?}", v.dims()), got, want, 1e-4);
+    // Without rotary positions the op reads q, k and v straight out of the fused projection.
+    for rope in [Some(&rope), None] {
+        let run = |need_weights: bool| {
+            let out = attn
+                .forward(
+                    x.as_tensor(),
+                    AttentionContext {
+                        bias: b.as_ref(),
+                        rope,
+                        train: true,
+                        need_weights,
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+            assert_eq!(out.weights.is_some(), need_weights);
+            let grads = (&out.output * &wts)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            (out.output, grads)
+        };
+        let (op_out, op_grads) = run(false);
+        let (composed_out, composed_grads) = run(true);
+        assert_close("output", &op_out, &composed_out, 1e-5);
+        let vars = varmap.all_vars();
+        assert!(vars.len() >= 4, "q/k/v/out projections are trainable");
+        for (i, v) in vars.iter().chain([&x]).enumerate() {
+            let got = op_grads.get(v.as_tensor()).expect("op gradient");
+            let want = composed_grads
+                .get(v.as_tensor())
+                .expect("composed gradient");
+            assert_close(&format!("gradient {i} {:?}", v.dims()), got, want, 1e-4);
+        }
     }
 }

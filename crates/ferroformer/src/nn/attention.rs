@@ -405,6 +405,19 @@ impl MultiHeadAttention {
                             weights: None,
                         });
                     }
+                    // Training on the CPU: one differentiable op on the projection.
+                    if super::autograd_ops::applicable(&[&qkv]) && constant_biases(&biases) {
+                        let out = super::autograd_ops::attention_packed(
+                            &qkv,
+                            (h, kvh, hd),
+                            &biases,
+                            scale as f32,
+                        )?;
+                        return Ok(AttentionOutput {
+                            output: self.out.forward(&out)?,
+                            weights: None,
+                        });
+                    }
                 }
                 let q = to_heads(qkv.narrow(D::Minus1, 0, q_dim)?, h, q_len)?;
                 let k = to_heads(qkv.narrow(D::Minus1, q_dim, kv_dim)?, kvh, q_len)?;
@@ -466,10 +479,7 @@ impl MultiHeadAttention {
             }
             // Training on the CPU: one differentiable op instead of the composed form below
             // (masks are constants; a learned position bias needs the composed form).
-            let constant_biases = biases
-                .iter()
-                .all(|b| !b.track_op() && b.rank() == 4 && b.dtype() == DType::F32);
-            if super::autograd_ops::applicable(&[&q, &k, &v]) && constant_biases {
+            if super::autograd_ops::applicable(&[&q, &k, &v]) && constant_biases(&biases) {
                 let out = super::autograd_ops::attention(&q, &k, &v, &biases, scale as f32)?;
                 return Ok(AttentionOutput {
                     output: self.out.forward(&out)?,
@@ -500,6 +510,14 @@ impl MultiHeadAttention {
             weights: ctx.need_weights.then_some(weights),
         })
     }
+}
+
+/// Whether the biases are constants (masks) the training attention op can take: a learned
+/// position bias needs the composed form, which differentiates it.
+fn constant_biases(biases: &[&Tensor]) -> bool {
+    biases
+        .iter()
+        .all(|b| !b.track_op() && b.rank() == 4 && b.dtype() == DType::F32)
 }
 
 /// Softmax over the last dimension: candle's fused kernel for inference, the composed

@@ -46,12 +46,13 @@ fn with_data<R>(tensors: &[&Tensor], f: impl FnOnce(&[&[f32]]) -> R) -> candle_c
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 const GELU_C: f32 = 0.044_715;
 
-/// tanh through one `exp` (libm's `tanhf` costs several times more; absolute error ~1e-7).
+/// tanh through one vectorizable `exp` (libm's `tanhf` costs several times more; absolute
+/// error ~1e-7).
 fn tanh(u: f32) -> f32 {
     if u.abs() > 9.0 {
         return u.signum();
     }
-    let e = (2.0 * u).exp();
+    let e = super::kernels::exp_fast(2.0 * u);
     (e - 1.0) / (e + 1.0)
 }
 
@@ -119,7 +120,7 @@ fn softmax_rows(x: &[f32], y: &mut [f32], n: usize) {
         let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0f32;
         for (y, &x) in y.iter_mut().zip(x) {
-            *y = (x - max).exp();
+            *y = super::kernels::exp_fast(x - max);
             sum += *y;
         }
         let inv = 1.0 / sum;
@@ -529,32 +530,66 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core:
     }
 }
 
-/// A `(batch, heads, seq, head_dim)` operand of [`AttentionOp`]: element `(b, h, s, d)` is
-/// at `b*sb + h*sh + s*ss + d` of `data`.
-struct HeadsView<'a> {
-    data: &'a [f32],
+/// Strides of a `(batch, heads, seq, head_dim)` operand: element `(b, h, s, d)` is at
+/// `offset + b*sb + h*sh + s*ss + d`.
+#[derive(Debug, Clone, Copy)]
+struct HeadStrides {
+    offset: usize,
     sb: usize,
     sh: usize,
     ss: usize,
 }
 
-impl<'a> HeadsView<'a> {
-    fn new(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<Self> {
+impl HeadStrides {
+    /// A 4-D layout with a contiguous last dimension.
+    fn of(l: &Layout) -> candle_core::Result<Self> {
         let st = l.stride();
         if st.len() != 4 || st[3] != 1 {
             candle_core::bail!("attention operands must be 4-D with a contiguous last dimension")
         }
         Ok(Self {
-            data: &s.as_slice::<f32>()?[l.start_offset()..],
+            offset: l.start_offset(),
             sb: st[0],
             sh: st[1],
             ss: st[2],
         })
     }
 
-    fn head(&self, b: usize, h: usize) -> &'a [f32] {
-        &self.data[b * self.sb + h * self.sh..]
+    /// Heads `head_dim` wide side by side from column `col` of a contiguous
+    /// `(batch, seq, width)` buffer (the fused q/k/v projection, or merged heads).
+    fn packed(col: usize, seq: usize, width: usize, head_dim: usize) -> Self {
+        Self {
+            offset: col,
+            sb: seq * width,
+            sh: head_dim,
+            ss: width,
+        }
     }
+
+    /// Same-shaped contiguous `(batch, heads, seq, head_dim)`.
+    fn contiguous(heads: usize, seq: usize, head_dim: usize) -> Self {
+        Self {
+            offset: 0,
+            sb: heads * seq * head_dim,
+            sh: seq * head_dim,
+            ss: head_dim,
+        }
+    }
+
+    fn at(&self, b: usize, h: usize) -> usize {
+        self.offset + b * self.sb + h * self.sh
+    }
+}
+
+/// Sizes of one attention call.
+#[derive(Debug, Clone, Copy)]
+struct AttnShape {
+    batch: usize,
+    heads: usize,
+    kv_heads: usize,
+    q_len: usize,
+    k_len: usize,
+    head_dim: usize,
 }
 
 /// `dst (m × n) (+)= alpha · lhs (m × k) · rhs (k × n)`, single-threaded (the callers run
@@ -596,22 +631,20 @@ unsafe fn gemm_block(
     );
 }
 
-/// Scaled dot-product attention `softmax(scale q k^T + bias) v`, differentiable in q, k and
-/// v: one pass per (batch, head) forward, and a backward pass that recomputes each block's
-/// probabilities instead of keeping `(batch, heads, q_len, k_len)` of them alive between the
-/// passes. The composed form costs a dozen tensors of that size per layer (scale, mask add,
-/// softmax, head split and merge copies, and as many again backward).
+/// Scaled dot-product attention `softmax(scale q k^T + bias) v` on the CPU, differentiable
+/// in q, k and v: one pass per (batch, head) forward, and a backward pass that recomputes
+/// each block's probabilities instead of keeping `(batch, heads, q_len, k_len)` of them alive
+/// between the passes. The composed form costs a dozen tensors of that size per layer (scale,
+/// mask add, softmax, head split and merge copies, and as many again backward).
 ///
-/// q is `(batch, heads, q_len, head_dim)`, k and v `(batch, kv_heads, k_len, head_dim)` (any
-/// strides with a contiguous last dimension; `heads` a multiple of `kv_heads`); the output is
-/// `(batch, q_len, heads * head_dim)` with the heads merged. The biases are constants (masks)
-/// broadcastable to `(batch, heads, q_len, k_len)`: no gradient flows to them.
-struct AttentionOp {
+/// The output is `(batch, q_len, heads * head_dim)`, heads merged. The biases are constants
+/// (masks) broadcastable to `(batch, heads, q_len, k_len)`: no gradient flows to them.
+struct Attention {
     biases: Vec<Tensor>,
     scale: f32,
 }
 
-impl AttentionOp {
+impl Attention {
     /// Runs `f` with views of the biases' data.
     fn with_biases<R>(
         &self,
@@ -627,9 +660,190 @@ impl AttentionOp {
         }
         Ok(f(&views))
     }
+
+    /// The forward pass: q, k and v read from `data` through their strides.
+    fn forward(
+        &self,
+        data: [&[f32]; 3],
+        [q, k, v]: [HeadStrides; 3],
+        sh: AttnShape,
+    ) -> candle_core::Result<Vec<f32>> {
+        use super::kernels::{attend_block, Block, SendPtr};
+        let n_rep = sh.heads / sh.kv_heads;
+        let width = sh.heads * sh.head_dim;
+        let mut out = vec![0f32; sh.batch * sh.q_len * width];
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        self.with_biases(|biases| {
+            (0..sh.batch * sh.heads).into_par_iter().for_each(|unit| {
+                let (b, h) = (unit / sh.heads, unit % sh.heads);
+                let g = h / n_rep;
+                let blk = Block {
+                    q: &data[0][q.at(b, h)..],
+                    q_stride: q.ss,
+                    k: &data[1][k.at(b, g)..],
+                    k_stride: k.ss,
+                    v: &data[2][v.at(b, g)..],
+                    v_stride: v.ss,
+                    q_len: sh.q_len,
+                    k_len: sh.k_len,
+                    head_dim: sh.head_dim,
+                    scale: self.scale,
+                };
+                let add = |s: &mut [f32]| {
+                    biases
+                        .iter()
+                        .for_each(|bv| bv.add_to(s, b, h, sh.q_len, sh.k_len))
+                };
+                let dst = out_ptr
+                    .get()
+                    .wrapping_add(b * sh.q_len * width + h * sh.head_dim);
+                // SAFETY: this (b, h) writes q_len rows of head h's columns only.
+                unsafe { attend_block(blk, add, dst, width) };
+            })
+        })?;
+        Ok(out)
+    }
+
+    /// The backward pass from the output gradient `grad` (contiguous, `(batch, q_len,
+    /// heads * head_dim)`): the gradients of q, k and v written into `dst` through
+    /// `dst_strides` (each element exactly once; the three may share one buffer).
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        &self,
+        data: [&[f32]; 3],
+        [q, k, v]: [HeadStrides; 3],
+        grad: &[f32],
+        sh: AttnShape,
+        dst: &mut [f32],
+        [dq, dk, dv]: [HeadStrides; 3],
+    ) -> candle_core::Result<()> {
+        use super::kernels::{attention_probs, Block, SendPtr};
+        let AttnShape {
+            batch,
+            heads,
+            kv_heads,
+            q_len,
+            k_len,
+            head_dim: hd,
+        } = sh;
+        let n_rep = heads / kv_heads;
+        let width = heads * hd;
+        let dst_ptr = SendPtr(dst.as_mut_ptr());
+        self.with_biases(|biases| {
+            (0..batch * kv_heads).into_par_iter().for_each(|unit| {
+                let (b, kvh) = (unit / kv_heads, unit % kv_heads);
+                let kp = &data[1][k.at(b, kvh)..];
+                let vp = &data[2][v.at(b, kvh)..];
+                // SAFETY (all writes below): unit (b, kvh) alone writes dk and dv of
+                // (b, kvh) and dq of the heads that share kvh.
+                let dk_blk = dst_ptr.get().wrapping_add(dk.at(b, kvh));
+                let dv_blk = dst_ptr.get().wrapping_add(dv.at(b, kvh));
+                let mut dp = vec![0f32; q_len * k_len];
+                for h in kvh * n_rep..(kvh + 1) * n_rep {
+                    let qp = &data[0][q.at(b, h)..];
+                    let blk = Block {
+                        q: qp,
+                        q_stride: q.ss,
+                        k: kp,
+                        k_stride: k.ss,
+                        v: vp,
+                        v_stride: v.ss,
+                        q_len,
+                        k_len,
+                        head_dim: hd,
+                        scale: self.scale,
+                    };
+                    let add = |s: &mut [f32]| {
+                        biases
+                            .iter()
+                            .for_each(|bv| bv.add_to(s, b, h, q_len, k_len))
+                    };
+                    let p = attention_probs(&blk, add);
+                    let go = &grad[b * q_len * width + h * hd..];
+                    let first = h == kvh * n_rep;
+                    let dims = |m, n, k| (m, n, k);
+                    unsafe {
+                        // dV (+)= P^T dO
+                        let (pt, dov) = ((&p[..], 1, k_len), (go, width, 1));
+                        gemm_block(dv_blk, dv.ss, !first, dims(k_len, hd, q_len), pt, dov, 1.0);
+                        // dP = dO V^T
+                        let vt = (vp, 1, v.ss);
+                        gemm_block(
+                            dp.as_mut_ptr(),
+                            k_len,
+                            false,
+                            dims(q_len, k_len, hd),
+                            dov,
+                            vt,
+                            1.0,
+                        );
+                    }
+                    // dS = P ⊙ (dP − rowsum(dP ⊙ P))
+                    let row = k_len.max(1);
+                    for (dpr, pr) in dp.chunks_mut(row).zip(p.chunks(row)) {
+                        let dot: f32 = dpr.iter().zip(pr).map(|(a, b)| a * b).sum();
+                        dpr.iter_mut()
+                            .zip(pr)
+                            .for_each(|(d, p)| *d = p * (*d - dot));
+                    }
+                    unsafe {
+                        // dQ = scale dS K
+                        let dq_blk = dst_ptr.get().wrapping_add(dq.at(b, h));
+                        let (ds, km) = ((&dp[..], k_len, 1), (kp, k.ss, 1));
+                        gemm_block(
+                            dq_blk,
+                            dq.ss,
+                            false,
+                            dims(q_len, hd, k_len),
+                            ds,
+                            km,
+                            self.scale,
+                        );
+                        // dK (+)= scale dS^T Q
+                        let (dst_t, qm) = ((&dp[..], 1, k_len), (qp, q.ss, 1));
+                        gemm_block(
+                            dk_blk,
+                            dk.ss,
+                            !first,
+                            dims(k_len, hd, q_len),
+                            dst_t,
+                            qm,
+                            self.scale,
+                        );
+                    }
+                }
+            })
+        })
+    }
 }
 
-impl CustomOp3 for AttentionOp {
+fn cpu_storage(s: &candle_core::Storage) -> candle_core::Result<&CpuStorage> {
+    match s {
+        candle_core::Storage::Cpu(c) => Ok(c),
+        _ => candle_core::bail!("the attention op runs on the CPU"),
+    }
+}
+
+/// [`Attention`] over separate q `(batch, heads, q_len, head_dim)` and k, v `(batch,
+/// kv_heads, k_len, head_dim)` (any strides with a contiguous last dimension).
+struct AttentionQkv(Attention);
+
+impl AttentionQkv {
+    fn shape(q: &Shape, k: &Shape) -> candle_core::Result<AttnShape> {
+        let (batch, heads, q_len, head_dim) = q.dims4()?;
+        let (_, kv_heads, k_len, _) = k.dims4()?;
+        Ok(AttnShape {
+            batch,
+            heads,
+            kv_heads,
+            q_len,
+            k_len,
+            head_dim,
+        })
+    }
+}
+
+impl CustomOp3 for AttentionQkv {
     fn name(&self) -> &'static str {
         "ferroformer-attention"
     }
@@ -643,51 +857,16 @@ impl CustomOp3 for AttentionOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        use super::kernels::{attend_block, Block, SendPtr};
-        let (q, k, v) = (
-            HeadsView::new(s1, l1)?,
-            HeadsView::new(s2, l2)?,
-            HeadsView::new(s3, l3)?,
-        );
-        let (batch, heads, q_len, hd) = l1.shape().dims4()?;
-        let (_, kv_heads, k_len, _) = l2.shape().dims4()?;
-        let n_rep = heads / kv_heads;
-        let width = heads * hd;
-        let mut out = vec![0f32; batch * q_len * width];
-        let out_ptr = SendPtr(out.as_mut_ptr());
-        self.with_biases(|biases| {
-            (0..batch * heads).into_par_iter().for_each(|unit| {
-                let (b, h) = (unit / heads, unit % heads);
-                let g = h / n_rep;
-                let blk = Block {
-                    q: q.head(b, h),
-                    q_stride: q.ss,
-                    k: k.head(b, g),
-                    k_stride: k.ss,
-                    v: v.head(b, g),
-                    v_stride: v.ss,
-                    q_len,
-                    k_len,
-                    head_dim: hd,
-                    scale: self.scale,
-                };
-                let add = |s: &mut [f32]| {
-                    biases
-                        .iter()
-                        .for_each(|bv| bv.add_to(s, b, h, q_len, k_len))
-                };
-                // SAFETY: this (b, h) writes q_len rows of head h's columns only.
-                unsafe {
-                    attend_block(
-                        blk,
-                        add,
-                        out_ptr.get().add(b * q_len * width + h * hd),
-                        width,
-                    )
-                };
-            })
-        })?;
-        Ok((CpuStorage::F32(out), Shape::from((batch, q_len, width))))
+        let sh = Self::shape(l1.shape(), l2.shape())?;
+        let data = [s1.as_slice()?, s2.as_slice()?, s3.as_slice()?];
+        let strides = [
+            HeadStrides::of(l1)?,
+            HeadStrides::of(l2)?,
+            HeadStrides::of(l3)?,
+        ];
+        let out = self.0.forward(data, strides, sh)?;
+        let shape = Shape::from((sh.batch, sh.q_len, sh.heads * sh.head_dim));
+        Ok((CpuStorage::F32(out), shape))
     }
 
     fn bwd(
@@ -698,137 +877,112 @@ impl CustomOp3 for AttentionOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        use super::kernels::{attention_probs, Block, SendPtr};
-        let (batch, heads, q_len, hd) = q.dims4()?;
-        let (_, kv_heads, k_len, _) = k.dims4()?;
-        let n_rep = heads / kv_heads;
-        let width = heads * hd;
-        let grad = grad.contiguous()?;
-        let mut dq = vec![0f32; batch * heads * q_len * hd];
-        let mut dk = vec![0f32; batch * kv_heads * k_len * hd];
-        let mut dv = vec![0f32; batch * kv_heads * k_len * hd];
+        let sh = Self::shape(q.shape(), k.shape())?;
+        let (hd, q_n, kv_n) = (sh.head_dim, q.elem_count(), k.elem_count());
+        // dq, dk and dv side by side in one buffer, each contiguous.
+        let mut dst = vec![0f32; q_n + 2 * kv_n];
         {
+            let grad = grad.contiguous()?;
             let (gs, gl) = grad.storage_and_layout();
-            let (qs, ql) = q.storage_and_layout();
-            let (ks, kl) = k.storage_and_layout();
-            let (vs, vl) = v.storage_and_layout();
-            fn cpu(s: &candle_core::Storage) -> candle_core::Result<&CpuStorage> {
-                match s {
-                    candle_core::Storage::Cpu(c) => Ok(c),
-                    _ => candle_core::bail!("attention backward runs on the CPU"),
-                }
-            }
-            let (qv, kv, vv) = (
-                HeadsView::new(cpu(&qs)?, ql)?,
-                HeadsView::new(cpu(&ks)?, kl)?,
-                HeadsView::new(cpu(&vs)?, vl)?,
-            );
             let Some(g) = f32_data(&gs, gl) else {
                 candle_core::bail!("attention gradient must be f32 on the CPU")
             };
-            let (dq_ptr, dk_ptr, dv_ptr) = (
-                SendPtr(dq.as_mut_ptr()),
-                SendPtr(dk.as_mut_ptr()),
-                SendPtr(dv.as_mut_ptr()),
-            );
-            self.with_biases(|biases| {
-                (0..batch * kv_heads).into_par_iter().for_each(|unit| {
-                    let (b, kvh) = (unit / kv_heads, unit % kv_heads);
-                    let (kp, vp) = (kv.head(b, kvh), vv.head(b, kvh));
-                    // SAFETY (all writes below): unit (b, kvh) alone writes dk and dv of
-                    // (b, kvh) and dq of the heads that share kvh.
-                    let dk_blk = unsafe { dk_ptr.get().add(unit * k_len * hd) };
-                    let dv_blk = unsafe { dv_ptr.get().add(unit * k_len * hd) };
-                    for h in kvh * n_rep..(kvh + 1) * n_rep {
-                        let qp = qv.head(b, h);
-                        let blk = Block {
-                            q: qp,
-                            q_stride: qv.ss,
-                            k: kp,
-                            k_stride: kv.ss,
-                            v: vp,
-                            v_stride: vv.ss,
-                            q_len,
-                            k_len,
-                            head_dim: hd,
-                            scale: self.scale,
-                        };
-                        let add = |s: &mut [f32]| {
-                            biases
-                                .iter()
-                                .for_each(|bv| bv.add_to(s, b, h, q_len, k_len))
-                        };
-                        let p = attention_probs(&blk, add);
-                        let go = &g[b * q_len * width + h * hd..];
-                        let first = h == kvh * n_rep;
-                        let mut dp = vec![0f32; q_len * k_len];
-                        unsafe {
-                            // dV += P^T dO
-                            gemm_block(
-                                dv_blk,
-                                hd,
-                                !first,
-                                (k_len, hd, q_len),
-                                (&p, 1, k_len),
-                                (go, width, 1),
-                                1.0,
-                            );
-                            // dP = dO V^T
-                            gemm_block(
-                                dp.as_mut_ptr(),
-                                k_len,
-                                false,
-                                (q_len, k_len, hd),
-                                (go, width, 1),
-                                (vp, 1, vv.ss),
-                                1.0,
-                            );
-                        }
-                        // dS = P ⊙ (dP − rowsum(dP ⊙ P))
-                        for (dpr, pr) in dp.chunks_mut(k_len.max(1)).zip(p.chunks(k_len.max(1))) {
-                            let dot: f32 = dpr.iter().zip(pr).map(|(a, b)| a * b).sum();
-                            dpr.iter_mut()
-                                .zip(pr)
-                                .for_each(|(d, p)| *d = p * (*d - dot));
-                        }
-                        unsafe {
-                            // dQ = scale dS K
-                            let dq_blk = dq_ptr.get().add((b * heads + h) * q_len * hd);
-                            gemm_block(
-                                dq_blk,
-                                hd,
-                                false,
-                                (q_len, hd, k_len),
-                                (&dp, k_len, 1),
-                                (kp, kv.ss, 1),
-                                self.scale,
-                            );
-                            // dK += scale dS^T Q
-                            gemm_block(
-                                dk_blk,
-                                hd,
-                                !first,
-                                (k_len, hd, q_len),
-                                (&dp, 1, k_len),
-                                (qp, qv.ss, 1),
-                                self.scale,
-                            );
-                        }
-                    }
-                })
-            })?;
+            let guards = [q, k, v].map(|t| t.storage_and_layout());
+            let data = [
+                cpu_storage(&guards[0].0)?.as_slice()?,
+                cpu_storage(&guards[1].0)?.as_slice()?,
+                cpu_storage(&guards[2].0)?.as_slice()?,
+            ];
+            let strides = [
+                HeadStrides::of(guards[0].1)?,
+                HeadStrides::of(guards[1].1)?,
+                HeadStrides::of(guards[2].1)?,
+            ];
+            let dq = HeadStrides::contiguous(sh.heads, sh.q_len, hd);
+            let mut dk = HeadStrides::contiguous(sh.kv_heads, sh.k_len, hd);
+            let mut dv = dk;
+            dk.offset = q_n;
+            dv.offset = q_n + kv_n;
+            self.0
+                .backward(data, strides, g, sh, &mut dst, [dq, dk, dv])?;
         }
         let dev = q.device();
+        let all = Tensor::from_vec(dst, q_n + 2 * kv_n, dev)?;
         Ok((
-            Some(Tensor::from_vec(dq, (batch, heads, q_len, hd), dev)?),
-            Some(Tensor::from_vec(dk, (batch, kv_heads, k_len, hd), dev)?),
-            Some(Tensor::from_vec(dv, (batch, kv_heads, k_len, hd), dev)?),
+            Some(all.narrow(0, 0, q_n)?.reshape(q.shape())?),
+            Some(all.narrow(0, q_n, kv_n)?.reshape(k.shape())?),
+            Some(all.narrow(0, q_n + kv_n, kv_n)?.reshape(v.shape())?),
         ))
     }
 }
 
+/// [`Attention`] straight from the fused projection `(batch, seq, (heads + 2 kv_heads) *
+/// head_dim)`, q then k then v columns: no head split copies forward, and one gradient
+/// buffer backward instead of three narrowed ones summed.
+struct AttentionPacked {
+    attn: Attention,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+impl AttentionPacked {
+    fn layout(&self, seq: usize, width: usize) -> (AttnShape, [HeadStrides; 3]) {
+        let hd = self.head_dim;
+        let q_dim = self.heads * hd;
+        let kv_dim = self.kv_heads * hd;
+        let strides = [
+            HeadStrides::packed(0, seq, width, hd),
+            HeadStrides::packed(q_dim, seq, width, hd),
+            HeadStrides::packed(q_dim + kv_dim, seq, width, hd),
+        ];
+        let sh = AttnShape {
+            batch: 0,
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            q_len: seq,
+            k_len: seq,
+            head_dim: hd,
+        };
+        (sh, strides)
+    }
+}
+
+impl CustomOp1 for AttentionPacked {
+    fn name(&self) -> &'static str {
+        "ferroformer-attention-packed"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s, l)?;
+        let (batch, seq, width) = l.shape().dims3()?;
+        let (mut sh, strides) = self.layout(seq, width);
+        sh.batch = batch;
+        let out = self.attn.forward([x; 3], strides, sh)?;
+        let shape = Shape::from((batch, seq, self.heads * self.head_dim));
+        Ok((CpuStorage::F32(out), shape))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let (batch, seq, width) = arg.dims3()?;
+        let (mut sh, strides) = self.layout(seq, width);
+        sh.batch = batch;
+        let mut dst = vec![0f32; arg.elem_count()];
+        with_data(&[arg, grad], |d| {
+            self.attn
+                .backward([d[0]; 3], strides, d[1], sh, &mut dst, strides)
+        })??;
+        Ok(Some(Tensor::from_vec(dst, arg.shape(), arg.device())?))
+    }
+}
+
 /// Scaled dot-product attention with constant additive `biases`, differentiable in q, k and
-/// v (see [`AttentionOp`]); returns `(batch, q_len, heads * head_dim)`.
+/// v (see [`Attention`]); returns `(batch, q_len, heads * head_dim)`.
 pub(crate) fn attention(
     q: &Tensor,
     k: &Tensor,
@@ -836,10 +990,10 @@ pub(crate) fn attention(
     biases: &[&Tensor],
     scale: f32,
 ) -> candle_core::Result<Tensor> {
-    let op = AttentionOp {
+    let op = AttentionQkv(Attention {
         biases: biases.iter().map(|b| (*b).clone()).collect(),
         scale,
-    };
+    });
     let last_contiguous = |t: &Tensor| -> candle_core::Result<Tensor> {
         if t.stride().last() == Some(&1) {
             Ok(t.clone())
@@ -848,4 +1002,24 @@ pub(crate) fn attention(
         }
     };
     last_contiguous(q)?.apply_op3(&last_contiguous(k)?, &last_contiguous(v)?, op)
+}
+
+/// [`attention`] straight from the fused projection `qkv` `(batch, seq, (heads + 2 kv_heads)
+/// * head_dim)` (self-attention without rotary positions).
+pub(crate) fn attention_packed(
+    qkv: &Tensor,
+    (heads, kv_heads, head_dim): (usize, usize, usize),
+    biases: &[&Tensor],
+    scale: f32,
+) -> candle_core::Result<Tensor> {
+    let op = AttentionPacked {
+        attn: Attention {
+            biases: biases.iter().map(|b| (*b).clone()).collect(),
+            scale,
+        },
+        heads,
+        kv_heads,
+        head_dim,
+    };
+    qkv.contiguous()?.apply_op1(op)
 }

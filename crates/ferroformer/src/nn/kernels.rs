@@ -87,6 +87,34 @@ pub(crate) fn erf_fast(x: f32) -> f32 {
     x * p / q
 }
 
+/// `e^x` for f32, branch-free so that loops over it vectorize (libm's `expf` is a scalar
+/// call, a sixth of training time in softmax and GELU-tanh): `x = n ln2 + r` with
+/// `|r| <= ln2/2`, Cephes' degree-6 polynomial for `e^r`, and `2^n` built in the exponent
+/// bits. Within 2 ulp of libm over the range; inputs are clamped to [-87, 88] (below, the
+/// result is 0 to within 1.7e-38; the callers never pass more than 88).
+#[inline(always)]
+pub(crate) fn exp_fast(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer in SSE2 arithmetic.
+    const ROUND: f32 = 12_582_912.0;
+    if x < -87.0 {
+        return 0.0;
+    }
+    let x = x.min(88.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let e = p * r * r + r + 1.0;
+    f32::from_bits(((n as i32 + 127) as u32) << 23) * e
+}
+
 /// GELU with the error function: `x/2 (1 + erf(x/√2))`.
 #[inline(always)]
 fn gelu_erf_fast(x: f32) -> f32 {
@@ -465,11 +493,9 @@ pub(crate) fn attention_probs(blk: &Block, add_biases: impl Fn(&mut [f32])) -> V
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0f32;
         for s in row.iter_mut() {
-            // Masked scores sit ~3e38 below the maximum: libm's `expf` takes a slow
-            // underflow path (with errno) for each of them, half of a causal block. Below
-            // -88 the result is 0 or subnormal, invisible next to the row's 1.
-            let d = *s - max;
-            *s = if d < -88.0 { 0.0 } else { d.exp() };
+            // Masked scores sit ~3e38 below the maximum: exactly 0 here (libm's `expf`
+            // takes a slow underflow path with errno for each, half of a causal block).
+            *s = exp_fast(*s - max);
             sum += *s;
         }
         let inv = 1.0 / sum;
@@ -644,6 +670,22 @@ pub(crate) fn add_layer_norm(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fast_exp_is_within_2_ulp_of_libm() {
+        let mut worst = 0f32;
+        let mut x = -87.0f32;
+        while x <= 88.0 {
+            let (ours, libm) = (exp_fast(x), x.exp());
+            worst = worst.max(((ours - libm) / libm).abs());
+            x += 0.000_37;
+        }
+        assert!(worst <= 2.4e-7, "relative error {worst:e}");
+        assert_eq!(exp_fast(0.0), 1.0);
+        assert_eq!(exp_fast(-1e30), 0.0);
+        assert_eq!(exp_fast(f32::MIN), 0.0);
+        assert!(exp_fast(1e30).is_finite());
+    }
 
     #[test]
     fn fast_erf_is_within_5e_7_of_libm() {
