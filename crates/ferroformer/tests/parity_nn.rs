@@ -548,6 +548,23 @@ fn training_kernels_match_composed_gradients() {
     );
     let composed = grad_of(candle_nn::ops::softmax(xt, D::Minus1).unwrap(), &x);
     assert_close("softmax grad", &ours, &composed, 1e-5);
+    // Cross-entropy against class ids (rows of the same x as logits).
+    let labels = Tensor::new(&[3u32, 0, 15, 7, 9, 1, 2, 8, 11, 4, 6, 5, 13, 12, 10], &dev).unwrap();
+    let logits = xt.reshape((15, 16)).unwrap();
+    let ours = ferroformer::nn::loss::cross_entropy(&logits, &labels).unwrap();
+    let composed = candle_nn::loss::cross_entropy(&logits, &labels).unwrap();
+    assert_close("cross-entropy", &ours, &composed, 1e-5);
+    let g1 = (ours * 3.0).unwrap().backward().unwrap();
+    let g2 = (composed * 3.0).unwrap().backward().unwrap();
+    assert_close(
+        "cross-entropy grad",
+        g1.get(xt).unwrap(),
+        g2.get(xt).unwrap(),
+        1e-6,
+    );
+    let bad = Tensor::new(&[16u32; 15], &dev).unwrap();
+    let err = ferroformer::nn::loss::cross_entropy(&logits, &bad).unwrap_err();
+    assert!(err.to_string().contains("label 16"), "{err}");
     // LayerNorm and RMSNorm, gradients for the input and the weight.
     let composed_ln = |x: &Tensor| {
         let mean = x.mean_keepdim(D::Minus1).unwrap();

@@ -432,6 +432,20 @@ fn linear_forward(
     y
 }
 
+/// `(m, n, k, output shape)` of `x W^T` for `x` `(..., k)` and `W` `(n, k)`: every leading
+/// dimension of `x` is a row, so no reshape nodes enter the autograd graph.
+fn linear_dims(x: &Shape, w: &Shape) -> candle_core::Result<(usize, usize, usize, Shape)> {
+    let (n, k) = w.dims2()?;
+    let dims = x.dims();
+    if dims.last() != Some(&k) {
+        candle_core::bail!("linear input {dims:?} does not end in the weight's {k} inputs")
+    }
+    let m = x.elem_count() / k.max(1);
+    let mut out = dims.to_vec();
+    *out.last_mut().expect("rank >= 1") = n;
+    Ok((m, n, k, Shape::from(out)))
+}
+
 struct LinearBias;
 
 impl CustomOp3 for LinearBias {
@@ -452,11 +466,10 @@ impl CustomOp3 for LinearBias {
             contiguous_f32(s2, l2)?,
             contiguous_f32(s3, l3)?,
         );
-        let (m, k) = l1.shape().dims2()?;
-        let n = l2.shape().dims2()?.0;
+        let (m, n, k, shape) = linear_dims(l1.shape(), l2.shape())?;
         Ok((
             CpuStorage::F32(linear_forward(x, w, Some(b), m, n, k)),
-            Shape::from((m, n)),
+            shape,
         ))
     }
     fn bwd(
@@ -467,13 +480,12 @@ impl CustomOp3 for LinearBias {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (m, k) = x.dims2()?;
-        let n = w.dim(0)?;
+        let (m, n, k, _) = linear_dims(x.shape(), w.shape())?;
         let (dx, dw, db) = with_data(&[x, w, grad], |d| {
             linear_backward(d[0], d[1], d[2], m, n, k)
         })?;
         Ok((
-            Some(Tensor::from_vec(dx, (m, k), x.device())?),
+            Some(Tensor::from_vec(dx, x.shape(), x.device())?),
             Some(Tensor::from_vec(dw, (n, k), w.device())?),
             Some(Tensor::from_vec(db, n, b.device())?),
         ))
@@ -494,12 +506,8 @@ impl CustomOp2 for LinearNoBias {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (x, w) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
-        let (m, k) = l1.shape().dims2()?;
-        let n = l2.shape().dims2()?.0;
-        Ok((
-            CpuStorage::F32(linear_forward(x, w, None, m, n, k)),
-            Shape::from((m, n)),
-        ))
+        let (m, n, k, shape) = linear_dims(l1.shape(), l2.shape())?;
+        Ok((CpuStorage::F32(linear_forward(x, w, None, m, n, k)), shape))
     }
     fn bwd(
         &self,
@@ -508,19 +516,19 @@ impl CustomOp2 for LinearNoBias {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (m, k) = x.dims2()?;
-        let n = w.dim(0)?;
+        let (m, n, k, _) = linear_dims(x.shape(), w.shape())?;
         let (dx, dw, _) = with_data(&[x, w, grad], |d| {
             linear_backward(d[0], d[1], d[2], m, n, k)
         })?;
         Ok((
-            Some(Tensor::from_vec(dx, (m, k), x.device())?),
+            Some(Tensor::from_vec(dx, x.shape(), x.device())?),
             Some(Tensor::from_vec(dw, (n, k), w.device())?),
         ))
     }
 }
 
-/// `x W^T + b` for a 2-D `x`, differentiable in all three, with one GEMM per product.
+/// `x W^T + b` over the last dimension of `x`, differentiable in all three, with one GEMM
+/// per product.
 pub(crate) fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result<Tensor> {
     let x = x.contiguous()?;
     let w = w.contiguous()?;
@@ -1022,4 +1030,90 @@ pub(crate) fn attention_packed(
         head_dim,
     };
     qkv.contiguous()?.apply_op1(op)
+}
+
+/// Mean cross-entropy of rows of logits against class ids, one pass forward (log-sum-exp per
+/// row) and one backward (`softmax - one_hot`), instead of the composed log-softmax,
+/// gather and mean — a dozen nodes over `(rows, vocab)` in the autograd graph.
+struct CrossEntropy;
+
+impl CustomOp2 for CrossEntropy {
+    fn name(&self) -> &'static str {
+        "ferroformer-cross-entropy"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let logits = contiguous_f32(s1, l1)?;
+        let (rows, vocab) = l1.shape().dims2()?;
+        let labels = match l2.contiguous_offsets() {
+            Some((a, b)) => &s2.as_slice::<u32>()?[a..b],
+            None => candle_core::bail!("cross-entropy labels must be contiguous"),
+        };
+        if let Some(&bad) = labels.iter().find(|&&l| l as usize >= vocab) {
+            candle_core::bail!("cross-entropy label {bad} is outside the {vocab} classes")
+        }
+        let total: f64 = logits
+            .par_chunks(vocab.max(1))
+            .zip(labels.par_iter())
+            .map(|(row, &label)| {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let sum: f32 = row.iter().map(|&x| super::kernels::exp_fast(x - max)).sum();
+                (max + sum.ln() - row[label as usize]) as f64
+            })
+            .sum();
+        let mean = if rows == 0 {
+            f64::NAN
+        } else {
+            total / rows as f64
+        };
+        Ok((CpuStorage::F32(vec![mean as f32]), Shape::from(())))
+    }
+
+    fn bwd(
+        &self,
+        logits: &Tensor,
+        labels: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (rows, vocab) = logits.dims2()?;
+        let scale = grad.to_dtype(DType::F32)?.to_scalar::<f32>()? / rows.max(1) as f32;
+        let labels = labels.to_vec1::<u32>()?;
+        let dx = with_data(&[logits], |d| {
+            let mut dx = vec![0f32; rows * vocab];
+            dx.par_chunks_mut(vocab.max(1))
+                .zip(d[0].par_chunks(vocab.max(1)))
+                .zip(labels.par_iter())
+                .for_each(|((o, row), &label)| {
+                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let mut sum = 0f32;
+                    for (o, &x) in o.iter_mut().zip(row) {
+                        *o = super::kernels::exp_fast(x - max);
+                        sum += *o;
+                    }
+                    let inv = scale / sum;
+                    o.iter_mut().for_each(|v| *v *= inv);
+                    o[label as usize] -= scale;
+                });
+            dx
+        })?;
+        Ok((
+            Some(Tensor::from_vec(dx, (rows, vocab), logits.device())?),
+            None,
+        ))
+    }
+}
+
+/// Mean cross-entropy of `logits` `(rows, classes)` against `labels` `(rows,)` (u32),
+/// differentiable in the logits.
+pub(crate) fn cross_entropy(logits: &Tensor, labels: &Tensor) -> candle_core::Result<Tensor> {
+    logits
+        .contiguous()?
+        .apply_op2(&labels.to_dtype(DType::U32)?.contiguous()?, CrossEntropy)
 }

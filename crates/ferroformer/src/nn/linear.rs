@@ -367,24 +367,22 @@ impl Module for Linear {
                     .map_err(|e| candle_core::Error::Msg(e.to_string()))
             }
         };
+        let mut parts = vec![x, weight];
+        parts.extend(self.bias.as_ref());
+        if super::autograd_ops::applicable(&parts) {
+            // One GEMM per product in both directions (training on the CPU).
+            return super::autograd_ops::linear(x, weight, self.bias.as_ref());
+        }
         let dims = x.dims();
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim.max(1);
         // One 2-D GEMM over all leading dimensions: faster than a batched matmul against a
         // broadcast weight.
         let x2 = x.reshape((rows, in_dim))?;
-        let mut parts = vec![&x2, weight];
-        parts.extend(self.bias.as_ref());
-        let y = if super::autograd_ops::applicable(&parts) {
-            // One GEMM per product in both directions (training on the CPU).
-            super::autograd_ops::linear(&x2, weight, self.bias.as_ref())?
-        } else {
-            let y = x2.matmul(&weight.t()?)?;
-            match &self.bias {
-                Some(b) => y.broadcast_add(b)?,
-                None => y,
-            }
-        };
+        let mut y = x2.matmul(&weight.t()?)?;
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(b)?;
+        }
         let mut out_dims = dims.to_vec();
         let last = out_dims.len() - 1;
         out_dims[last] = weight.dims()[0];

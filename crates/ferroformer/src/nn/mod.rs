@@ -7,6 +7,7 @@ pub mod feed_forward;
 pub(crate) mod kernels;
 pub mod layer;
 pub mod linear;
+pub mod loss;
 pub mod mask;
 pub mod norm;
 pub mod positional;

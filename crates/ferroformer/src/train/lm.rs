@@ -349,10 +349,7 @@ pub fn lm_loss(
 ) -> Result<Tensor> {
     let logits = model.forward(inputs, None, None, train, false)?.logits;
     let (b, s, v) = logits.dims3()?;
-    Ok(candle_nn::loss::cross_entropy(
-        &logits.reshape((b * s, v))?,
-        &labels.reshape(b * s)?,
-    )?)
+    crate::nn::loss::cross_entropy(&logits.reshape((b * s, v))?, &labels.reshape(b * s)?)
 }
 
 fn batch_tensors(
