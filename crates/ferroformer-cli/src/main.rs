@@ -196,6 +196,13 @@ enum Viz {
 }
 
 fn main() -> ExitCode {
+    // Our kernels and GEMMs run on rayon's pool; candle's element-wise ops have a pool of
+    // their own whose workers spin-wait between ops. On a few cores the two pools take turns
+    // starving each other (training ran 1.5x faster on 2 cores with candle's pool off), so
+    // candle's ops stay on the calling thread unless the user says otherwise.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
