@@ -37,7 +37,7 @@ pub struct PipelineArgs {
     #[arg(long, default_value = "f32")]
     pub dtype: String,
     /// How many results per input (text-classification: a number or `all`; fill-mask: 5;
-    /// question-answering: 1).
+    /// question-answering: 1); text-generation: the tokens kept when sampling.
     #[arg(long)]
     pub top_k: Option<String>,
     /// text-classification: softmax, sigmoid or none (default from the config).
@@ -90,8 +90,7 @@ pub struct PipelineArgs {
     /// continuation only (false).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub return_full_text: bool,
-    /// text-generation: the generation options (--top-k above is the number of tokens kept
-    /// when sampling).
+    /// text-generation: the generation options (shared with `generate` and `chat`).
     #[command(flatten)]
     pub generation: GenerationArgs,
 }
