@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 use ferroformer::models::{self, BertModel, Gpt2LmHeadModel};
 use ferroformer::nn::SinusoidalPositionalEncoding;
 
+mod generate_cmd;
+mod generation_args;
 mod pipeline_cmd;
 
 /// Tensors of many megabytes are allocated and freed on every layer; the system allocator
@@ -55,7 +57,20 @@ enum Command {
         what: TrainCmd,
     },
     /// Continue a prompt with a causal language model, streaming the text.
-    Generate(GenerateArgs),
+    ///
+    /// Decoding as the model's generation_config.json says (greedy without one, as
+    /// `transformers`), at most 256 new tokens unless --max-new-tokens or the config say
+    /// otherwise.
+    Generate(Box<generate_cmd::GenerateArgs>),
+    /// Chat with a model through its chat template: one answer with --prompt, else a
+    /// conversation on stdin.
+    ///
+    /// Defaults: the system message "You are a helpful assistant." (see --system,
+    /// --no-system); decoding as the model's generation_config.json says, greedy when it has
+    /// none (a GGUF file), as `transformers`; at most 256 new tokens per answer unless
+    /// --max-new-tokens or the config say otherwise. Answers end at the model's
+    /// end-of-sequence tokens and the template's end of turn (`<|im_end|>`, `<|eot_id|>`).
+    Chat(Box<generate_cmd::ChatArgs>),
     /// Run a task pipeline (text-classification, ner, question-answering, fill-mask,
     /// feature-extraction, zero-shot-classification) on inputs.
     Pipeline(Box<pipeline_cmd::PipelineArgs>),
@@ -128,34 +143,6 @@ struct TrainLmArgs {
         value_name = "--KEY VALUE"
     )]
     settings: Vec<String>,
-}
-
-#[derive(clap::Args)]
-struct GenerateArgs {
-    /// Run directory or checkpoint (config.json, model.safetensors, tokenizer.json), a
-    /// `.gguf` file, or a cached hub id of either (a GGUF repository holding one file).
-    #[arg(long)]
-    model: String,
-    /// Prompt text.
-    prompt: String,
-    /// Tokens to generate at most.
-    #[arg(long, default_value_t = 200)]
-    max_new_tokens: usize,
-    /// Sampling temperature (0 = greedy).
-    #[arg(long, default_value_t = 1.0)]
-    temperature: f64,
-    /// Keep the k most likely tokens.
-    #[arg(long)]
-    top_k: Option<usize>,
-    /// Nucleus sampling threshold.
-    #[arg(long)]
-    top_p: Option<f64>,
-    /// Sampler seed.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Greedy decoding (same as --temperature 0).
-    #[arg(long)]
-    greedy: bool,
 }
 
 #[derive(Subcommand)]
@@ -265,7 +252,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train { what } => match what {
             TrainCmd::Lm(args) => train_lm(args),
         },
-        Command::Generate(args) => generate(args),
+        Command::Generate(args) => generate_cmd::generate(*args),
+        Command::Chat(args) => generate_cmd::chat(*args),
         Command::Pipeline(args) => pipeline_cmd::run(*args),
         Command::Perplexity {
             model,
@@ -471,94 +459,6 @@ fn train_lm(args: TrainLmArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     eprintln!("run directory: {}", dir.display());
     Ok(())
-}
-
-fn generate(args: GenerateArgs) -> anyhow::Result<()> {
-    use ferroformer::generation::{generate, SamplingConfig, StopReason, TextStreamer};
-    use std::io::Write;
-    let (model, tokenizer, eos, add_special) = match gguf_file(&args.model)? {
-        // A GGUF file carries its tokenizer and special tokens in its metadata.
-        Some(path) => {
-            let gguf = models::GgufModel::load(&path)?;
-            let eos = gguf.tokenizer().stop_token_ids();
-            let tokenizer = gguf.tokenizer().tokenizer().clone();
-            (gguf.decoder().clone(), tokenizer, eos, true)
-        }
-        None => {
-            let dir = models::hub::resolve(&args.model)?;
-            let model = models::auto::causal_lm_from_dir(&dir, DType::F32, &Device::Cpu)?;
-            let tokenizer =
-                ferroformer::train::tokenizer::load_tokenizer(&dir.join("tokenizer.json"))?;
-            (model, tokenizer, generation_eos(&dir)?, false)
-        }
-    };
-    let prompt = tokenizer
-        .encode(args.prompt.as_str(), add_special)
-        .map_err(|e| anyhow::anyhow!("cannot tokenize the prompt: {e}"))?
-        .get_ids()
-        .to_vec();
-    let cfg = SamplingConfig {
-        max_new_tokens: args.max_new_tokens,
-        temperature: if args.greedy { 0.0 } else { args.temperature },
-        top_k: args.top_k,
-        top_p: args.top_p,
-        seed: args.seed,
-        eos_token_ids: eos,
-    };
-    let mut streamer = TextStreamer::new(&tokenizer, &prompt)?;
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    write!(out, "{}", args.prompt)?;
-    out.flush()?;
-    let (_, reason) = generate(&model, &prompt, &cfg, |id| {
-        let piece = streamer.push(id)?;
-        if !piece.is_empty() {
-            write!(out, "{piece}")
-                .and_then(|_| out.flush())
-                .map_err(ferroformer::Error::Io)?;
-        }
-        Ok(true)
-    })?;
-    writeln!(out)?;
-    if reason == StopReason::ContextFull {
-        eprintln!("(stopped: the model's maximum sequence length was reached)");
-    }
-    Ok(())
-}
-
-/// The GGUF file `model` names: a `.gguf` path, or a directory (or cached hub id) that holds
-/// one GGUF file and no `config.json`.
-fn gguf_file(model: &str) -> anyhow::Result<Option<std::path::PathBuf>> {
-    let path = Path::new(model);
-    if models::gguf::is_gguf_path(path) && !path.is_dir() {
-        return Ok(Some(path.to_path_buf()));
-    }
-    let dir = models::hub::resolve(model)?;
-    if dir.join("config.json").is_file() {
-        return Ok(None);
-    }
-    Ok(models::gguf::find_gguf(&dir)?)
-}
-
-/// End-of-sequence ids from `generation_config.json`, when the checkpoint has one.
-fn generation_eos(dir: &Path) -> anyhow::Result<Vec<u32>> {
-    let mut eos = Vec::new();
-    if let Ok(text) = std::fs::read_to_string(dir.join("generation_config.json")) {
-        let v: serde_json::Value = serde_json::from_str(&text).with_context(|| {
-            format!(
-                "{}: not valid JSON",
-                dir.join("generation_config.json").display()
-            )
-        })?;
-        match &v["eos_token_id"] {
-            serde_json::Value::Number(n) => eos.extend(n.as_u64().map(|x| x as u32)),
-            serde_json::Value::Array(a) => {
-                eos.extend(a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32))
-            }
-            _ => {}
-        }
-    }
-    Ok(eos)
 }
 
 fn inspect(dir: &Path, json: bool) -> anyhow::Result<()> {

@@ -9,6 +9,8 @@ use ferroformer::pipelines::{
     Pooling, Task, TaskOptions, TopK,
 };
 
+use crate::generation_args::GenerationArgs;
+
 /// Arguments of `ferroformer pipeline`.
 #[derive(clap::Args)]
 pub struct PipelineArgs {
@@ -35,7 +37,7 @@ pub struct PipelineArgs {
     #[arg(long, default_value = "f32")]
     pub dtype: String,
     /// How many results per input (text-classification: a number or `all`; fill-mask: 5;
-    /// question-answering: 1).
+    /// question-answering: 1); text-generation: the tokens kept when sampling.
     #[arg(long)]
     pub top_k: Option<String>,
     /// text-classification: softmax, sigmoid or none (default from the config).
@@ -88,45 +90,9 @@ pub struct PipelineArgs {
     /// continuation only (false).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub return_full_text: bool,
-    /// text-generation: new tokens at most.
-    #[arg(long)]
-    pub max_new_tokens: Option<usize>,
-    /// text-generation: new tokens at least (end of sequence suppressed before).
-    #[arg(long)]
-    pub min_new_tokens: Option<usize>,
-    /// text-generation: sample (true) or search (false); default from generation_config.json.
-    #[arg(long, action = clap::ArgAction::Set)]
-    pub do_sample: Option<bool>,
-    /// text-generation: sampling temperature.
-    #[arg(long)]
-    pub temperature: Option<f64>,
-    /// text-generation: nucleus sampling threshold, in (0, 1].
-    #[arg(long)]
-    pub top_p: Option<f64>,
-    /// text-generation: drop tokens below min_p times the top probability.
-    #[arg(long)]
-    pub min_p: Option<f64>,
-    /// text-generation: penalty (> 1 discourages) for tokens already present.
-    #[arg(long)]
-    pub repetition_penalty: Option<f64>,
-    /// text-generation: never repeat an n-gram of this size.
-    #[arg(long)]
-    pub no_repeat_ngram_size: Option<usize>,
-    /// text-generation: beam search with this many beams.
-    #[arg(long)]
-    pub num_beams: Option<usize>,
-    /// text-generation: beam search length penalty.
-    #[arg(long)]
-    pub length_penalty: Option<f64>,
-    /// text-generation: sequences per prompt.
-    #[arg(long)]
-    pub num_return_sequences: Option<usize>,
-    /// text-generation: stop when the text ends with one of these (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    pub stop_strings: Option<Vec<String>>,
-    /// text-generation: sampling seed (same seed, same text).
-    #[arg(long)]
-    pub seed: Option<u64>,
+    /// text-generation: the generation options (shared with `generate` and `chat`).
+    #[command(flatten)]
+    pub generation: GenerationArgs,
 }
 
 /// Inputs from the positional arguments, stdin (`-`) and `--input-file`, in that order.
@@ -254,37 +220,12 @@ fn task_options(args: &PipelineArgs, task: Task) -> anyhow::Result<TaskOptions> 
         Task::TextGeneration => {
             let g = &mut o.text_generation;
             g.return_full_text = args.return_full_text;
-            let kw = &mut g.generate_kwargs;
-            let mut set = |k: &str, v: Option<serde_json::Value>| {
-                if let Some(v) = v {
-                    kw.insert(k.to_string(), v);
-                }
+            let top_k = match args.top_k {
+                Some(_) => Some(top_k_number(50)?),
+                None => None,
             };
-            set("max_new_tokens", args.max_new_tokens.map(Into::into));
-            set("min_new_tokens", args.min_new_tokens.map(Into::into));
-            set("do_sample", args.do_sample.map(Into::into));
-            set("temperature", args.temperature.map(Into::into));
-            set("top_p", args.top_p.map(Into::into));
-            set("min_p", args.min_p.map(Into::into));
-            set(
-                "repetition_penalty",
-                args.repetition_penalty.map(Into::into),
-            );
-            set(
-                "no_repeat_ngram_size",
-                args.no_repeat_ngram_size.map(Into::into),
-            );
-            set("num_beams", args.num_beams.map(Into::into));
-            set("length_penalty", args.length_penalty.map(Into::into));
-            set(
-                "num_return_sequences",
-                args.num_return_sequences.map(Into::into),
-            );
-            set("stop_strings", args.stop_strings.clone().map(Into::into));
-            set("seed", args.seed.map(Into::into));
-            if args.top_k.is_some() {
-                set("top_k", Some(top_k_number(50)?.into()));
-            }
+            g.generate_kwargs = args.generation.kwargs(top_k);
+            g.truncation = args.generation.truncation()?;
         }
         Task::ZeroShotClassification => {
             if args.candidate_labels.is_empty() {

@@ -535,6 +535,20 @@ fn stop_strings_end_a_sequence() {
     };
     let out = m.generate_with(&x, None, &cfg, Some(&tok)).unwrap();
     assert_eq!(out.new_tokens(0), &new[..=first]);
+    // Streaming stops at the same token, and says why.
+    let streamed = ferroformer::generation::generate_stream(
+        m.decoder(),
+        &[5, 17, 3, 40, 22, 9],
+        &cfg,
+        Some(&tok),
+        |_| Ok(true),
+    )
+    .unwrap();
+    assert_eq!(streamed.tokens, &new[..=first]);
+    assert_eq!(
+        streamed.stop_reason,
+        ferroformer::generation::StopReason::StopString
+    );
 }
 
 #[test]
@@ -653,25 +667,102 @@ fn logits_processors_match_transformers() {
 }
 
 #[test]
-fn streaming_generate_agrees_with_generate_ids_when_greedy() {
-    use ferroformer::generation::{generate, SamplingConfig};
+fn streaming_generate_agrees_with_generate_ids() {
+    use ferroformer::generation::{generate_stream, StopReason};
     let e = expected();
+    let prompt = [5u32, 17, 3, 40, 22, 9];
     for family in FAMILIES {
         let m = model(family);
         let eos = e["families"][family]["eos_candidate"].as_u64().unwrap() as u32;
-        let old = SamplingConfig {
-            max_new_tokens: 10,
-            temperature: 0.0,
-            eos_token_ids: vec![eos],
-            ..Default::default()
+        let greedy = GenerationConfig {
+            eos_token_id: vec![eos],
+            ..GenerationConfig::greedy(10)
         };
-        let prompt = [5u32, 17, 3, 40, 22, 9];
-        let (streamed, _) = generate(m.decoder(), &prompt, &old, |_| Ok(true)).unwrap();
-        let out =
-            generate_ids(m.decoder(), &[prompt.to_vec()], None, &(&old).into(), None).unwrap();
-        assert_eq!(out.new_tokens(0), streamed.as_slice(), "{family}");
-        // Both are transformers' greedy run with that eos.
+        let sampled = GenerationConfig {
+            do_sample: true,
+            temperature: 1.3,
+            top_p: 0.95,
+            repetition_penalty: 1.2,
+            seed: 11,
+            ..GenerationConfig::greedy(12)
+        };
+        for cfg in [&greedy, &sampled] {
+            let mut seen = Vec::new();
+            let streamed = generate_stream(m.decoder(), &prompt, cfg, None, |t| {
+                seen.push(t);
+                Ok(true)
+            })
+            .unwrap();
+            assert_eq!(
+                seen, streamed.tokens,
+                "{family}: the callback saw every token"
+            );
+            let out = generate_ids(m.decoder(), &[prompt.to_vec()], None, cfg, None).unwrap();
+            assert_eq!(out.new_tokens(0), streamed.tokens.as_slice(), "{family}");
+            let want_reason = if streamed
+                .tokens
+                .last()
+                .is_some_and(|t| cfg.eos_token_id.contains(t))
+            {
+                StopReason::Eos
+            } else {
+                StopReason::Length
+            };
+            assert_eq!(streamed.stop_reason, want_reason, "{family}");
+        }
+        // The greedy run with that eos is transformers' (and it stops at the eos).
+        let streamed = generate_stream(m.decoder(), &prompt, &greedy, None, |_| Ok(true)).unwrap();
         let want = &ids(&e["families"][family]["cases"]["greedy_eos"]["sequences"])[0];
-        assert_eq!(&want[prompt.len()..], streamed.as_slice(), "{family}");
+        let new = &want[prompt.len()..];
+        let new = match new.iter().position(|&t| t == eos) {
+            Some(p) => &new[..=p],
+            None => new,
+        };
+        assert_eq!(new, streamed.tokens.as_slice(), "{family}");
+        if streamed.stop_reason == StopReason::Eos {
+            assert_eq!(
+                streamed.tokens_without_eos(),
+                &streamed.tokens[..streamed.tokens.len() - 1]
+            );
+        }
+        // The callback can stop it.
+        let stopped = generate_stream(m.decoder(), &prompt, &sampled, None, |_| Ok(false)).unwrap();
+        assert_eq!(stopped.tokens.len(), 1, "{family}");
+        assert_eq!(stopped.stop_reason, StopReason::Callback);
+    }
+}
+
+#[test]
+fn streaming_refuses_what_cannot_stream() {
+    use ferroformer::generation::generate_stream;
+    let m = model("gpt2");
+    for (cfg, what) in [
+        (
+            GenerationConfig {
+                num_beams: 2,
+                ..GenerationConfig::greedy(4)
+            },
+            "num_beams",
+        ),
+        (
+            GenerationConfig {
+                do_sample: true,
+                num_return_sequences: 2,
+                ..GenerationConfig::greedy(4)
+            },
+            "num_return_sequences",
+        ),
+        (
+            GenerationConfig {
+                top_p: 0.0,
+                ..GenerationConfig::greedy(4)
+            },
+            "top_p",
+        ),
+    ] {
+        let err = generate_stream(m.decoder(), &[1, 2], &cfg, None, |_| Ok(true))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(what), "{err}");
     }
 }

@@ -13,7 +13,7 @@ use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor, D};
 use ferroformer::arch::DecoderOnlyTransformer;
-use ferroformer::generation::{generate, SamplingConfig};
+use ferroformer::generation::{generate_stream, GenerationConfig};
 use ferroformer::models::gguf::{self, GgufConfig, GgufFile, GgufModel};
 use ferroformer::models::hub;
 use ferroformer::nn::{Linear, QuantizedMatrix, RopeLayout, WeightMatrix};
@@ -243,12 +243,10 @@ fn greedy_generation_equals_llama_cpp() {
         assert_eq!(prompt_ids, ids(&case["prompt_ids"]), "{prompt:?}");
         let expected = ids(&case["new_ids"]);
         let leads = floats(&case["leads"]);
-        let cfg = SamplingConfig {
-            max_new_tokens: expected.len(),
-            temperature: 0.0,
-            ..Default::default()
-        };
-        let (got, _) = generate(model.decoder(), &prompt_ids, &cfg, |_| Ok(true)).unwrap();
+        let cfg = GenerationConfig::greedy(expected.len());
+        let got = generate_stream(model.decoder(), &prompt_ids, &cfg, None, |_| Ok(true))
+            .unwrap()
+            .tokens;
         let text = model.tokenizer().decode(&got, false).unwrap();
         eprintln!("{prompt:?} -> {text:?}");
         // Equal token for token; the texts may part only where llama.cpp faced a near-tie.
@@ -330,12 +328,8 @@ fn memory_probe() {
         .tokenizer()
         .encode("The capital of France is", true)
         .unwrap();
-    let cfg = SamplingConfig {
-        max_new_tokens: 64,
-        temperature: 0.0,
-        ..Default::default()
-    };
-    generate(model.decoder(), &prompt, &cfg, |_| Ok(true)).unwrap();
+    let cfg = GenerationConfig::greedy(64);
+    generate_stream(model.decoder(), &prompt, &cfg, None, |_| Ok(true)).unwrap();
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let hwm = status
         .lines()

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{DType, Device};
-use ferroformer::generation::{generate, SamplingConfig};
+use ferroformer::generation::{generate_stream, GenerationConfig};
 use ferroformer::models::auto::causal_lm_from_dir;
 use ferroformer::train::tokenizer::{save_tokenizer, train_tokenizer, TokenizerKind, END_OF_TEXT};
 use ferroformer::train::{train_lm, Preset, TrainConfig, TrainEvent};
@@ -136,13 +136,13 @@ fn checkpoints_reload_and_generate_for_every_preset() {
             assert!(cfg.out.join(f).is_file(), "{preset:?}: missing {f}");
         }
         let model = causal_lm_from_dir(&cfg.out, DType::F32, &Device::Cpu).unwrap();
-        let sampling = SamplingConfig {
-            max_new_tokens: 5,
-            temperature: 0.0,
-            ..Default::default()
+        let greedy = GenerationConfig::greedy(5);
+        let run = || {
+            generate_stream(&model, &[3, 4, 5], &greedy, None, |_| Ok(true))
+                .unwrap()
+                .tokens
         };
-        let (a, _) = generate(&model, &[3, 4, 5], &sampling, |_| Ok(true)).unwrap();
-        let (b, _) = generate(&model, &[3, 4, 5], &sampling, |_| Ok(true)).unwrap();
+        let (a, b) = (run(), run());
         assert_eq!(a.len(), 5);
         assert_eq!(a, b, "greedy decoding is deterministic");
         std::fs::remove_dir_all(&dir).unwrap();
@@ -220,53 +220,67 @@ fn bad_settings_are_clear_errors_and_overwrite_nothing() {
     let model = causal_lm_from_dir(&c.out, DType::F32, &Device::Cpu).unwrap();
     for (cfg, what) in [
         (
-            SamplingConfig {
-                top_p: Some(1.5),
-                ..Default::default()
+            GenerationConfig {
+                top_p: 1.5,
+                ..GenerationConfig::greedy(5)
             },
             "top_p",
         ),
         (
-            SamplingConfig {
+            GenerationConfig {
                 temperature: -1.0,
-                ..Default::default()
+                ..GenerationConfig::greedy(5)
             },
             "temperature",
         ),
     ] {
-        let err = generate(&model, &[1], &cfg, |_| Ok(true))
+        let err = generate_stream(&model, &[1], &cfg, None, |_| Ok(true))
             .unwrap_err()
             .to_string();
         assert!(err.contains(what), "{err}");
     }
     // A prompt longer than the model's context.
     let long = vec![1u32; 40];
-    let err = generate(&model, &long, &SamplingConfig::default(), |_| Ok(true))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("at most 16"), "{err}");
+    let err = generate_stream(&model, &long, &GenerationConfig::greedy(5), None, |_| {
+        Ok(true)
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("40 tokens long") && err.contains("context is 16"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn sampling_is_reproducible_from_a_seed() {
-    use ferroformer::generation::Sampler;
+    use ferroformer::generation::logits::sample;
+    use ferroformer::generation::LogitsProcessor;
+    use rand::SeedableRng;
     let logits: Vec<f32> = (0..50).map(|i| ((i * 37) % 50) as f32 * 0.1).collect();
-    let draw = |seed: u64, top_k: Option<usize>, top_p: Option<f64>| {
-        let mut s = Sampler::new(&SamplingConfig {
-            seed,
+    let draw = |seed: u64, top_k: usize, top_p: f64| {
+        let cfg = GenerationConfig {
+            do_sample: true,
+            temperature: 0.8,
             top_k,
             top_p,
-            temperature: 0.8,
-            ..Default::default()
-        })
-        .unwrap();
+            seed,
+            ..GenerationConfig::default()
+        };
+        cfg.validate().unwrap();
+        let proc = LogitsProcessor::new(&cfg, 0);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         (0..20)
-            .map(|_| s.sample(&logits).unwrap())
+            .map(|_| {
+                let mut scores = logits.clone();
+                proc.warp(&mut scores);
+                sample(&scores, &mut rng)
+            })
             .collect::<Vec<_>>()
     };
-    assert_eq!(draw(1, None, None), draw(1, None, None));
-    assert_ne!(draw(1, None, None), draw(2, None, None));
+    assert_eq!(draw(1, 0, 1.0), draw(1, 0, 1.0));
+    assert_ne!(draw(1, 0, 1.0), draw(2, 0, 1.0));
     // top_k = 1 is greedy.
     let best = logits
         .iter()
@@ -274,16 +288,16 @@ fn sampling_is_reproducible_from_a_seed() {
         .max_by(|a, b| a.1.total_cmp(b.1))
         .unwrap()
         .0 as u32;
-    assert!(draw(3, Some(1), None).iter().all(|&t| t == best));
+    assert!(draw(3, 1, 1.0).iter().all(|&t| t == best));
     // A tiny top_p keeps only the most likely token.
-    assert!(draw(4, None, Some(1e-6)).iter().all(|&t| t == best));
+    assert!(draw(4, 0, 1e-6).iter().all(|&t| t == best));
     // top_k = 3 never leaves the three most likely tokens.
     let mut order: Vec<usize> = (0..50).collect();
     order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
     let top3: Vec<u32> = order[..3].iter().map(|&i| i as u32).collect();
     let threshold = logits[order[2]];
     assert!(
-        draw(5, Some(3), None)
+        draw(5, 3, 1.0)
             .iter()
             .all(|&t| logits[t as usize] >= threshold),
         "{top3:?}"

@@ -64,13 +64,13 @@ pub fn left_pad(prompts: &[Vec<u32>], pad: u32) -> (Vec<Vec<u32>>, Vec<Vec<u32>>
 /// Decides whether a sequence hit a stop string: the text must contain the stop string
 /// ending inside the last token (as `transformers`' `StopStringCriteria`, which lets the
 /// last token run past the end of the string).
-struct StopStrings<'a> {
-    strings: &'a [String],
-    tokenizer: Option<&'a tokenizers::Tokenizer>,
+pub(super) struct StopStrings<'a> {
+    pub(super) strings: &'a [String],
+    pub(super) tokenizer: Option<&'a tokenizers::Tokenizer>,
 }
 
 impl StopStrings<'_> {
-    fn hit(&self, new_tokens: &[u32]) -> Result<bool> {
+    pub(super) fn hit(&self, new_tokens: &[u32]) -> Result<bool> {
         let (Some(tok), false) = (self.tokenizer, self.strings.is_empty()) else {
             return Ok(false);
         };
@@ -97,7 +97,7 @@ impl StopStrings<'_> {
     }
 }
 
-fn check_inputs(
+pub(super) fn check_inputs(
     model: &DecoderOnlyTransformer,
     input_ids: &[Vec<u32>],
     attention_mask: Option<&[Vec<u32>]>,
@@ -163,6 +163,9 @@ fn check_inputs(
             "stop strings need the model's tokenizer: pass one to generate",
         ));
     }
+    let context = model.config().embeddings.max_positions;
+    // A prompt that leaves no room for a new token: the error names both lengths.
+    super::context::fit_to_context(prompt_len, 0, context, super::Truncation::Error)?;
     let max_len = cfg.max_total_length(prompt_len);
     if max_len <= prompt_len {
         return Err(Error::config(
@@ -173,7 +176,6 @@ fn check_inputs(
             ),
         ));
     }
-    let context = model.config().embeddings.max_positions;
     if max_len > context {
         return Err(Error::config(
             "max_new_tokens",
@@ -188,7 +190,7 @@ fn check_inputs(
 
 /// The mask `transformers` infers when none is given: padding tokens masked when the pad
 /// token is not also an end-of-sequence token, else all ones.
-fn default_mask(input_ids: &[Vec<u32>], cfg: &GenerationConfig) -> Vec<Vec<u32>> {
+pub(super) fn default_mask(input_ids: &[Vec<u32>], cfg: &GenerationConfig) -> Vec<Vec<u32>> {
     let pad = cfg
         .pad_token_id
         .filter(|p| !cfg.eos_token_id.contains(p))

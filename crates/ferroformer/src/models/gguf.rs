@@ -527,7 +527,8 @@ impl GgufModel {
         &self.config
     }
 
-    /// The decoder (for [`crate::generation::generate`]).
+    /// The decoder (for [`crate::generation::generate_stream`] and
+    /// [`crate::generation::generate_ids`]).
     pub fn decoder(&self) -> &DecoderOnlyTransformer {
         &self.decoder
     }

@@ -5,6 +5,7 @@ pub mod auto;
 pub mod auto_encoder;
 pub mod bert;
 pub mod causal_lm;
+pub mod chat_template;
 pub mod course;
 pub mod distilbert;
 pub mod encoder_model;
@@ -32,6 +33,7 @@ pub use auto_encoder::{
 };
 pub use bert::{BertConfig, BertModel, BertOutput};
 pub use causal_lm::{CausalLm, CausalLmFamily};
+pub use chat_template::{ChatMessage, ChatTemplate};
 pub use distilbert::DistilBertConfig;
 pub use encoder_model::{EncoderModel, EncoderOutput, EncoderSpec};
 pub use gguf::{GgufConfig, GgufFile, GgufModel};

@@ -7,8 +7,7 @@ use serde::Serialize;
 
 use super::PipelineConfig;
 use crate::error::{Error, Result};
-use crate::generation::AutoModelForCausalLM;
-use crate::generation::GenerationConfig;
+use crate::generation::{fit_to_context, AutoModelForCausalLM, GenerationConfig, Truncation};
 use crate::models::tokenizer::{AutoTokenizer, EncodeOptions};
 use crate::models::LoadOptions;
 
@@ -22,6 +21,11 @@ pub struct TextGenerationOptions {
     pub generate_kwargs: serde_json::Map<String, serde_json::Value>,
     /// Return the prompt followed by the continuation (default), or the continuation only.
     pub return_full_text: bool,
+    /// A prompt that leaves no room in the model's context is an error
+    /// ([`Truncation::Error`], the default), or keeps its last tokens ([`Truncation::Left`],
+    /// leaving room for the new tokens as `transformers`' `handle_long_generation="hole"`).
+    /// Either way, new tokens stop where the context is full.
+    pub truncation: Truncation,
 }
 
 impl Default for TextGenerationOptions {
@@ -29,6 +33,7 @@ impl Default for TextGenerationOptions {
         Self {
             generate_kwargs: serde_json::Map::new(),
             return_full_text: true,
+            truncation: Truncation::Error,
         }
     }
 }
@@ -91,16 +96,28 @@ impl TextGenerationPipeline {
                     "text-generation needs a prompt of at least one token".into(),
                 ));
             }
+            // Fit the prompt and its new tokens into the context (the prompt's first tokens
+            // dropped with `Truncation::Left`).
+            let context = self.model.decoder().config().embeddings.max_positions;
+            let wanted = cfg
+                .max_total_length(enc.ids.len())
+                .saturating_sub(enc.ids.len());
+            let fit = fit_to_context(enc.ids.len(), wanted, context, options.truncation)?;
+            let ids = &enc.ids[fit.skip..];
+            let mut cfg = cfg.clone();
+            if wanted > 0 {
+                cfg.max_new_tokens = Some(fit.max_new_tokens);
+            }
             let result = self
                 .model
-                .generate_batch(std::slice::from_ref(&enc.ids), &cfg)?;
+                .generate_batch(std::slice::from_ref(&ids.to_vec()), &cfg)?;
             // As `transformers`: decode the whole sequence, and cut the decoded prompt off
             // by its length in characters.
-            let prompt_text = self.tokenizer.decode(&enc.ids, true)?;
+            let prompt_text = self.tokenizer.decode(ids, true)?;
             let prompt_chars = prompt_text.chars().count();
             let mut texts = Vec::with_capacity(result.sequences.len());
             for i in 0..result.sequences.len() {
-                let mut ids = enc.ids.clone();
+                let mut ids = ids.to_vec();
                 ids.extend_from_slice(result.new_tokens(i));
                 let all = self.tokenizer.decode(&ids, true)?;
                 let continuation: String = all.chars().skip(prompt_chars).collect();
