@@ -31,6 +31,13 @@ fn peak_rss_mb() -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The runtime settings of the `ferroformer` binary (crates/ferroformer-cli/src/main.rs):
+    // candle's element-wise pool off, freed memory kept by mimalloc (option 15, purge_delay).
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+    // SAFETY: setting a mimalloc option is always allowed; -1 means "never purge".
+    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
     // Without a file (as `cargo test --all-targets` runs it), a quick pass over 64 built-in
     // sentences checks that the benchmark works.
     let text = match std::env::args().skip(1).find(|a| !a.starts_with("--")) {
