@@ -2,7 +2,7 @@
 //! chat template, one turn or an interactive conversation).
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use candle_core::{DType, Device};
@@ -113,20 +113,15 @@ enum Source {
 
 impl LoadedLm {
     fn load(model: &str) -> anyhow::Result<Self> {
-        match gguf_file(model)? {
+        match models::gguf::gguf_file(model)? {
             // A GGUF file carries its tokenizer and special tokens in its metadata.
             Some(path) => {
                 let gguf = GgufModel::load(&path)?;
                 let tok = gguf.tokenizer();
-                let defaults = GenerationConfig {
-                    eos_token_id: tok.stop_token_ids(),
-                    bos_token_id: tok.bos_token_id(),
-                    ..GenerationConfig::default()
-                };
                 Ok(Self {
                     decoder: gguf.decoder().clone(),
                     tokenizer: Tokenizer::Gguf(Box::new(tok.clone())),
-                    defaults,
+                    defaults: GenerationConfig::from_gguf_tokenizer(tok),
                     source: Source::Gguf(path),
                 })
             }
@@ -182,20 +177,6 @@ impl LoadedLm {
         cfg.max_new_tokens = Some(fit.max_new_tokens);
         Ok((&prompt[fit.skip..], cfg, fit.shortened(wanted)))
     }
-}
-
-/// The GGUF file `model` names: a `.gguf` path, or a directory (or cached hub id) that holds
-/// one GGUF file and no `config.json`.
-pub fn gguf_file(model: &str) -> anyhow::Result<Option<PathBuf>> {
-    let path = Path::new(model);
-    if models::gguf::is_gguf_path(path) && !path.is_dir() {
-        return Ok(Some(path.to_path_buf()));
-    }
-    let dir = models::hub::resolve(model)?;
-    if dir.join("config.json").is_file() {
-        return Ok(None);
-    }
-    Ok(models::gguf::find_gguf(&dir)?)
 }
 
 /// Whether `cfg` can stream (one sequence, no beams).

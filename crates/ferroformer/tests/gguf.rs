@@ -269,6 +269,35 @@ fn greedy_generation_equals_llama_cpp() {
     }
 }
 
+/// `AutoModelForCausalLM::from_pretrained` takes the GGUF repository's hub id as it takes a
+/// checkpoint's: the architecture from the metadata, stop tokens from the GGUF, and
+/// `generate` gives what the GGUF decoder gives.
+#[test]
+fn auto_model_for_causal_lm_loads_gguf() {
+    use ferroformer::generation::AutoModelForCausalLM;
+    smollm2_path(); // fails with the fetch hint when the model is missing
+    let lm = AutoModelForCausalLM::from_pretrained(HUB_ID).unwrap();
+    assert_eq!(lm.model_type(), "llama");
+    let stop = smollm2().tokenizer().stop_token_ids();
+    assert!(!stop.is_empty());
+    assert_eq!(lm.generation_config().eos_token_id, stop);
+    let prompt = smollm2()
+        .tokenizer()
+        .encode("The capital of France is", true)
+        .unwrap();
+    let cfg = GenerationConfig::greedy(8);
+    let input = Tensor::new(prompt.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let out = lm.generate(&input, &cfg).unwrap();
+    let alone = generate_stream(smollm2().decoder(), &prompt, &cfg, None, |_| Ok(true))
+        .unwrap()
+        .tokens;
+    assert_eq!(out.new_tokens(0), alone.as_slice());
+    assert_eq!(alone.len(), 8);
+}
+
 /// Peak resident memory of loading the model and generating 64 tokens, measured in a child
 /// process (this test binary running only `memory_probe`) so that the other tests'
 /// allocations do not count: quantized weights stay quantized, so the peak stays near the

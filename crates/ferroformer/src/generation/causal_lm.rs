@@ -24,13 +24,30 @@ pub struct AutoModelForCausalLM {
 }
 
 impl AutoModelForCausalLM {
-    /// Loads a model by hub id (`org/name`, from the local cache or downloaded) or local
-    /// directory, in f32 on the CPU.
+    /// Loads a model by hub id (`org/name`, from the local cache or downloaded), local
+    /// directory or `.gguf` file, in f32 on the CPU; a GGUF file (or a directory or hub
+    /// repository holding one and no `config.json`) keeps its quantized weights.
     pub fn from_pretrained(model: &str) -> Result<Self> {
-        Self::from_dir(
-            &crate::models::hub::resolve(model)?,
-            &LoadOptions::default(),
-        )
+        match crate::models::gguf::gguf_file(model)? {
+            Some(path) => Self::from_gguf(&path),
+            None => Self::from_dir(
+                &crate::models::hub::resolve(model)?,
+                &LoadOptions::default(),
+            ),
+        }
+    }
+
+    /// Loads a GGUF file: the architecture from its metadata, quantized weights kept
+    /// quantized, and generation defaults from its special tokens (end-of-sequence and
+    /// end-of-turn ids, BOS). Its tokenizer is
+    /// [`GgufTokenizer::from_gguf`](crate::models::GgufTokenizer::from_gguf).
+    pub fn from_gguf(path: &Path) -> Result<Self> {
+        let gguf = crate::models::GgufModel::load(path)?;
+        Ok(Self {
+            model_type: gguf.config().architecture.clone(),
+            decoder: gguf.decoder().clone(),
+            generation_config: GenerationConfig::from_gguf_tokenizer(gguf.tokenizer()),
+        })
     }
 
     /// Loads a checkpoint directory: `config.json`, safetensors weights, and
@@ -51,7 +68,7 @@ impl AutoModelForCausalLM {
         })
     }
 
-    /// `config.json`'s `model_type`.
+    /// `config.json`'s `model_type` (a GGUF file's `general.architecture`).
     pub fn model_type(&self) -> &str {
         &self.model_type
     }

@@ -141,6 +141,16 @@ impl GenerationConfig {
         }
     }
 
+    /// The defaults for a GGUF model: greedy, stopping at its end-of-sequence and
+    /// end-of-turn tokens, with its BOS.
+    pub fn from_gguf_tokenizer(tokenizer: &crate::models::GgufTokenizer) -> Self {
+        Self {
+            eos_token_id: tokenizer.stop_token_ids(),
+            bos_token_id: tokenizer.bos_token_id(),
+            ..Self::default()
+        }
+    }
+
     /// Reads a model directory's `generation_config.json`; without one, the defaults plus
     /// the special tokens of `config.json` (as `transformers` derives it from the model
     /// config).

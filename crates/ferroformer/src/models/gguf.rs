@@ -555,6 +555,21 @@ impl GgufModel {
     }
 }
 
+/// The GGUF file `model` names, if it names one: a `.gguf` path, or a directory (or cached
+/// hub id) that holds one GGUF file and no `config.json`. `None` for a checkpoint in
+/// `transformers`' layout.
+pub fn gguf_file(model: &str) -> Result<Option<PathBuf>> {
+    let path = Path::new(model);
+    if is_gguf_path(path) && !path.is_dir() {
+        return Ok(Some(path.to_path_buf()));
+    }
+    let dir = super::hub::resolve(model)?;
+    if dir.join("config.json").is_file() {
+        return Ok(None);
+    }
+    find_gguf(&dir)
+}
+
 /// Builds the decoder of an opened GGUF file.
 pub fn load_decoder(file: &GgufFile, config: &GgufConfig) -> Result<DecoderOnlyTransformer> {
     match config.architecture.as_str() {

@@ -9,7 +9,9 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::kernels::f32_data;
+use super::kernels::{
+    dot_f32, exp_fast, exp_shifted_in_place, f32_data, max_f32, sum_f32, sum_map_f32,
+};
 
 /// Whether these kernels apply: f32 tensors on the CPU.
 pub(crate) fn applicable(tensors: &[&Tensor]) -> bool {
@@ -52,7 +54,7 @@ fn tanh(u: f32) -> f32 {
     if u.abs() > 9.0 {
         return u.signum();
     }
-    let e = super::kernels::exp_fast(2.0 * u);
+    let e = exp_fast(2.0 * u);
     (e - 1.0) / (e + 1.0)
 }
 
@@ -117,13 +119,8 @@ struct SoftmaxLastDim;
 
 fn softmax_rows(x: &[f32], y: &mut [f32], n: usize) {
     y.par_chunks_mut(n).zip(x.par_chunks(n)).for_each(|(y, x)| {
-        let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0f32;
-        for (y, &x) in y.iter_mut().zip(x) {
-            *y = super::kernels::exp_fast(x - max);
-            sum += *y;
-        }
-        let inv = 1.0 / sum;
+        y.copy_from_slice(x);
+        let inv = 1.0 / super::kernels::exp_shifted_in_place(y);
         y.iter_mut().for_each(|y| *y *= inv);
     });
 }
@@ -152,7 +149,7 @@ impl CustomOp1 for SoftmaxLastDim {
             dx.par_chunks_mut(n)
                 .zip(y.par_chunks(n).zip(g.par_chunks(n)))
                 .for_each(|(o, (y, g))| {
-                    let dot: f32 = y.iter().zip(g).map(|(a, b)| a * b).sum();
+                    let dot = dot_f32(y, g);
                     for i in 0..n {
                         o[i] = y[i] * (g[i] - dot);
                     }
@@ -171,12 +168,8 @@ pub(crate) fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
 /// Row statistics: (mean, 1/sqrt(var + eps)); RMSNorm uses mean 0 and the mean square.
 fn row_stats(x: &[f32], eps: f32, center: bool) -> (f32, f32) {
     let n = x.len() as f32;
-    let mean = if center {
-        x.iter().sum::<f32>() / n
-    } else {
-        0.0
-    };
-    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let mean = if center { sum_f32(x) / n } else { 0.0 };
+    let var = sum_map_f32(x, |v| (v - mean) * (v - mean)) / n;
     (mean, 1.0 / (var + eps).sqrt())
 }
 
@@ -789,7 +782,7 @@ impl Attention {
                     // dS = P ⊙ (dP − rowsum(dP ⊙ P))
                     let row = k_len.max(1);
                     for (dpr, pr) in dp.chunks_mut(row).zip(p.chunks(row)) {
-                        let dot: f32 = dpr.iter().zip(pr).map(|(a, b)| a * b).sum();
+                        let dot = dot_f32(dpr, pr);
                         dpr.iter_mut()
                             .zip(pr)
                             .for_each(|(d, p)| *d = p * (*d - dot));
@@ -1062,8 +1055,8 @@ impl CustomOp2 for CrossEntropy {
             .par_chunks(vocab.max(1))
             .zip(labels.par_iter())
             .map(|(row, &label)| {
-                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let sum: f32 = row.iter().map(|&x| super::kernels::exp_fast(x - max)).sum();
+                let max = max_f32(row);
+                let sum = sum_map_f32(row, |x| exp_fast(x - max));
                 (max + sum.ln() - row[label as usize]) as f64
             })
             .sum();
@@ -1091,13 +1084,8 @@ impl CustomOp2 for CrossEntropy {
                 .zip(d[0].par_chunks(vocab.max(1)))
                 .zip(labels.par_iter())
                 .for_each(|((o, row), &label)| {
-                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0f32;
-                    for (o, &x) in o.iter_mut().zip(row) {
-                        *o = super::kernels::exp_fast(x - max);
-                        sum += *o;
-                    }
-                    let inv = scale / sum;
+                    o.copy_from_slice(row);
+                    let inv = scale / exp_shifted_in_place(o);
                     o.iter_mut().for_each(|v| *v *= inv);
                     o[label as usize] -= scale;
                 });

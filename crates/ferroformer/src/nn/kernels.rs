@@ -115,6 +115,76 @@ pub(crate) fn exp_fast(x: f32) -> f32 {
     f32::from_bits(((n as i32 + 127) as u32) << 23) * e
 }
 
+/// Row reductions the compiler vectorizes: eight running lanes instead of one serial
+/// accumulator (a serial float sum or an `f32::max` fold, with its NaN rule, compiles to
+/// one scalar operation per element). The rounding order differs from a serial sum by a few
+/// ulp.
+const LANES: usize = 8;
+
+/// The largest value of `x` (−∞ when empty).
+#[inline]
+pub(crate) fn max_f32(x: &[f32]) -> f32 {
+    let mut m = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            m[i] = if c[i] > m[i] { c[i] } else { m[i] };
+        }
+    }
+    let mut r = f32::NEG_INFINITY;
+    for v in m.into_iter().chain(rest.iter().copied()) {
+        r = if v > r { v } else { r };
+    }
+    r
+}
+
+/// `Σ f(x_i)`.
+#[inline]
+pub(crate) fn sum_map_f32(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] += f(c[i]);
+        }
+    }
+    acc.iter().sum::<f32>() + rest.iter().map(|&v| f(v)).sum::<f32>()
+}
+
+/// `Σ x_i`.
+#[inline]
+pub(crate) fn sum_f32(x: &[f32]) -> f32 {
+    sum_map_f32(x, |v| v)
+}
+
+/// `Σ a_i b_i`.
+#[inline]
+pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..LANES {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + ra.iter().zip(rb).map(|(x, y)| x * y).sum::<f32>()
+}
+
+/// `exp(x_i - max x)` in place (a softmax numerator); returns their sum.
+#[inline]
+pub(crate) fn exp_shifted_in_place(x: &mut [f32]) -> f32 {
+    let max = max_f32(x);
+    // Masked scores sit ~3e38 below the maximum: exactly 0 here (libm's `expf` takes a slow
+    // underflow path with errno for each, half of a causal block).
+    x.iter_mut().for_each(|v| *v = exp_fast(*v - max));
+    sum_f32(x)
+}
+
 /// GELU with the error function: `x/2 (1 + erf(x/√2))`.
 #[inline(always)]
 fn gelu_erf_fast(x: f32) -> f32 {
@@ -490,15 +560,7 @@ pub(crate) fn attention_probs(blk: &Block, add_biases: impl Fn(&mut [f32])) -> V
     }
     add_biases(&mut scores);
     for row in scores.chunks_mut(k_len.max(1)) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0f32;
-        for s in row.iter_mut() {
-            // Masked scores sit ~3e38 below the maximum: exactly 0 here (libm's `expf`
-            // takes a slow underflow path with errno for each, half of a causal block).
-            *s = exp_fast(*s - max);
-            sum += *s;
-        }
-        let inv = 1.0 / sum;
+        let inv = 1.0 / exp_shifted_in_place(row);
         row.iter_mut().for_each(|s| *s *= inv);
     }
     scores
@@ -647,8 +709,8 @@ pub(crate) fn add_layer_norm(
             for ((o, a), b) in o.iter_mut().zip(xr).zip(yr) {
                 *o = a + b;
             }
-            let mean = o.iter().sum::<f32>() / d as f32;
-            let var = o.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+            let mean = sum_f32(o) / d as f32;
+            let var = sum_map_f32(o, |v| (v - mean) * (v - mean)) / d as f32;
             let inv = 1.0 / (var + eps).sqrt();
             match bd {
                 Some(bd) => {
