@@ -10,7 +10,8 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Sh
 use rayon::prelude::*;
 
 use super::kernels::{
-    dot_f32, exp_fast, exp_shifted_in_place, f32_data, max_f32, sum_f32, sum_map_f32,
+    attention_into, dot_f32, exp_fast, exp_shifted_in_place, f32_data, max_f32, sum_f32,
+    sum_map_f32, AttentionDims, HeadLayout,
 };
 
 /// Whether these kernels apply: f32 tensors on the CPU.
@@ -531,68 +532,6 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core:
     }
 }
 
-/// Strides of a `(batch, heads, seq, head_dim)` operand: element `(b, h, s, d)` is at
-/// `offset + b*sb + h*sh + s*ss + d`.
-#[derive(Debug, Clone, Copy)]
-struct HeadStrides {
-    offset: usize,
-    sb: usize,
-    sh: usize,
-    ss: usize,
-}
-
-impl HeadStrides {
-    /// A 4-D layout with a contiguous last dimension.
-    fn of(l: &Layout) -> candle_core::Result<Self> {
-        let st = l.stride();
-        if st.len() != 4 || st[3] != 1 {
-            candle_core::bail!("attention operands must be 4-D with a contiguous last dimension")
-        }
-        Ok(Self {
-            offset: l.start_offset(),
-            sb: st[0],
-            sh: st[1],
-            ss: st[2],
-        })
-    }
-
-    /// Heads `head_dim` wide side by side from column `col` of a contiguous
-    /// `(batch, seq, width)` buffer (the fused q/k/v projection, or merged heads).
-    fn packed(col: usize, seq: usize, width: usize, head_dim: usize) -> Self {
-        Self {
-            offset: col,
-            sb: seq * width,
-            sh: head_dim,
-            ss: width,
-        }
-    }
-
-    /// Same-shaped contiguous `(batch, heads, seq, head_dim)`.
-    fn contiguous(heads: usize, seq: usize, head_dim: usize) -> Self {
-        Self {
-            offset: 0,
-            sb: heads * seq * head_dim,
-            sh: seq * head_dim,
-            ss: head_dim,
-        }
-    }
-
-    fn at(&self, b: usize, h: usize) -> usize {
-        self.offset + b * self.sb + h * self.sh
-    }
-}
-
-/// Sizes of one attention call.
-#[derive(Debug, Clone, Copy)]
-struct AttnShape {
-    batch: usize,
-    heads: usize,
-    kv_heads: usize,
-    q_len: usize,
-    k_len: usize,
-    head_dim: usize,
-}
-
 /// `dst (m × n) (+)= alpha · lhs (m × k) · rhs (k × n)`, single-threaded (the callers run
 /// one attention block per thread). Operands are `(data, row stride, column stride)`.
 ///
@@ -662,46 +601,15 @@ impl Attention {
         Ok(f(&views))
     }
 
-    /// The forward pass: q, k and v read from `data` through their strides.
+    /// The forward pass: q, k and v read from `data` through their layouts.
     fn forward(
         &self,
         data: [&[f32]; 3],
-        [q, k, v]: [HeadStrides; 3],
-        sh: AttnShape,
+        layouts: [HeadLayout; 3],
+        sh: AttentionDims,
     ) -> candle_core::Result<Vec<f32>> {
-        use super::kernels::{attend_block, Block, SendPtr};
-        let n_rep = sh.heads / sh.kv_heads;
-        let width = sh.heads * sh.head_dim;
-        let mut out = vec![0f32; sh.batch * sh.q_len * width];
-        let out_ptr = SendPtr(out.as_mut_ptr());
-        self.with_biases(|biases| {
-            (0..sh.batch * sh.heads).into_par_iter().for_each(|unit| {
-                let (b, h) = (unit / sh.heads, unit % sh.heads);
-                let g = h / n_rep;
-                let blk = Block {
-                    q: &data[0][q.at(b, h)..],
-                    q_stride: q.ss,
-                    k: &data[1][k.at(b, g)..],
-                    k_stride: k.ss,
-                    v: &data[2][v.at(b, g)..],
-                    v_stride: v.ss,
-                    q_len: sh.q_len,
-                    k_len: sh.k_len,
-                    head_dim: sh.head_dim,
-                    scale: self.scale,
-                };
-                let add = |s: &mut [f32]| {
-                    biases
-                        .iter()
-                        .for_each(|bv| bv.add_to(s, b, h, sh.q_len, sh.k_len))
-                };
-                let dst = out_ptr
-                    .get()
-                    .wrapping_add(b * sh.q_len * width + h * sh.head_dim);
-                // SAFETY: this (b, h) writes q_len rows of head h's columns only.
-                unsafe { attend_block(blk, add, dst, width) };
-            })
-        })?;
+        let mut out = vec![0f32; sh.batch * sh.q_len * sh.heads * sh.head_dim];
+        self.with_biases(|biases| attention_into(&mut out, data, layouts, sh, biases, self.scale))?;
         Ok(out)
     }
 
@@ -712,14 +620,14 @@ impl Attention {
     fn backward(
         &self,
         data: [&[f32]; 3],
-        [q, k, v]: [HeadStrides; 3],
+        [q, k, v]: [HeadLayout; 3],
         grad: &[f32],
-        sh: AttnShape,
+        sh: AttentionDims,
         dst: &mut [f32],
-        [dq, dk, dv]: [HeadStrides; 3],
+        [dq, dk, dv]: [HeadLayout; 3],
     ) -> candle_core::Result<()> {
         use super::kernels::{attention_probs, Block, SendPtr};
-        let AttnShape {
+        let AttentionDims {
             batch,
             heads,
             kv_heads,
@@ -818,6 +726,16 @@ impl Attention {
     }
 }
 
+/// The layout of an attention operand: 4-D with a contiguous last dimension.
+fn head_layout(l: &Layout) -> candle_core::Result<HeadLayout> {
+    match HeadLayout::of(l) {
+        Some(h) => Ok(h),
+        None => {
+            candle_core::bail!("attention operands must be 4-D with a contiguous last dimension")
+        }
+    }
+}
+
 fn cpu_storage(s: &candle_core::Storage) -> candle_core::Result<&CpuStorage> {
     match s {
         candle_core::Storage::Cpu(c) => Ok(c),
@@ -830,10 +748,10 @@ fn cpu_storage(s: &candle_core::Storage) -> candle_core::Result<&CpuStorage> {
 struct AttentionQkv(Attention);
 
 impl AttentionQkv {
-    fn shape(q: &Shape, k: &Shape) -> candle_core::Result<AttnShape> {
+    fn shape(q: &Shape, k: &Shape) -> candle_core::Result<AttentionDims> {
         let (batch, heads, q_len, head_dim) = q.dims4()?;
         let (_, kv_heads, k_len, _) = k.dims4()?;
-        Ok(AttnShape {
+        Ok(AttentionDims {
             batch,
             heads,
             kv_heads,
@@ -860,11 +778,7 @@ impl CustomOp3 for AttentionQkv {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let sh = Self::shape(l1.shape(), l2.shape())?;
         let data = [s1.as_slice()?, s2.as_slice()?, s3.as_slice()?];
-        let strides = [
-            HeadStrides::of(l1)?,
-            HeadStrides::of(l2)?,
-            HeadStrides::of(l3)?,
-        ];
+        let strides = [head_layout(l1)?, head_layout(l2)?, head_layout(l3)?];
         let out = self.0.forward(data, strides, sh)?;
         let shape = Shape::from((sh.batch, sh.q_len, sh.heads * sh.head_dim));
         Ok((CpuStorage::F32(out), shape))
@@ -895,12 +809,12 @@ impl CustomOp3 for AttentionQkv {
                 cpu_storage(&guards[2].0)?.as_slice()?,
             ];
             let strides = [
-                HeadStrides::of(guards[0].1)?,
-                HeadStrides::of(guards[1].1)?,
-                HeadStrides::of(guards[2].1)?,
+                head_layout(guards[0].1)?,
+                head_layout(guards[1].1)?,
+                head_layout(guards[2].1)?,
             ];
-            let dq = HeadStrides::contiguous(sh.heads, sh.q_len, hd);
-            let mut dk = HeadStrides::contiguous(sh.kv_heads, sh.k_len, hd);
+            let dq = HeadLayout::contiguous(sh.heads, sh.q_len, hd);
+            let mut dk = HeadLayout::contiguous(sh.kv_heads, sh.k_len, hd);
             let mut dv = dk;
             dk.offset = q_n;
             dv.offset = q_n + kv_n;
@@ -928,16 +842,16 @@ struct AttentionPacked {
 }
 
 impl AttentionPacked {
-    fn layout(&self, seq: usize, width: usize) -> (AttnShape, [HeadStrides; 3]) {
+    fn layout(&self, seq: usize, width: usize) -> (AttentionDims, [HeadLayout; 3]) {
         let hd = self.head_dim;
         let q_dim = self.heads * hd;
         let kv_dim = self.kv_heads * hd;
         let strides = [
-            HeadStrides::packed(0, seq, width, hd),
-            HeadStrides::packed(q_dim, seq, width, hd),
-            HeadStrides::packed(q_dim + kv_dim, seq, width, hd),
+            HeadLayout::packed(0, seq, width, hd),
+            HeadLayout::packed(q_dim, seq, width, hd),
+            HeadLayout::packed(q_dim + kv_dim, seq, width, hd),
         ];
-        let sh = AttnShape {
+        let sh = AttentionDims {
             batch: 0,
             heads: self.heads,
             kv_heads: self.kv_heads,

@@ -332,15 +332,60 @@ pub(crate) fn linear(
     Ok(Some(Tensor::from_vec(dst, dims, &Device::Cpu)?))
 }
 
-/// Where the heads of q, k or v live inside a tensor's data: element `(b, h, s, d)` is at
+/// Where the heads of q, k or v live in a buffer: element `(b, h, s, d)` is at
 /// `offset + b*sb + h*sh + s*ss + d`.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Heads<'a> {
-    pub tensor: &'a Tensor,
+pub(crate) struct HeadLayout {
     pub offset: usize,
     pub sb: usize,
     pub sh: usize,
     pub ss: usize,
+}
+
+impl HeadLayout {
+    /// Heads `head_dim` wide side by side from column `col` of a contiguous
+    /// `(batch, seq, width)` buffer (the fused q/k/v projection, or merged heads).
+    pub fn packed(col: usize, seq: usize, width: usize, head_dim: usize) -> Self {
+        Self {
+            offset: col,
+            sb: seq * width,
+            sh: head_dim,
+            ss: width,
+        }
+    }
+
+    /// A contiguous `(batch, heads, seq, head_dim)` buffer.
+    pub fn contiguous(heads: usize, seq: usize, head_dim: usize) -> Self {
+        Self {
+            offset: 0,
+            sb: heads * seq * head_dim,
+            sh: seq * head_dim,
+            ss: head_dim,
+        }
+    }
+
+    /// A 4-D `(batch, heads, seq, head_dim)` layout whose last dimension is contiguous.
+    pub fn of(layout: &Layout) -> Option<Self> {
+        let st = layout.stride();
+        (st.len() == 4 && st[3] == 1).then(|| Self {
+            offset: layout.start_offset(),
+            sb: st[0],
+            sh: st[1],
+            ss: st[2],
+        })
+    }
+
+    /// Where head `h` of batch row `b` starts.
+    pub fn at(&self, b: usize, h: usize) -> usize {
+        self.offset + b * self.sb + h * self.sh
+    }
+}
+
+/// The heads of q, k or v inside a tensor's data (its storage from offset 0).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Heads<'a> {
+    pub tensor: &'a Tensor,
+    pub layout: HeadLayout,
 }
 
 impl<'a> Heads<'a> {
@@ -350,10 +395,7 @@ impl<'a> Heads<'a> {
         let (_, s, width) = tensor.dims3()?;
         Ok(Self {
             tensor,
-            offset,
-            sb: s * width,
-            sh: head_dim,
-            ss: width,
+            layout: HeadLayout::packed(offset, s, width, head_dim),
         })
     }
 
@@ -362,10 +404,12 @@ impl<'a> Heads<'a> {
         let st = tensor.stride();
         (st.len() == 4 && st[3] == 1).then(|| Self {
             tensor,
-            offset: 0,
-            sb: st[0],
-            sh: st[1],
-            ss: st[2],
+            layout: HeadLayout {
+                offset: 0,
+                sb: st[0],
+                sh: st[1],
+                ss: st[2],
+            },
         })
     }
 }
@@ -443,10 +487,10 @@ pub(crate) fn attention(
     let AttentionDims {
         batch,
         heads,
-        kv_heads,
         q_len,
         k_len,
         head_dim,
+        ..
     } = dims;
     let width = heads * head_dim;
     let mut out = vec![0f32; batch * q_len * width];
@@ -466,47 +510,75 @@ pub(crate) fn attention(
         .zip(&data[3..])
         .map(|(t, d)| BiasView::new(d, t.dims(), t.stride()))
         .collect();
-    let n_rep = heads / kv_heads;
-    let out_ptr = SendPtr(out.as_mut_ptr());
-    (0..batch * heads).into_par_iter().for_each(|unit| {
-        let (b, h) = (unit / heads, unit % heads);
-        let kvh = h / n_rep;
-        let qp = &qd[q.offset + b * q.sb + h * q.sh..];
-        let kp = &kd[k.offset + b * k.sb + kvh * k.sh..];
-        let vp = &vd[v.offset + b * v.sb + kvh * v.sh..];
-        let add_biases = |scores: &mut [f32]| {
-            bias_views
-                .iter()
-                .for_each(|bv| bv.add_to(scores, b, h, q_len, k_len))
-        };
-        // SAFETY: the output block of this (b, h) is q_len rows of `head_dim` values,
-        // `width` apart, disjoint from every other unit's block.
-        unsafe {
-            attend_block(
-                Block {
-                    q: qp,
-                    q_stride: q.ss,
-                    k: kp,
-                    k_stride: k.ss,
-                    v: vp,
-                    v_stride: v.ss,
-                    q_len,
-                    k_len,
-                    head_dim,
-                    scale,
-                },
-                add_biases,
-                out_ptr.get().add(b * q_len * width + h * head_dim),
-                width,
-            );
-        }
-    });
+    attention_into(
+        &mut out,
+        [qd, kd, vd],
+        [q.layout, k.layout, v.layout],
+        dims,
+        &bias_views,
+        scale,
+    );
     drop(guards);
     Ok(Some(Tensor::from_vec(
         out,
         (batch, q_len, width),
         &Device::Cpu,
     )?))
+}
+
+/// Scaled dot-product attention for every (batch, head) in parallel, from q, k and v in
+/// `data` through their layouts, into `out` `(batch, q_len, heads * head_dim)` (heads merged).
+/// Inference ([`attention`]) and the training op (`autograd_ops`) both run this.
+pub(crate) fn attention_into(
+    out: &mut [f32],
+    data: [&[f32]; 3],
+    [q, k, v]: [HeadLayout; 3],
+    dims: AttentionDims,
+    biases: &[BiasView],
+    scale: f32,
+) {
+    let AttentionDims {
+        batch,
+        heads,
+        kv_heads,
+        q_len,
+        k_len,
+        head_dim,
+    } = dims;
+    let n_rep = heads / kv_heads;
+    let width = heads * head_dim;
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    (0..batch * heads).into_par_iter().for_each(|unit| {
+        let (b, h) = (unit / heads, unit % heads);
+        let g = h / n_rep;
+        let blk = Block {
+            q: &data[0][q.at(b, h)..],
+            q_stride: q.ss,
+            k: &data[1][k.at(b, g)..],
+            k_stride: k.ss,
+            v: &data[2][v.at(b, g)..],
+            v_stride: v.ss,
+            q_len,
+            k_len,
+            head_dim,
+            scale,
+        };
+        let add = |s: &mut [f32]| {
+            biases
+                .iter()
+                .for_each(|bv| bv.add_to(s, b, h, q_len, k_len))
+        };
+        // SAFETY: the output block of this (b, h) is q_len rows of `head_dim` values,
+        // `width` apart, disjoint from every other unit's block; `out` holds them all.
+        unsafe {
+            attend_block(
+                blk,
+                add,
+                out_ptr.get().add(b * q_len * width + h * head_dim),
+                width,
+            )
+        };
+    });
 }
 
 /// One (sequence, head) attention block: q rows `q_stride` apart (k, v likewise), each row
@@ -572,7 +644,7 @@ pub(crate) fn attention_probs(blk: &Block, add_biases: impl Fn(&mut [f32])) -> V
 /// # Safety
 /// `dst` must be valid for those writes and no other thread may write them concurrently; the
 /// slices in `blk` must hold every row the strides reach.
-pub(crate) unsafe fn attend_block(
+unsafe fn attend_block(
     blk: Block,
     add_biases: impl Fn(&mut [f32]),
     dst: *mut f32,
