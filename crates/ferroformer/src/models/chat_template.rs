@@ -326,15 +326,7 @@ fn find_template(dir: &Path) -> Result<(String, String)> {
         let text = std::fs::read_to_string(&jinja).map_err(|e| Error::file(&jinja, e))?;
         return Ok((text, jinja.display().to_string()));
     }
-    let read_json = |path: &Path| -> Result<Option<serde_json::Value>> {
-        if !path.is_file() {
-            return Ok(None);
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, e))?;
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| Error::file(path, format!("invalid JSON: {e}")))
-    };
+    let read_json = super::tokenizer::read_json;
     let json = dir.join("chat_template.json");
     if let Some(v) = read_json(&json)? {
         if let Some(t) = v.get("chat_template") {

@@ -382,7 +382,7 @@ impl TokenSpec {
 
 /// Reads an optional JSON file: `Ok(None)` when absent, an error naming the file when it
 /// cannot be read or parsed.
-fn read_json(path: &Path) -> Result<Option<Value>> {
+pub(crate) fn read_json(path: &Path) -> Result<Option<Value>> {
     if !path.is_file() {
         return Ok(None);
     }
