@@ -5,14 +5,13 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use candle_core::{DType, Device};
 use ferroformer::arch::DecoderOnlyTransformer;
 use ferroformer::generation::{
-    fit_to_context, generate_ids, generate_stream, GenerationConfig, StopReason, TextStreamer,
-    Truncation,
+    fit_to_context, generate_ids, generate_stream, AutoModelForCausalLM, GenerationConfig,
+    StopReason, TextStreamer, Truncation,
 };
 use ferroformer::models::{
-    self, AutoTokenizer, ChatMessage, ChatTemplate, EncodeOptions, GgufModel,
+    self, AutoTokenizer, ChatMessage, ChatTemplate, EncodeOptions, GgufModel, LoadOptions,
 };
 
 use crate::generation_args::StreamingArgs;
@@ -97,11 +96,11 @@ impl Tokenizer {
     }
 }
 
-/// A causal LM ready to generate: decoder, tokenizer, generation defaults.
+/// A causal LM ready to generate: the model (decoder and generation defaults) and its
+/// tokenizer.
 struct LoadedLm {
-    decoder: DecoderOnlyTransformer,
+    lm: AutoModelForCausalLM,
     tokenizer: Tokenizer,
-    defaults: GenerationConfig,
     /// The GGUF file, or the checkpoint directory.
     source: Source,
 }
@@ -117,30 +116,33 @@ impl LoadedLm {
             // A GGUF file carries its tokenizer and special tokens in its metadata.
             Some(path) => {
                 let gguf = GgufModel::load(&path)?;
-                let tok = gguf.tokenizer();
                 Ok(Self {
-                    decoder: gguf.decoder().clone(),
-                    tokenizer: Tokenizer::Gguf(Box::new(tok.clone())),
-                    defaults: GenerationConfig::from_gguf_tokenizer(tok),
+                    lm: AutoModelForCausalLM::from_gguf_model(&gguf),
+                    tokenizer: Tokenizer::Gguf(Box::new(gguf.tokenizer().clone())),
                     source: Source::Gguf(path),
                 })
             }
             None => {
                 let dir = models::hub::resolve(model)?;
-                let decoder = models::auto::causal_lm_from_dir(&dir, DType::F32, &Device::Cpu)?;
-                let tokenizer = AutoTokenizer::from_dir(&dir)?;
                 Ok(Self {
-                    decoder,
-                    tokenizer: Tokenizer::Auto(Box::new(tokenizer)),
-                    defaults: GenerationConfig::from_dir(&dir)?,
+                    lm: AutoModelForCausalLM::from_dir(&dir, &LoadOptions::default())?,
+                    tokenizer: Tokenizer::Auto(Box::new(AutoTokenizer::from_dir(&dir)?)),
                     source: Source::Dir(dir),
                 })
             }
         }
     }
 
+    fn decoder(&self) -> &DecoderOnlyTransformer {
+        self.lm.decoder()
+    }
+
+    fn defaults(&self) -> &GenerationConfig {
+        self.lm.generation_config()
+    }
+
     fn context(&self) -> usize {
-        self.decoder.config().embeddings.max_positions
+        self.decoder().config().embeddings.max_positions
     }
 
     fn chat_template(&self) -> ferroformer::Result<ChatTemplate> {
@@ -198,20 +200,26 @@ fn run_and_print(
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if streams(cfg) {
-        let o = generate_stream(&lm.decoder, prompt, cfg, Some(lm.tokenizer.inner()), |id| {
-            let piece = streamer.push(id)?;
-            if !piece.is_empty() {
-                write!(out, "{piece}")
-                    .and_then(|_| out.flush())
-                    .map_err(ferroformer::Error::Io)?;
-            }
-            Ok(true)
-        })?;
+        let o = generate_stream(
+            lm.decoder(),
+            prompt,
+            cfg,
+            Some(lm.tokenizer.inner()),
+            |id| {
+                let piece = streamer.push(id)?;
+                if !piece.is_empty() {
+                    write!(out, "{piece}")
+                        .and_then(|_| out.flush())
+                        .map_err(ferroformer::Error::Io)?;
+                }
+                Ok(true)
+            },
+        )?;
         let full = o.stop_reason == StopReason::Length;
         return Ok((vec![o.tokens_without_eos().to_vec()], full));
     }
     let result = generate_ids(
-        &lm.decoder,
+        lm.decoder(),
         &[prompt.to_vec()],
         None,
         cfg,
@@ -243,7 +251,7 @@ fn run_and_print(
 /// Runs `ferroformer generate`.
 pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let lm = LoadedLm::load(&args.model)?;
-    let cfg = args.generation.config(&lm.defaults)?;
+    let cfg = args.generation.config(lm.defaults())?;
     let truncation = args.generation.options.truncation()?;
     let prompt = lm
         .tokenizer
@@ -277,7 +285,7 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
     let template = lm
         .chat_template()
         .with_context(|| format!("`{}` cannot chat", args.model))?;
-    let mut cfg = args.generation.config(&lm.defaults)?;
+    let mut cfg = args.generation.config(lm.defaults())?;
     if cfg.num_return_sequences > 1 {
         bail!(
             "invalid generation option: `num_return_sequences`: a chat keeps one answer per \

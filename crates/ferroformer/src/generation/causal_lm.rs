@@ -42,12 +42,18 @@ impl AutoModelForCausalLM {
     /// end-of-turn ids, BOS). Its tokenizer is
     /// [`GgufTokenizer::from_gguf`](crate::models::GgufTokenizer::from_gguf).
     pub fn from_gguf(path: &Path) -> Result<Self> {
-        let gguf = crate::models::GgufModel::load(path)?;
-        Ok(Self {
+        Ok(Self::from_gguf_model(&crate::models::GgufModel::load(
+            path,
+        )?))
+    }
+
+    /// The model of an already loaded GGUF file (whose tokenizer the caller keeps).
+    pub fn from_gguf_model(gguf: &crate::models::GgufModel) -> Self {
+        Self {
             model_type: gguf.config().architecture.clone(),
             decoder: gguf.decoder().clone(),
             generation_config: GenerationConfig::from_gguf_tokenizer(gguf.tokenizer()),
-        })
+        }
     }
 
     /// Loads a checkpoint directory: `config.json`, safetensors weights, and
