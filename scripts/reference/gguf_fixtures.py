@@ -18,8 +18,9 @@ Why the leads: every activation entering a quantized product is rounded to 8 bit
 a perturbation in the last bits (f16 instead of f32 keys and values, another summation order)
 flips some roundings and moves logits by up to ~1 in this model. llama.cpp run with an f32 KV
 cache (no flash attention) picks a different top-1 than its own default run at ~6% of the
-positions, all near-ties; that run's top-1 and perplexity are stored too, as the floor an
-independent implementation can be held to.
+positions, all near-ties; that run's top-1 and perplexity are stored too. ferroformer's GGUF
+blocks reproduce llama.cpp's default arithmetic (crates/ferroformer/src/nn/ggml.rs), so its
+tests hold it to every top-1 and every log-probability, near-ties included.
 
 Requirements: scripts/reference/requirements-gguf.txt (in a virtual environment outside the
 repo; llama-cpp-python builds llama.cpp from source). Fetch the model and the text first:

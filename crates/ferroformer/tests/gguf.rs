@@ -89,6 +89,7 @@ fn config_comes_from_the_metadata() {
             base: 100000.0,
             layout: RopeLayout::Interleaved,
             scaling: None,
+            arithmetic: ferroformer::nn::Arithmetic::Ggml,
         }
     );
     assert!(d.tie_word_embeddings, "the file has no output.weight");
@@ -220,17 +221,94 @@ fn teacher_forced_predictions_match_llama_cpp() {
         decided_agreement * 100.0,
         rel * 100.0
     );
+    // The issue's bar: top-1 equal at >= 99% of positions, perplexity within 1%. The GGUF
+    // blocks reproduce llama.cpp's arithmetic (`Arithmetic::Ggml`), so the log-probabilities
+    // equal llama.cpp's up to the fixture's 5 decimals, and every top-1 with them.
     assert!(rel <= 0.01, "perplexity {ppl} vs llama.cpp's {ppl_ref}");
     assert!(
-        decided_agreement >= 0.99,
+        agreement >= 0.99,
+        "top-1 agreement with llama.cpp: {agreement}"
+    );
+    assert!(
+        decided_agreement == 1.0,
         "top-1 agreement where llama.cpp is decided: {decided_agreement}"
     );
-    // Near-ties go either way: hold the overall agreement to what llama.cpp reaches against
-    // itself when only its KV cache precision changes.
     assert!(
-        agreement >= floor - 0.01,
-        "top-1 agreement {agreement}, llama.cpp against itself {floor}"
+        worst < 1e-4,
+        "log p(next) differs from llama.cpp's by up to {worst}"
     );
+    // For the record: llama.cpp itself, with only its KV cache in f32, agrees less.
+    assert!(agreement > floor);
+}
+
+/// Left padding changes nothing: each row of a padded batch gets, bit for bit, the logits
+/// of its prompt run alone, in the prompt pass and in cached decoding steps.
+#[test]
+fn batched_logits_equal_unbatched_bit_for_bit() {
+    let model = smollm2();
+    let text = ids(&fixture("perplexity.json")["ids"]);
+    let (long, short) = (&text[..41], &text[100..118]);
+    let pad = long.len() - short.len();
+    let dev = Device::Cpu;
+    let last_logits = |rows: &[Vec<u32>], mask: Option<Vec<Vec<u32>>>, steps: &[Vec<u32>]| {
+        let x = Tensor::new(rows.to_vec(), &dev).unwrap();
+        let mut mask = mask.unwrap_or_else(|| rows.iter().map(|r| vec![1; r.len()]).collect());
+        let mut caches = model.new_caches();
+        let m = Tensor::new(mask.clone(), &dev).unwrap();
+        let first = model
+            .forward(&x, Some(&m), Some(&mut caches))
+            .unwrap()
+            .logits;
+        let mut out = vec![first
+            .narrow(1, rows[0].len() - 1, 1)
+            .unwrap()
+            .squeeze(1)
+            .unwrap()];
+        for step in steps {
+            for row in mask.iter_mut() {
+                row.push(1);
+            }
+            let x = Tensor::new(step.as_slice(), &dev)
+                .unwrap()
+                .unsqueeze(1)
+                .unwrap();
+            let m = Tensor::new(mask.clone(), &dev).unwrap();
+            let l = model
+                .forward(&x, Some(&m), Some(&mut caches))
+                .unwrap()
+                .logits;
+            out.push(l.squeeze(1).unwrap());
+        }
+        out
+    };
+    // Two decoding steps after the prompts (tokens fixed, so both runs see the same input).
+    let steps = [vec![text[41], text[118]], vec![text[42], text[119]]];
+    let mut padded_short = vec![0u32; pad];
+    padded_short.extend_from_slice(short);
+    let mut short_mask = vec![0u32; pad];
+    short_mask.extend(std::iter::repeat_n(1, short.len()));
+    let batched = last_logits(
+        &[long.to_vec(), padded_short],
+        Some(vec![vec![1; long.len()], short_mask]),
+        &steps,
+    );
+    let alone_long = last_logits(&[long.to_vec()], None, &[vec![text[41]], vec![text[42]]]);
+    let alone_short = last_logits(&[short.to_vec()], None, &[vec![text[118]], vec![text[119]]]);
+    for (step, b) in batched.iter().enumerate() {
+        for (row, alone) in [(0, &alone_long), (1, &alone_short)] {
+            let got = b.get(row).unwrap().to_vec1::<f32>().unwrap();
+            let want = alone[step].squeeze(0).unwrap().to_vec1::<f32>().unwrap();
+            let differing = got
+                .iter()
+                .zip(&want)
+                .filter(|(a, b)| a.to_bits() != b.to_bits())
+                .count();
+            assert_eq!(
+                differing, 0,
+                "row {row}, step {step}: {differing} logits differ"
+            );
+        }
+    }
 }
 
 #[test]
@@ -249,23 +327,13 @@ fn greedy_generation_equals_llama_cpp() {
             .tokens;
         let text = model.tokenizer().decode(&got, false).unwrap();
         eprintln!("{prompt:?} -> {text:?}");
-        // Equal token for token; the texts may part only where llama.cpp faced a near-tie.
-        let same = got
-            .iter()
-            .zip(&expected)
-            .take_while(|(a, b)| a == b)
-            .count();
-        if same < expected.len() {
-            assert!(
-                leads[same] < DECIDED_LEAD && same >= 4,
-                "greedy continuation of {prompt:?} parts from llama.cpp's at token {same} \
-                 (llama.cpp's lead {}): {got:?} vs {expected:?} ({text:?} vs {:?})",
-                leads[same],
-                case["text"]
-            );
-        } else {
-            assert_eq!(text, case["text"].as_str().unwrap());
-        }
+        // Token for token: the logits are llama.cpp's own, near-ties included.
+        assert_eq!(
+            got, expected,
+            "{prompt:?}: {text:?} vs {:?} (leads {leads:?})",
+            case["text"]
+        );
+        assert_eq!(text, case["text"].as_str().unwrap());
     }
 }
 

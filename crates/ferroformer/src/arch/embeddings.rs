@@ -6,7 +6,7 @@ use candle_nn::Init;
 use crate::error::{Error, Result};
 use crate::nn::mask::position_ids_from_mask;
 use crate::nn::{
-    LearnedPositionalEmbedding, Norm, NormConfig, RopeLayout, RopeScaling, RopeTables,
+    Arithmetic, LearnedPositionalEmbedding, Norm, NormConfig, RopeLayout, RopeScaling, RopeTables,
     RotaryEmbedding, SinusoidalPositionalEncoding, WeightMatrix,
 };
 use crate::weights::Weights;
@@ -33,6 +33,9 @@ pub enum PositionalKind {
         /// Frequency rescaling for long contexts (`rope_scaling`), if any.
         #[serde(default)]
         scaling: Option<RopeScaling>,
+        /// Whose arithmetic builds and applies the rotations (llama.cpp's for GGUF).
+        #[serde(default)]
+        arithmetic: Arithmetic,
     },
 }
 
@@ -133,6 +136,7 @@ fn fixed_positions(
             base,
             layout,
             scaling,
+            arithmetic,
         } => {
             let head_dim = head_dim.ok_or_else(|| {
                 Error::config(
@@ -140,15 +144,18 @@ fn fixed_positions(
                     "rotary embeddings need the head dimension: use Embeddings::load_with_rotary",
                 )
             })?;
-            Positions::Rotary(RotaryEmbedding::with_scaling(
-                head_dim,
-                cfg.max_positions,
-                base,
-                layout,
-                scaling,
-                dtype,
-                device,
-            )?)
+            Positions::Rotary(
+                RotaryEmbedding::with_scaling(
+                    head_dim,
+                    cfg.max_positions,
+                    base,
+                    layout,
+                    scaling,
+                    dtype,
+                    device,
+                )?
+                .with_arithmetic(arithmetic)?,
+            )
         }
         PositionalKind::Learned { .. } => {
             return Err(Error::config(

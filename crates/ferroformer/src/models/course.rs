@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::arch::{DecoderConfig, DecoderNames, EmbeddingConfig, PositionalKind, StackConfig};
 use crate::error::{Error, Result};
 use crate::nn::{
-    Activation, AttentionConfig, FeedForwardConfig, LayerConfig, NormConfig, NormKind, RopeLayout,
+    Activation, Arithmetic, AttentionConfig, FeedForwardConfig, LayerConfig, NormConfig, NormKind,
+    RopeLayout,
 };
 
 /// Positional encoding choices.
@@ -115,6 +116,7 @@ impl CourseConfig {
                         base: self.rope_theta,
                         layout: RopeLayout::HalfSplit,
                         scaling: None,
+                        arithmetic: Arithmetic::Reference,
                     },
                 },
                 type_vocab_size: None,
@@ -130,6 +132,7 @@ impl CourseConfig {
                     norm,
                     norm_first: self.norm_first,
                     dropout: self.dropout,
+                    arithmetic: Arithmetic::Reference,
                 },
                 num_layers: self.num_layers,
                 // A pre-norm stack needs a norm after its last layer.

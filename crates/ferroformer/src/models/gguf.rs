@@ -23,9 +23,9 @@ use crate::arch::{
 };
 use crate::error::{Error, Result};
 use crate::nn::{
-    AttentionConfig, AttentionNames, FeedForward, FeedForwardConfig, FeedForwardNames, LayerCache,
-    LayerNames, Linear, MultiHeadAttention, Norm, NormKind, QuantizedMatrix, RopeLayout,
-    TransformerLayer, WeightMatrix,
+    Arithmetic, AttentionConfig, AttentionNames, FeedForward, FeedForwardConfig, FeedForwardNames,
+    LayerCache, LayerNames, Linear, MultiHeadAttention, Norm, NormKind, QuantizedMatrix,
+    RopeLayout, TransformerLayer, WeightMatrix,
 };
 
 /// The `general.architecture` values this loader understands.
@@ -378,7 +378,7 @@ fn llama_config(file: &GgufFile, arch: &str) -> Result<DecoderConfig> {
     attention
         .validate()
         .map_err(|e| Error::file(file.path(), e))?;
-    Ok(super::llama::llama_decoder(
+    let mut cfg = super::llama::llama_decoder(
         super::llama::LlamaShape {
             vocab_size: vocab,
             max_positions: context,
@@ -395,8 +395,13 @@ fn llama_config(file: &GgufFile, arch: &str) -> Result<DecoderConfig> {
             base,
             layout: RopeLayout::Interleaved,
             scaling: None,
+            arithmetic: Arithmetic::Ggml,
         },
-    ))
+    );
+    // llama.cpp's arithmetic in every block, so that the logits are llama.cpp's own (see
+    // `nn::ggml`): the reference for a GGUF file is the program it was made for.
+    cfg.stack.layer.arithmetic = Arithmetic::Ggml;
+    Ok(cfg)
 }
 
 /// Builds the decoder of a Llama-architecture GGUF file onto the shared blocks.
@@ -412,12 +417,10 @@ fn load_llama(file: &GgufFile, cfg: &DecoderConfig) -> Result<DecoderOnlyTransfo
     let d_ff = layer_cfg.feed_forward.d_ff;
     let eps = layer_cfg.norm.eps;
     let norm = |name: &str| -> Result<Norm> {
-        Ok(Norm::new(
-            NormKind::RmsNorm,
-            file.dense_tensor(name, &[d])?,
-            None,
-            eps,
-        ))
+        Ok(
+            Norm::new(NormKind::RmsNorm, file.dense_tensor(name, &[d])?, None, eps)
+                .with_arithmetic(layer_cfg.arithmetic),
+        )
     };
     let ctx = |name: String| move |e: Error| Error::file(file.path(), format!("{name}: {e}"));
     let mut layers = Vec::with_capacity(cfg.stack.num_layers);

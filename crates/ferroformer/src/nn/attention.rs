@@ -4,6 +4,7 @@
 
 use candle_core::{DType, Tensor, D};
 
+use super::ggml::Arithmetic;
 use super::kernels::{self, AttentionDims, Heads};
 use super::linear::{join, Linear, ParamNames};
 use super::mask::check_bias;
@@ -247,6 +248,7 @@ pub struct MultiHeadAttention {
     /// with one GEMM.
     qkv: Linear,
     out: Linear,
+    arithmetic: Arithmetic,
 }
 
 impl MultiHeadAttention {
@@ -267,6 +269,7 @@ impl MultiHeadAttention {
             cfg: cfg.clone(),
             qkv,
             out,
+            arithmetic: Arithmetic::Reference,
         })
     }
 
@@ -294,12 +297,20 @@ impl MultiHeadAttention {
             cfg: cfg.clone(),
             qkv,
             out,
+            arithmetic: Arithmetic::Reference,
         })
     }
 
     /// The configuration.
     pub fn config(&self) -> &AttentionConfig {
         &self.cfg
+    }
+
+    /// The same block computing with `arithmetic`: under [`Arithmetic::Ggml`], keys and
+    /// values are cached in f16 and attention follows llama.cpp's arithmetic.
+    pub fn with_arithmetic(mut self, arithmetic: Arithmetic) -> Self {
+        self.arithmetic = arithmetic;
+        self
     }
 
     /// Attends from `x` `(batch, q_len, d_model)` to itself, or to `ctx.memory`.
@@ -327,7 +338,13 @@ impl MultiHeadAttention {
                 .contiguous()?)
         };
 
-        let scale = cfg.scale.unwrap_or(1.0 / (hd as f64).sqrt());
+        let ggml = self.arithmetic == Arithmetic::Ggml;
+        let scale = match (cfg.scale, ggml) {
+            (Some(s), _) => s,
+            // llama.cpp's `kq_scale`, rounded as it computes it.
+            (None, true) => (1.0f32 / (hd as f32).sqrt()) as f64,
+            (None, false) => 1.0 / (hd as f64).sqrt(),
+        };
         // The fused CPU kernel serves inference: no dropout, no weights to return.
         let dropout_active = ctx.train && cfg.dropout > 0.0;
         let fused = !dropout_active && !ctx.need_weights;
@@ -388,7 +405,7 @@ impl MultiHeadAttention {
         let (q, k, v) = match ctx.memory {
             None => {
                 let qkv = self.qkv.forward(x)?;
-                if fused && ctx.rope.is_none() && ctx.cache.is_none() {
+                if fused && !ggml && ctx.rope.is_none() && ctx.cache.is_none() {
                     // Read the heads straight out of the projection: no split copies.
                     check_biases(q_len)?;
                     let out = kernels::attention(
@@ -425,6 +442,12 @@ impl MultiHeadAttention {
                 let (q, k) = match ctx.rope {
                     Some(rope) => (rope.apply(&q)?, rope.apply(&k)?),
                     None => (q, k),
+                };
+                // llama.cpp caches keys and values in f16 (and rounds them so uncached).
+                let (k, v) = if ggml {
+                    (k.to_dtype(DType::F16)?, v.to_dtype(DType::F16)?)
+                } else {
+                    (k, v)
                 };
                 let (k, v) = match ctx.cache {
                     Some(cache) => cache.append(k, v)?,
@@ -464,6 +487,22 @@ impl MultiHeadAttention {
         };
         let k_len = k.dim(2)?;
         check_biases(k_len)?;
+        if fused && ggml && k.dtype() == DType::F16 {
+            if let Some(out) =
+                super::ggml::attention(&q, &k, &v, dims(k_len), &biases, scale as f32)?
+            {
+                return Ok(AttentionOutput {
+                    output: self.out.forward(&out)?,
+                    weights: None,
+                });
+            }
+        }
+        // Elsewhere the f16 cache of the llama.cpp arithmetic is read back in f32.
+        let (k, v) = if k.dtype() != q.dtype() {
+            (k.to_dtype(q.dtype())?, v.to_dtype(q.dtype())?)
+        } else {
+            (k, v)
+        };
         if fused {
             if let (Some(qh), Some(kh), Some(vh)) =
                 (Heads::bhsd(&q), Heads::bhsd(&k), Heads::bhsd(&v))

@@ -3,6 +3,7 @@
 
 use candle_core::{Tensor, D};
 
+use super::ggml::Arithmetic;
 use super::linear::{Linear, ParamNames};
 use crate::error::{Error, Result};
 use crate::weights::Weights;
@@ -136,9 +137,17 @@ pub struct FeedForward {
     /// The gated form stacks gate and up so one GEMM computes both.
     up: Linear,
     down: Linear,
+    arithmetic: Arithmetic,
 }
 
 impl FeedForward {
+    /// The same sublayer computing with `arithmetic` (SwiGLU: llama.cpp's SiLU under
+    /// [`Arithmetic::Ggml`]).
+    pub fn with_arithmetic(mut self, arithmetic: Arithmetic) -> Self {
+        self.arithmetic = arithmetic;
+        self
+    }
+
     /// Loads (or creates) the sublayer.
     pub fn load(w: &Weights, cfg: &FeedForwardConfig, names: &FeedForwardNames) -> Result<Self> {
         if cfg.d_model == 0 || cfg.d_ff == 0 {
@@ -162,6 +171,7 @@ impl FeedForward {
             cfg: cfg.clone(),
             up,
             down,
+            arithmetic: Arithmetic::Reference,
         })
     }
 
@@ -188,6 +198,7 @@ impl FeedForward {
             cfg: cfg.clone(),
             up,
             down,
+            arithmetic: Arithmetic::Reference,
         })
     }
 
@@ -195,7 +206,19 @@ impl FeedForward {
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let hidden = if self.cfg.gated {
             let hidden = self.up.forward(x)?;
-            match super::kernels::gated_activation(&hidden, self.cfg.d_ff, self.cfg.activation)? {
+            let ggml = match (self.arithmetic, self.cfg.activation) {
+                (Arithmetic::Ggml, Activation::Silu) => {
+                    super::ggml::swiglu(&hidden, self.cfg.d_ff)?
+                }
+                _ => None,
+            };
+            let fused = match ggml {
+                Some(h) => Some(h),
+                None => {
+                    super::kernels::gated_activation(&hidden, self.cfg.d_ff, self.cfg.activation)?
+                }
+            };
+            match fused {
                 Some(h) => h,
                 None => {
                     let gate = hidden.narrow(D::Minus1, 0, self.cfg.d_ff)?;

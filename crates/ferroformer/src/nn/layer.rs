@@ -8,6 +8,7 @@ use super::attention::{
     AttentionConfig, AttentionContext, AttentionNames, KvCache, MultiHeadAttention,
 };
 use super::feed_forward::{Activation, FeedForward, FeedForwardConfig, FeedForwardNames};
+use super::ggml::Arithmetic;
 use super::norm::{Norm, NormConfig};
 use super::positional::RopeTables;
 use crate::error::Result;
@@ -28,6 +29,9 @@ pub struct LayerConfig {
     pub norm_first: bool,
     /// Dropout on each sublayer's output before the residual addition, during training.
     pub dropout: f64,
+    /// Whose arithmetic the norms, attention and feed-forward reproduce (llama.cpp's for
+    /// GGUF models).
+    pub arithmetic: Arithmetic,
 }
 
 impl LayerConfig {
@@ -57,6 +61,7 @@ impl LayerConfig {
             norm: NormConfig::layer_norm(norm_eps),
             norm_first,
             dropout,
+            arithmetic: Arithmetic::Reference,
         })
     }
 }
@@ -175,13 +180,14 @@ impl TransformerLayer {
         };
         let feed_forward = FeedForward::load(w, &cfg.feed_forward, &names.feed_forward)?;
         let feed_forward_norm = Norm::load(w, d, &cfg.norm, &names.feed_forward_norm)?;
+        let a = cfg.arithmetic;
         Ok(Self {
             cfg: cfg.clone(),
-            self_attention,
-            self_attention_norm,
-            cross,
-            feed_forward,
-            feed_forward_norm,
+            self_attention: self_attention.with_arithmetic(a),
+            self_attention_norm: self_attention_norm.with_arithmetic(a),
+            cross: cross.map(|(attn, norm)| (attn.with_arithmetic(a), norm.with_arithmetic(a))),
+            feed_forward: feed_forward.with_arithmetic(a),
+            feed_forward_norm: feed_forward_norm.with_arithmetic(a),
         })
     }
 
@@ -199,13 +205,14 @@ impl TransformerLayer {
                 "TransformerLayer::from_parts builds layers without cross-attention",
             ));
         }
+        let a = cfg.arithmetic;
         Ok(Self {
             cfg: cfg.clone(),
-            self_attention,
-            self_attention_norm,
+            self_attention: self_attention.with_arithmetic(a),
+            self_attention_norm: self_attention_norm.with_arithmetic(a),
             cross: None,
-            feed_forward,
-            feed_forward_norm,
+            feed_forward: feed_forward.with_arithmetic(a),
+            feed_forward_norm: feed_forward_norm.with_arithmetic(a),
         })
     }
 

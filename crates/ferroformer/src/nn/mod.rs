@@ -4,6 +4,7 @@ pub mod attention;
 mod autograd_ops;
 pub mod dropout;
 pub mod feed_forward;
+pub(crate) mod ggml;
 pub(crate) mod kernels;
 pub mod layer;
 pub mod linear;
@@ -19,6 +20,7 @@ pub use attention::{
     MultiHeadAttention, QkvNames,
 };
 pub use feed_forward::{Activation, FeedForward, FeedForwardConfig, FeedForwardNames};
+pub use ggml::Arithmetic;
 pub use layer::{LayerCache, LayerConfig, LayerContext, LayerNames, LayerOutput, TransformerLayer};
 pub use linear::{Linear, ParamNames, WeightMatrix};
 pub use norm::{Norm, NormConfig, NormKind};

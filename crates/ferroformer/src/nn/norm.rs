@@ -3,6 +3,7 @@
 use candle_core::{DType, Tensor, D};
 use candle_nn::Init;
 
+use super::ggml::Arithmetic;
 use crate::error::{Error, Result};
 use crate::weights::Weights;
 
@@ -54,6 +55,7 @@ pub struct Norm {
     weight: Tensor,
     bias: Option<Tensor>,
     eps: f64,
+    arithmetic: Arithmetic,
 }
 
 impl Norm {
@@ -64,7 +66,15 @@ impl Norm {
             weight,
             bias,
             eps,
+            arithmetic: Arithmetic::Reference,
         }
+    }
+
+    /// The same norm computing with `arithmetic` (RMSNorm: llama.cpp's f64 sum of squares
+    /// under [`Arithmetic::Ggml`]).
+    pub fn with_arithmetic(mut self, arithmetic: Arithmetic) -> Self {
+        self.arithmetic = arithmetic;
+        self
     }
 
     /// Loads `{prefix}.weight` (and `{prefix}.bias` for a LayerNorm with bias). Old BERT
@@ -116,6 +126,11 @@ impl Norm {
         // being tracked, and the composed (differentiable) form otherwise.
         let fast = x.is_contiguous() && !x.track_op() && !self.weight.track_op();
         let eps = self.eps as f32;
+        if self.kind == NormKind::RmsNorm && self.arithmetic == Arithmetic::Ggml {
+            if let Some(out) = super::ggml::rms_norm(x, &self.weight, eps)? {
+                return Ok(out);
+            }
+        }
         match self.kind {
             NormKind::LayerNorm if fast => {
                 let bias = match &self.bias {

@@ -4,6 +4,7 @@
 use candle_core::{DType, Device, IndexOp, Tensor, D};
 use candle_nn::Init;
 
+use super::ggml::Arithmetic;
 use crate::error::{Error, Result};
 use crate::weights::Weights;
 
@@ -324,6 +325,8 @@ pub struct RotaryEmbedding {
     head_dim: usize,
     max_positions: usize,
     layout: RopeLayout,
+    base: f64,
+    arithmetic: Arithmetic,
 }
 
 /// Cosines and sines of the positions of one forward pass, shared by all layers.
@@ -334,6 +337,7 @@ pub struct RopeTables {
     /// `(batch, seq, head_dim / 2)`
     pub sin: Tensor,
     layout: RopeLayout,
+    arithmetic: Arithmetic,
 }
 
 impl RotaryEmbedding {
@@ -391,7 +395,24 @@ impl RotaryEmbedding {
             head_dim,
             max_positions,
             layout,
+            base,
+            arithmetic: Arithmetic::Reference,
         })
+    }
+
+    /// The same embedding computing with `arithmetic`: under [`Arithmetic::Ggml`] the
+    /// tables are llama.cpp's (angles by repeated multiplication) and the rotation uses its
+    /// multiply-adds. Rescaled frequencies keep the reference tables.
+    pub fn with_arithmetic(mut self, arithmetic: Arithmetic) -> Result<Self> {
+        if arithmetic == Arithmetic::Ggml {
+            let (cos, sin) = super::ggml::rope_tables(self.head_dim, self.max_positions, self.base);
+            let shape = (self.max_positions, self.head_dim / 2);
+            let (device, dtype) = (self.cos.device().clone(), self.cos.dtype());
+            self.cos = Tensor::from_vec(cos, shape, &device)?.to_dtype(dtype)?;
+            self.sin = Tensor::from_vec(sin, shape, &device)?.to_dtype(dtype)?;
+        }
+        self.arithmetic = arithmetic;
+        Ok(self)
     }
 
     /// The head dimension this embedding rotates.
@@ -412,6 +433,7 @@ impl RotaryEmbedding {
             cos,
             sin,
             layout: self.layout,
+            arithmetic: self.arithmetic,
         })
     }
 
@@ -425,6 +447,7 @@ impl RotaryEmbedding {
             cos: cos.broadcast_as((batch, len, half))?.contiguous()?,
             sin: sin.broadcast_as((batch, len, half))?.contiguous()?,
             layout: self.layout,
+            arithmetic: self.arithmetic,
         })
     }
 }
@@ -442,6 +465,12 @@ impl RopeTables {
             ));
         }
         let x = x.contiguous()?;
+        if self.arithmetic == Arithmetic::Ggml {
+            let interleaved = self.layout == RopeLayout::Interleaved;
+            if let Some(out) = super::ggml::rope_apply(&x, &self.cos, &self.sin, interleaved)? {
+                return Ok(out);
+            }
+        }
         if !x.track_op() && !self.cos.track_op() {
             // candle's fused kernels (no backward pass) for inference.
             return Ok(match self.layout {
