@@ -307,7 +307,8 @@ impl MultiHeadAttention {
     }
 
     /// The same block computing with `arithmetic`: under [`Arithmetic::Ggml`], keys and
-    /// values are cached in f16 and attention follows llama.cpp's arithmetic.
+    /// values are rounded to f16 as llama.cpp caches them, and attention follows its
+    /// arithmetic.
     pub fn with_arithmetic(mut self, arithmetic: Arithmetic) -> Self {
         self.arithmetic = arithmetic;
         self
@@ -443,9 +444,12 @@ impl MultiHeadAttention {
                     Some(rope) => (rope.apply(&q)?, rope.apply(&k)?),
                     None => (q, k),
                 };
-                // llama.cpp caches keys and values in f16 (and rounds them so uncached).
+                // llama.cpp caches keys and values in f16: round them so (see `nn::ggml`).
                 let (k, v) = if ggml {
-                    (k.to_dtype(DType::F16)?, v.to_dtype(DType::F16)?)
+                    (
+                        super::ggml::round_to_f16(&k)?,
+                        super::ggml::round_to_f16(&v)?,
+                    )
                 } else {
                     (k, v)
                 };
@@ -487,7 +491,7 @@ impl MultiHeadAttention {
         };
         let k_len = k.dim(2)?;
         check_biases(k_len)?;
-        if fused && ggml && k.dtype() == DType::F16 {
+        if fused && ggml {
             if let Some(out) =
                 super::ggml::attention(&q, &k, &v, dims(k_len), &biases, scale as f32)?
             {
@@ -497,12 +501,6 @@ impl MultiHeadAttention {
                 });
             }
         }
-        // Elsewhere the f16 cache of the llama.cpp arithmetic is read back in f32.
-        let (k, v) = if k.dtype() != q.dtype() {
-            (k.to_dtype(q.dtype())?, v.to_dtype(q.dtype())?)
-        } else {
-            (k, v)
-        };
         if fused {
             if let (Some(qh), Some(kh), Some(vh)) =
                 (Heads::bhsd(&q), Heads::bhsd(&k), Heads::bhsd(&v))

@@ -11,7 +11,8 @@
 //! - RMSNorm sums the squares in f64 (`ggml_compute_forward_rms_norm_f32`);
 //! - RoPE builds its angles by repeated multiplication by `base^(-2/d)` and rotates with
 //!   the multiply-adds GCC contracts (`ggml_rope_cache_init`, `rotate_pairs`);
-//! - keys and values are cached in f16 (llama.cpp's default cache type); queries and
+//! - keys and values are rounded to f16 as llama.cpp's default cache stores them (kept in
+//!   f32 here, so that attention reads them without a conversion per step); queries and
 //!   attention probabilities are rounded to f16 for the two products, which accumulate in
 //!   16 f32 lanes and reduce in the tree of `_mm512_reduce_add_ps` (llamafile's tinyBLAS);
 //! - softmax uses ggml's vectorized `expf` approximation and sums in f64 per 16 lanes
@@ -24,11 +25,10 @@
 //! wherever FMA is present (without it, `mul_add` is libm's exact `fmaf`: the same values,
 //! slower).
 
-use candle_core::{DType, Device, Storage, Tensor};
-use half::{f16, slice::HalfFloatSliceExt};
+use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
-use super::kernels::AttentionDims;
+use super::kernels::{AttentionDims, BiasView};
 use crate::error::{Error, Result};
 
 /// Whose floating-point arithmetic a block reproduces.
@@ -135,12 +135,20 @@ macro_rules! fma_dispatch {
         fn $name($($arg: $ty),*) -> $ret {
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                unsafe fn wide($($arg: $ty),*) -> $ret {
+                    $body($($arg),*)
+                }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn fast($($arg: $ty),*) -> $ret {
                     $body($($arg),*)
                 }
-                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
                     // SAFETY: the features were detected at run time.
+                    return unsafe { wide($($arg),*) };
+                }
+                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    // SAFETY: as above.
                     return unsafe { fast($($arg),*) };
                 }
             }
@@ -157,18 +165,18 @@ fn f32_slice(t: &Tensor) -> Option<Vec<f32>> {
     t.flatten_all().ok()?.to_vec1::<f32>().ok()
 }
 
-/// Borrows the f16 data of a contiguous CPU tensor.
-fn with_f16<R>(t: &Tensor, f: impl FnOnce(&[f16]) -> R) -> Option<R> {
-    if !t.is_contiguous() || t.dtype() != DType::F16 {
-        return None;
+/// `x` with every value rounded to the nearest f16 (kept in f32): what llama.cpp's f16 KV
+/// cache stores.
+pub(crate) fn round_to_f16(x: &Tensor) -> Result<Tensor> {
+    match f32_slice(x) {
+        Some(mut data) => {
+            for v in data.iter_mut() {
+                *v = round_f16(*v);
+            }
+            Ok(Tensor::from_vec(data, x.shape(), &Device::Cpu)?)
+        }
+        None => Ok(x.to_dtype(DType::F16)?.to_dtype(x.dtype())?),
     }
-    let (storage, layout) = t.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
-        return None;
-    };
-    let data = cpu.as_slice::<f16>().ok()?;
-    let start = layout.start_offset();
-    Some(f(&data[start..start + t.elem_count()]))
 }
 
 /// RMSNorm of the last dimension, `(x × scale) × weight`, as
@@ -317,11 +325,12 @@ fn swiglu_rows_body(src: &[f32], out: &mut [f32], d_ff: usize) {
 }
 
 /// Attention as llama.cpp computes it without flash attention and with an f16 KV cache:
-/// `q` `(b, h, q_len, d)` in f32, `k` and `v` `(b, kv_h, k_len, d)` in f16, additive
-/// `biases` broadcastable to `(b, h, q_len, k_len)`. Returns `(b, q_len, h·d)`.
+/// `q` `(b, h, q_len, d)`, `k` and `v` `(b, kv_h, k_len, d)` holding f16 values (see
+/// [`round_to_f16`]), all f32; additive `biases` broadcastable to `(b, h, q_len, k_len)`.
+/// Returns `(b, q_len, h·d)`.
 ///
 /// Per query: scores `q16·k16` (16-lane FMA accumulation over `d`, [`hsum16`]), scaled,
-/// plus the biases; softmax over 16-key blocks with [`v_expf`] and an f64 sum;
+/// plus the biases (masked keys skip the product); softmax over 16-key blocks with [`v_expf`] and an f64 sum;
 /// probabilities rounded to f16; output `Σ p16·v16` accumulated in 16 lanes by key index.
 ///
 /// Key indices count from the first key the row may attend to: in llama.cpp a sequence
@@ -343,96 +352,82 @@ pub(crate) fn attention(
         head_dim: d,
         ..
     } = dims;
-    if q.track_op() || !q.device().is_cpu() {
-        return Ok(None);
-    }
-    let Some(qs) = f32_slice(&q.contiguous()?) else {
-        return Ok(None);
-    };
-    let mut bias_rows = Vec::with_capacity(biases.len());
+    let mut all = vec![q.contiguous()?, k.contiguous()?, v.contiguous()?];
     for bias in biases {
-        let full = bias
-            .broadcast_as((b, h, q_len, k_len))?
-            .to_dtype(DType::F32)?
-            .contiguous()?;
-        match f32_slice(&full) {
-            Some(data) => bias_rows.push(data),
-            None => return Ok(None),
-        }
+        // A broadcast view: stride 0 along broadcast dimensions, no copy.
+        all.push(bias.broadcast_as((b, h, q_len, k_len))?);
     }
-    let k = k.contiguous()?;
-    let v = v.contiguous()?;
+    if !super::kernels::eligible(&all.iter().collect::<Vec<_>>()) {
+        return Ok(None);
+    }
+    let guards: Vec<_> = all.iter().map(|t| t.storage_and_layout()).collect();
+    let data: Option<Vec<&[f32]>> = guards
+        .iter()
+        .map(|(s, l)| super::kernels::f32_data(s, l))
+        .collect();
+    let Some(data) = data else { return Ok(None) };
+    let (qs, ks, vs) = (data[0], data[1], data[2]);
+    let bias_views: Vec<BiasView> = all[3..]
+        .iter()
+        .zip(&data[3..])
+        .map(|(t, d)| BiasView::new(d, t.dims(), t.stride()))
+        .collect();
     let inputs = HeadInputs {
-        qs: &qs,
-        bias_rows: &bias_rows,
+        qs,
+        biases: &bias_views,
         dims,
         scale,
     };
-    let out = with_f16(&k, |ks| {
-        with_f16(&v, |vs| {
-            let kvh = dims.kv_heads;
-            let group = h / kvh;
-            let tasks: Vec<(usize, usize)> = (0..b)
-                .flat_map(|bi| (0..kvh).map(move |g| (bi, g)))
-                .collect();
-            // One (batch, key/value head) per task; threads only when there is enough work.
-            let results: Vec<Vec<f32>> = if q_len * k_len * h * b >= 1 << 14 {
-                tasks
-                    .par_iter()
-                    .map(|&t| attention_group(&inputs, t, ks, vs))
-                    .collect()
-            } else {
-                tasks
-                    .iter()
-                    .map(|&t| attention_group(&inputs, t, ks, vs))
-                    .collect()
-            };
-            let mut out = vec![0f32; b * q_len * h * d];
-            for (&(bi, kv_hi), group_out) in tasks.iter().zip(&results) {
-                for g in 0..group {
-                    let hi = kv_hi * group + g;
-                    for t in 0..q_len {
-                        let dst = ((bi * q_len + t) * h + hi) * d;
-                        out[dst..dst + d].copy_from_slice(&group_out[(g * q_len + t) * d..][..d]);
-                    }
-                }
-            }
-            out
-        })
-    })
-    .flatten();
-    match out {
-        Some(out) => Ok(Some(Tensor::from_vec(
-            out,
-            (b, q_len, h * d),
-            &Device::Cpu,
-        )?)),
-        None => Ok(None),
+    let tasks: Vec<(usize, usize)> = (0..b)
+        .flat_map(|bi| (0..h).map(move |hi| (bi, hi)))
+        .collect();
+    // One (batch, head) per task; threads once there are a few microseconds of work.
+    let results: Vec<Vec<f32>> = if b * h * q_len * k_len * d >= 1 << 15 {
+        tasks
+            .par_iter()
+            .map(|&t| attention_head(&inputs, t, ks, vs))
+            .collect()
+    } else {
+        tasks
+            .iter()
+            .map(|&t| attention_head(&inputs, t, ks, vs))
+            .collect()
+    };
+    let mut out = vec![0f32; b * q_len * h * d];
+    for (&(bi, hi), head_out) in tasks.iter().zip(&results) {
+        for t in 0..q_len {
+            let dst = ((bi * q_len + t) * h + hi) * d;
+            out[dst..dst + d].copy_from_slice(&head_out[t * d..][..d]);
+        }
     }
+    Ok(Some(Tensor::from_vec(
+        out,
+        (b, q_len, h * d),
+        &Device::Cpu,
+    )?))
 }
 
 /// What every (batch, head) task of [`attention`] reads.
 struct HeadInputs<'a> {
     qs: &'a [f32],
-    bias_rows: &'a [Vec<f32>],
+    biases: &'a [BiasView<'a>],
     dims: AttentionDims,
     scale: f32,
 }
 
-fma_dispatch!(attention_group => attention_group_body(inputs: &HeadInputs, task: (usize, usize), ks: &[f16], vs: &[f16]) -> Vec<f32>);
+fma_dispatch!(attention_head => attention_head_body(inputs: &HeadInputs, task: (usize, usize), ks: &[f32], vs: &[f32]) -> Vec<f32>);
 
-/// The heads of [`attention`] that share key/value head `kv_hi` of batch row `bi`: every
-/// query row of each, as `(group, q_len, d)`.
+/// Head `hi` of batch row `bi` of [`attention`]: every query row, as `(q_len, d)`.
 #[inline(always)]
-fn attention_group_body(
+fn attention_head_body(
     inputs: &HeadInputs,
-    (bi, kv_hi): (usize, usize),
-    ks: &[f16],
-    vs: &[f16],
+    (bi, hi): (usize, usize),
+    ks: &[f32],
+    vs: &[f32],
 ) -> Vec<f32> {
     let HeadInputs {
         qs,
-        bias_rows,
+        biases,
         dims,
         scale,
     } = *inputs;
@@ -444,65 +439,61 @@ fn attention_group_body(
         head_dim: d,
         ..
     } = dims;
-    let group = h / kvh;
-    let kv = (bi * kvh + kv_hi) * k_len * d;
-    // The cache holds f16; its values are exact in f32 (one vectorized conversion per
-    // key/value head, shared by the heads of its group).
-    let mut keys = vec![0f32; k_len * d];
-    let mut values = vec![0f32; k_len * d];
-    ks[kv..kv + k_len * d].convert_to_f32_slice(&mut keys);
-    vs[kv..kv + k_len * d].convert_to_f32_slice(&mut values);
-    let mut out = vec![0f32; group * q_len * d];
+    let kv = (bi * kvh + hi / (h / kvh)) * k_len * d;
+    let (keys, values) = (&ks[kv..kv + k_len * d], &vs[kv..kv + k_len * d]);
+    let mut out = vec![0f32; q_len * d];
     let mut scores = vec![0f32; k_len];
     let mut q16 = vec![0f32; d];
     let mut acc = vec![0f32; LANES * d];
-    for g in 0..group {
-        let hi = kv_hi * group + g;
-        for t in 0..q_len {
-            let qrow = &qs[((bi * h + hi) * q_len + t) * d..][..d];
-            for (r, x) in q16.iter_mut().zip(qrow) {
-                *r = round_f16(*x);
+    for t in 0..q_len {
+        let qrow = &qs[((bi * h + hi) * q_len + t) * d..][..d];
+        for (r, x) in q16.iter_mut().zip(qrow) {
+            *r = round_f16(*x);
+        }
+        // The biases first: a masked key (≤ f32::MIN / 2) needs no product, its score
+        // rounds to the mask's value whatever the product is. With one bias (a mask, as
+        // GGUF models have) `product × scale + bias` is ggml's order exactly.
+        scores.fill(0.0);
+        for bias in biases {
+            bias.add_row(&mut scores, bi, hi, t);
+        }
+        for (s, key) in scores.iter_mut().zip(keys.chunks_exact(d)) {
+            if *s > f32::MIN / 2.0 {
+                *s += dot_lanes(key, &q16) * scale;
             }
-            for (s, key) in scores.iter_mut().zip(keys.chunks_exact(d)) {
-                *s = dot_lanes(key, &q16) * scale;
+        }
+        let start = scores.iter().position(|s| *s > f32::MIN / 2.0).unwrap_or(0);
+        let probs = &mut scores[start..];
+        softmax_in_place(probs);
+        acc.fill(0.0);
+        for (j, (p, value)) in probs
+            .iter()
+            .zip(values[start * d..].chunks_exact(d))
+            .enumerate()
+        {
+            if *p == 0.0 {
+                // Would add 0 to every lane.
+                continue;
             }
-            let brow = ((bi * h + hi) * q_len + t) * k_len;
-            for bias in bias_rows {
-                for (s, bv) in scores.iter_mut().zip(&bias[brow..brow + k_len]) {
-                    *s += bv;
-                }
+            let p16 = round_f16(*p);
+            let lane = &mut acc[(j % LANES) * d..][..d];
+            for (a, x) in lane.iter_mut().zip(value) {
+                *a = x.mul_add(p16, *a);
             }
-            let start = scores.iter().position(|s| *s > f32::MIN / 2.0).unwrap_or(0);
-            let probs = &mut scores[start..];
-            softmax_in_place(probs);
-            acc.fill(0.0);
-            for (j, (p, value)) in probs
-                .iter()
-                .zip(values[start * d..].chunks_exact(d))
-                .enumerate()
-            {
-                if *p == 0.0 {
-                    // Would add 0 to every lane.
-                    continue;
-                }
-                let p16 = round_f16(*p);
-                let lane = &mut acc[(j % LANES) * d..][..d];
-                for (a, x) in lane.iter_mut().zip(value) {
-                    *a = x.mul_add(p16, *a);
-                }
-            }
-            let out_row = &mut out[(g * q_len + t) * d..][..d];
-            for (c, o) in out_row.iter_mut().enumerate() {
-                let lanes: [f32; LANES] = std::array::from_fn(|l| acc[l * d + c]);
-                *o = hsum16(&lanes);
-            }
+        }
+        // `hsum16` of every column at once: the same additions, one row of lanes at a time.
+        let lane = |l: usize| &acc[l * d..(l + 1) * d];
+        for (c, o) in out[t * d..][..d].iter_mut().enumerate() {
+            let t3: [f32; 8] = std::array::from_fn(|i| lane(8 + i)[c] + lane(i)[c]);
+            let t6: [f32; 4] = std::array::from_fn(|i| t3[4 + i] + t3[i]);
+            *o = (t6[0] + t6[2]) + (t6[1] + t6[3]);
         }
     }
     out
 }
 
-/// `Σ k·q` in 16 FMA lanes then [`hsum16`] (tinyBLAS's order); a length that is not a
-/// multiple of 16 finishes in lane order.
+/// `Σ k·q` over f16-valued keys and queries in 16 FMA lanes then [`hsum16`] (tinyBLAS's
+/// order); a length that is not a multiple of 16 finishes in lane order.
 #[inline(always)]
 fn dot_lanes(k: &[f32], q: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
@@ -560,7 +551,7 @@ mod tests {
         // Every 61st f32 bit pattern: normals, f16 subnormals, ties, overflow, NaN.
         for bits in (0..u32::MAX).step_by(61) {
             let x = f32::from_bits(bits);
-            let (a, e) = (round_f16(x), f16::from_f32(x).to_f32());
+            let (a, e) = (round_f16(x), half::f16::from_f32(x).to_f32());
             assert!(
                 a.to_bits() == e.to_bits() || (a.is_nan() && e.is_nan()),
                 "{x:e}: {a:e} vs {e:e}"
@@ -573,7 +564,7 @@ mod tests {
             2f32.powi(-25),
             3.0 * 2f32.powi(-25),
         ] {
-            assert_eq!(round_f16(x), f16::from_f32(x).to_f32(), "{x:e}");
+            assert_eq!(round_f16(x), half::f16::from_f32(x).to_f32(), "{x:e}");
         }
     }
 

@@ -441,6 +441,15 @@ impl<'a> BiasView<'a> {
         }
     }
 
+    /// Adds row `i` of the `(b, h)` block to `scores` (`k_len` values).
+    pub fn add_row(&self, scores: &mut [f32], b: usize, h: usize, i: usize) {
+        let st = self.strides;
+        let row = &self.data[b * st[0] + h * st[1] + i * st[2]..];
+        for (j, s) in scores.iter_mut().enumerate() {
+            *s += row[j * st[3]];
+        }
+    }
+
     /// Adds the `(b, h)` block to `scores`, `q_len` rows of `k_len`.
     pub fn add_to(&self, scores: &mut [f32], b: usize, h: usize, q_len: usize, k_len: usize) {
         let st = self.strides;
