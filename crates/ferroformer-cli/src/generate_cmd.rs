@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use ferroformer::arch::DecoderOnlyTransformer;
 use ferroformer::generation::{
-    fit_to_context, generate_ids, generate_stream, AutoModelForCausalLM, GenerationConfig,
-    StopReason, TextStreamer, Truncation,
+    fit_to_context, generate_ids, generate_stream_cached, AutoModelForCausalLM, GenerationConfig,
+    PromptCache, StopReason, TextStreamer, Truncation,
 };
 use ferroformer::models::{
     self, AutoTokenizer, ChatMessage, ChatTemplate, EncodeOptions, GgufModel, LoadOptions,
@@ -196,12 +196,22 @@ fn run_and_print(
     cfg: &GenerationConfig,
     mut streamer: TextStreamer,
     between: &str,
+    cache: Option<&mut PromptCache>,
 ) -> anyhow::Result<(Vec<Vec<u32>>, bool)> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if streams(cfg) {
-        let o = generate_stream(
+        let mut fresh;
+        let cache = match cache {
+            Some(c) => c,
+            None => {
+                fresh = PromptCache::new(lm.decoder());
+                &mut fresh
+            }
+        };
+        let o = generate_stream_cached(
             lm.decoder(),
+            cache,
             prompt,
             cfg,
             Some(lm.tokenizer.inner()),
@@ -268,7 +278,7 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         out.flush()?;
     }
     let between = format!("\n\n{}", args.prompt);
-    let (_, full) = run_and_print(&lm, prompt, &cfg, streamer, &between)?;
+    let (_, full) = run_and_print(&lm, prompt, &cfg, streamer, &between, None)?;
     println!();
     if full && capped {
         eprintln!(
@@ -323,9 +333,23 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
         }
     };
     let mut history: Vec<ChatMessage> = system.into_iter().map(ChatMessage::system).collect();
-    let turn = |history: &mut Vec<ChatMessage>, user: &str| -> anyhow::Result<()> {
+    // The conversation's keys and values, kept between turns: each turn runs the model on
+    // the new messages only (after /reset, the system message is still reused).
+    let mut cache = PromptCache::new(lm.decoder());
+    let turn = |history: &mut Vec<ChatMessage>,
+                cache: &mut PromptCache,
+                user: &str|
+     -> anyhow::Result<()> {
         history.push(ChatMessage::user(user));
-        let answer = answer(&lm, &template, history, &cfg, truncation, args.show_prompt);
+        let answer = answer(
+            &lm,
+            &template,
+            history,
+            &cfg,
+            truncation,
+            args.show_prompt,
+            cache,
+        );
         match answer {
             Ok(text) => {
                 history.push(ChatMessage::assistant(text));
@@ -338,7 +362,7 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
         }
     };
     if let Some(prompt) = &args.prompt {
-        return turn(&mut history, prompt);
+        return turn(&mut history, &mut cache, prompt);
     }
     let stdin = std::io::stdin();
     let interactive = stdin.is_terminal();
@@ -366,7 +390,7 @@ pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
             eprintln!("(conversation cleared)");
             continue;
         }
-        if let Err(e) = turn(&mut history, user) {
+        if let Err(e) = turn(&mut history, &mut cache, user) {
             if !interactive {
                 return Err(e);
             }
@@ -384,6 +408,7 @@ fn answer(
     cfg: &GenerationConfig,
     truncation: Truncation,
     show_prompt: bool,
+    cache: &mut PromptCache,
 ) -> anyhow::Result<String> {
     let text = template.render(history, true)?;
     if show_prompt {
@@ -399,8 +424,15 @@ fn answer(
     // Only the answer is decoded (as `transformers`' TextStreamer with skip_prompt), its
     // special tokens left out.
     let streamer = TextStreamer::with_options(lm.tokenizer.inner(), &[], true)?;
-    let (answers, full) = run_and_print(lm, ids, &cfg, streamer, "")?;
+    let (answers, full) = run_and_print(lm, ids, &cfg, streamer, "", Some(cache))?;
     println!();
+    if show_prompt && streams(&cfg) {
+        eprintln!(
+            "({} of the {} prompt tokens were cached from earlier turns)",
+            cache.reused(),
+            ids.len()
+        );
+    }
     if full && capped {
         eprintln!(
             "(stopped: the model's context of {} tokens is full)",

@@ -168,6 +168,19 @@ fn interactive_chat_keeps_the_conversation() {
     );
     assert!(err.contains(&second), "{err}");
     assert!(err.contains("> "), "prompt markers on stderr: {err}");
+    // The second turn ran on the new messages only: the first exchange came from the cache.
+    let cached: Vec<(usize, usize)> = err
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix('(')?;
+            let (n, rest) = rest.split_once(" of the ")?;
+            let (m, _) = rest.split_once(" prompt tokens were cached")?;
+            Some((n.parse().ok()?, m.parse().ok()?))
+        })
+        .collect();
+    assert_eq!(cached.len(), 2, "{err}");
+    assert_eq!(cached[0].0, 0, "{err}");
+    assert!(cached[1].0 > cached[0].1, "{err}");
 }
 
 /// A copy of the tiny trained Llama (char-level tokenizer, 16 positions) with a chat template

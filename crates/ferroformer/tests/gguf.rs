@@ -337,6 +337,45 @@ fn greedy_generation_equals_llama_cpp() {
     }
 }
 
+/// A conversation's second turn continues from the first turn's cache: only the new
+/// messages run, and the answer is the one the whole prompt gives from scratch.
+#[test]
+fn prompt_cache_reuses_the_conversation_and_changes_nothing() {
+    use ferroformer::generation::{generate_stream_cached, PromptCache};
+    let model = smollm2();
+    let tok = model.tokenizer();
+    let mut cfg = GenerationConfig::greedy(12);
+    cfg.eos_token_id = tok.stop_token_ids();
+    let turn1 =
+        "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
+    let ids1 = tok.encode(turn1, false).unwrap();
+    let mut cache = PromptCache::new(model.decoder());
+    let first =
+        generate_stream_cached(model.decoder(), &mut cache, &ids1, &cfg, None, |_| Ok(true))
+            .unwrap();
+    assert_eq!(cache.reused(), 0);
+    let answer = tok.decode(first.tokens_without_eos(), false).unwrap();
+    let turn2 = format!("{turn1}{answer}<|im_end|>\n<|im_start|>user\nAnd of Italy?<|im_end|>\n<|im_start|>assistant\n");
+    let ids2 = tok.encode(&turn2, false).unwrap();
+    let cached =
+        generate_stream_cached(model.decoder(), &mut cache, &ids2, &cfg, None, |_| Ok(true))
+            .unwrap();
+    assert!(
+        cache.reused() >= ids1.len(),
+        "only {} of {} tokens reused",
+        cache.reused(),
+        ids2.len()
+    );
+    let fresh = generate_stream(model.decoder(), &ids2, &cfg, None, |_| Ok(true)).unwrap();
+    assert_eq!(cached, fresh);
+    // A prompt that shares less (a new conversation) cuts the cache back, still exactly.
+    let again =
+        generate_stream_cached(model.decoder(), &mut cache, &ids1, &cfg, None, |_| Ok(true))
+            .unwrap();
+    assert_eq!(again, first);
+    assert_eq!(cache.reused(), ids1.len() - 1);
+}
+
 /// `AutoModelForCausalLM::from_pretrained` takes the GGUF repository's hub id as it takes a
 /// checkpoint's: the architecture from the metadata, stop tokens from the GGUF, and
 /// `generate` gives what the GGUF decoder gives.

@@ -6,7 +6,8 @@
 //!   repetition penalty, no-repeat n-grams, minimum new tokens, stop strings.
 //! - [`generate_stream`]: one prompt with the same options (greedy search or sampling), each
 //!   new token handed to a callback as it is chosen; [`TextStreamer`] turns the tokens into
-//!   text pieces (the CLI's `generate` and `chat`).
+//!   text pieces (the CLI's `generate` and `chat`). [`generate_stream_cached`] keeps the KV
+//!   cache in a [`PromptCache`] between calls, so a chat runs each turn's new messages only.
 //! - [`fit_to_context`]: what happens to a prompt longer than the model's context
 //!   ([`Truncation`]).
 //!
@@ -27,4 +28,6 @@ pub use context::{fit_to_context, ContextFit, Truncation};
 pub use logits::LogitsProcessor;
 pub use perplexity::{perplexity, Perplexity};
 pub use search::{generate_ids, left_pad, GenerateOutput};
-pub use stream::{generate_stream, StopReason, StreamOutput, TextStreamer};
+pub use stream::{
+    generate_stream, generate_stream_cached, PromptCache, StopReason, StreamOutput, TextStreamer,
+};

@@ -11,6 +11,7 @@ use super::logits::{self, LogitsProcessor};
 use super::search::{check_inputs, default_mask, StopStrings};
 use crate::arch::DecoderOnlyTransformer;
 use crate::error::{Error, Result};
+use crate::nn::LayerCache;
 
 /// Why a streamed generation stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +78,80 @@ pub fn generate_stream(
     prompt: &[u32],
     cfg: &GenerationConfig,
     tokenizer: Option<&tokenizers::Tokenizer>,
+    on_token: impl FnMut(u32) -> Result<bool>,
+) -> Result<StreamOutput> {
+    let mut cache = PromptCache::new(model);
+    generate_stream_cached(model, &mut cache, prompt, cfg, tokenizer, on_token)
+}
+
+/// KV caches kept from one generation to the next, with the tokens they hold: a chat
+/// keeps one for the whole conversation, so that each turn runs the model on the new
+/// messages only, not on the conversation again (llama.cpp keeps its cache the same way).
+#[derive(Debug, Clone)]
+pub struct PromptCache {
+    tokens: Vec<u32>,
+    caches: Vec<LayerCache>,
+    reused: usize,
+}
+
+impl PromptCache {
+    /// An empty cache for `model`.
+    pub fn new(model: &DecoderOnlyTransformer) -> Self {
+        Self {
+            tokens: Vec::new(),
+            caches: model.new_caches(),
+            reused: 0,
+        }
+    }
+
+    /// The tokens whose keys and values are cached.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// How many prompt tokens the last generation found cached (and did not recompute).
+    pub fn reused(&self) -> usize {
+        self.reused
+    }
+
+    /// Forgets everything (a new conversation).
+    pub fn reset(&mut self) {
+        self.tokens.clear();
+        self.reused = 0;
+        for c in &mut self.caches {
+            c.self_attention.reset();
+        }
+    }
+
+    /// Keeps the longest prefix of the cache that `prompt` starts with, leaving at least
+    /// the prompt's last token to run (its logits choose the first new token); returns
+    /// that prefix's length.
+    fn keep_prefix_of(&mut self, prompt: &[u32]) -> Result<usize> {
+        let common = self
+            .tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(prompt.len().saturating_sub(1));
+        for c in &mut self.caches {
+            c.self_attention.truncate(common)?;
+        }
+        self.tokens.truncate(common);
+        self.reused = common;
+        Ok(common)
+    }
+}
+
+/// [`generate_stream`] continuing from `cache`: the longest prefix of `prompt` that the
+/// cache already holds is not run again, and the cache then holds the prompt and the
+/// answer. The tokens are those of [`generate_stream`] on the whole prompt.
+pub fn generate_stream_cached(
+    model: &DecoderOnlyTransformer,
+    cache: &mut PromptCache,
+    prompt: &[u32],
+    cfg: &GenerationConfig,
+    tokenizer: Option<&tokenizers::Tokenizer>,
     mut on_token: impl FnMut(u32) -> Result<bool>,
 ) -> Result<StreamOutput> {
     if cfg.num_beams > 1 {
@@ -111,20 +186,44 @@ pub fn generate_stream(
     let proc = LogitsProcessor::new(cfg, prompt_len);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let device = model.device();
-    let mut caches = model.new_caches();
+    if cache.caches.len() != model.new_caches().len() {
+        return Err(Error::Invalid(format!(
+            "the prompt cache has {} layers, the model {}: make it with PromptCache::new(model)",
+            cache.caches.len(),
+            model.new_caches().len()
+        )));
+    }
+    let cached = if masked {
+        // Padding inside the prompt: run it whole (positions depend on the mask).
+        cache.reset();
+        0
+    } else {
+        cache.keep_prefix_of(prompt)?
+    };
     let mut seq = prompt.to_vec();
-    let mut input = Tensor::new(prompt, device)?.unsqueeze(0)?;
+    let mut input = Tensor::new(&prompt[cached..], device)?.unsqueeze(0)?;
+    // Whatever happens next, the cache holds these tokens' keys and values once a forward
+    // pass has run: kept in step below.
+    let caches = &mut cache.caches;
+    let tokens = &mut cache.tokens;
     while seq.len() < max_len {
         let mask_tensor = if masked {
             Some(Tensor::new(mask.as_slice(), device)?.unsqueeze(0)?)
         } else {
             None
         };
-        let mut scores = model
-            .next_token_logits(&input, mask_tensor.as_ref(), Some(&mut caches))?
-            .get(0)?
-            .to_dtype(DType::F32)?
-            .to_vec1::<f32>()?;
+        let fed = input.dim(1)?;
+        let logits = model.next_token_logits(&input, mask_tensor.as_ref(), Some(caches));
+        let logits = match logits {
+            Ok(l) => l,
+            Err(e) => {
+                // A failed pass may have cached part of its input: start over next time.
+                cache_reset(caches, tokens);
+                return Err(e);
+            }
+        };
+        tokens.extend_from_slice(&seq[seq.len() - fed..]);
+        let mut scores = logits.get(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         proc.process(&seq, &mut scores);
         let next = if cfg.do_sample {
             proc.warp(&mut scores);
@@ -156,6 +255,14 @@ pub fn generate_stream(
         tokens: seq.split_off(prompt_len),
         stop_reason: StopReason::Length,
     })
+}
+
+/// Empties caches whose contents are no longer known.
+fn cache_reset(caches: &mut [LayerCache], tokens: &mut Vec<u32>) {
+    tokens.clear();
+    for c in caches {
+        c.self_attention.reset();
+    }
 }
 
 /// Turns a growing token sequence into text pieces without splitting a multi-byte

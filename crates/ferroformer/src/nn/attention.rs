@@ -187,6 +187,21 @@ impl KvCache {
         self.v = None;
     }
 
+    /// Keeps the first `len` positions only (a prompt that shares only that prefix with
+    /// what is cached continues from there).
+    pub fn truncate(&mut self, len: usize) -> Result<()> {
+        if len == 0 {
+            self.reset();
+        } else if len < self.len() {
+            if let (Some(k), Some(v)) = (&self.k, &self.v) {
+                let (k, v) = (k.narrow(2, 0, len)?, v.narrow(2, 0, len)?);
+                self.k = Some(k);
+                self.v = Some(v);
+            }
+        }
+        Ok(())
+    }
+
     /// Cached `(keys, values)`, each `(batch, kv_heads, len, head_dim)`.
     pub fn get(&self) -> Option<(&Tensor, &Tensor)> {
         match (&self.k, &self.v) {
