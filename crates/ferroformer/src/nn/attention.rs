@@ -2,6 +2,8 @@
 //! additive masks and position biases, rotary embeddings, a KV cache, and attention weights
 //! on request. Every model family runs through this one implementation.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Tensor, D};
 
 use super::ggml::Arithmetic;
@@ -159,11 +161,29 @@ impl AttentionNames {
 ///
 /// For self-attention each call appends the new keys and values; for cross-attention the
 /// keys and values of the encoder output are computed once and reused.
+///
+/// The positions live in a buffer with room to grow (by 256 positions at a time), so a
+/// decoding step writes its own keys and values only, instead of copying the whole cache.
+/// Clones share the buffer until one of them appends: that one copies first (beams that fork
+/// from one parent keep their own histories).
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
-    k: Option<Tensor>,
-    v: Option<Tensor>,
+    buf: Option<Arc<KvBuffer>>,
+    len: usize,
+    /// Set by `truncate`: positions past `len` may still be visible through views handed
+    /// out earlier, so the next append copies instead of writing over them.
+    copy_on_append: bool,
 }
+
+/// `(batch, kv_heads, capacity, head_dim)` keys and values, contiguous.
+#[derive(Debug)]
+struct KvBuffer {
+    k: Tensor,
+    v: Tensor,
+}
+
+/// Positions a cache buffer grows by.
+const KV_GROWTH: usize = 256;
 
 impl KvCache {
     /// An empty cache.
@@ -173,18 +193,19 @@ impl KvCache {
 
     /// Number of cached positions.
     pub fn len(&self) -> usize {
-        self.k.as_ref().and_then(|k| k.dim(2).ok()).unwrap_or(0)
+        self.len
     }
 
     /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
-        self.k.is_none()
+        self.len == 0
     }
 
     /// Forgets everything.
     pub fn reset(&mut self) {
-        self.k = None;
-        self.v = None;
+        self.buf = None;
+        self.len = 0;
+        self.copy_on_append = false;
     }
 
     /// Keeps the first `len` positions only (a prompt that shares only that prefix with
@@ -192,32 +213,61 @@ impl KvCache {
     pub fn truncate(&mut self, len: usize) -> Result<()> {
         if len == 0 {
             self.reset();
-        } else if len < self.len() {
-            if let (Some(k), Some(v)) = (&self.k, &self.v) {
-                let (k, v) = (k.narrow(2, 0, len)?, v.narrow(2, 0, len)?);
-                self.k = Some(k);
-                self.v = Some(v);
-            }
+        } else if len < self.len {
+            self.len = len;
+            self.copy_on_append = true;
         }
         Ok(())
     }
 
-    /// Cached `(keys, values)`, each `(batch, kv_heads, len, head_dim)`.
-    pub fn get(&self) -> Option<(&Tensor, &Tensor)> {
-        match (&self.k, &self.v) {
-            (Some(k), Some(v)) => Some((k, v)),
-            _ => None,
+    /// Cached `(keys, values)`, each `(batch, kv_heads, len, head_dim)`: views of the
+    /// buffer (contiguous within each head).
+    pub fn get(&self) -> Option<(Tensor, Tensor)> {
+        let buf = self.buf.as_ref()?;
+        if self.len == 0 {
+            return None;
         }
+        Some((
+            buf.k.narrow(2, 0, self.len).ok()?,
+            buf.v.narrow(2, 0, self.len).ok()?,
+        ))
     }
 
     fn append(&mut self, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
-        let (k, v) = match (&self.k, &self.v) {
-            (Some(pk), Some(pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
-            _ => (k, v),
+        let (b, h, n, d) = k.dims4()?;
+        let needed = self.len + n;
+        let fits = match &self.buf {
+            Some(buf) => {
+                let (bb, bh, cap, bd) = buf.k.dims4()?;
+                (bb, bh, bd) == (b, h, d)
+                    && buf.k.dtype() == k.dtype()
+                    && buf.k.device().same_device(k.device())
+                    && needed <= cap
+            }
+            None => false,
         };
-        self.k = Some(k.clone());
-        self.v = Some(v.clone());
-        Ok((k, v))
+        let writable = fits
+            && !self.copy_on_append
+            && self.buf.as_mut().is_some_and(|a| Arc::get_mut(a).is_some());
+        if !writable {
+            // A new buffer holding what is cached so far.
+            let cap = needed.next_multiple_of(KV_GROWTH);
+            let new = KvBuffer {
+                k: Tensor::zeros((b, h, cap, d), k.dtype(), k.device())?,
+                v: Tensor::zeros((b, h, cap, d), v.dtype(), v.device())?,
+            };
+            if let Some((pk, pv)) = self.get() {
+                new.k.slice_set(&pk.contiguous()?, 2, 0)?;
+                new.v.slice_set(&pv.contiguous()?, 2, 0)?;
+            }
+            self.buf = Some(Arc::new(new));
+            self.copy_on_append = false;
+        }
+        let buf = self.buf.as_ref().expect("a buffer was just ensured");
+        buf.k.slice_set(&k.contiguous()?, 2, self.len)?;
+        buf.v.slice_set(&v.contiguous()?, 2, self.len)?;
+        self.len = needed;
+        Ok(self.get().expect("positions were just appended"))
     }
 }
 
@@ -484,11 +534,7 @@ impl MultiHeadAttention {
                     ));
                 }
                 let q = to_heads(self.qkv.narrow_out(0, q_dim)?.forward(x)?, h, q_len)?;
-                let cached = ctx
-                    .cache
-                    .as_ref()
-                    .and_then(|c| c.get())
-                    .map(|(k, v)| (k.clone(), v.clone()));
+                let cached = ctx.cache.as_ref().and_then(|c| c.get());
                 let (k, v) = match cached {
                     Some(kv) => kv,
                     None => {
@@ -594,4 +640,57 @@ fn repeat_kv(x: Tensor, n_rep: usize) -> Result<Tensor> {
     Ok(x.unsqueeze(2)?
         .broadcast_as((b, kvh, n_rep, len, d))?
         .reshape((b, kvh * n_rep, len, d))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// `n` positions of `(1, 2, n, 3)` keys or values numbered from `from`.
+    fn positions(from: usize, n: usize) -> Tensor {
+        let data: Vec<f32> = (0..2 * n * 3)
+            .map(|i| {
+                let (h, rest) = (i / (n * 3), i % (n * 3));
+                (1000 * h + 10 * (from + rest / 3) + rest % 3) as f32
+            })
+            .collect();
+        Tensor::from_vec(data, (1, 2, n, 3), &Device::Cpu).unwrap()
+    }
+
+    fn all(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    #[test]
+    fn kv_cache_appends_grows_forks_and_truncates() {
+        let mut c = KvCache::new();
+        c.append(positions(0, 5), positions(0, 5)).unwrap();
+        // Step by step past the first buffer's 256 positions.
+        for p in 5..300 {
+            c.append(positions(p, 1), positions(p, 1)).unwrap();
+        }
+        assert_eq!(c.len(), 300);
+        let (k, v) = c.get().unwrap();
+        assert_eq!(all(&k), all(&positions(0, 300)));
+        assert_eq!(all(&v), all(&positions(0, 300)));
+        // A clone forks: each side keeps its own next position.
+        let mut fork = c.clone();
+        c.append(positions(300, 1), positions(300, 1)).unwrap();
+        fork.append(positions(900, 1), positions(900, 1)).unwrap();
+        let (k, _) = c.get().unwrap();
+        let (kf, _) = fork.get().unwrap();
+        assert_eq!(all(&k.narrow(2, 300, 1).unwrap()), all(&positions(300, 1)));
+        assert_eq!(all(&kf.narrow(2, 300, 1).unwrap()), all(&positions(900, 1)));
+        // Truncating and appending leaves views taken before untouched.
+        let before = c.get().unwrap().0;
+        c.truncate(10).unwrap();
+        c.append(positions(500, 2), positions(500, 2)).unwrap();
+        assert_eq!(all(&before), all(&positions(0, 301)));
+        let (k, _) = c.get().unwrap();
+        let want = Tensor::cat(&[positions(0, 10), positions(500, 2)], 2).unwrap();
+        assert_eq!(all(&k), all(&want));
+        c.truncate(0).unwrap();
+        assert!(c.is_empty() && c.get().is_none());
+    }
 }

@@ -352,7 +352,16 @@ pub(crate) fn attention(
         head_dim: d,
         ..
     } = dims;
-    let mut all = vec![q.contiguous()?, k.contiguous()?, v.contiguous()?];
+    // Keys and values may be views of a cache buffer: each head's rows must be contiguous.
+    let rows_contiguous = |t: &Tensor| -> Result<Tensor> {
+        let st = t.stride();
+        Ok(if st.len() == 4 && st[3] == 1 && st[2] == d {
+            t.clone()
+        } else {
+            t.contiguous()?
+        })
+    };
+    let mut all = vec![q.contiguous()?, rows_contiguous(k)?, rows_contiguous(v)?];
     for bias in biases {
         // A broadcast view: stride 0 along broadcast dimensions, no copy.
         all.push(bias.broadcast_as((b, h, q_len, k_len))?);
@@ -372,11 +381,14 @@ pub(crate) fn attention(
         .zip(&data[3..])
         .map(|(t, d)| BiasView::new(d, t.dims(), t.stride()))
         .collect();
+    let head_strides = |t: &Tensor| [t.stride()[0], t.stride()[1]];
     let inputs = HeadInputs {
         qs,
         biases: &bias_views,
         dims,
         scale,
+        k_strides: head_strides(&all[1]),
+        v_strides: head_strides(&all[2]),
     };
     let tasks: Vec<(usize, usize)> = (0..b)
         .flat_map(|bi| (0..h).map(move |hi| (bi, hi)))
@@ -413,6 +425,10 @@ struct HeadInputs<'a> {
     biases: &'a [BiasView<'a>],
     dims: AttentionDims,
     scale: f32,
+    /// Element strides of a batch row and of a head in the keys and the values (positions
+    /// are `head_dim` apart).
+    k_strides: [usize; 2],
+    v_strides: [usize; 2],
 }
 
 fma_dispatch!(attention_head => attention_head_body(inputs: &HeadInputs, task: (usize, usize), ks: &[f32], vs: &[f32]) -> Vec<f32>);
@@ -430,6 +446,8 @@ fn attention_head_body(
         biases,
         dims,
         scale,
+        k_strides,
+        v_strides,
     } = *inputs;
     let AttentionDims {
         heads: h,
@@ -439,8 +457,12 @@ fn attention_head_body(
         head_dim: d,
         ..
     } = dims;
-    let kv = (bi * kvh + hi / (h / kvh)) * k_len * d;
-    let (keys, values) = (&ks[kv..kv + k_len * d], &vs[kv..kv + k_len * d]);
+    let kv_hi = hi / (h / kvh);
+    let (k0, v0) = (
+        bi * k_strides[0] + kv_hi * k_strides[1],
+        bi * v_strides[0] + kv_hi * v_strides[1],
+    );
+    let (keys, values) = (&ks[k0..k0 + k_len * d], &vs[v0..v0 + k_len * d]);
     let mut out = vec![0f32; q_len * d];
     let mut scores = vec![0f32; k_len];
     let mut q16 = vec![0f32; d];
