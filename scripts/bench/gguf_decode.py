@@ -39,16 +39,21 @@ import json, sys, time
 import numpy as np
 from llama_cpp import Llama
 model, threads, n_prompt, n_new = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-llm = Llama(model_path=model, n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
+llm = Llama(model_path=model, n_ctx=2048, n_threads=threads, n_threads_batch=threads, n_batch=max(512, n_prompt),
+            verbose=False)
+n_vocab = llm.n_vocab()
+# llama-cpp-python stores no logits unless logits_all (which would run the LM head on every
+# prompt position): read the last position's logits from the context, as a greedy loop does.
+last = lambda: np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(n_vocab,))
 prompt = [1000 + (i * 37) % 20000 for i in range(n_prompt)]
 t0 = time.perf_counter()
 llm.eval(prompt)
-nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+nxt = int(np.argmax(last()))
 prompt_s = time.perf_counter() - t0
 t1 = time.perf_counter()
 for _ in range(n_new):
     llm.eval([nxt])
-    nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    nxt = int(np.argmax(last()))
 decode_s = time.perf_counter() - t1
 print(json.dumps({"prompt_tok_s": n_prompt / prompt_s, "decode_tok_s": n_new / decode_s}))
 '''
