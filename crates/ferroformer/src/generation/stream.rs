@@ -186,11 +186,11 @@ pub fn generate_stream_cached(
     let proc = LogitsProcessor::new(cfg, prompt_len);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let device = model.device();
-    if cache.caches.len() != model.new_caches().len() {
+    let layers = model.config().stack.num_layers;
+    if cache.caches.len() != layers {
         return Err(Error::Invalid(format!(
-            "the prompt cache has {} layers, the model {}: make it with PromptCache::new(model)",
-            cache.caches.len(),
-            model.new_caches().len()
+            "the prompt cache has {} layers, the model {layers}: make it with PromptCache::new(model)",
+            cache.caches.len()
         )));
     }
     let cached = if masked {

@@ -249,25 +249,29 @@ impl KvCache {
         let writable = fits
             && !self.copy_on_append
             && self.buf.as_mut().is_some_and(|a| Arc::get_mut(a).is_some());
-        if !writable {
-            // A new buffer holding what is cached so far.
-            let cap = needed.next_multiple_of(KV_GROWTH);
-            let new = KvBuffer {
-                k: Tensor::zeros((b, h, cap, d), k.dtype(), k.device())?,
-                v: Tensor::zeros((b, h, cap, d), v.dtype(), v.device())?,
-            };
-            if let Some((pk, pv)) = self.get() {
-                new.k.slice_set(&pk.contiguous()?, 2, 0)?;
-                new.v.slice_set(&pv.contiguous()?, 2, 0)?;
+        let buf = match &self.buf {
+            Some(buf) if writable => Arc::clone(buf),
+            _ => {
+                // A new buffer holding what is cached so far.
+                let cap = needed.next_multiple_of(KV_GROWTH);
+                let new = KvBuffer {
+                    k: Tensor::zeros((b, h, cap, d), k.dtype(), k.device())?,
+                    v: Tensor::zeros((b, h, cap, d), v.dtype(), v.device())?,
+                };
+                if let Some((pk, pv)) = self.get() {
+                    new.k.slice_set(&pk.contiguous()?, 2, 0)?;
+                    new.v.slice_set(&pv.contiguous()?, 2, 0)?;
+                }
+                let new = Arc::new(new);
+                self.buf = Some(Arc::clone(&new));
+                self.copy_on_append = false;
+                new
             }
-            self.buf = Some(Arc::new(new));
-            self.copy_on_append = false;
-        }
-        let buf = self.buf.as_ref().expect("a buffer was just ensured");
+        };
         buf.k.slice_set(&k.contiguous()?, 2, self.len)?;
         buf.v.slice_set(&v.contiguous()?, 2, self.len)?;
         self.len = needed;
-        Ok(self.get().expect("positions were just appended"))
+        Ok((buf.k.narrow(2, 0, needed)?, buf.v.narrow(2, 0, needed)?))
     }
 }
 
@@ -481,6 +485,7 @@ impl MultiHeadAttention {
                         dims(q_len),
                         &biases,
                         scale as f32,
+                        Arithmetic::Reference,
                     )?;
                     if let Some(out) = out {
                         return Ok(AttentionOutput {
@@ -552,23 +557,20 @@ impl MultiHeadAttention {
         };
         let k_len = k.dim(2)?;
         check_biases(k_len)?;
-        if fused && ggml {
-            if let Some(out) =
-                super::ggml::attention(&q, &k, &v, dims(k_len), &biases, scale as f32)?
-            {
-                return Ok(AttentionOutput {
-                    output: self.out.forward(&out)?,
-                    weights: None,
-                });
-            }
-        }
         if fused {
             if let (Some(qh), Some(kh), Some(vh)) =
                 (Heads::bhsd(&q), Heads::bhsd(&k), Heads::bhsd(&v))
             {
-                if let Some(out) =
-                    kernels::attention(qh, kh, vh, dims(k_len), &biases, scale as f32)?
-                {
+                let out = kernels::attention(
+                    qh,
+                    kh,
+                    vh,
+                    dims(k_len),
+                    &biases,
+                    scale as f32,
+                    self.arithmetic,
+                )?;
+                if let Some(out) = out {
                     return Ok(AttentionOutput {
                         output: self.out.forward(&out)?,
                         weights: None,

@@ -28,7 +28,7 @@
 use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
-use super::kernels::{AttentionDims, BiasView};
+use super::kernels::{f32_data, AttentionDims, BiasView, HeadLayout};
 use crate::error::{Error, Result};
 
 /// Whose floating-point arithmetic a block reproduces.
@@ -157,24 +157,25 @@ macro_rules! fma_dispatch {
     };
 }
 
-/// Contiguous f32 data of a CPU tensor.
-fn f32_slice(t: &Tensor) -> Option<Vec<f32>> {
-    if !t.device().is_cpu() || t.dtype() != DType::F32 {
+/// Runs `f` on the f32 data of a contiguous CPU tensor (borrowed, not copied); `None`
+/// for any other tensor or one that tracks gradients.
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    if !super::kernels::eligible(&[t]) || !t.is_contiguous() {
         return None;
     }
-    t.flatten_all().ok()?.to_vec1::<f32>().ok()
+    let (storage, layout) = t.storage_and_layout();
+    let data = f32_data(&storage, layout)?;
+    Some(f(&data[..t.elem_count()]))
 }
 
 /// `x` with every value rounded to the nearest f16 (kept in f32): what llama.cpp's f16 KV
 /// cache stores.
 pub(crate) fn round_to_f16(x: &Tensor) -> Result<Tensor> {
-    match f32_slice(x) {
-        Some(mut data) => {
-            for v in data.iter_mut() {
-                *v = round_f16(*v);
-            }
-            Ok(Tensor::from_vec(data, x.shape(), &Device::Cpu)?)
-        }
+    let x = x.contiguous()?;
+    match with_f32(&x, |data| {
+        data.iter().map(|v| round_f16(*v)).collect::<Vec<_>>()
+    }) {
+        Some(data) => Ok(Tensor::from_vec(data, x.shape(), &Device::Cpu)?),
         None => Ok(x.to_dtype(DType::F16)?.to_dtype(x.dtype())?),
     }
 }
@@ -182,29 +183,31 @@ pub(crate) fn round_to_f16(x: &Tensor) -> Result<Tensor> {
 /// RMSNorm of the last dimension, `(x × scale) × weight`, as
 /// `ggml_compute_forward_rms_norm_f32` and the following `ggml_mul` compute it.
 pub(crate) fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Option<Tensor>> {
-    if x.track_op() || weight.track_op() {
-        return Ok(None);
-    }
-    let (Some(xs), Some(w)) = (f32_slice(x), f32_slice(weight)) else {
-        return Ok(None);
-    };
-    let d = w.len();
-    if d == 0 || xs.len() % d != 0 {
+    let d = weight.elem_count();
+    if d == 0 || x.dims().last() != Some(&d) {
         return Err(Error::shape("norm input", format!("(..., {d})"), x.dims()));
     }
-    let mut out = vec![0f32; xs.len()];
-    for (o, row) in out.chunks_mut(d).zip(xs.chunks(d)) {
-        let mut sum = 0f64;
-        for v in row {
-            sum += (v * v) as f64;
-        }
-        let mean = (sum / d as f64) as f32;
-        let scale = 1.0 / (mean + eps).sqrt();
-        for ((o, v), w) in o.iter_mut().zip(row).zip(&w) {
-            *o = (v * scale) * w;
-        }
-    }
-    Ok(Some(Tensor::from_vec(out, x.shape(), &Device::Cpu)?))
+    let x = x.contiguous()?;
+    let out = with_f32(&x, |xs| {
+        with_f32(weight, |w| {
+            let mut out = vec![0f32; xs.len()];
+            for (o, row) in out.chunks_mut(d).zip(xs.chunks(d)) {
+                let mut sum = 0f64;
+                for v in row {
+                    sum += (v * v) as f64;
+                }
+                let mean = (sum / d as f64) as f32;
+                let scale = 1.0 / (mean + eps).sqrt();
+                for ((o, v), w) in o.iter_mut().zip(row).zip(w) {
+                    *o = (v * scale) * w;
+                }
+            }
+            out
+        })
+    })
+    .flatten();
+    out.map(|o| Ok(Tensor::from_vec(o, x.shape(), &Device::Cpu)?))
+        .transpose()
 }
 
 /// Cosines and sines of positions `0..max_positions` for `head_dim / 2` frequencies, as
@@ -245,16 +248,21 @@ pub(crate) fn rope_apply(
     sin: &Tensor,
     interleaved: bool,
 ) -> Result<Option<Tensor>> {
-    if x.track_op() {
-        return Ok(None);
-    }
     let (b, h, s, d) = x.dims4()?;
-    let (Some(xs), Some(c), Some(sn)) = (f32_slice(x), f32_slice(cos), f32_slice(sin)) else {
-        return Ok(None);
-    };
-    let mut out = vec![0f32; xs.len()];
-    rope_rows(&xs, &c, &sn, &mut out, [b, h, s, d], interleaved);
-    Ok(Some(Tensor::from_vec(out, x.shape(), &Device::Cpu)?))
+    let (x, cos, sin) = (x.contiguous()?, cos.contiguous()?, sin.contiguous()?);
+    let out = with_f32(&x, |xs| {
+        with_f32(&cos, |c| {
+            with_f32(&sin, |sn| {
+                let mut out = vec![0f32; xs.len()];
+                rope_rows(xs, c, sn, &mut out, [b, h, s, d], interleaved);
+                out
+            })
+        })
+    })
+    .flatten()
+    .flatten();
+    out.map(|o| Ok(Tensor::from_vec(o, x.shape(), &Device::Cpu)?))
+        .transpose()
 }
 
 fma_dispatch!(rope_rows => rope_rows_body(xs: &[f32], cos: &[f32], sin: &[f32], out: &mut [f32], dims: [usize; 4], interleaved: bool) -> ());
@@ -292,18 +300,19 @@ fn rope_rows_body(
 /// `silu(gate) × up` for `hidden = [gate | up]` of shape `(..., 2 d_ff)`, as
 /// `ggml_vec_swiglu_f32`: 16 values at a time with [`v_expf`], the rest with libm's `expf`.
 pub(crate) fn swiglu(hidden: &Tensor, d_ff: usize) -> Result<Option<Tensor>> {
-    if hidden.track_op() || hidden.dims().last() != Some(&(2 * d_ff)) {
+    if hidden.dims().last() != Some(&(2 * d_ff)) {
         return Ok(None);
     }
-    let Some(src) = f32_slice(hidden) else {
-        return Ok(None);
-    };
-    let rows = src.len() / (2 * d_ff);
-    let mut out = vec![0f32; rows * d_ff];
-    swiglu_rows(&src, &mut out, d_ff);
+    let hidden = hidden.contiguous()?;
+    let out = with_f32(&hidden, |src| {
+        let mut out = vec![0f32; src.len() / 2];
+        swiglu_rows(src, &mut out, d_ff);
+        out
+    });
     let mut dims = hidden.dims().to_vec();
     *dims.last_mut().expect("rank >= 1") = d_ff;
-    Ok(Some(Tensor::from_vec(out, dims, &Device::Cpu)?))
+    out.map(|o| Ok(Tensor::from_vec(o, dims, &Device::Cpu)?))
+        .transpose()
 }
 
 fma_dispatch!(swiglu_rows => swiglu_rows_body(src: &[f32], out: &mut [f32], d_ff: usize) -> ());
@@ -324,26 +333,27 @@ fn swiglu_rows_body(src: &[f32], out: &mut [f32], d_ff: usize) {
     }
 }
 
-/// Attention as llama.cpp computes it without flash attention and with an f16 KV cache:
-/// `q` `(b, h, q_len, d)`, `k` and `v` `(b, kv_h, k_len, d)` holding f16 values (see
-/// [`round_to_f16`]), all f32; additive `biases` broadcastable to `(b, h, q_len, k_len)`.
-/// Returns `(b, q_len, h·d)`.
+/// Attention as llama.cpp computes it without flash attention and with an f16 KV cache,
+/// into `out` `(batch, q_len, heads · head_dim)`: q, k and v in `data` through their
+/// layouts (keys and values holding f16 values, see [`round_to_f16`]), additive biases.
+/// [`super::kernels::attention`] prepares the inputs, as for its reference loop.
 ///
 /// Per query: scores `q16·k16` (16-lane FMA accumulation over `d`, [`hsum16`]), scaled,
-/// plus the biases (masked keys skip the product); softmax over 16-key blocks with [`v_expf`] and an f64 sum;
-/// probabilities rounded to f16; output `Σ p16·v16` accumulated in 16 lanes by key index.
+/// plus the biases (masked keys skip the product); softmax over 16-key blocks with
+/// [`v_expf`] and an f64 sum; probabilities rounded to f16; output `Σ p16·v16` accumulated
+/// in 16 lanes by key index.
 ///
 /// Key indices count from the first key the row may attend to: in llama.cpp a sequence
 /// starts at cache cell 0, here a left-padded row of a batch starts later, and counting from
 /// its first real key keeps the lanes and blocks (so the result) equal to the row alone.
-pub(crate) fn attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
+pub(crate) fn attention_into(
+    out: &mut [f32],
+    data: [&[f32]; 3],
+    layouts: [HeadLayout; 3],
     dims: AttentionDims,
-    biases: &[&Tensor],
+    biases: &[BiasView],
     scale: f32,
-) -> Result<Option<Tensor>> {
+) {
     let AttentionDims {
         batch: b,
         heads: h,
@@ -352,43 +362,12 @@ pub(crate) fn attention(
         head_dim: d,
         ..
     } = dims;
-    // Keys and values may be views of a cache buffer: each head's rows must be contiguous.
-    let rows_contiguous = |t: &Tensor| -> Result<Tensor> {
-        let st = t.stride();
-        Ok(if st.len() == 4 && st[3] == 1 && st[2] == d {
-            t.clone()
-        } else {
-            t.contiguous()?
-        })
-    };
-    let mut all = vec![q.contiguous()?, rows_contiguous(k)?, rows_contiguous(v)?];
-    for bias in biases {
-        // A broadcast view: stride 0 along broadcast dimensions, no copy.
-        all.push(bias.broadcast_as((b, h, q_len, k_len))?);
-    }
-    if !super::kernels::eligible(&all.iter().collect::<Vec<_>>()) {
-        return Ok(None);
-    }
-    let guards: Vec<_> = all.iter().map(|t| t.storage_and_layout()).collect();
-    let data: Option<Vec<&[f32]>> = guards
-        .iter()
-        .map(|(s, l)| super::kernels::f32_data(s, l))
-        .collect();
-    let Some(data) = data else { return Ok(None) };
-    let (qs, ks, vs) = (data[0], data[1], data[2]);
-    let bias_views: Vec<BiasView> = all[3..]
-        .iter()
-        .zip(&data[3..])
-        .map(|(t, d)| BiasView::new(d, t.dims(), t.stride()))
-        .collect();
-    let head_strides = |t: &Tensor| [t.stride()[0], t.stride()[1]];
     let inputs = HeadInputs {
-        qs,
-        biases: &bias_views,
+        data,
+        layouts,
+        biases,
         dims,
         scale,
-        k_strides: head_strides(&all[1]),
-        v_strides: head_strides(&all[2]),
     };
     let tasks: Vec<(usize, usize)> = (0..b)
         .flat_map(|bi| (0..h).map(move |hi| (bi, hi)))
@@ -397,57 +376,39 @@ pub(crate) fn attention(
     let results: Vec<Vec<f32>> = if b * h * q_len * k_len * d >= 1 << 15 {
         tasks
             .par_iter()
-            .map(|&t| attention_head(&inputs, t, ks, vs))
+            .map(|&t| attention_head(&inputs, t))
             .collect()
     } else {
-        tasks
-            .iter()
-            .map(|&t| attention_head(&inputs, t, ks, vs))
-            .collect()
+        tasks.iter().map(|&t| attention_head(&inputs, t)).collect()
     };
-    let mut out = vec![0f32; b * q_len * h * d];
     for (&(bi, hi), head_out) in tasks.iter().zip(&results) {
         for t in 0..q_len {
             let dst = ((bi * q_len + t) * h + hi) * d;
             out[dst..dst + d].copy_from_slice(&head_out[t * d..][..d]);
         }
     }
-    Ok(Some(Tensor::from_vec(
-        out,
-        (b, q_len, h * d),
-        &Device::Cpu,
-    )?))
 }
 
-/// What every (batch, head) task of [`attention`] reads.
+/// What every (batch, head) task of [`attention_into`] reads.
 struct HeadInputs<'a> {
-    qs: &'a [f32],
+    data: [&'a [f32]; 3],
+    layouts: [HeadLayout; 3],
     biases: &'a [BiasView<'a>],
     dims: AttentionDims,
     scale: f32,
-    /// Element strides of a batch row and of a head in the keys and the values (positions
-    /// are `head_dim` apart).
-    k_strides: [usize; 2],
-    v_strides: [usize; 2],
 }
 
-fma_dispatch!(attention_head => attention_head_body(inputs: &HeadInputs, task: (usize, usize), ks: &[f32], vs: &[f32]) -> Vec<f32>);
+fma_dispatch!(attention_head => attention_head_body(inputs: &HeadInputs, task: (usize, usize)) -> Vec<f32>);
 
-/// Head `hi` of batch row `bi` of [`attention`]: every query row, as `(q_len, d)`.
+/// Head `hi` of batch row `bi` of [`attention_into`]: every query row, as `(q_len, d)`.
 #[inline(always)]
-fn attention_head_body(
-    inputs: &HeadInputs,
-    (bi, hi): (usize, usize),
-    ks: &[f32],
-    vs: &[f32],
-) -> Vec<f32> {
+fn attention_head_body(inputs: &HeadInputs, (bi, hi): (usize, usize)) -> Vec<f32> {
     let HeadInputs {
-        qs,
+        data: [qs, ks, vs],
+        layouts: [ql, kl, vl],
         biases,
         dims,
         scale,
-        k_strides,
-        v_strides,
     } = *inputs;
     let AttentionDims {
         heads: h,
@@ -458,18 +419,15 @@ fn attention_head_body(
         ..
     } = dims;
     let kv_hi = hi / (h / kvh);
-    let (k0, v0) = (
-        bi * k_strides[0] + kv_hi * k_strides[1],
-        bi * v_strides[0] + kv_hi * v_strides[1],
-    );
-    let (keys, values) = (&ks[k0..k0 + k_len * d], &vs[v0..v0 + k_len * d]);
+    let (q0, k0, v0) = (ql.at(bi, hi), kl.at(bi, kv_hi), vl.at(bi, kv_hi));
+    let key = |j: usize| &ks[k0 + j * kl.ss..][..d];
+    let value = |j: usize| &vs[v0 + j * vl.ss..][..d];
     let mut out = vec![0f32; q_len * d];
     let mut scores = vec![0f32; k_len];
     let mut q16 = vec![0f32; d];
     let mut acc = vec![0f32; LANES * d];
     for t in 0..q_len {
-        let qrow = &qs[((bi * h + hi) * q_len + t) * d..][..d];
-        for (r, x) in q16.iter_mut().zip(qrow) {
+        for (r, x) in q16.iter_mut().zip(&qs[q0 + t * ql.ss..][..d]) {
             *r = round_f16(*x);
         }
         // The biases first: a masked key (≤ f32::MIN / 2) needs no product, its score
@@ -479,27 +437,23 @@ fn attention_head_body(
         for bias in biases {
             bias.add_row(&mut scores, bi, hi, t);
         }
-        for (s, key) in scores.iter_mut().zip(keys.chunks_exact(d)) {
+        for (j, s) in scores.iter_mut().enumerate() {
             if *s > f32::MIN / 2.0 {
-                *s += dot_lanes(key, &q16) * scale;
+                *s += dot_lanes(key(j), &q16) * scale;
             }
         }
         let start = scores.iter().position(|s| *s > f32::MIN / 2.0).unwrap_or(0);
         let probs = &mut scores[start..];
         softmax_in_place(probs);
         acc.fill(0.0);
-        for (j, (p, value)) in probs
-            .iter()
-            .zip(values[start * d..].chunks_exact(d))
-            .enumerate()
-        {
+        for (j, p) in probs.iter().enumerate() {
             if *p == 0.0 {
                 // Would add 0 to every lane.
                 continue;
             }
             let p16 = round_f16(*p);
             let lane = &mut acc[(j % LANES) * d..][..d];
-            for (a, x) in lane.iter_mut().zip(value) {
+            for (a, x) in lane.iter_mut().zip(value(start + j)) {
                 *a = x.mul_add(p16, *a);
             }
         }

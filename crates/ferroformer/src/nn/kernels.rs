@@ -16,6 +16,7 @@ use candle_core::{DType, Device, Layout, Storage, Tensor};
 use rayon::prelude::*;
 
 use super::feed_forward::Activation;
+use super::ggml::Arithmetic;
 use crate::error::Result;
 
 /// Whether every tensor is an f32 CPU tensor outside any autograd graph.
@@ -476,7 +477,8 @@ impl SendPtr {
     }
 }
 
-/// Scaled dot-product attention; returns `(batch, q_len, heads * head_dim)`.
+/// Scaled dot-product attention with `arithmetic`'s loop ([`attention_into`], or llama.cpp's
+/// in `super::ggml`); returns `(batch, q_len, heads * head_dim)`.
 ///
 /// `biases` are additive tensors broadcastable to `(batch, heads, q_len, k_len)` (already
 /// shape-checked by the caller). `None` when not applicable.
@@ -487,6 +489,7 @@ pub(crate) fn attention(
     dims: AttentionDims,
     biases: &[&Tensor],
     scale: f32,
+    arithmetic: Arithmetic,
 ) -> Result<Option<Tensor>> {
     let mut all = vec![q.tensor, k.tensor, v.tensor];
     all.extend(biases.iter().copied());
@@ -519,14 +522,13 @@ pub(crate) fn attention(
         .zip(&data[3..])
         .map(|(t, d)| BiasView::new(d, t.dims(), t.stride()))
         .collect();
-    attention_into(
-        &mut out,
-        [qd, kd, vd],
-        [q.layout, k.layout, v.layout],
-        dims,
-        &bias_views,
-        scale,
-    );
+    let (data, layouts) = ([qd, kd, vd], [q.layout, k.layout, v.layout]);
+    match arithmetic {
+        Arithmetic::Reference => attention_into(&mut out, data, layouts, dims, &bias_views, scale),
+        Arithmetic::Ggml => {
+            super::ggml::attention_into(&mut out, data, layouts, dims, &bias_views, scale)
+        }
+    }
     drop(guards);
     Ok(Some(Tensor::from_vec(
         out,
