@@ -549,13 +549,23 @@ fn attention_weights(dir: &Path, ids: &[u32], layer: usize) -> anyhow::Result<Te
         Some("bert") => {
             let m = BertModel::from_dir(dir, DType::F32, &dev)?;
             m.encoder()
-                .forward(&input, None, None, false, true)?
+                .forward(
+                    &input,
+                    None,
+                    None,
+                    ferroformer::nn::Pass::INFERENCE.with_weights(),
+                )?
                 .self_attention_weights
         }
         Some("gpt2") => {
             let m = Gpt2LmHeadModel::from_dir(dir, DType::F32, &dev)?;
             m.decoder()
-                .forward(&input, None, None, false, true)?
+                .forward(
+                    &input,
+                    None,
+                    None,
+                    ferroformer::nn::Pass::INFERENCE.with_weights(),
+                )?
                 .attention_weights
         }
         other => bail!(

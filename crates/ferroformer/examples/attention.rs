@@ -9,7 +9,9 @@ use anyhow::{Context, Result};
 use candle_core::IndexOp;
 use candle_nn::VarMap;
 use ferroformer::nn::mask::attention_bias;
-use ferroformer::nn::{AttentionConfig, AttentionContext, AttentionNames, MultiHeadAttention};
+use ferroformer::nn::{
+    AttentionConfig, AttentionContext, AttentionNames, Mode, MultiHeadAttention,
+};
 use ferroformer::{DType, Device, Tensor, Weights};
 
 fn main() -> Result<()> {
@@ -31,7 +33,7 @@ fn main() -> Result<()> {
         &x,
         AttentionContext {
             bias: bias.as_ref(),
-            need_weights: true,
+            mode: Mode::INFERENCE.with_weights(),
             ..Default::default()
         },
     )?;

@@ -9,6 +9,7 @@ use anyhow::Result;
 use candle_core::{IndexOp, D};
 use candle_nn::VarMap;
 use ferroformer::arch::{DecoderConfig, DecoderNames, DecoderOnlyTransformer};
+use ferroformer::nn::Pass;
 use ferroformer::{DType, Device, Tensor, Weights};
 
 /// Greedy choice from the logits of the last position of `logits` `(1, seq, vocab)`.
@@ -31,7 +32,7 @@ fn main() -> Result<()> {
     // Full forward with causal masking, asking for attention weights.
     let prompt: Vec<u32> = vec![3, 14, 15, 9, 2];
     let input = Tensor::new(prompt.as_slice(), &device)?.unsqueeze(0)?;
-    let out = model.forward(&input, None, None, false, true)?;
+    let out = model.forward(&input, None, None, Pass::INFERENCE.with_weights())?;
     println!("input {:?} -> logits {:?}", input.dims(), out.logits.dims());
     let w0: Vec<Vec<f32>> = out.attention_weights[0].i((0, 0))?.to_vec2()?;
     println!("layer 0, head 0 attention weights (upper triangle is 0: causal):");
@@ -44,7 +45,7 @@ fn main() -> Result<()> {
     let mut caches = model.new_caches();
     let mut step_logits = Vec::new();
     let logits = model
-        .forward(&input, None, Some(&mut caches), false, false)?
+        .forward(&input, None, Some(&mut caches), Pass::INFERENCE)?
         .logits;
     let mut next = argmax_last(&logits)?;
     step_logits.push(logits);
@@ -53,7 +54,7 @@ fn main() -> Result<()> {
         tokens.push(next);
         let one = Tensor::new(&[[next]], &device)?;
         let logits = model
-            .forward(&one, None, Some(&mut caches), false, false)?
+            .forward(&one, None, Some(&mut caches), Pass::INFERENCE)?
             .logits;
         next = argmax_last(&logits)?;
         step_logits.push(logits);
@@ -68,7 +69,7 @@ fn main() -> Result<()> {
     // The cached logits of every position equal one full forward over all tokens.
     let cached = Tensor::cat(&step_logits, 1)?;
     let all = Tensor::new(tokens.as_slice(), &device)?.unsqueeze(0)?;
-    let full = model.forward(&all, None, None, false, false)?.logits;
+    let full = model.forward(&all, None, None, Pass::INFERENCE)?.logits;
     let diff = (&cached - &full)?.abs()?.max_all()?.to_scalar::<f32>()?;
     println!(
         "cached {:?} vs full {:?}: max |difference| = {diff:.2e}",

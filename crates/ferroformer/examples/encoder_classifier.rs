@@ -10,6 +10,7 @@ use candle_core::D;
 use candle_nn::VarMap;
 use ferroformer::arch::heads::{first_token, mean_pool};
 use ferroformer::arch::{ClassificationHead, EncoderConfig, EncoderNames, TransformerEncoder};
+use ferroformer::nn::Pass;
 use ferroformer::{DType, Device, Tensor, Weights};
 
 fn print_rows(label: &str, t: &Tensor) -> Result<()> {
@@ -34,7 +35,7 @@ fn main() -> Result<()> {
     let ids = Tensor::new(&[[5u32, 17, 42, 8, 99, 3], [7, 21, 64, 0, 0, 0]], &device)?;
     let mask = Tensor::new(&[[1u8, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]], &device)?;
     let hidden = encoder
-        .forward(&ids, Some(&mask), None, false, false)?
+        .forward(&ids, Some(&mask), None, Pass::INFERENCE)?
         .hidden;
     println!("input_ids {:?} -> hidden {:?}", ids.dims(), hidden.dims());
 
@@ -59,8 +60,7 @@ fn main() -> Result<()> {
         &ids.narrow(0, 1, 1)?.narrow(1, 0, 3)?,
         None,
         None,
-        false,
-        false,
+        Pass::INFERENCE,
     )?;
     let alone_mean = alone.hidden.mean(1)?;
     let diff = (alone_mean - mean.narrow(0, 1, 1)?)?

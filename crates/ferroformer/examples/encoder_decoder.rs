@@ -10,6 +10,7 @@ use anyhow::Result;
 use candle_nn::VarMap;
 use ferroformer::arch::{Transformer, TransformerConfig};
 use ferroformer::nn::mask::from_key_padding_mask;
+use ferroformer::nn::Pass;
 use ferroformer::{DType, Device, Tensor, Weights};
 
 fn main() -> Result<()> {
@@ -37,7 +38,14 @@ fn main() -> Result<()> {
     let tgt_mask = Tensor::new(&[[1u8, 1, 1, 1, 1], [1, 1, 1, 1, 0]], &device)?;
     println!("src_mask (1 = attend): {:?}", src_mask.to_vec2::<u8>()?);
 
-    let out = model.forward(&src, &tgt, Some(&src_mask), Some(&tgt_mask), true, false)?;
+    let out = model.forward(
+        &src,
+        &tgt,
+        Some(&src_mask),
+        Some(&tgt_mask),
+        true,
+        Pass::INFERENCE,
+    )?;
     println!(
         "src {:?}, tgt {:?} -> output {:?}",
         src.dims(),
@@ -48,7 +56,7 @@ fn main() -> Result<()> {
     println!("output[0, 0, ..5] = {first:?}");
 
     // The same in two steps, with attention weights from the decoder.
-    let memory = model.encode(&src, Some(&src_mask), false)?;
+    let memory = model.encode(&src, Some(&src_mask), Pass::INFERENCE)?;
     let dec = model.decode(
         &tgt,
         &memory,
@@ -56,8 +64,7 @@ fn main() -> Result<()> {
         Some(&tgt_mask),
         true,
         None,
-        false,
-        true,
+        Pass::INFERENCE.with_weights(),
     )?;
     println!("memory {:?}", memory.dims());
     println!(

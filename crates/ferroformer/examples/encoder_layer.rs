@@ -9,7 +9,7 @@ use anyhow::Result;
 use candle_core::D;
 use candle_nn::VarMap;
 use ferroformer::nn::mask::attention_bias;
-use ferroformer::nn::{Activation, LayerConfig, LayerContext, LayerNames, TransformerLayer};
+use ferroformer::nn::{Activation, LayerConfig, LayerContext, LayerNames, Mode, TransformerLayer};
 use ferroformer::{DType, Device, Tensor, Weights};
 
 /// Mean and standard deviation over the features of position 0 of batch row 0.
@@ -56,7 +56,7 @@ fn main() -> Result<()> {
             &x,
             LayerContext {
                 self_bias: bias.as_ref(),
-                need_weights: true,
+                mode: Mode::INFERENCE.with_weights(),
                 ..Default::default()
             },
         )?;

@@ -7,7 +7,7 @@
 
 use anyhow::Result;
 use candle_nn::VarMap;
-use ferroformer::nn::{Activation, FeedForward, FeedForwardConfig, FeedForwardNames};
+use ferroformer::nn::{Activation, FeedForward, FeedForwardConfig, FeedForwardNames, Mode};
 use ferroformer::{DType, Device, Tensor, Weights};
 
 fn first_values(t: &Tensor, n: usize) -> Result<Vec<f32>> {
@@ -25,7 +25,7 @@ fn main() -> Result<()> {
     let relu_cfg = FeedForwardConfig::new(d_model, d_ff, Activation::Relu);
     let relu_names = FeedForwardNames::two_layer("linear1", "linear2", relu_cfg.bias);
     let relu_ffn = FeedForward::load(&w.pp("relu"), &relu_cfg, &relu_names)?;
-    let y = relu_ffn.forward(&x, false)?;
+    let y = relu_ffn.forward(&x, Mode::INFERENCE)?;
     println!("ReLU FFN:   {:?} -> {:?}", x.dims(), y.dims());
     println!("  first values: {:?}", first_values(&y, 4)?);
 
@@ -33,12 +33,12 @@ fn main() -> Result<()> {
     let swiglu_cfg = FeedForwardConfig::swiglu(d_model, d_ff);
     let swiglu_names = FeedForwardNames::gated("gate_proj", "up_proj", "down_proj", false);
     let swiglu = FeedForward::load(&w.pp("swiglu"), &swiglu_cfg, &swiglu_names)?;
-    let y = swiglu.forward(&x, false)?;
+    let y = swiglu.forward(&x, Mode::INFERENCE)?;
     println!("SwiGLU FFN: {:?} -> {:?}", x.dims(), y.dims());
     println!("  first values: {:?}", first_values(&y, 4)?);
 
     // Each position is transformed on its own: running one position alone gives the same row.
-    let alone = swiglu.forward(&x.narrow(1, 1, 1)?, false)?;
+    let alone = swiglu.forward(&x.narrow(1, 1, 1)?, Mode::INFERENCE)?;
     let diff = (alone - y.narrow(1, 1, 1)?)?
         .abs()?
         .max_all()?

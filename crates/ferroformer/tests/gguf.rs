@@ -89,9 +89,9 @@ fn config_comes_from_the_metadata() {
             base: 100000.0,
             layout: RopeLayout::Interleaved,
             scaling: None,
-            arithmetic: ferroformer::nn::Arithmetic::Ggml,
         }
     );
+    assert_eq!(d.arithmetic, ferroformer::nn::Arithmetic::Ggml);
     assert!(d.tie_word_embeddings, "the file has no output.weight");
     assert!(!attn.qkv_bias && !attn.out_bias);
     // The tokenizer's metadata.
@@ -646,7 +646,10 @@ fn tiny_quantized_model_matches_its_dequantized_weights() {
         .unsqueeze(0)
         .unwrap();
     let q = model.forward(&x, None, None).unwrap().logits;
-    let r = dense.forward(&x, None, None, false, false).unwrap().logits;
+    let r = dense
+        .forward(&x, None, None, ferroformer::nn::Pass::INFERENCE)
+        .unwrap()
+        .logits;
     let scale = r
         .abs()
         .unwrap()
@@ -764,6 +767,7 @@ fn quantized_linear_parts_stack_and_narrow() {
     let x = values(&[3, 64], 4.0, 1.0);
     let y = fused.forward(&x).unwrap();
     let dense = Linear::new(q.dequantize().unwrap(), None)
+        .unwrap()
         .forward(&x)
         .unwrap();
     let scale = dense

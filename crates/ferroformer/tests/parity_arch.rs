@@ -12,6 +12,7 @@ use common::*;
 use ferroformer::arch::{Transformer, TransformerConfig};
 use ferroformer::models::{BertModel, Gpt2LmHeadModel};
 use ferroformer::nn::mask::attention_bias;
+use ferroformer::nn::Pass;
 use ferroformer::Weights;
 
 const TOL: f32 = 1e-4;
@@ -52,7 +53,7 @@ fn nn_transformer_forward_matches_pytorch() {
     let (src, tgt) = (f.io("src"), f.io("tgt"));
     let (sm, tm) = (f.io("src_mask"), f.io("tgt_mask"));
     let out = model
-        .forward(&src, &tgt, Some(&sm), Some(&tm), true, false)
+        .forward(&src, &tgt, Some(&sm), Some(&tm), true, Pass::INFERENCE)
         .unwrap();
     assert_close("nn.Transformer output", &out, &f.io("out"), TOL);
 
@@ -66,7 +67,7 @@ fn nn_transformer_forward_matches_pytorch() {
                 None,
                 None,
                 true,
-                false,
+                Pass::INFERENCE,
             )
             .unwrap();
         assert_close(
@@ -93,7 +94,7 @@ fn nn_transformer_gradients_match_pytorch() {
             Some(&f.io("src_mask")),
             Some(&f.io("tgt_mask")),
             true,
-            true,
+            Pass::TRAIN,
         )
         .unwrap();
     assert_close("training-mode output", &out, &f.io("out"), TOL);
@@ -278,12 +279,12 @@ fn course_decoder_left_padded_rows_equal_unpadded_runs() {
     )
     .unwrap();
     let batched = model
-        .forward(&ids, Some(&mask), None, false, false)
+        .forward(&ids, Some(&mask), None, Pass::INFERENCE)
         .unwrap()
         .logits;
     for (i, len) in lengths(&mask).into_iter().enumerate() {
         let alone = model
-            .forward(&row_suffix(&ids, i, len), None, None, false, false)
+            .forward(&row_suffix(&ids, i, len), None, None, Pass::INFERENCE)
             .unwrap()
             .logits;
         assert_close(
@@ -360,7 +361,7 @@ fn trained_checkpoints_match_transformers() {
         .unwrap();
         let f = Fixture::load(&format!("trained-{preset}-io.safetensors"));
         let logits = model
-            .forward(&f.io("input_ids"), None, None, false, false)
+            .forward(&f.io("input_ids"), None, None, Pass::INFERENCE)
             .unwrap()
             .logits;
         assert_close(&format!("{preset} logits"), &logits, &f.io("logits"), TOL);

@@ -46,7 +46,7 @@ fn multihead_attention_with_padding_mask() {
             &x,
             AttentionContext {
                 bias: b.as_ref(),
-                need_weights: true,
+                mode: Mode::INFERENCE.with_weights(),
                 ..Default::default()
             },
         )
@@ -71,7 +71,7 @@ fn multihead_attention_with_causal_and_padding_mask() {
             &x,
             AttentionContext {
                 bias: b.as_ref(),
-                need_weights: true,
+                mode: Mode::INFERENCE.with_weights(),
                 ..Default::default()
             },
         )
@@ -320,16 +320,16 @@ fn rope_matches_transformers_llama() {
         &Device::Cpu,
     )
     .unwrap();
-    let t = half.tables(&pos).unwrap();
+    let t = half.tables(&pos, Arithmetic::Reference).unwrap();
     assert_close(
         "q half-split",
-        &t.apply(&f.io("q")).unwrap(),
+        &t.apply(&f.io("q"), Arithmetic::Reference).unwrap(),
         &f.io("q_rot"),
         TOL,
     );
     assert_close(
         "k half-split",
-        &t.apply(&f.io("k")).unwrap(),
+        &t.apply(&f.io("k"), Arithmetic::Reference).unwrap(),
         &f.io("k_rot"),
         TOL,
     );
@@ -342,10 +342,10 @@ fn rope_matches_transformers_llama() {
         &Device::Cpu,
     )
     .unwrap();
-    let ti = inter.tables(&pos).unwrap();
+    let ti = inter.tables(&pos, Arithmetic::Reference).unwrap();
     assert_close(
         "q interleaved",
-        &ti.apply(&f.io("q")).unwrap(),
+        &ti.apply(&f.io("q"), Arithmetic::Reference).unwrap(),
         &f.io("q_interleaved"),
         TOL,
     );
@@ -353,20 +353,20 @@ fn rope_matches_transformers_llama() {
     let qv = Var::from_tensor(&f.io("q")).unwrap();
     assert_close(
         "q half-split (grad path)",
-        &t.apply(qv.as_tensor()).unwrap(),
+        &t.apply(qv.as_tensor(), Arithmetic::Reference).unwrap(),
         &f.io("q_rot"),
         TOL,
     );
     assert_close(
         "q interleaved (grad path)",
-        &ti.apply(qv.as_tensor()).unwrap(),
+        &ti.apply(qv.as_tensor(), Arithmetic::Reference).unwrap(),
         &f.io("q_interleaved"),
         TOL,
     );
     // Beyond the table: a clear error.
     let far = Tensor::new(&[[70u32]], &Device::Cpu).unwrap();
     assert!(half
-        .tables(&far)
+        .tables(&far, Arithmetic::Reference)
         .unwrap_err()
         .to_string()
         .contains("position 70"));
@@ -403,7 +403,7 @@ fn swiglu_matches_llama_mlp() {
     .unwrap();
     assert_close(
         "swiglu",
-        &ffn.forward(&f.io("x"), false).unwrap(),
+        &ffn.forward(&f.io("x"), Mode::INFERENCE).unwrap(),
         &f.io("out"),
         TOL,
     );
@@ -471,7 +471,10 @@ fn grouped_query_attention_equals_repeated_kv_heads() {
     for need_weights in [false, true] {
         let ctx = || AttentionContext {
             bias: b.as_ref(),
-            need_weights,
+            mode: Mode {
+                need_weights,
+                ..Mode::INFERENCE
+            },
             ..Default::default()
         };
         let a = gqa.forward(&x, ctx()).unwrap().output;
@@ -693,7 +696,7 @@ fn attention_training_op_matches_composed_gradients() {
     let b = bias(Some(&mask), true, 3, 6, 6);
     let rope = RotaryEmbedding::new(8, 16, 10_000.0, RopeLayout::HalfSplit, DType::F32, &dev)
         .unwrap()
-        .tables_range(3, 0, 6)
+        .tables_range(3, 0, 6, Arithmetic::Reference)
         .unwrap();
     let wts = Tensor::randn(0f32, 1.0, (3, 6, 32), &dev).unwrap();
     // Without rotary positions the op reads q, k and v straight out of the fused projection.
@@ -705,8 +708,10 @@ fn attention_training_op_matches_composed_gradients() {
                     AttentionContext {
                         bias: b.as_ref(),
                         rope,
-                        train: true,
-                        need_weights,
+                        mode: Mode {
+                            need_weights,
+                            ..Mode::train()
+                        },
                         ..Default::default()
                     },
                 )

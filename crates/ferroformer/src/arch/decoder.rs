@@ -8,7 +8,7 @@ use super::heads::LmHead;
 use super::stack::{LayerStack, StackConfig, StackContext, StackNames};
 use crate::error::{Error, Result};
 use crate::nn::mask::attention_bias;
-use crate::nn::{Activation, LayerCache, LayerConfig, LayerNames};
+use crate::nn::{Activation, Arithmetic, LayerCache, LayerConfig, LayerNames, Mode, Pass};
 use crate::weights::Weights;
 
 /// Shape of a decoder-only model.
@@ -22,6 +22,9 @@ pub struct DecoderConfig {
     pub tie_word_embeddings: bool,
     /// The (untied) LM head has a bias.
     pub lm_head_bias: bool,
+    /// Whose arithmetic every op of the model follows: the reference for `transformers`
+    /// checkpoints, llama.cpp's for GGUF files. Chosen once, here.
+    pub arithmetic: Arithmetic,
 }
 
 impl DecoderConfig {
@@ -63,6 +66,7 @@ impl DecoderConfig {
             },
             tie_word_embeddings: false,
             lm_head_bias: true,
+            arithmetic: Default::default(),
         })
     }
 }
@@ -219,17 +223,9 @@ impl DecoderOnlyTransformer {
         input_ids: &Tensor,
         attention_mask: Option<&Tensor>,
         caches: Option<&mut [LayerCache]>,
-        train: bool,
-        need_weights: bool,
+        pass: Pass,
     ) -> Result<DecoderOutput> {
-        self.run(
-            input_ids,
-            attention_mask,
-            caches,
-            train,
-            need_weights,
-            false,
-        )
+        self.run(input_ids, attention_mask, caches, pass, false)
     }
 
     /// Logits of the last position only, `(batch, vocab)`: all that generation needs. The
@@ -243,7 +239,7 @@ impl DecoderOnlyTransformer {
     ) -> Result<Tensor> {
         // On a rayon worker the kernels' parallel loops include the calling thread; from
         // outside the pool every loop would wake the workers and wait for them instead.
-        let out = on_worker(|| self.run(input_ids, attention_mask, caches, false, false, true))?;
+        let out = on_worker(|| self.run(input_ids, attention_mask, caches, Pass::INFERENCE, true))?;
         Ok(out.logits.squeeze(1)?)
     }
 
@@ -252,10 +248,10 @@ impl DecoderOnlyTransformer {
         input_ids: &Tensor,
         attention_mask: Option<&Tensor>,
         caches: Option<&mut [LayerCache]>,
-        train: bool,
-        need_weights: bool,
+        pass: Pass,
         last_only: bool,
     ) -> Result<DecoderOutput> {
+        let mode = Mode::new(pass, self.cfg.arithmetic);
         let (b, s) = input_ids
             .dims2()
             .map_err(|_| Error::shape("input_ids", "(batch, seq)", input_ids.dims()))?;
@@ -272,7 +268,7 @@ impl DecoderOnlyTransformer {
         };
         let emb = self
             .embeddings
-            .forward(input_ids, None, position_ids.as_ref(), past, train)?;
+            .forward(input_ids, None, position_ids.as_ref(), past, mode)?;
         let bias = attention_bias(
             attention_mask,
             true,
@@ -288,8 +284,7 @@ impl DecoderOnlyTransformer {
                 self_bias: bias.as_ref(),
                 rope: emb.rope.as_ref(),
                 caches,
-                train,
-                need_weights,
+                mode,
                 ..Default::default()
             },
         )?;
@@ -313,5 +308,6 @@ fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     }
     let mut out = None;
     rayon::scope(|s| s.spawn(|_| out = Some(f())));
-    out.expect("the spawned job ran")
+    // `rayon::scope` returns once the spawned job has run.
+    out.unwrap_or_else(|| unreachable!("rayon::scope ran the spawned job"))
 }

@@ -6,7 +6,7 @@ use candle_nn::Init;
 use crate::error::{Error, Result};
 use crate::nn::mask::position_ids_from_mask;
 use crate::nn::{
-    Arithmetic, LearnedPositionalEmbedding, Norm, NormConfig, RopeLayout, RopeScaling, RopeTables,
+    LearnedPositionalEmbedding, Mode, Norm, NormConfig, RopeLayout, RopeScaling, RopeTables,
     RotaryEmbedding, SinusoidalPositionalEncoding, WeightMatrix,
 };
 use crate::weights::Weights;
@@ -33,9 +33,6 @@ pub enum PositionalKind {
         /// Frequency rescaling for long contexts (`rope_scaling`), if any.
         #[serde(default)]
         scaling: Option<RopeScaling>,
-        /// Whose arithmetic builds and applies the rotations (llama.cpp's for GGUF).
-        #[serde(default)]
-        arithmetic: Arithmetic,
     },
 }
 
@@ -136,7 +133,6 @@ fn fixed_positions(
             base,
             layout,
             scaling,
-            arithmetic,
         } => {
             let head_dim = head_dim.ok_or_else(|| {
                 Error::config(
@@ -144,18 +140,15 @@ fn fixed_positions(
                     "rotary embeddings need the head dimension: use Embeddings::load_with_rotary",
                 )
             })?;
-            Positions::Rotary(
-                RotaryEmbedding::with_scaling(
-                    head_dim,
-                    cfg.max_positions,
-                    base,
-                    layout,
-                    scaling,
-                    dtype,
-                    device,
-                )?
-                .with_arithmetic(arithmetic)?,
-            )
+            Positions::Rotary(RotaryEmbedding::with_scaling(
+                head_dim,
+                cfg.max_positions,
+                base,
+                layout,
+                scaling,
+                dtype,
+                device,
+            )?)
         }
         PositionalKind::Learned { .. } => {
             return Err(Error::config(
@@ -295,7 +288,7 @@ impl Embeddings {
         token_type_ids: Option<&Tensor>,
         position_ids: Option<&Tensor>,
         past: usize,
-        train: bool,
+        mode: Mode,
     ) -> Result<Embedded> {
         let (b, s) = input_ids
             .dims2()
@@ -315,55 +308,72 @@ impl Embeddings {
                 ));
             }
         }
-        let mut rope = None;
-        match &self.positions {
-            Positions::None => {}
-            Positions::Sinusoidal(pe) => {
-                hidden = match position_ids {
-                    Some(p) => (hidden + pe.forward_ids(p)?)?,
-                    None => pe.forward(&hidden, past)?,
-                }
-            }
+        let (hidden, rope) = self.add_positions(hidden, position_ids, past, mode)?;
+        let mut hidden = self.add_token_types(hidden, token_type_ids)?;
+        if let Some(norm) = &self.norm {
+            hidden = norm.forward_with(&hidden, None, mode.arithmetic)?;
+        }
+        if mode.train && self.cfg.dropout > 0.0 {
+            hidden = crate::nn::dropout::dropout(&hidden, self.cfg.dropout)?;
+        }
+        Ok(Embedded { hidden, rope })
+    }
+
+    /// Adds the position information of `past..past + seq` (or `position_ids`) to `hidden`
+    /// `(batch, seq, d_model)`; rotary models get their tables instead.
+    fn add_positions(
+        &self,
+        hidden: Tensor,
+        position_ids: Option<&Tensor>,
+        past: usize,
+        mode: Mode,
+    ) -> Result<(Tensor, Option<RopeTables>)> {
+        let (b, s, _) = hidden.dims3()?;
+        Ok(match &self.positions {
+            Positions::None => (hidden, None),
+            Positions::Sinusoidal(pe) => match position_ids {
+                Some(p) => ((hidden + pe.forward_ids(p)?)?, None),
+                None => (pe.forward(&hidden, past)?, None),
+            },
             Positions::Learned(pe) => {
                 let pos = match position_ids {
                     Some(p) => pe.forward_ids(p)?,
                     None => pe.range(past, s)?.unsqueeze(0)?,
                 };
-                hidden = hidden.broadcast_add(&pos)?;
+                (hidden.broadcast_add(&pos)?, None)
             }
             Positions::Rotary(r) => {
-                rope = Some(match position_ids {
-                    Some(p) => r.tables(p)?,
-                    None => r.tables_range(b, past, s)?,
-                });
+                let tables = match position_ids {
+                    Some(p) => r.tables(p, mode.arithmetic)?,
+                    None => r.tables_range(b, past, s, mode.arithmetic)?,
+                };
+                (hidden, Some(tables))
             }
-        }
-        if let Some(tt) = &self.token_type {
-            let types = match token_type_ids {
-                Some(t) => {
-                    if t.dims() != [b, s] {
-                        return Err(Error::shape(
-                            "token_type_ids",
-                            format!("({b}, {s})"),
-                            t.dims(),
-                        ));
-                    }
-                    check_token_ids("token_type_ids", t, tt.dim(0)?)?;
-                    tt.index_select(&t.to_dtype(DType::U32)?.flatten_all()?, 0)?
-                        .reshape((b, s, self.cfg.d_model))?
+        })
+    }
+
+    /// Adds the segment embeddings (all-zero types when none are given, as `transformers`).
+    fn add_token_types(&self, hidden: Tensor, token_type_ids: Option<&Tensor>) -> Result<Tensor> {
+        let Some(tt) = &self.token_type else {
+            return Ok(hidden);
+        };
+        let (b, s, d) = hidden.dims3()?;
+        let types = match token_type_ids {
+            Some(t) => {
+                if t.dims() != [b, s] {
+                    return Err(Error::shape(
+                        "token_type_ids",
+                        format!("({b}, {s})"),
+                        t.dims(),
+                    ));
                 }
-                // All-zero token types, as `transformers` defaults.
-                None => tt.narrow(0, 0, 1)?.unsqueeze(0)?,
-            };
-            hidden = hidden.broadcast_add(&types)?;
-        }
-        if let Some(norm) = &self.norm {
-            hidden = norm.forward(&hidden)?;
-        }
-        if train && self.cfg.dropout > 0.0 {
-            hidden = crate::nn::dropout::dropout(&hidden, self.cfg.dropout)?;
-        }
-        Ok(Embedded { hidden, rope })
+                check_token_ids("token_type_ids", t, tt.dim(0)?)?;
+                tt.index_select(&t.to_dtype(DType::U32)?.flatten_all()?, 0)?
+                    .reshape((b, s, d))?
+            }
+            None => tt.narrow(0, 0, 1)?.unsqueeze(0)?,
+        };
+        Ok(hidden.broadcast_add(&types)?)
     }
 }
 

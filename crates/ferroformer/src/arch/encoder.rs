@@ -6,7 +6,7 @@ use super::embeddings::{EmbeddingConfig, EmbeddingNames, Embeddings, PositionalK
 use super::stack::{LayerStack, StackConfig, StackContext, StackNames, StackOutput};
 use crate::error::Result;
 use crate::nn::mask::attention_bias;
-use crate::nn::{Activation, LayerConfig, LayerNames};
+use crate::nn::{Activation, LayerConfig, LayerNames, Mode, Pass};
 use crate::weights::Weights;
 
 /// Shape of an encoder.
@@ -126,17 +126,9 @@ impl TransformerEncoder {
         input_ids: &Tensor,
         attention_mask: Option<&Tensor>,
         token_type_ids: Option<&Tensor>,
-        train: bool,
-        need_weights: bool,
+        pass: Pass,
     ) -> Result<StackOutput> {
-        self.forward_with_positions(
-            input_ids,
-            attention_mask,
-            token_type_ids,
-            None,
-            train,
-            need_weights,
-        )
+        self.forward_with_positions(input_ids, attention_mask, token_type_ids, None, pass)
     }
 
     /// Like [`TransformerEncoder::forward`] with explicit `position_ids` `(batch, seq)`, for
@@ -148,12 +140,13 @@ impl TransformerEncoder {
         attention_mask: Option<&Tensor>,
         token_type_ids: Option<&Tensor>,
         position_ids: Option<&Tensor>,
-        train: bool,
-        need_weights: bool,
+        pass: Pass,
     ) -> Result<StackOutput> {
+        // Encoders compute with the reference arithmetic (no GGUF encoder is loaded).
+        let mode = Mode::new(pass, Default::default());
         let emb = self
             .embeddings
-            .forward(input_ids, token_type_ids, position_ids, 0, train)?;
+            .forward(input_ids, token_type_ids, position_ids, 0, mode)?;
         let (b, s, _) = emb.hidden.dims3()?;
         let bias = attention_bias(
             attention_mask,
@@ -169,8 +162,7 @@ impl TransformerEncoder {
             StackContext {
                 self_bias: bias.as_ref(),
                 rope: emb.rope.as_ref(),
-                train,
-                need_weights,
+                mode,
                 ..Default::default()
             },
         )
@@ -192,9 +184,9 @@ impl TransformerEncoder {
         token_type_ids: Option<&Tensor>,
         position_ids: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let emb = self
-            .embeddings
-            .forward(input_ids, token_type_ids, position_ids, 0, false)?;
+        let emb =
+            self.embeddings
+                .forward(input_ids, token_type_ids, position_ids, 0, Mode::INFERENCE)?;
         let (b, s, d) = emb.hidden.dims3()?;
         let lengths = if emb.rope.is_some() {
             None
@@ -208,8 +200,7 @@ impl TransformerEncoder {
                     Some(attention_mask),
                     token_type_ids,
                     position_ids,
-                    false,
-                    false,
+                    Pass::INFERENCE,
                 )?
                 .hidden);
         };

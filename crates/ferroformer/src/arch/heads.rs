@@ -230,7 +230,7 @@ impl MaskedLmHead {
             dense,
             activation,
             norm,
-            decoder: Linear::new(weight, Some(bias)),
+            decoder: Linear::new(weight, Some(bias))?,
         })
     }
 

@@ -6,7 +6,7 @@ use candle_core::Tensor;
 use super::stack::{LayerStack, StackConfig, StackContext, StackNames, StackOutput};
 use crate::error::{Error, Result};
 use crate::nn::mask::attention_bias;
-use crate::nn::{Activation, LayerCache, LayerConfig, LayerNames};
+use crate::nn::{Activation, LayerCache, LayerConfig, LayerNames, Mode, Pass};
 use crate::weights::Weights;
 
 /// `nn.Transformer(d_model, nhead, num_encoder_layers, num_decoder_layers,
@@ -106,7 +106,7 @@ impl Transformer {
     /// Encodes `src` `(batch, src_len, d_model)`; `src_mask` `(batch, src_len)` is 1 for real
     /// tokens (the opposite of PyTorch's `src_key_padding_mask`, see
     /// [`crate::nn::mask::from_key_padding_mask`]).
-    pub fn encode(&self, src: &Tensor, src_mask: Option<&Tensor>, train: bool) -> Result<Tensor> {
+    pub fn encode(&self, src: &Tensor, src_mask: Option<&Tensor>, pass: Pass) -> Result<Tensor> {
         let (b, s, _) = src.dims3()?;
         let bias = attention_bias(src_mask, false, b, s, s, src.dtype(), src.device())?;
         Ok(self
@@ -115,7 +115,7 @@ impl Transformer {
                 src,
                 StackContext {
                     self_bias: bias.as_ref(),
-                    train,
+                    mode: Mode::new(pass, Default::default()),
                     ..Default::default()
                 },
             )?
@@ -133,8 +133,7 @@ impl Transformer {
         tgt_mask: Option<&Tensor>,
         causal: bool,
         caches: Option<&mut [LayerCache]>,
-        train: bool,
-        need_weights: bool,
+        pass: Pass,
     ) -> Result<StackOutput> {
         let (b, t, _) = tgt.dims3()?;
         let (mb, s, _) = memory.dims3()?;
@@ -160,8 +159,7 @@ impl Transformer {
                 memory: Some(memory),
                 memory_bias: memory_bias.as_ref(),
                 caches,
-                train,
-                need_weights,
+                mode: Mode::new(pass, Default::default()),
                 ..Default::default()
             },
         )
@@ -176,11 +174,11 @@ impl Transformer {
         src_mask: Option<&Tensor>,
         tgt_mask: Option<&Tensor>,
         causal: bool,
-        train: bool,
+        pass: Pass,
     ) -> Result<Tensor> {
-        let memory = self.encode(src, src_mask, train)?;
+        let memory = self.encode(src, src_mask, pass)?;
         Ok(self
-            .decode(tgt, &memory, src_mask, tgt_mask, causal, None, train, false)?
+            .decode(tgt, &memory, src_mask, tgt_mask, causal, None, pass)?
             .hidden)
     }
 }

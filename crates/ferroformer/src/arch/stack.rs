@@ -5,7 +5,7 @@ use candle_core::Tensor;
 
 use crate::error::{Error, Result};
 use crate::nn::{
-    LayerCache, LayerConfig, LayerContext, LayerNames, Norm, RopeTables, TransformerLayer,
+    LayerCache, LayerConfig, LayerContext, LayerNames, Mode, Norm, RopeTables, TransformerLayer,
 };
 use crate::weights::Weights;
 
@@ -44,10 +44,8 @@ pub struct StackContext<'a> {
     pub rope: Option<&'a RopeTables>,
     /// One cache per layer.
     pub caches: Option<&'a mut [LayerCache]>,
-    /// Training mode.
-    pub train: bool,
-    /// Collect attention weights of every layer.
-    pub need_weights: bool,
+    /// Training or inference, attention weights wanted (from every layer), whose arithmetic.
+    pub mode: Mode,
     /// Lengths of the sequences packed end to end in a `(1, tokens, d_model)` input.
     pub packed: Option<&'a [usize]>,
 }
@@ -123,8 +121,7 @@ impl LayerStack {
             memory_bias,
             rope,
             mut caches,
-            train,
-            need_weights,
+            mode,
             packed,
         } = ctx;
         if let Some(c) = &caches {
@@ -150,8 +147,7 @@ impl LayerStack {
                     position_bias: None,
                     rope,
                     cache,
-                    train,
-                    need_weights,
+                    mode,
                     packed,
                 },
             )?;
@@ -160,7 +156,7 @@ impl LayerStack {
             cross_w.extend(out.cross_attention_weights);
         }
         if let Some(norm) = &self.final_norm {
-            hidden = norm.forward(&hidden)?;
+            hidden = norm.forward_with(&hidden, None, mode.arithmetic)?;
         }
         Ok(StackOutput {
             hidden,

@@ -94,7 +94,7 @@ impl AutoModelForCausalLM {
     pub fn forward(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
         Ok(self
             .decoder
-            .forward(input_ids, attention_mask, None, false, false)?
+            .forward(input_ids, attention_mask, None, crate::nn::Pass::INFERENCE)?
             .logits)
     }
 

@@ -53,7 +53,9 @@ pub fn perplexity(
         let target_len = end - prev_end;
         let window = &ids[begin..end];
         let input = Tensor::new(window, device)?.unsqueeze(0)?;
-        let logits = model.forward(&input, None, None, false, false)?.logits;
+        let logits = model
+            .forward(&input, None, None, crate::nn::Pass::INFERENCE)?
+            .logits;
         let logp = candle_nn::ops::log_softmax(&logits.i(0)?.to_dtype(DType::F32)?, D::Minus1)?;
         let logp = logp.to_vec2::<f32>()?;
         // Labels are the window with all but the last `target_len` masked; predictions for

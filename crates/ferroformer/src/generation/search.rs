@@ -211,7 +211,12 @@ fn last_logits(
     let input = Tensor::new(ids.to_vec(), device)?;
     let mask = Tensor::new(mask.to_vec(), device)?;
     let logits = model
-        .forward(&input, Some(&mask), Some(caches), false, false)?
+        .forward(
+            &input,
+            Some(&mask),
+            Some(caches),
+            crate::nn::Pass::INFERENCE,
+        )?
         .logits;
     let s = logits.dim(1)?;
     Ok(logits

@@ -16,8 +16,8 @@ use crate::arch::{
 };
 use crate::error::{Error, Result};
 use crate::nn::{
-    Activation, Arithmetic, AttentionConfig, AttentionNames, FeedForwardConfig, FeedForwardNames,
-    LayerConfig, LayerNames, NormConfig,
+    Activation, AttentionConfig, AttentionNames, FeedForwardConfig, FeedForwardNames, LayerConfig,
+    LayerNames, NormConfig,
 };
 use crate::weights::Weights;
 
@@ -115,7 +115,6 @@ impl BertConfig {
                     norm: NormConfig::layer_norm(self.layer_norm_eps),
                     norm_first: false,
                     dropout: self.hidden_dropout_prob,
-                    arithmetic: Arithmetic::Reference,
                 },
                 num_layers: self.num_hidden_layers,
                 final_norm: false,

@@ -58,7 +58,11 @@ impl<C: CausalLmFamily> CausalLm<C> {
         attention_mask: Option<&Tensor>,
         caches: Option<&mut [LayerCache]>,
     ) -> Result<DecoderOutput> {
-        self.decoder
-            .forward(input_ids, attention_mask, caches, false, false)
+        self.decoder.forward(
+            input_ids,
+            attention_mask,
+            caches,
+            crate::nn::Pass::INFERENCE,
+        )
     }
 }

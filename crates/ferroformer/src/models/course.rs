@@ -7,8 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::arch::{DecoderConfig, DecoderNames, EmbeddingConfig, PositionalKind, StackConfig};
 use crate::error::{Error, Result};
 use crate::nn::{
-    Activation, Arithmetic, AttentionConfig, FeedForwardConfig, LayerConfig, NormConfig, NormKind,
-    RopeLayout,
+    Activation, AttentionConfig, FeedForwardConfig, LayerConfig, NormConfig, NormKind, RopeLayout,
 };
 
 /// Positional encoding choices.
@@ -116,7 +115,6 @@ impl CourseConfig {
                         base: self.rope_theta,
                         layout: RopeLayout::HalfSplit,
                         scaling: None,
-                        arithmetic: Arithmetic::Reference,
                     },
                 },
                 type_vocab_size: None,
@@ -132,7 +130,6 @@ impl CourseConfig {
                     norm,
                     norm_first: self.norm_first,
                     dropout: self.dropout,
-                    arithmetic: Arithmetic::Reference,
                 },
                 num_layers: self.num_layers,
                 // A pre-norm stack needs a norm after its last layer.
@@ -140,6 +137,7 @@ impl CourseConfig {
             },
             tie_word_embeddings: self.tie_word_embeddings,
             lm_head_bias: self.bias,
+            arithmetic: Default::default(),
         })
     }
 

@@ -10,8 +10,8 @@ use crate::arch::{
 };
 use crate::error::Result;
 use crate::nn::{
-    Activation, Arithmetic, AttentionConfig, AttentionNames, FeedForwardConfig, FeedForwardNames,
-    LayerConfig, LayerNames, NormConfig,
+    Activation, AttentionConfig, AttentionNames, FeedForwardConfig, FeedForwardNames, LayerConfig,
+    LayerNames, NormConfig,
 };
 
 /// DistilBERT hard-codes this epsilon in every LayerNorm (it is not in `config.json`).
@@ -93,7 +93,6 @@ impl DistilBertConfig {
                     norm: NormConfig::layer_norm(LAYER_NORM_EPS),
                     norm_first: false,
                     dropout: self.dropout,
-                    arithmetic: Arithmetic::Reference,
                 },
                 num_layers: self.n_layers,
                 final_norm: false,

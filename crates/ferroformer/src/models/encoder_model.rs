@@ -228,8 +228,7 @@ impl EncoderModel {
                 attention_mask,
                 token_type_ids,
                 positions.as_ref(),
-                false,
-                false,
+                crate::nn::Pass::INFERENCE,
             )?
             .hidden)
     }

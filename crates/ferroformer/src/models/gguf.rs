@@ -395,12 +395,12 @@ fn llama_config(file: &GgufFile, arch: &str) -> Result<DecoderConfig> {
             base,
             layout: RopeLayout::Interleaved,
             scaling: None,
-            arithmetic: Arithmetic::Ggml,
         },
     );
-    // llama.cpp's arithmetic in every block, so that the logits are llama.cpp's own (see
-    // `nn::ggml`): the reference for a GGUF file is the program it was made for.
-    cfg.stack.layer.arithmetic = Arithmetic::Ggml;
+    // llama.cpp's arithmetic in every op, so that the logits are llama.cpp's own (see
+    // `nn::ops`): the reference for a GGUF file is the program it was made for. The one
+    // place a GGUF model's arithmetic is chosen.
+    cfg.arithmetic = Arithmetic::Ggml;
     Ok(cfg)
 }
 
@@ -417,10 +417,12 @@ fn load_llama(file: &GgufFile, cfg: &DecoderConfig) -> Result<DecoderOnlyTransfo
     let d_ff = layer_cfg.feed_forward.d_ff;
     let eps = layer_cfg.norm.eps;
     let norm = |name: &str| -> Result<Norm> {
-        Ok(
-            Norm::new(NormKind::RmsNorm, file.dense_tensor(name, &[d])?, None, eps)
-                .with_arithmetic(layer_cfg.arithmetic),
-        )
+        Ok(Norm::new(
+            NormKind::RmsNorm,
+            file.dense_tensor(name, &[d])?,
+            None,
+            eps,
+        ))
     };
     let ctx = |name: String| move |e: Error| Error::file(file.path(), format!("{name}: {e}"));
     let mut layers = Vec::with_capacity(cfg.stack.num_layers);
@@ -553,8 +555,12 @@ impl GgufModel {
         attention_mask: Option<&Tensor>,
         caches: Option<&mut [LayerCache]>,
     ) -> Result<DecoderOutput> {
-        self.decoder
-            .forward(input_ids, attention_mask, caches, false, false)
+        self.decoder.forward(
+            input_ids,
+            attention_mask,
+            caches,
+            crate::nn::Pass::INFERENCE,
+        )
     }
 }
 

@@ -8,8 +8,8 @@ use crate::arch::{
 };
 use crate::error::Result;
 use crate::nn::{
-    Activation, Arithmetic, AttentionConfig, AttentionNames, FeedForwardConfig, FeedForwardNames,
-    LayerConfig, LayerNames, NormConfig, ParamNames, QkvNames,
+    Activation, AttentionConfig, AttentionNames, FeedForwardConfig, FeedForwardNames, LayerConfig,
+    LayerNames, NormConfig, ParamNames, QkvNames,
 };
 use crate::weights::Weights;
 
@@ -95,13 +95,13 @@ impl Gpt2Config {
                     norm: NormConfig::layer_norm(self.layer_norm_epsilon),
                     norm_first: true,
                     dropout: self.resid_pdrop,
-                    arithmetic: Arithmetic::Reference,
                 },
                 num_layers: self.n_layer,
                 final_norm: true,
             },
             tie_word_embeddings: self.tie_word_embeddings,
             lm_head_bias: false,
+            arithmetic: Default::default(),
         })
     }
 }

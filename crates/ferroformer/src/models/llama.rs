@@ -8,8 +8,8 @@ use crate::arch::{
 };
 use crate::error::{Error, Result};
 use crate::nn::{
-    Activation, Arithmetic, AttentionConfig, AttentionNames, FeedForwardConfig, FeedForwardNames,
-    LayerConfig, LayerNames, NormConfig, RopeLayout, RopeScaling,
+    Activation, AttentionConfig, AttentionNames, FeedForwardConfig, FeedForwardNames, LayerConfig,
+    LayerNames, NormConfig, RopeLayout, RopeScaling,
 };
 use crate::weights::Weights;
 
@@ -110,7 +110,6 @@ impl LlamaConfig {
                 base: self.rope_theta,
                 layout: RopeLayout::HalfSplit,
                 scaling: RopeScaling::from_json(self.rope_scaling.as_ref())?,
-                arithmetic: Arithmetic::Reference,
             },
         ))
     }
@@ -153,13 +152,13 @@ pub(crate) fn llama_decoder(
                 norm: NormConfig::rms_norm(shape.rms_norm_eps),
                 norm_first: true,
                 dropout: 0.0,
-                arithmetic: Arithmetic::Reference,
             },
             num_layers: shape.num_layers,
             final_norm: true,
         },
         tie_word_embeddings: shape.tie_word_embeddings,
         lm_head_bias: false,
+        arithmetic: Default::default(),
     }
 }
 

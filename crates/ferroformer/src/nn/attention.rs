@@ -4,12 +4,10 @@
 
 use std::sync::Arc;
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{Tensor, D};
 
-use super::ggml::Arithmetic;
-use super::kernels::{self, AttentionDims, Heads};
 use super::linear::{join, Linear, ParamNames};
-use super::mask::check_bias;
+use super::ops::{self, Mode};
 use super::positional::RopeTables;
 use crate::error::{Error, Result};
 use crate::weights::Weights;
@@ -290,10 +288,8 @@ pub struct AttentionContext<'a> {
     pub rope: Option<&'a RopeTables>,
     /// KV cache for incremental decoding.
     pub cache: Option<&'a mut KvCache>,
-    /// Training mode: enables dropout.
-    pub train: bool,
-    /// Also return the attention weights.
-    pub need_weights: bool,
+    /// Training or inference, attention weights wanted, whose arithmetic.
+    pub mode: Mode,
     /// Self-attention over sequences packed end to end without padding: the input is
     /// `(1, tokens, d_model)` and these are the sequence lengths, in order. Every sequence
     /// attends only to itself (see [`crate::arch::TransformerEncoder::forward_packed`]).
@@ -317,7 +313,6 @@ pub struct MultiHeadAttention {
     /// with one GEMM.
     qkv: Linear,
     out: Linear,
-    arithmetic: Arithmetic,
 }
 
 impl MultiHeadAttention {
@@ -334,12 +329,7 @@ impl MultiHeadAttention {
             ])?,
         };
         let out = Linear::load(w, q_dim, cfg.d_model, &names.out)?;
-        Ok(Self {
-            cfg: cfg.clone(),
-            qkv,
-            out,
-            arithmetic: Arithmetic::Reference,
-        })
+        Self::from_parts(cfg, qkv, out)
     }
 
     /// Assembles the block from its projections: `qkv` maps `d_model` to q, k and v stacked
@@ -366,7 +356,6 @@ impl MultiHeadAttention {
             cfg: cfg.clone(),
             qkv,
             out,
-            arithmetic: Arithmetic::Reference,
         })
     }
 
@@ -375,25 +364,10 @@ impl MultiHeadAttention {
         &self.cfg
     }
 
-    /// The same block computing with `arithmetic`: under [`Arithmetic::Ggml`], keys and
-    /// values are rounded to f16 as llama.cpp caches them, and attention follows its
-    /// arithmetic.
-    pub fn with_arithmetic(mut self, arithmetic: Arithmetic) -> Self {
-        self.arithmetic = arithmetic;
-        self
-    }
-
     /// Attends from `x` `(batch, q_len, d_model)` to itself, or to `ctx.memory`.
     pub fn forward(&self, x: &Tensor, ctx: AttentionContext) -> Result<AttentionOutput> {
         let cfg = &self.cfg;
-        let (b, q_len, d) = x.dims3().map_err(|_| {
-            Error::shape(
-                "attention input",
-                format!("(batch, seq, {})", cfg.d_model),
-                x.dims(),
-            )
-        })?;
-        if d != cfg.d_model {
+        if x.rank() != 3 || x.dims().last() != Some(&cfg.d_model) {
             return Err(Error::shape(
                 "attention input",
                 format!("(batch, seq, {})", cfg.d_model),
@@ -401,247 +375,120 @@ impl MultiHeadAttention {
             ));
         }
         let (h, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
-        let (q_dim, kv_dim) = (cfg.q_dim(), cfg.kv_dim());
-        let to_heads = |t: Tensor, heads: usize, len: usize| -> Result<Tensor> {
-            Ok(t.reshape((b, len, heads, hd))?
-                .transpose(1, 2)?
-                .contiguous()?)
-        };
-
-        let ggml = self.arithmetic == Arithmetic::Ggml;
-        let scale = match (cfg.scale, ggml) {
-            (Some(s), _) => s,
-            // llama.cpp's `kq_scale`, rounded as it computes it.
-            (None, true) => (1.0f32 / (hd as f32).sqrt()) as f64,
-            (None, false) => 1.0 / (hd as f64).sqrt(),
-        };
-        // The fused CPU kernel serves inference: no dropout, no weights to return.
-        let dropout_active = ctx.train && cfg.dropout > 0.0;
-        let fused = !dropout_active && !ctx.need_weights;
-        let packed_bias: Option<Tensor>;
-        let mut biases: Vec<&Tensor> = ctx
-            .position_bias
-            .iter()
-            .chain(ctx.bias.iter())
-            .copied()
-            .collect();
-        if let Some(lengths) = ctx.packed {
-            if ctx.memory.is_some() || b != 1 || lengths.iter().sum::<usize>() != q_len {
-                return Err(Error::Invalid(format!(
-                    "packed self-attention takes one row of {} tokens holding sequences of \
-                     lengths {lengths:?}, found input {:?}{}",
-                    lengths.iter().sum::<usize>(),
-                    x.dims(),
-                    if ctx.memory.is_some() {
-                        " with cross-attention memory"
-                    } else {
-                        ""
-                    }
-                )));
+        let biases: Vec<&Tensor> = ctx.position_bias.iter().chain(&ctx.bias).copied().collect();
+        let (fused, split);
+        let qkv = match (ctx.memory, ctx.rope, ctx.cache) {
+            (Some(_), _, _) if ctx.packed.is_some() => {
+                return Err(Error::Invalid(
+                    "packed sequences attend to themselves: no cross-attention memory".into(),
+                ))
             }
-            if fused && ctx.rope.is_none() && ctx.cache.is_none() && biases.is_empty() {
-                let qkv = self.qkv.forward(x)?;
-                if let Some(out) =
-                    kernels::attention_packed(&qkv, lengths, h, kvh, hd, scale as f32)?
-                {
-                    return Ok(AttentionOutput {
-                        output: self.out.forward(&out)?,
-                        weights: None,
-                    });
+            (Some(memory), _, cache) => {
+                split = self.cross_qkv(x, memory, cache)?;
+                ops::Qkv::Split {
+                    q: &split.0,
+                    k: &split.1,
+                    v: &split.2,
                 }
             }
-            // Any other device or mode: the same attention as a block-diagonal mask.
-            packed_bias = Some(super::mask::packed_bias(lengths, x.dtype(), x.device())?);
-            biases.extend(packed_bias.as_ref());
-        }
-        let dims = |k_len: usize| AttentionDims {
-            batch: b,
+            // Nothing to rotate or cache: attention reads the fused projection in place.
+            (None, None, None) => {
+                fused = self.qkv.forward(x)?;
+                ops::Qkv::Fused(&fused)
+            }
+            (None, rope, cache) => {
+                split = self.self_qkv(x, rope, cache, ctx.mode)?;
+                ops::Qkv::Split {
+                    q: &split.0,
+                    k: &split.1,
+                    v: &split.2,
+                }
+            }
+        };
+        let (context, weights) = ops::attention(ops::AttentionCall {
+            qkv,
             heads: h,
             kv_heads: kvh,
-            q_len,
-            k_len,
             head_dim: hd,
-        };
-        let check_biases = |k_len: usize| -> Result<()> {
-            if let Some(pb) = ctx.position_bias {
-                check_bias("position bias", pb, b, h, q_len, k_len)?;
-            }
-            if let Some(bias) = ctx.bias {
-                check_bias("attention mask", bias, b, h, q_len, k_len)?;
-            }
-            Ok(())
-        };
-
-        let (q, k, v) = match ctx.memory {
-            None => {
-                let qkv = self.qkv.forward(x)?;
-                if fused && !ggml && ctx.rope.is_none() && ctx.cache.is_none() {
-                    // Read the heads straight out of the projection: no split copies.
-                    check_biases(q_len)?;
-                    let out = kernels::attention(
-                        Heads::packed(&qkv, 0, hd)?,
-                        Heads::packed(&qkv, q_dim, hd)?,
-                        Heads::packed(&qkv, q_dim + kv_dim, hd)?,
-                        dims(q_len),
-                        &biases,
-                        scale as f32,
-                        Arithmetic::Reference,
-                    )?;
-                    if let Some(out) = out {
-                        return Ok(AttentionOutput {
-                            output: self.out.forward(&out)?,
-                            weights: None,
-                        });
-                    }
-                    // Training on the CPU: one differentiable op on the projection.
-                    if super::autograd_ops::applicable(&[&qkv]) && constant_biases(&biases) {
-                        let out = super::autograd_ops::attention_packed(
-                            &qkv,
-                            (h, kvh, hd),
-                            &biases,
-                            scale as f32,
-                        )?;
-                        return Ok(AttentionOutput {
-                            output: self.out.forward(&out)?,
-                            weights: None,
-                        });
-                    }
-                }
-                let q = to_heads(qkv.narrow(D::Minus1, 0, q_dim)?, h, q_len)?;
-                let k = to_heads(qkv.narrow(D::Minus1, q_dim, kv_dim)?, kvh, q_len)?;
-                let v = to_heads(qkv.narrow(D::Minus1, q_dim + kv_dim, kv_dim)?, kvh, q_len)?;
-                let (q, k) = match ctx.rope {
-                    Some(rope) => (rope.apply(&q)?, rope.apply(&k)?),
-                    None => (q, k),
-                };
-                // llama.cpp caches keys and values in f16: round them so (see `nn::ggml`).
-                let (k, v) = if ggml {
-                    (
-                        super::ggml::round_to_f16(&k)?,
-                        super::ggml::round_to_f16(&v)?,
-                    )
-                } else {
-                    (k, v)
-                };
-                let (k, v) = match ctx.cache {
-                    Some(cache) => cache.append(k, v)?,
-                    None => (k, v),
-                };
-                (q, k, v)
-            }
-            Some(memory) => {
-                let (mb, m_len, md) = memory.dims3()?;
-                if mb != b || md != cfg.d_model {
-                    return Err(Error::shape(
-                        "cross-attention memory",
-                        format!("(batch={b}, mem_len, {})", cfg.d_model),
-                        memory.dims(),
-                    ));
-                }
-                let q = to_heads(self.qkv.narrow_out(0, q_dim)?.forward(x)?, h, q_len)?;
-                let cached = ctx.cache.as_ref().and_then(|c| c.get());
-                let (k, v) = match cached {
-                    Some(kv) => kv,
-                    None => {
-                        let kv = self.qkv.narrow_out(q_dim, 2 * kv_dim)?.forward(memory)?;
-                        let k = to_heads(kv.narrow(D::Minus1, 0, kv_dim)?, kvh, m_len)?;
-                        let v = to_heads(kv.narrow(D::Minus1, kv_dim, kv_dim)?, kvh, m_len)?;
-                        if let Some(cache) = ctx.cache {
-                            cache.append(k.clone(), v.clone())?;
-                        }
-                        (k, v)
-                    }
-                };
-                (q, k, v)
-            }
-        };
-        let k_len = k.dim(2)?;
-        check_biases(k_len)?;
-        if fused {
-            if let (Some(qh), Some(kh), Some(vh)) =
-                (Heads::bhsd(&q), Heads::bhsd(&k), Heads::bhsd(&v))
-            {
-                let out = kernels::attention(
-                    qh,
-                    kh,
-                    vh,
-                    dims(k_len),
-                    &biases,
-                    scale as f32,
-                    self.arithmetic,
-                )?;
-                if let Some(out) = out {
-                    return Ok(AttentionOutput {
-                        output: self.out.forward(&out)?,
-                        weights: None,
-                    });
-                }
-            }
-            // Training on the CPU: one differentiable op instead of the composed form below
-            // (masks are constants; a learned position bias needs the composed form).
-            if super::autograd_ops::applicable(&[&q, &k, &v]) && constant_biases(&biases) {
-                let out = super::autograd_ops::attention(&q, &k, &v, &biases, scale as f32)?;
-                return Ok(AttentionOutput {
-                    output: self.out.forward(&out)?,
-                    weights: None,
-                });
-            }
-        }
-        let (k, v) = (repeat_kv(k, h / kvh)?, repeat_kv(v, h / kvh)?);
-
-        let q = if scale == 1.0 { q } else { (q * scale)? };
-        let mut scores = q.matmul(&k.t()?)?;
-        for bias in &biases {
-            scores = scores.broadcast_add(bias)?;
-        }
-        let weights = softmax_last_dim(&scores)?;
-        let attn = if ctx.train && cfg.dropout > 0.0 {
-            super::dropout::dropout(&weights, cfg.dropout)?
-        } else {
-            weights.clone()
-        };
-        let context = attn
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((b, q_len, q_dim))?;
-        let output = self.out.forward(&context)?;
+            biases: &biases,
+            scale: cfg.scale,
+            packed: ctx.packed,
+            dropout: cfg.dropout,
+            mode: ctx.mode,
+        })?;
         Ok(AttentionOutput {
-            output,
-            weights: ctx.need_weights.then_some(weights),
+            output: self.out.forward(&context)?,
+            weights,
         })
     }
+
+    /// Self-attention heads: the fused projection split, rotated, and appended to the cache
+    /// (keys and values as the model's arithmetic stores them); k and v span the cache.
+    fn self_qkv(
+        &self,
+        x: &Tensor,
+        rope: Option<&RopeTables>,
+        cache: Option<&mut KvCache>,
+        mode: Mode,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let cfg = &self.cfg;
+        let (h, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        let (q_dim, kv_dim) = (cfg.q_dim(), cfg.kv_dim());
+        let qkv = self.qkv.forward(x)?;
+        let q = ops::to_heads(&qkv.narrow(D::Minus1, 0, q_dim)?, h, hd)?;
+        let k = ops::to_heads(&qkv.narrow(D::Minus1, q_dim, kv_dim)?, kvh, hd)?;
+        let v = ops::to_heads(&qkv.narrow(D::Minus1, q_dim + kv_dim, kv_dim)?, kvh, hd)?;
+        let (q, k) = match rope {
+            Some(rope) => (
+                rope.apply(&q, mode.arithmetic)?,
+                rope.apply(&k, mode.arithmetic)?,
+            ),
+            None => (q, k),
+        };
+        let (k, v) = ops::kv_values(k, v, mode.arithmetic)?;
+        let (k, v) = match cache {
+            Some(cache) => cache.append(k, v)?,
+            None => (k, v),
+        };
+        Ok((q, k, v))
+    }
+
+    /// Cross-attention heads: queries from `x`, keys and values from `memory` — computed
+    /// once and kept in the cache when there is one.
+    fn cross_qkv(
+        &self,
+        x: &Tensor,
+        memory: &Tensor,
+        cache: Option<&mut KvCache>,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let cfg = &self.cfg;
+        let (h, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        let (q_dim, kv_dim) = (cfg.q_dim(), cfg.kv_dim());
+        let (mb, _, md) = memory.dims3()?;
+        if mb != x.dim(0)? || md != cfg.d_model {
+            return Err(Error::shape(
+                "cross-attention memory",
+                format!("(batch={}, mem_len, {})", x.dim(0)?, cfg.d_model),
+                memory.dims(),
+            ));
+        }
+        let q = ops::to_heads(&self.qkv.narrow_out(0, q_dim)?.forward(x)?, h, hd)?;
+        if let Some((k, v)) = cache.as_ref().and_then(|c| c.get()) {
+            return Ok((q, k, v));
+        }
+        let kv = self.qkv.narrow_out(q_dim, 2 * kv_dim)?.forward(memory)?;
+        let k = ops::to_heads(&kv.narrow(D::Minus1, 0, kv_dim)?, kvh, hd)?;
+        let v = ops::to_heads(&kv.narrow(D::Minus1, kv_dim, kv_dim)?, kvh, hd)?;
+        if let Some(cache) = cache {
+            cache.append(k.clone(), v.clone())?;
+        }
+        Ok((q, k, v))
+    }
 }
 
-/// Whether the biases are constants (masks) the training attention op can take: a learned
-/// position bias needs the composed form, which differentiates it.
-fn constant_biases(biases: &[&Tensor]) -> bool {
-    biases
-        .iter()
-        .all(|b| !b.track_op() && b.rank() == 4 && b.dtype() == DType::F32)
-}
-
-/// Softmax over the last dimension: candle's fused kernel for inference, the composed
-/// (differentiable) form when gradients are tracked.
+/// Softmax over the last dimension (see [`ops::softmax_last_dim`]).
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    if x.track_op() && super::autograd_ops::applicable(&[x]) {
-        Ok(super::autograd_ops::softmax_last_dim(x)?)
-    } else if x.track_op() {
-        Ok(candle_nn::ops::softmax(x, D::Minus1)?)
-    } else {
-        Ok(candle_nn::ops::softmax_last_dim(&x.contiguous()?)?)
-    }
-}
-
-/// Repeats each key/value head `n_rep` times so grouped-query attention can use the
-/// plain batched matmul: `(b, kv_heads, len, d)` -> `(b, kv_heads * n_rep, len, d)`.
-fn repeat_kv(x: Tensor, n_rep: usize) -> Result<Tensor> {
-    if n_rep == 1 {
-        return Ok(x);
-    }
-    let (b, kvh, len, d) = x.dims4()?;
-    Ok(x.unsqueeze(2)?
-        .broadcast_as((b, kvh, n_rep, len, d))?
-        .reshape((b, kvh * n_rep, len, d))?)
+    ops::softmax_last_dim(x)
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
 //! The position-wise feed-forward sublayer: `down(act(up(x)))`, or the gated form
 //! `down(act(gate(x)) * up(x))` (SwiGLU, GeGLU).
 
-use candle_core::{Tensor, D};
+use candle_core::Tensor;
 
-use super::ggml::Arithmetic;
 use super::linear::{Linear, ParamNames};
+use super::ops::{self, Mode};
 use crate::error::{Error, Result};
 use crate::weights::Weights;
 
@@ -26,17 +26,9 @@ pub enum Activation {
 }
 
 impl Activation {
-    /// Applies the activation.
+    /// Applies the activation (see [`ops::activation`]).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(match self {
-            Activation::Relu => x.relu()?,
-            Activation::Gelu => x.gelu_erf()?,
-            Activation::GeluTanh if x.track_op() && super::autograd_ops::applicable(&[x]) => {
-                super::autograd_ops::gelu_tanh(x)?
-            }
-            Activation::GeluTanh => x.gelu()?,
-            Activation::Silu => x.silu()?,
-        })
+        ops::activation(x, *self)
     }
 
     /// Parses a Hugging Face `hidden_act` / PyTorch `activation` string.
@@ -137,17 +129,9 @@ pub struct FeedForward {
     /// The gated form stacks gate and up so one GEMM computes both.
     up: Linear,
     down: Linear,
-    arithmetic: Arithmetic,
 }
 
 impl FeedForward {
-    /// The same sublayer computing with `arithmetic` (SwiGLU: llama.cpp's SiLU under
-    /// [`Arithmetic::Ggml`]).
-    pub fn with_arithmetic(mut self, arithmetic: Arithmetic) -> Self {
-        self.arithmetic = arithmetic;
-        self
-    }
-
     /// Loads (or creates) the sublayer.
     pub fn load(w: &Weights, cfg: &FeedForwardConfig, names: &FeedForwardNames) -> Result<Self> {
         if cfg.d_model == 0 || cfg.d_ff == 0 {
@@ -167,18 +151,16 @@ impl FeedForward {
             (false, _) => Linear::load(w, cfg.d_model, cfg.d_ff, &names.up)?,
         };
         let down = Linear::load(w, cfg.d_ff, cfg.d_model, &names.down)?;
-        Ok(Self {
-            cfg: cfg.clone(),
-            up,
-            down,
-            arithmetic: Arithmetic::Reference,
-        })
+        Self::from_parts(cfg, up, down)
     }
 
     /// Assembles the sublayer from its projections: `up` maps `d_model` to `d_ff` (gated
     /// form: to gate and up stacked, `2 * d_ff`, as [`Linear::fuse`] builds it), `down`
     /// maps back.
     pub fn from_parts(cfg: &FeedForwardConfig, up: Linear, down: Linear) -> Result<Self> {
+        if cfg.d_model == 0 || cfg.d_ff == 0 {
+            return Err(Error::config("d_ff", "d_model and d_ff must be > 0"));
+        }
         let up_out = if cfg.gated { 2 * cfg.d_ff } else { cfg.d_ff };
         if up.in_dim() != cfg.d_model || up.out_dim() != up_out {
             return Err(Error::shape(
@@ -198,39 +180,21 @@ impl FeedForward {
             cfg: cfg.clone(),
             up,
             down,
-            arithmetic: Arithmetic::Reference,
         })
     }
 
-    /// Applies the sublayer to `(..., d_model)`.
-    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let hidden = if self.cfg.gated {
+    /// Applies the sublayer to `(..., d_model)`; `mode` says whose arithmetic and whether
+    /// dropout is on.
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let hidden = if cfg.gated {
             let hidden = self.up.forward(x)?;
-            let ggml = match (self.arithmetic, self.cfg.activation) {
-                (Arithmetic::Ggml, Activation::Silu) => {
-                    super::ggml::swiglu(&hidden, self.cfg.d_ff)?
-                }
-                _ => None,
-            };
-            let fused = match ggml {
-                Some(h) => Some(h),
-                None => {
-                    super::kernels::gated_activation(&hidden, self.cfg.d_ff, self.cfg.activation)?
-                }
-            };
-            match fused {
-                Some(h) => h,
-                None => {
-                    let gate = hidden.narrow(D::Minus1, 0, self.cfg.d_ff)?;
-                    let up = hidden.narrow(D::Minus1, self.cfg.d_ff, self.cfg.d_ff)?;
-                    (self.cfg.activation.forward(&gate)? * up)?
-                }
-            }
+            ops::glu(&hidden, cfg.d_ff, cfg.activation, mode.arithmetic)?
         } else {
-            self.up.forward_act(x, self.cfg.activation)?
+            self.up.forward_act(x, cfg.activation)?
         };
-        let hidden = if train && self.cfg.dropout > 0.0 {
-            super::dropout::dropout(&hidden, self.cfg.dropout)?
+        let hidden = if mode.train && cfg.dropout > 0.0 {
+            super::dropout::dropout(&hidden, cfg.dropout)?
         } else {
             hidden
         };

@@ -8,8 +8,8 @@ use super::attention::{
     AttentionConfig, AttentionContext, AttentionNames, KvCache, MultiHeadAttention,
 };
 use super::feed_forward::{Activation, FeedForward, FeedForwardConfig, FeedForwardNames};
-use super::ggml::Arithmetic;
 use super::norm::{Norm, NormConfig};
+use super::ops::Mode;
 use super::positional::RopeTables;
 use crate::error::Result;
 use crate::weights::Weights;
@@ -29,9 +29,6 @@ pub struct LayerConfig {
     pub norm_first: bool,
     /// Dropout on each sublayer's output before the residual addition, during training.
     pub dropout: f64,
-    /// Whose arithmetic the norms, attention and feed-forward reproduce (llama.cpp's for
-    /// GGUF models).
-    pub arithmetic: Arithmetic,
 }
 
 impl LayerConfig {
@@ -61,7 +58,6 @@ impl LayerConfig {
             norm: NormConfig::layer_norm(norm_eps),
             norm_first,
             dropout,
-            arithmetic: Arithmetic::Reference,
         })
     }
 }
@@ -123,10 +119,8 @@ pub struct LayerContext<'a> {
     pub rope: Option<&'a RopeTables>,
     /// Cache for incremental decoding.
     pub cache: Option<&'a mut LayerCache>,
-    /// Training mode (dropout on).
-    pub train: bool,
-    /// Return attention weights.
-    pub need_weights: bool,
+    /// Training or inference, attention weights wanted, whose arithmetic.
+    pub mode: Mode,
     /// Lengths of the sequences packed end to end in a `(1, tokens, d_model)` input (see
     /// [`super::AttentionContext::packed`]).
     pub packed: Option<&'a [usize]>,
@@ -180,14 +174,13 @@ impl TransformerLayer {
         };
         let feed_forward = FeedForward::load(w, &cfg.feed_forward, &names.feed_forward)?;
         let feed_forward_norm = Norm::load(w, d, &cfg.norm, &names.feed_forward_norm)?;
-        let a = cfg.arithmetic;
         Ok(Self {
             cfg: cfg.clone(),
-            self_attention: self_attention.with_arithmetic(a),
-            self_attention_norm: self_attention_norm.with_arithmetic(a),
-            cross: cross.map(|(attn, norm)| (attn.with_arithmetic(a), norm.with_arithmetic(a))),
-            feed_forward: feed_forward.with_arithmetic(a),
-            feed_forward_norm: feed_forward_norm.with_arithmetic(a),
+            self_attention,
+            self_attention_norm,
+            cross,
+            feed_forward,
+            feed_forward_norm,
         })
     }
 
@@ -205,14 +198,13 @@ impl TransformerLayer {
                 "TransformerLayer::from_parts builds layers without cross-attention",
             ));
         }
-        let a = cfg.arithmetic;
         Ok(Self {
             cfg: cfg.clone(),
-            self_attention: self_attention.with_arithmetic(a),
-            self_attention_norm: self_attention_norm.with_arithmetic(a),
+            self_attention,
+            self_attention_norm,
             cross: None,
-            feed_forward: feed_forward.with_arithmetic(a),
-            feed_forward_norm: feed_forward_norm.with_arithmetic(a),
+            feed_forward,
+            feed_forward_norm,
         })
     }
 
@@ -221,8 +213,8 @@ impl TransformerLayer {
         &self.cfg
     }
 
-    fn dropout(&self, x: Tensor, train: bool) -> Result<Tensor> {
-        if train && self.cfg.dropout > 0.0 {
+    fn dropout(&self, x: Tensor, mode: Mode) -> Result<Tensor> {
+        if mode.train && self.cfg.dropout > 0.0 {
             super::dropout::dropout(&x, self.cfg.dropout)
         } else {
             Ok(x)
@@ -234,47 +226,36 @@ impl TransformerLayer {
         &self,
         x: &Tensor,
         norm: &Norm,
-        train: bool,
+        mode: Mode,
         f: impl FnOnce(&Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
         if self.cfg.norm_first {
-            let y = self.dropout(f(&norm.forward(x)?)?, train)?;
-            Ok((x + y)?)
+            let y = f(&norm.forward_with(x, None, mode.arithmetic)?)?;
+            Ok((x + self.dropout(y, mode)?)?)
         } else {
-            let y = self.dropout(f(x)?, train)?;
-            norm.forward_residual(x, &y)
+            let y = self.dropout(f(x)?, mode)?;
+            norm.forward_with(x, Some(&y), mode.arithmetic)
         }
     }
 
     /// Runs the layer on `x` of shape `(batch, seq, d_model)`.
     pub fn forward(&self, x: &Tensor, ctx: LayerContext) -> Result<LayerOutput> {
-        let LayerContext {
-            self_bias,
-            memory,
-            memory_bias,
-            position_bias,
-            rope,
-            cache,
-            train,
-            need_weights,
-            packed,
-        } = ctx;
-        let (self_cache, cross_cache) = match cache {
+        let mode = ctx.mode;
+        let (self_cache, cross_cache) = match ctx.cache {
             Some(c) => (Some(&mut c.self_attention), Some(&mut c.cross_attention)),
             None => (None, None),
         };
         let mut self_weights = None;
-        let h = self.residual(x, &self.self_attention_norm, train, |inp| {
+        let h = self.residual(x, &self.self_attention_norm, mode, |inp| {
             let out = self.self_attention.forward(
                 inp,
                 AttentionContext {
-                    bias: self_bias,
-                    position_bias,
-                    rope,
+                    bias: ctx.self_bias,
+                    position_bias: ctx.position_bias,
+                    rope: ctx.rope,
                     cache: self_cache,
-                    train,
-                    need_weights,
-                    packed,
+                    mode,
+                    packed: ctx.packed,
                     ..Default::default()
                 },
             )?;
@@ -283,16 +264,15 @@ impl TransformerLayer {
         })?;
         let mut cross_weights = None;
         let h =
-            match (&self.cross, memory) {
-                (Some((attn, norm)), Some(mem)) => self.residual(&h, norm, train, |inp| {
+            match (&self.cross, ctx.memory) {
+                (Some((attn, norm)), Some(mem)) => self.residual(&h, norm, mode, |inp| {
                     let out = attn.forward(
                         inp,
                         AttentionContext {
                             memory: Some(mem),
-                            bias: memory_bias,
+                            bias: ctx.memory_bias,
                             cache: cross_cache,
-                            train,
-                            need_weights,
+                            mode,
                             ..Default::default()
                         },
                     )?;
@@ -305,8 +285,8 @@ impl TransformerLayer {
                 )),
                 (None, _) => h,
             };
-        let h = self.residual(&h, &self.feed_forward_norm, train, |inp| {
-            self.feed_forward.forward(inp, train)
+        let h = self.residual(&h, &self.feed_forward_norm, mode, |inp| {
+            self.feed_forward.forward(inp, mode)
         })?;
         Ok(LayerOutput {
             hidden: h,

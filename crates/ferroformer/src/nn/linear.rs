@@ -1,6 +1,8 @@
 //! Affine projections and the names their parameters are stored under.
 
 use candle_core::{DType, Module, Tensor};
+
+use super::ops;
 use candle_nn::Init;
 
 use super::quantized::QuantizedMatrix;
@@ -122,12 +124,25 @@ pub struct Linear {
 }
 
 impl Linear {
-    /// A linear layer from a weight of shape `(out, in)` and an optional bias of shape `(out,)`.
-    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self {
+    /// A linear layer from a weight of shape `(out, in)` and an optional bias of shape
+    /// `(out,)`; any other shapes are an error naming them.
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let (out, _) = weight
+            .dims2()
+            .map_err(|_| crate::Error::shape("linear weight", "(out, in)", weight.dims()))?;
+        if let Some(b) = &bias {
+            if b.dims() != [out] {
+                return Err(crate::Error::shape(
+                    "linear bias",
+                    format!("({out},)"),
+                    b.dims(),
+                ));
+            }
+        }
+        Ok(Self {
             weight: WeightMatrix::Dense(weight),
             bias,
-        }
+        })
     }
 
     /// A linear layer whose weight stays quantized: products run on candle's quantized
@@ -152,7 +167,7 @@ impl Linear {
     /// A linear layer over any [`WeightMatrix`].
     pub fn from_matrix(weight: WeightMatrix, bias: Option<Tensor>) -> Result<Self> {
         match weight {
-            WeightMatrix::Dense(w) => Ok(Self::new(w, bias)),
+            WeightMatrix::Dense(w) => Self::new(w, bias),
             WeightMatrix::Quantized(q) => Self::quantized(q, bias),
         }
     }
@@ -186,7 +201,7 @@ impl Linear {
             Some(name) => Some(w.get_init(out_dim, name, init)?),
             None => None,
         };
-        Ok(Self::new(weight, bias))
+        Self::new(weight, bias)
     }
 
     /// Stacks layers that read the same input into one wider layer, so a single matrix
@@ -246,11 +261,13 @@ impl Linear {
             None
         } else {
             // Mixed: give the bias-less parts explicit zeros.
-            let (dtype, device) = parts
+            let Some((dtype, device)) = parts
                 .iter()
                 .find_map(|l| l.bias.as_ref())
                 .map(|b| (b.dtype(), b.device().clone()))
-                .expect("some part has a bias");
+            else {
+                return Err(crate::Error::Invalid("no linear layer has a bias".into()));
+            };
             let biases = parts
                 .iter()
                 .map(|l| match &l.bias {
@@ -312,80 +329,21 @@ impl Linear {
         Ok(())
     }
 
-    /// Applies the layer to the last dimension of `x`.
+    /// Applies the layer to the last dimension of `x` (see [`ops::linear`](super::ops)).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.check_input(x)?;
-        match &self.weight {
-            WeightMatrix::Dense(w) => {
-                if let Some(y) = super::kernels::linear(x, w, self.bias.as_ref(), None)? {
-                    return Ok(y);
-                }
-                Ok(Module::forward(self, x)?)
-            }
-            WeightMatrix::Quantized(q) => self.forward_quantized(x, q),
-        }
+        ops::linear(x, &self.weight, self.bias.as_ref(), None)
     }
 
-    /// `act(self(x))`, fused into one pass on the CPU fast path.
+    /// `act(self(x))`, fused into one pass on the CPU inference path.
     pub fn forward_act(&self, x: &Tensor, act: super::Activation) -> Result<Tensor> {
         self.check_input(x)?;
-        match &self.weight {
-            WeightMatrix::Dense(w) => {
-                if let Some(y) = super::kernels::linear(x, w, self.bias.as_ref(), Some(act))? {
-                    return Ok(y);
-                }
-                act.forward(&Module::forward(self, x)?)
-            }
-            WeightMatrix::Quantized(q) => act.forward(&self.forward_quantized(x, q)?),
-        }
-    }
-
-    fn forward_quantized(&self, x: &Tensor, q: &QuantizedMatrix) -> Result<Tensor> {
-        let dims = x.dims();
-        let in_dim = q.in_dim();
-        let rows = x.elem_count() / in_dim.max(1);
-        // The kernels read f32 rows; other dtypes are converted and converted back.
-        let x2 = x.reshape((rows, in_dim))?.to_dtype(DType::F32)?;
-        let mut y = q.matmul_t(&x2)?;
-        if let Some(b) = &self.bias {
-            y = y.broadcast_add(&b.to_dtype(DType::F32)?)?;
-        }
-        let mut out_dims = dims.to_vec();
-        let last = out_dims.len() - 1;
-        out_dims[last] = q.out_dim();
-        Ok(y.reshape(out_dims)?.to_dtype(x.dtype())?)
+        ops::linear(x, &self.weight, self.bias.as_ref(), Some(act))
     }
 }
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let weight = match &self.weight {
-            WeightMatrix::Dense(w) => w,
-            WeightMatrix::Quantized(q) => {
-                return self
-                    .forward_quantized(x, q)
-                    .map_err(|e| candle_core::Error::Msg(e.to_string()))
-            }
-        };
-        let mut parts = vec![x, weight];
-        parts.extend(self.bias.as_ref());
-        if super::autograd_ops::applicable(&parts) {
-            // One GEMM per product in both directions (training on the CPU).
-            return super::autograd_ops::linear(x, weight, self.bias.as_ref());
-        }
-        let dims = x.dims();
-        let in_dim = dims[dims.len() - 1];
-        let rows = x.elem_count() / in_dim.max(1);
-        // One 2-D GEMM over all leading dimensions: faster than a batched matmul against a
-        // broadcast weight.
-        let x2 = x.reshape((rows, in_dim))?;
-        let mut y = x2.matmul(&weight.t()?)?;
-        if let Some(b) = &self.bias {
-            y = y.broadcast_add(b)?;
-        }
-        let mut out_dims = dims.to_vec();
-        let last = out_dims.len() - 1;
-        out_dims[last] = weight.dims()[0];
-        y.reshape(out_dims)
+        Linear::forward(self, x).map_err(candle_core::Error::wrap)
     }
 }

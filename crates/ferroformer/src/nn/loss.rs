@@ -9,9 +9,5 @@ use crate::error::Result;
 /// logits. On the CPU in f32 it is one pass forward and one backward; elsewhere candle's
 /// composed log-softmax.
 pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
-    if super::autograd_ops::applicable(&[logits]) {
-        Ok(super::autograd_ops::cross_entropy(logits, labels)?)
-    } else {
-        Ok(candle_nn::loss::cross_entropy(logits, labels)?)
-    }
+    super::ops::cross_entropy(logits, labels)
 }

@@ -1,18 +1,16 @@
 //! Building blocks shared by every architecture and model family.
 
 pub mod attention;
-mod autograd_ops;
 pub mod dropout;
 pub mod feed_forward;
-pub(crate) mod ggml;
 pub(crate) mod kernels;
 pub mod layer;
 pub mod linear;
 pub mod loss;
 pub mod mask;
 pub mod norm;
+pub mod ops;
 pub mod positional;
-mod qmatmul;
 pub mod quantized;
 
 pub use attention::{
@@ -20,10 +18,10 @@ pub use attention::{
     MultiHeadAttention, QkvNames,
 };
 pub use feed_forward::{Activation, FeedForward, FeedForwardConfig, FeedForwardNames};
-pub use ggml::Arithmetic;
 pub use layer::{LayerCache, LayerConfig, LayerContext, LayerNames, LayerOutput, TransformerLayer};
 pub use linear::{Linear, ParamNames, WeightMatrix};
 pub use norm::{Norm, NormConfig, NormKind};
+pub use ops::{Arithmetic, Mode, Pass};
 pub use positional::{
     LearnedPositionalEmbedding, RopeLayout, RopeScaling, RopeTables, RotaryEmbedding,
     SinusoidalPositionalEncoding,

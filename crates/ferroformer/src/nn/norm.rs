@@ -1,9 +1,9 @@
 //! Layer normalization and RMS normalization.
 
-use candle_core::{DType, Tensor, D};
+use candle_core::Tensor;
 use candle_nn::Init;
 
-use super::ggml::Arithmetic;
+use super::ops::{self, Arithmetic};
 use crate::error::{Error, Result};
 use crate::weights::Weights;
 
@@ -55,7 +55,6 @@ pub struct Norm {
     weight: Tensor,
     bias: Option<Tensor>,
     eps: f64,
-    arithmetic: Arithmetic,
 }
 
 impl Norm {
@@ -66,15 +65,7 @@ impl Norm {
             weight,
             bias,
             eps,
-            arithmetic: Arithmetic::Reference,
         }
-    }
-
-    /// The same norm computing with `arithmetic` (RMSNorm: llama.cpp's f64 sum of squares
-    /// under [`Arithmetic::Ggml`]).
-    pub fn with_arithmetic(mut self, arithmetic: Arithmetic) -> Self {
-        self.arithmetic = arithmetic;
-        self
     }
 
     /// Loads `{prefix}.weight` (and `{prefix}.bias` for a LayerNorm with bias). Old BERT
@@ -96,84 +87,33 @@ impl Norm {
         Ok(Self::new(cfg.kind, weight, bias, cfg.eps))
     }
 
-    /// `norm(x + y)`, the post-norm residual; one fused pass on the CPU inference path.
-    pub fn forward_residual(&self, x: &Tensor, y: &Tensor) -> Result<Tensor> {
-        if self.kind == NormKind::LayerNorm {
-            if let Some(out) = super::kernels::add_layer_norm(
-                x,
-                y,
-                &self.weight,
-                self.bias.as_ref(),
-                self.eps as f32,
-            )? {
-                return Ok(out);
-            }
-        }
-        self.forward(&(x + y)?)
+    /// Normalizes the last dimension of `x` (reference arithmetic).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, None, Arithmetic::Reference)
     }
 
-    /// Normalizes the last dimension of `x`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// `norm(x + residual)` — the post-norm residual, one fused pass on the CPU — or
+    /// `norm(x)`, computed with `arithmetic` (see [`ops::norm`](super::ops)).
+    pub fn forward_with(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        arithmetic: Arithmetic,
+    ) -> Result<Tensor> {
         let dim = self.weight.dims1()?;
-        if x.dims().last() != Some(&dim) {
+        if x.dims().last() != Some(&dim) || residual.is_some_and(|r| r.dims() != x.dims()) {
             return Err(Error::shape(
                 "norm input",
                 format!("(..., {dim})"),
-                x.dims(),
+                residual.map_or(x.dims(), |r| r.dims()),
             ));
         }
-        // candle's fused kernels have no backward pass: use them only when no gradient is
-        // being tracked, and the composed (differentiable) form otherwise.
-        let fast = x.is_contiguous() && !x.track_op() && !self.weight.track_op();
-        let eps = self.eps as f32;
-        if self.kind == NormKind::RmsNorm && self.arithmetic == Arithmetic::Ggml {
-            if let Some(out) = super::ggml::rms_norm(x, &self.weight, eps)? {
-                return Ok(out);
-            }
-        }
-        match self.kind {
-            NormKind::LayerNorm if fast => {
-                let bias = match &self.bias {
-                    Some(b) => b.clone(),
-                    None => self.weight.zeros_like()?,
-                };
-                Ok(candle_nn::ops::layer_norm(x, &self.weight, &bias, eps)?)
-            }
-            NormKind::RmsNorm if fast => Ok(candle_nn::ops::rms_norm(x, &self.weight, eps)?),
-            // Training on the CPU: one-pass kernels with a backward pass.
-            NormKind::LayerNorm if super::autograd_ops::applicable(&[x, &self.weight]) => {
-                let bias = match &self.bias {
-                    Some(b) => b.clone(),
-                    None => self.weight.zeros_like()?,
-                };
-                Ok(super::autograd_ops::layer_norm(
-                    x,
-                    &self.weight,
-                    &bias,
-                    self.eps,
-                )?)
-            }
-            NormKind::RmsNorm if super::autograd_ops::applicable(&[x, &self.weight]) => {
-                Ok(super::autograd_ops::rms_norm(x, &self.weight, self.eps)?)
-            }
-            NormKind::LayerNorm => {
-                let x32 = x.to_dtype(DType::F32)?;
-                let mean = x32.mean_keepdim(D::Minus1)?;
-                let centered = x32.broadcast_sub(&mean)?;
-                let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
-                let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-                let y = normed.to_dtype(x.dtype())?.broadcast_mul(&self.weight)?;
-                Ok(match &self.bias {
-                    Some(b) => y.broadcast_add(b)?,
-                    None => y,
-                })
-            }
-            NormKind::RmsNorm => {
-                let x32 = x.to_dtype(DType::F32)?;
-                let ms = x32.sqr()?.mean_keepdim(D::Minus1)?;
-                let normed = x32.broadcast_div(&(ms + self.eps)?.sqrt()?)?;
-                Ok(normed.to_dtype(x.dtype())?.broadcast_mul(&self.weight)?)
-            }
-        }
+        let params = ops::NormParams {
+            kind: self.kind,
+            weight: &self.weight,
+            bias: self.bias.as_ref(),
+            eps: self.eps,
+        };
+        ops::norm(x, residual, &params, arithmetic)
     }
 }

@@ -1,10 +1,10 @@
 //! Positional encodings: sinusoidal (the original paper), learned absolute (BERT, GPT-2, BART)
 //! and rotary (RoPE: Llama, Qwen2, GPT-NeoX).
 
-use candle_core::{DType, Device, IndexOp, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::Init;
 
-use super::ggml::Arithmetic;
+use super::ops::{self, Arithmetic};
 use crate::error::{Error, Result};
 use crate::weights::Weights;
 
@@ -318,15 +318,20 @@ impl RopeScaling {
 }
 
 /// Rotary position embedding (RoPE).
+///
+/// Holds the frequencies only: the cosines and sines of the positions of a forward pass are
+/// computed when asked for, in the model's arithmetic, so a model with a context of millions
+/// of positions costs nothing until it sees them.
 #[derive(Debug, Clone)]
 pub struct RotaryEmbedding {
-    cos: Tensor,
-    sin: Tensor,
+    inv_freq: Vec<f32>,
+    rescaled: bool,
     head_dim: usize,
     max_positions: usize,
     layout: RopeLayout,
     base: f64,
-    arithmetic: Arithmetic,
+    dtype: DType,
+    device: Device,
 }
 
 /// Cosines and sines of the positions of one forward pass, shared by all layers.
@@ -337,11 +342,10 @@ pub struct RopeTables {
     /// `(batch, seq, head_dim / 2)`
     pub sin: Tensor,
     layout: RopeLayout,
-    arithmetic: Arithmetic,
 }
 
 impl RotaryEmbedding {
-    /// Precomputes `cos`/`sin` of `p * base^(-2i/head_dim)` for `max_positions` positions.
+    /// Rotations by `p * base^(-2i/head_dim)` for positions below `max_positions`.
     pub fn new(
         head_dim: usize,
         max_positions: usize,
@@ -363,10 +367,16 @@ impl RotaryEmbedding {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        if head_dim % 2 != 0 {
+        if head_dim == 0 || head_dim % 2 != 0 {
             return Err(Error::config(
                 "head_dim",
                 format!("rotary embeddings need an even head dimension, found {head_dim}"),
+            ));
+        }
+        if !(base.is_finite() && base > 0.0) {
+            return Err(Error::config(
+                "rope_theta",
+                format!("must be a positive number, found {base}"),
             ));
         }
         let half = head_dim / 2;
@@ -374,45 +384,20 @@ impl RotaryEmbedding {
         let mut inv_freq: Vec<f32> = (0..half)
             .map(|i| 1.0 / (base.powf((2 * i) as f64 / head_dim as f64)) as f32)
             .collect();
-        if let Some(scaling) = scaling {
+        if let Some(scaling) = &scaling {
             scaling.validate()?;
             scaling.apply(&mut inv_freq);
         }
-        let mut cos = Vec::with_capacity(max_positions * half);
-        let mut sin = Vec::with_capacity(max_positions * half);
-        for p in 0..max_positions {
-            for f in &inv_freq {
-                let angle = p as f32 * f;
-                cos.push(angle.cos());
-                sin.push(angle.sin());
-            }
-        }
-        let cos = Tensor::from_vec(cos, (max_positions, half), device)?.to_dtype(dtype)?;
-        let sin = Tensor::from_vec(sin, (max_positions, half), device)?.to_dtype(dtype)?;
         Ok(Self {
-            cos,
-            sin,
+            inv_freq,
+            rescaled: scaling.is_some(),
             head_dim,
             max_positions,
             layout,
             base,
-            arithmetic: Arithmetic::Reference,
+            dtype,
+            device: device.clone(),
         })
-    }
-
-    /// The same embedding computing with `arithmetic`: under [`Arithmetic::Ggml`] the
-    /// tables are llama.cpp's (angles by repeated multiplication) and the rotation uses its
-    /// multiply-adds. Rescaled frequencies keep the reference tables.
-    pub fn with_arithmetic(mut self, arithmetic: Arithmetic) -> Result<Self> {
-        if arithmetic == Arithmetic::Ggml {
-            let (cos, sin) = super::ggml::rope_tables(self.head_dim, self.max_positions, self.base);
-            let shape = (self.max_positions, self.head_dim / 2);
-            let (device, dtype) = (self.cos.device().clone(), self.cos.dtype());
-            self.cos = Tensor::from_vec(cos, shape, &device)?.to_dtype(dtype)?;
-            self.sin = Tensor::from_vec(sin, shape, &device)?.to_dtype(dtype)?;
-        }
-        self.arithmetic = arithmetic;
-        Ok(self)
     }
 
     /// The head dimension this embedding rotates.
@@ -421,40 +406,59 @@ impl RotaryEmbedding {
     }
 
     /// Tables for explicit position ids of shape `(batch, seq)` (left padding gives each row
-    /// its own positions).
-    pub fn tables(&self, position_ids: &Tensor) -> Result<RopeTables> {
+    /// its own positions), in `arithmetic`.
+    pub fn tables(&self, position_ids: &Tensor, arithmetic: Arithmetic) -> Result<RopeTables> {
         check_ids("rotary embedding", position_ids, 0, self.max_positions)?;
         let (b, s) = position_ids.dims2()?;
-        let flat = position_ids.to_dtype(DType::U32)?.flatten_all()?;
-        let half = self.head_dim / 2;
-        let cos = self.cos.index_select(&flat, 0)?.reshape((b, s, half))?;
-        let sin = self.sin.index_select(&flat, 0)?.reshape((b, s, half))?;
-        Ok(RopeTables {
-            cos,
-            sin,
-            layout: self.layout,
-            arithmetic: self.arithmetic,
-        })
+        let positions = position_ids
+            .to_dtype(DType::U32)?
+            .flatten_all()?
+            .to_vec1::<u32>()?;
+        self.build(&positions, (b, s), arithmetic)
     }
 
     /// Tables for positions `start..start + len`, the same for every row of a batch.
-    pub fn tables_range(&self, batch: usize, start: usize, len: usize) -> Result<RopeTables> {
+    pub fn tables_range(
+        &self,
+        batch: usize,
+        start: usize,
+        len: usize,
+        arithmetic: Arithmetic,
+    ) -> Result<RopeTables> {
         check_range("rotary embedding", start, len, self.max_positions)?;
+        let row: Vec<u32> = (start..start + len).map(|p| p as u32).collect();
+        let positions: Vec<u32> = (0..batch).flat_map(|_| row.iter().copied()).collect();
+        self.build(&positions, (batch, len), arithmetic)
+    }
+
+    fn build(
+        &self,
+        positions: &[u32],
+        (b, s): (usize, usize),
+        arithmetic: Arithmetic,
+    ) -> Result<RopeTables> {
         let half = self.head_dim / 2;
-        let cos = self.cos.narrow(0, start, len)?.unsqueeze(0)?;
-        let sin = self.sin.narrow(0, start, len)?.unsqueeze(0)?;
+        let (cos, sin) = ops::rope_angles(
+            &self.inv_freq,
+            self.base,
+            self.rescaled,
+            positions,
+            arithmetic,
+        );
+        let table = |v: Vec<f32>| -> Result<Tensor> {
+            Ok(Tensor::from_vec(v, (b, s, half), &self.device)?.to_dtype(self.dtype)?)
+        };
         Ok(RopeTables {
-            cos: cos.broadcast_as((batch, len, half))?.contiguous()?,
-            sin: sin.broadcast_as((batch, len, half))?.contiguous()?,
+            cos: table(cos)?,
+            sin: table(sin)?,
             layout: self.layout,
-            arithmetic: self.arithmetic,
         })
     }
 }
 
 impl RopeTables {
-    /// Rotates `x` of shape `(batch, heads, seq, head_dim)`.
-    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+    /// Rotates `x` of shape `(batch, heads, seq, head_dim)` (see [`ops::rope`](super::ops)).
+    pub fn apply(&self, x: &Tensor, arithmetic: Arithmetic) -> Result<Tensor> {
         let (b, _h, s, d) = x.dims4()?;
         let (cb, cs, half) = self.cos.dims3()?;
         if cb != b || cs != s || half * 2 != d {
@@ -464,39 +468,6 @@ impl RopeTables {
                 x.dims(),
             ));
         }
-        let x = x.contiguous()?;
-        if self.arithmetic == Arithmetic::Ggml {
-            let interleaved = self.layout == RopeLayout::Interleaved;
-            if let Some(out) = super::ggml::rope_apply(&x, &self.cos, &self.sin, interleaved)? {
-                return Ok(out);
-            }
-        }
-        if !x.track_op() && !self.cos.track_op() {
-            // candle's fused kernels (no backward pass) for inference.
-            return Ok(match self.layout {
-                RopeLayout::HalfSplit => candle_nn::rotary_emb::rope(&x, &self.cos, &self.sin)?,
-                RopeLayout::Interleaved => candle_nn::rotary_emb::rope_i(&x, &self.cos, &self.sin)?,
-            });
-        }
-        // Differentiable form.
-        let cos = self.cos.unsqueeze(1)?; // (b, 1, s, half)
-        let sin = self.sin.unsqueeze(1)?;
-        match self.layout {
-            RopeLayout::HalfSplit => {
-                let x1 = x.narrow(D::Minus1, 0, half)?;
-                let x2 = x.narrow(D::Minus1, half, half)?;
-                let r1 = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
-                let r2 = (x2.broadcast_mul(&cos)? + x1.broadcast_mul(&sin)?)?;
-                Ok(Tensor::cat(&[r1, r2], D::Minus1)?)
-            }
-            RopeLayout::Interleaved => {
-                let pairs = x.reshape((b, x.dim(1)?, s, half, 2))?;
-                let x1 = pairs.i((.., .., .., .., 0))?;
-                let x2 = pairs.i((.., .., .., .., 1))?;
-                let r1 = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
-                let r2 = (x2.broadcast_mul(&cos)? + x1.broadcast_mul(&sin)?)?;
-                Ok(Tensor::stack(&[r1, r2], D::Minus1)?.reshape((b, x.dim(1)?, s, d))?)
-            }
-        }
+        ops::rope(x, &self.cos, &self.sin, self.layout, arithmetic)
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{DType, Device, Tensor, D};
 
-use super::qmatmul::{self, WeightFormat};
+use super::kernels::qmatmul::{self, WeightFormat};
 use crate::error::{Error, Result};
 
 /// A `(out, in)` matrix stored in GGML blocks along `in`: one or more row blocks of
@@ -198,7 +198,7 @@ impl QuantizedMatrix {
 }
 
 /// `x W^T` for one block of rows: llama.cpp's arithmetic for Q4_1 and Q8_0 on CPUs with
-/// AVX2 (see [`super::qmatmul`]), candle's quantized matmul otherwise.
+/// AVX2 (see [`super::kernels::qmatmul`]), candle's quantized matmul otherwise.
 fn part_matmul_t(x: &Tensor, w: &QTensor) -> Result<Tensor> {
     let format = match w.dtype() {
         GgmlDType::Q4_1 => Some(WeightFormat::Q4_1),

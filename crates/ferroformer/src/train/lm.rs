@@ -347,7 +347,11 @@ pub fn lm_loss(
     labels: &Tensor,
     train: bool,
 ) -> Result<Tensor> {
-    let logits = model.forward(inputs, None, None, train, false)?.logits;
+    let pass = crate::nn::Pass {
+        train,
+        need_weights: false,
+    };
+    let logits = model.forward(inputs, None, None, pass)?.logits;
     let (b, s, v) = logits.dims3()?;
     crate::nn::loss::cross_entropy(&logits.reshape((b * s, v))?, &labels.reshape(b * s)?)
 }

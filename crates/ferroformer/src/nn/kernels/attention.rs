@@ -1,0 +1,1193 @@
+//! Scaled dot-product attention `softmax(scale q k^T + bias) v` on the CPU, one (batch, head)
+//! block per task, forward and backward side by side:
+//!
+//! - [`attention`]: inference, reading q, k and v in place through [`HeadLayout`]s (straight
+//!   out of the fused projection: no head split copies) and writing the heads merged as
+//!   `(batch, q_len, heads * head_dim)`, with the reference loop ([`attention_into`]) or
+//!   llama.cpp's ([`ggml_attention_into`]);
+//! - [`attention_packed`]: inference over sequences packed end to end without padding;
+//! - [`attention_op`] and [`attention_packed_op`]: the differentiable op for training, whose
+//!   backward pass recomputes each block's probabilities instead of keeping them.
+//!
+//! Every entry point checks that q, k, v, the biases and the output cover the extents their
+//! layouts and the dimensions reach before any block reads through a pointer.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Device, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::math::{dot_f32, exp_shifted_in_place, hsum16, round_f16, v_expf, GGML_LANES};
+use super::{contiguous_f32, f32_data, with_data, SendPtr};
+use crate::error::{Error, Result};
+use crate::nn::ops::Arithmetic;
+
+/// Where the heads of q, k or v live in a buffer: element `(b, h, s, d)` is at
+/// `offset + b*sb + h*sh + s*ss + d`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeadLayout {
+    pub offset: usize,
+    pub sb: usize,
+    pub sh: usize,
+    pub ss: usize,
+}
+
+impl HeadLayout {
+    /// Heads `head_dim` wide side by side from column `col` of a contiguous
+    /// `(batch, seq, width)` buffer (the fused q/k/v projection, or merged heads).
+    pub fn packed(col: usize, seq: usize, width: usize, head_dim: usize) -> Self {
+        Self {
+            offset: col,
+            sb: seq * width,
+            sh: head_dim,
+            ss: width,
+        }
+    }
+
+    /// A contiguous `(batch, heads, seq, head_dim)` buffer.
+    pub fn contiguous(heads: usize, seq: usize, head_dim: usize) -> Self {
+        Self {
+            offset: 0,
+            sb: heads * seq * head_dim,
+            sh: seq * head_dim,
+            ss: head_dim,
+        }
+    }
+
+    /// A 4-D `(batch, heads, seq, head_dim)` layout whose last dimension is contiguous.
+    pub fn of(layout: &Layout) -> Option<Self> {
+        let st = layout.stride();
+        (st.len() == 4 && st[3] == 1).then(|| Self {
+            offset: layout.start_offset(),
+            sb: st[0],
+            sh: st[1],
+            ss: st[2],
+        })
+    }
+
+    /// Where head `h` of batch row `b` starts.
+    pub fn at(&self, b: usize, h: usize) -> usize {
+        self.offset + b * self.sb + h * self.sh
+    }
+
+    /// Values a buffer must hold for `(batch, heads, seq, head_dim)` read through this layout.
+    pub fn extent(&self, batch: usize, heads: usize, seq: usize, head_dim: usize) -> usize {
+        if batch == 0 || heads == 0 || seq == 0 || head_dim == 0 {
+            return 0;
+        }
+        self.offset + (batch - 1) * self.sb + (heads - 1) * self.sh + (seq - 1) * self.ss + head_dim
+    }
+}
+
+/// The heads of q, k or v inside a tensor's data (its storage from offset 0).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Heads<'a> {
+    pub tensor: &'a Tensor,
+    pub layout: HeadLayout,
+}
+
+impl<'a> Heads<'a> {
+    /// Heads packed along the last dimension of a contiguous `(batch, seq, width)` tensor,
+    /// starting at column `offset`, `head_dim` wide each.
+    pub fn packed(tensor: &'a Tensor, offset: usize, head_dim: usize) -> Result<Self> {
+        let (_, s, width) = tensor.dims3()?;
+        Ok(Self {
+            tensor,
+            layout: HeadLayout::packed(offset, s, width, head_dim),
+        })
+    }
+
+    /// A `(batch, heads, seq, head_dim)` tensor whose last dimension is contiguous.
+    pub fn bhsd(tensor: &'a Tensor) -> Option<Self> {
+        let st = tensor.stride();
+        (st.len() == 4 && st[3] == 1).then(|| Self {
+            tensor,
+            layout: HeadLayout {
+                offset: 0,
+                sb: st[0],
+                sh: st[1],
+                ss: st[2],
+            },
+        })
+    }
+}
+
+/// Sizes of one attention call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AttentionDims {
+    pub batch: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub q_len: usize,
+    pub k_len: usize,
+    pub head_dim: usize,
+}
+
+/// An additive attention bias broadcastable to `(batch, heads, q_len, k_len)`: its data from
+/// the layout's start offset, and element strides that are 0 along broadcast dimensions.
+pub(crate) struct BiasView<'a> {
+    data: &'a [f32],
+    strides: [usize; 4],
+}
+
+impl<'a> BiasView<'a> {
+    /// A view of a 4-D bias over `data` whose every dimension is 1 or the attention's own
+    /// (`target`: batch, heads, q_len, k_len), and whose strides stay inside `data`.
+    pub fn new(
+        data: &'a [f32],
+        dims: &[usize],
+        stride: &[usize],
+        target: [usize; 4],
+    ) -> Result<Self> {
+        let fits = dims.len() == 4
+            && stride.len() == 4
+            && (0..4).all(|i| dims[i] == 1 || dims[i] == target[i]);
+        if !fits {
+            return Err(Error::shape(
+                "attention bias",
+                format!("broadcastable to {target:?}"),
+                dims,
+            ));
+        }
+        let s = |i: usize| if dims[i] == 1 { 0 } else { stride[i] };
+        let strides = [s(0), s(1), s(2), s(3)];
+        if target.iter().all(|&n| n > 0) {
+            let last: usize = (0..4).map(|i| (target[i] - 1) * strides[i]).sum();
+            if last >= data.len() {
+                return Err(Error::Invalid(format!(
+                    "attention bias of shape {dims:?} reaches value {last} of a buffer of {}",
+                    data.len()
+                )));
+            }
+        }
+        Ok(Self { data, strides })
+    }
+
+    /// Adds row `i` of the `(b, h)` block to `scores` (`k_len` values).
+    pub fn add_row(&self, scores: &mut [f32], b: usize, h: usize, i: usize) {
+        let st = self.strides;
+        let row = &self.data[b * st[0] + h * st[1] + i * st[2]..];
+        for (j, s) in scores.iter_mut().enumerate() {
+            *s += row[j * st[3]];
+        }
+    }
+
+    /// Adds the `(b, h)` block to `scores`, `q_len` rows of `k_len`.
+    pub fn add_to(&self, scores: &mut [f32], b: usize, h: usize, q_len: usize, k_len: usize) {
+        let st = self.strides;
+        let base = b * st[0] + h * st[1];
+        for i in 0..q_len {
+            let row = &self.data[base + i * st[2]..];
+            let srow = &mut scores[i * k_len..(i + 1) * k_len];
+            for (j, s) in srow.iter_mut().enumerate() {
+                *s += row[j * st[3]];
+            }
+        }
+    }
+}
+
+/// Scaled dot-product attention with `arithmetic`'s loop ([`attention_into`] or
+/// [`ggml_attention_into`]); returns `(batch, q_len, heads * head_dim)`. `biases` are
+/// additive tensors broadcastable to `(batch, heads, q_len, k_len)`. `None` when an operand
+/// is not f32 on the CPU.
+pub(crate) fn attention(
+    q: Heads,
+    k: Heads,
+    v: Heads,
+    dims: AttentionDims,
+    biases: &[&Tensor],
+    scale: f32,
+    arithmetic: Arithmetic,
+) -> Result<Option<Tensor>> {
+    let AttentionDims {
+        batch,
+        heads,
+        q_len,
+        k_len,
+        head_dim,
+        ..
+    } = dims;
+    let width = heads * head_dim;
+    let mut out = vec![0f32; batch * q_len * width];
+    if out.is_empty() || k_len == 0 {
+        return Ok(Some(Tensor::from_vec(
+            out,
+            (batch, q_len, width),
+            &Device::Cpu,
+        )?));
+    }
+    let mut all = vec![q.tensor, k.tensor, v.tensor];
+    all.extend(biases.iter().copied());
+    let guards: Vec<_> = all.iter().map(|t| t.storage_and_layout()).collect();
+    let data: Option<Vec<&[f32]>> = guards.iter().map(|(s, l)| f32_data(s, l)).collect();
+    let Some(data) = data else { return Ok(None) };
+    let (qd, kd, vd) = (data[0], data[1], data[2]);
+    let target = [batch, heads, q_len, k_len];
+    let bias_views: Vec<BiasView> = biases
+        .iter()
+        .zip(&data[3..])
+        .map(|(t, d)| BiasView::new(d, t.dims(), t.stride(), target))
+        .collect::<Result<_>>()?;
+    let (data, layouts) = ([qd, kd, vd], [q.layout, k.layout, v.layout]);
+    match arithmetic {
+        Arithmetic::Reference => attention_into(&mut out, data, layouts, dims, &bias_views, scale)?,
+        Arithmetic::Ggml => ggml_attention_into(&mut out, data, layouts, dims, &bias_views, scale)?,
+    }
+    drop(guards);
+    Ok(Some(Tensor::from_vec(
+        out,
+        (batch, q_len, width),
+        &Device::Cpu,
+    )?))
+}
+
+/// Checks what the attention loops read and write: the head counts, `out`, and q, k and v
+/// through their layouts.
+fn check_operands(
+    out: &[f32],
+    data: [&[f32]; 3],
+    [q, k, v]: [HeadLayout; 3],
+    dims: AttentionDims,
+) -> Result<()> {
+    let AttentionDims {
+        batch,
+        heads,
+        kv_heads,
+        q_len,
+        k_len,
+        head_dim,
+    } = dims;
+    if kv_heads == 0 || heads % kv_heads != 0 {
+        return Err(Error::Invalid(format!(
+            "attention with {heads} query heads and {kv_heads} key/value heads"
+        )));
+    }
+    let needed = [
+        (
+            "attention output",
+            out.len(),
+            batch * q_len * heads * head_dim,
+        ),
+        (
+            "attention queries",
+            data[0].len(),
+            q.extent(batch, heads, q_len, head_dim),
+        ),
+        (
+            "attention keys",
+            data[1].len(),
+            k.extent(batch, kv_heads, k_len, head_dim),
+        ),
+        (
+            "attention values",
+            data[2].len(),
+            v.extent(batch, kv_heads, k_len, head_dim),
+        ),
+    ];
+    for (what, have, need) in needed {
+        if have < need {
+            return Err(Error::Invalid(format!(
+                "{what}: the layout reaches {need} values but the buffer holds {have}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Scaled dot-product attention for every (batch, head) in parallel, from q, k and v in
+/// `data` through their layouts, into `out` `(batch, q_len, heads * head_dim)` (heads merged).
+/// Inference ([`attention`]) and the training op ([`attention_op`]) both run this.
+pub(crate) fn attention_into(
+    out: &mut [f32],
+    data: [&[f32]; 3],
+    layouts: [HeadLayout; 3],
+    dims: AttentionDims,
+    biases: &[BiasView],
+    scale: f32,
+) -> Result<()> {
+    check_operands(out, data, layouts, dims)?;
+    let [q, k, v] = layouts;
+    let AttentionDims {
+        batch,
+        heads,
+        kv_heads,
+        q_len,
+        k_len,
+        head_dim,
+    } = dims;
+    let n_rep = heads / kv_heads;
+    let width = heads * head_dim;
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    (0..batch * heads).into_par_iter().for_each(|unit| {
+        let (b, h) = (unit / heads, unit % heads);
+        let g = h / n_rep;
+        let blk = Block {
+            q: &data[0][q.at(b, h)..],
+            q_stride: q.ss,
+            k: &data[1][k.at(b, g)..],
+            k_stride: k.ss,
+            v: &data[2][v.at(b, g)..],
+            v_stride: v.ss,
+            q_len,
+            k_len,
+            head_dim,
+            scale,
+        };
+        let add = |s: &mut [f32]| {
+            biases
+                .iter()
+                .for_each(|bv| bv.add_to(s, b, h, q_len, k_len))
+        };
+        // SAFETY: the output block of this (b, h) is q_len rows of `head_dim` values,
+        // `width` apart, disjoint from every other unit's block; `out` holds them all.
+        unsafe {
+            attend_block(
+                blk,
+                add,
+                out_ptr.get().add(b * q_len * width + h * head_dim),
+                width,
+            )
+        };
+    });
+    Ok(())
+}
+
+/// One (sequence, head) attention block: q rows `q_stride` apart (k, v likewise), each row
+/// `head_dim` contiguous values.
+pub(crate) struct Block<'a> {
+    pub q: &'a [f32],
+    pub q_stride: usize,
+    pub k: &'a [f32],
+    pub k_stride: usize,
+    pub v: &'a [f32],
+    pub v_stride: usize,
+    pub q_len: usize,
+    pub k_len: usize,
+    pub head_dim: usize,
+    pub scale: f32,
+}
+
+/// `softmax(scale q k^T + bias)` for one block: `q_len` rows of `k_len` probabilities.
+pub(crate) fn attention_probs(blk: &Block, add_biases: impl Fn(&mut [f32])) -> Vec<f32> {
+    let Block {
+        q_len,
+        k_len,
+        head_dim,
+        ..
+    } = *blk;
+    let mut scores = vec![0f32; q_len * k_len];
+    // SAFETY: q holds q_len rows `q_stride` apart and k k_len rows `k_stride` apart, each
+    // `head_dim` long (the caller's contract on `Block`); scores is q_len × k_len.
+    unsafe {
+        ::gemm::gemm(
+            q_len,
+            k_len,
+            head_dim,
+            scores.as_mut_ptr(),
+            1,
+            k_len as isize,
+            false,
+            blk.q.as_ptr(),
+            1,
+            blk.q_stride as isize,
+            blk.k.as_ptr(),
+            blk.k_stride as isize,
+            1,
+            0.0,
+            blk.scale,
+            false,
+            false,
+            false,
+            ::gemm::Parallelism::None,
+        );
+    }
+    add_biases(&mut scores);
+    for row in scores.chunks_mut(k_len.max(1)) {
+        let inv = 1.0 / exp_shifted_in_place(row);
+        row.iter_mut().for_each(|s| *s *= inv);
+    }
+    scores
+}
+
+/// `softmax(scale q k^T + bias) v` for one block, written as `q_len` rows of `head_dim`
+/// values `dst_stride` apart from `dst`.
+///
+/// # Safety
+/// `dst` must be valid for those writes and no other thread may write them concurrently; the
+/// slices in `blk` must hold every row the strides reach.
+unsafe fn attend_block(
+    blk: Block,
+    add_biases: impl Fn(&mut [f32]),
+    dst: *mut f32,
+    dst_stride: usize,
+) {
+    let probs = attention_probs(&blk, add_biases);
+    let Block {
+        q_len,
+        k_len,
+        head_dim,
+        ..
+    } = blk;
+    ::gemm::gemm(
+        q_len,
+        head_dim,
+        k_len,
+        dst,
+        1,
+        dst_stride as isize,
+        false,
+        probs.as_ptr(),
+        1,
+        k_len as isize,
+        blk.v.as_ptr(),
+        1,
+        blk.v_stride as isize,
+        0.0,
+        1.0,
+        false,
+        false,
+        false,
+        ::gemm::Parallelism::None,
+    );
+}
+
+/// Self-attention over sequences packed end to end without padding: `qkv` is the fused
+/// projection `(1, tokens, q_dim + 2 kv_dim)` and `lengths` the sequence lengths in order
+/// (summing to `tokens`); every sequence attends only to itself. Returns
+/// `(1, tokens, heads * head_dim)`, or `None` for a tensor that is not f32 on the CPU.
+pub(crate) fn attention_packed(
+    qkv: &Tensor,
+    lengths: &[usize],
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    scale: f32,
+) -> Result<Option<Tensor>> {
+    let qkv = qkv.contiguous()?;
+    let (batch, tokens, cols) = qkv.dims3()?;
+    let width = heads * head_dim;
+    let kv_dim = kv_heads * head_dim;
+    if batch != 1
+        || kv_heads == 0
+        || heads % kv_heads != 0
+        || cols != width + 2 * kv_dim
+        || lengths.iter().sum::<usize>() != tokens
+    {
+        return Err(Error::Invalid(format!(
+            "packed attention: {lengths:?} sequences of {heads} heads ({kv_heads} key/value) of \
+             {head_dim} over a projection of shape {:?}",
+            qkv.dims()
+        )));
+    }
+    let mut out = vec![0f32; tokens * width];
+    let (storage, layout) = qkv.storage_and_layout();
+    let Some(data) = f32_data(&storage, layout) else {
+        return Ok(None);
+    };
+    let starts: Vec<usize> = lengths
+        .iter()
+        .scan(0, |acc, &n| {
+            let s = *acc;
+            *acc += n;
+            Some(s)
+        })
+        .collect();
+    let n_rep = heads / kv_heads;
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    (0..lengths.len() * heads).into_par_iter().for_each(|unit| {
+        let (seq, h) = (unit / heads, unit % heads);
+        let (start, len) = (starts[seq], lengths[seq]);
+        if len == 0 {
+            return;
+        }
+        let kvh = h / n_rep;
+        let row = &data[start * cols..];
+        // SAFETY: this (sequence, head) writes rows start..start+len, columns of head h only.
+        unsafe {
+            attend_block(
+                Block {
+                    q: &row[h * head_dim..],
+                    q_stride: cols,
+                    k: &row[width + kvh * head_dim..],
+                    k_stride: cols,
+                    v: &row[width + kv_dim + kvh * head_dim..],
+                    v_stride: cols,
+                    q_len: len,
+                    k_len: len,
+                    head_dim,
+                    scale,
+                },
+                |_| {},
+                out_ptr.get().add(start * width + h * head_dim),
+                width,
+            );
+        }
+    });
+    drop(storage);
+    Ok(Some(Tensor::from_vec(
+        out,
+        (1, tokens, width),
+        &Device::Cpu,
+    )?))
+}
+
+/// Attention as llama.cpp computes it without flash attention and with an f16 KV cache,
+/// into `out` `(batch, q_len, heads · head_dim)`: q, k and v in `data` through their
+/// layouts (keys and values holding f16 values, see [`round_to_f16`]), additive biases.
+/// [`attention`] prepares the inputs, as for its reference loop.
+///
+/// Per query: scores `q16·k16` (16-lane FMA accumulation over `d`, [`hsum16`]), scaled,
+/// plus the biases (masked keys skip the product); softmax over 16-key blocks with
+/// [`v_expf`] and an f64 sum; probabilities rounded to f16; output `Σ p16·v16` accumulated
+/// in 16 lanes by key index.
+///
+/// Key indices count from the first key the row may attend to: in llama.cpp a sequence
+/// starts at cache cell 0, here a left-padded row of a batch starts later, and counting from
+/// its first real key keeps the lanes and blocks (so the result) equal to the row alone.
+pub(crate) fn ggml_attention_into(
+    out: &mut [f32],
+    data: [&[f32]; 3],
+    layouts: [HeadLayout; 3],
+    dims: AttentionDims,
+    biases: &[BiasView],
+    scale: f32,
+) -> Result<()> {
+    check_operands(out, data, layouts, dims)?;
+    let AttentionDims {
+        batch: b,
+        heads: h,
+        q_len,
+        k_len,
+        head_dim: d,
+        ..
+    } = dims;
+    let inputs = HeadInputs {
+        data,
+        layouts,
+        biases,
+        dims,
+        scale,
+    };
+    let tasks: Vec<(usize, usize)> = (0..b)
+        .flat_map(|bi| (0..h).map(move |hi| (bi, hi)))
+        .collect();
+    // One (batch, head) per task; threads once there are a few microseconds of work.
+    let results: Vec<Vec<f32>> = if b * h * q_len * k_len * d >= 1 << 15 {
+        tasks
+            .par_iter()
+            .map(|&t| attention_head(&inputs, t))
+            .collect()
+    } else {
+        tasks.iter().map(|&t| attention_head(&inputs, t)).collect()
+    };
+    for (&(bi, hi), head_out) in tasks.iter().zip(&results) {
+        for t in 0..q_len {
+            let dst = ((bi * q_len + t) * h + hi) * d;
+            out[dst..dst + d].copy_from_slice(&head_out[t * d..][..d]);
+        }
+    }
+    Ok(())
+}
+
+/// What every (batch, head) task of [`ggml_attention_into`] reads.
+struct HeadInputs<'a> {
+    data: [&'a [f32]; 3],
+    layouts: [HeadLayout; 3],
+    biases: &'a [BiasView<'a>],
+    dims: AttentionDims,
+    scale: f32,
+}
+
+fma_dispatch!(attention_head => attention_head_body(inputs: &HeadInputs, task: (usize, usize)) -> Vec<f32>);
+
+/// Head `hi` of batch row `bi` of [`attention_into`]: every query row, as `(q_len, d)`.
+#[inline(always)]
+fn attention_head_body(inputs: &HeadInputs, (bi, hi): (usize, usize)) -> Vec<f32> {
+    let HeadInputs {
+        data: [qs, ks, vs],
+        layouts: [ql, kl, vl],
+        biases,
+        dims,
+        scale,
+    } = *inputs;
+    let AttentionDims {
+        heads: h,
+        kv_heads: kvh,
+        q_len,
+        k_len,
+        head_dim: d,
+        ..
+    } = dims;
+    let kv_hi = hi / (h / kvh);
+    let (q0, k0, v0) = (ql.at(bi, hi), kl.at(bi, kv_hi), vl.at(bi, kv_hi));
+    let key = |j: usize| &ks[k0 + j * kl.ss..][..d];
+    let value = |j: usize| &vs[v0 + j * vl.ss..][..d];
+    let mut out = vec![0f32; q_len * d];
+    let mut scores = vec![0f32; k_len];
+    let mut q16 = vec![0f32; d];
+    let mut acc = vec![0f32; GGML_LANES * d];
+    for t in 0..q_len {
+        for (r, x) in q16.iter_mut().zip(&qs[q0 + t * ql.ss..][..d]) {
+            *r = round_f16(*x);
+        }
+        // The biases first: a masked key (≤ f32::MIN / 2) needs no product, its score
+        // rounds to the mask's value whatever the product is. With one bias (a mask, as
+        // GGUF models have) `product × scale + bias` is ggml's order exactly.
+        scores.fill(0.0);
+        for bias in biases {
+            bias.add_row(&mut scores, bi, hi, t);
+        }
+        for (j, s) in scores.iter_mut().enumerate() {
+            if *s > f32::MIN / 2.0 {
+                *s += dot_lanes(key(j), &q16) * scale;
+            }
+        }
+        let start = scores.iter().position(|s| *s > f32::MIN / 2.0).unwrap_or(0);
+        let probs = &mut scores[start..];
+        ggml_softmax_in_place(probs);
+        acc.fill(0.0);
+        for (j, p) in probs.iter().enumerate() {
+            if *p == 0.0 {
+                // Would add 0 to every lane.
+                continue;
+            }
+            let p16 = round_f16(*p);
+            let lane = &mut acc[(j % GGML_LANES) * d..][..d];
+            for (a, x) in lane.iter_mut().zip(value(start + j)) {
+                *a = x.mul_add(p16, *a);
+            }
+        }
+        // `hsum16` of every column at once: the same additions, one row of lanes at a time.
+        let lane = |l: usize| &acc[l * d..(l + 1) * d];
+        for (c, o) in out[t * d..][..d].iter_mut().enumerate() {
+            let t3: [f32; 8] = std::array::from_fn(|i| lane(8 + i)[c] + lane(i)[c]);
+            let t6: [f32; 4] = std::array::from_fn(|i| t3[4 + i] + t3[i]);
+            *o = (t6[0] + t6[2]) + (t6[1] + t6[3]);
+        }
+    }
+    out
+}
+
+/// `Σ k·q` over f16-valued keys and queries in 16 FMA lanes then [`hsum16`] (tinyBLAS's
+/// order); a length that is not a multiple of 16 finishes in lane order.
+#[inline(always)]
+fn dot_lanes(k: &[f32], q: &[f32]) -> f32 {
+    let mut acc = [0f32; GGML_LANES];
+    for (kc, qc) in k.chunks_exact(GGML_LANES).zip(q.chunks_exact(GGML_LANES)) {
+        for l in 0..GGML_LANES {
+            acc[l] = kc[l].mul_add(qc[l], acc[l]);
+        }
+    }
+    let n = k.len() - k.len() % GGML_LANES;
+    for (l, (kv, qv)) in k[n..].iter().zip(&q[n..]).enumerate() {
+        acc[l] = kv.mul_add(*qv, acc[l]);
+    }
+    hsum16(&acc)
+}
+
+/// `ggml_vec_soft_max_f32` and the scaling after it, in place: `exp(x − max)` by
+/// [`v_expf`], summed in f64 one 16-value block at a time, times the f32 reciprocal of the
+/// sum.
+#[inline(always)]
+fn ggml_softmax_in_place(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f64;
+    for chunk in x.chunks_mut(GGML_LANES) {
+        let mut block = [0f32; GGML_LANES];
+        for (b, v) in block.iter_mut().zip(chunk.iter_mut()) {
+            *v = v_expf(*v - max);
+            *b = *v;
+        }
+        sum += hsum16(&block) as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// `dst (m × n) (+)= alpha · lhs (m × k) · rhs (k × n)`, single-threaded (the callers run
+/// one attention block per thread). Operands are `(data, row stride, column stride)`.
+///
+/// # Safety
+/// `dst` must hold m rows `dst_rs` apart of n contiguous values; the operands' strides must
+/// stay inside their slices.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_block(
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    (m, n, k): (usize, usize, usize),
+    lhs: (&[f32], usize, usize),
+    rhs: (&[f32], usize, usize),
+    alpha: f32,
+) {
+    ::gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        accumulate,
+        lhs.0.as_ptr(),
+        lhs.2 as isize,
+        lhs.1 as isize,
+        rhs.0.as_ptr(),
+        rhs.2 as isize,
+        rhs.1 as isize,
+        1.0,
+        alpha,
+        false,
+        false,
+        false,
+        ::gemm::Parallelism::None,
+    );
+}
+
+/// Scaled dot-product attention `softmax(scale q k^T + bias) v` on the CPU, differentiable
+/// in q, k and v: one pass per (batch, head) forward, and a backward pass that recomputes
+/// each block's probabilities instead of keeping `(batch, heads, q_len, k_len)` of them alive
+/// between the passes. The composed form costs a dozen tensors of that size per layer (scale,
+/// mask add, softmax, head split and merge copies, and as many again backward).
+///
+/// The output is `(batch, q_len, heads * head_dim)`, heads merged. The biases are constants
+/// (masks) broadcastable to `(batch, heads, q_len, k_len)`: no gradient flows to them.
+struct Attention {
+    biases: Vec<Tensor>,
+    scale: f32,
+}
+
+impl Attention {
+    /// Runs `f` with views of the biases' data, checked against the attention's sizes.
+    fn with_biases<R>(
+        &self,
+        sh: AttentionDims,
+        f: impl FnOnce(&[BiasView]) -> R,
+    ) -> candle_core::Result<R> {
+        let guards: Vec<_> = self.biases.iter().map(|t| t.storage_and_layout()).collect();
+        let mut views = Vec::with_capacity(guards.len());
+        let target = [sh.batch, sh.heads, sh.q_len, sh.k_len];
+        for ((s, l), t) in guards.iter().zip(&self.biases) {
+            let Some(d) = f32_data(s, l) else {
+                candle_core::bail!("attention biases must be f32 CPU tensors")
+            };
+            views.push(
+                BiasView::new(d, t.dims(), t.stride(), target)
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?,
+            );
+        }
+        Ok(f(&views))
+    }
+
+    /// The forward pass: q, k and v read from `data` through their layouts.
+    fn forward(
+        &self,
+        data: [&[f32]; 3],
+        layouts: [HeadLayout; 3],
+        sh: AttentionDims,
+    ) -> candle_core::Result<Vec<f32>> {
+        let mut out = vec![0f32; sh.batch * sh.q_len * sh.heads * sh.head_dim];
+        self.with_biases(sh, |biases| {
+            attention_into(&mut out, data, layouts, sh, biases, self.scale)
+        })?
+        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        Ok(out)
+    }
+
+    /// The backward pass from the output gradient `grad` (contiguous, `(batch, q_len,
+    /// heads * head_dim)`): the gradients of q, k and v written into `dst` through
+    /// `dst_strides` (each element exactly once; the three may share one buffer).
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        &self,
+        data: [&[f32]; 3],
+        [q, k, v]: [HeadLayout; 3],
+        grad: &[f32],
+        sh: AttentionDims,
+        dst: &mut [f32],
+        [dq, dk, dv]: [HeadLayout; 3],
+    ) -> candle_core::Result<()> {
+        let AttentionDims {
+            batch,
+            heads,
+            kv_heads,
+            q_len,
+            k_len,
+            head_dim: hd,
+        } = sh;
+        // Everything the blocks below read and write through pointers, checked once.
+        let grad_ok = grad.len() >= batch * q_len * heads * hd;
+        let dst_ok = dst.len() >= dq.extent(batch, heads, q_len, hd)
+            && dst.len() >= dk.extent(batch, kv_heads, k_len, hd)
+            && dst.len() >= dv.extent(batch, kv_heads, k_len, hd);
+        let operands = check_operands(grad, data, [q, k, v], sh);
+        if !grad_ok || !dst_ok || operands.is_err() {
+            candle_core::bail!("attention backward: operands shorter than their layouts")
+        }
+        let n_rep = heads / kv_heads;
+        let width = heads * hd;
+        let dst_ptr = SendPtr(dst.as_mut_ptr());
+        self.with_biases(sh, |biases| {
+            (0..batch * kv_heads).into_par_iter().for_each(|unit| {
+                let (b, kvh) = (unit / kv_heads, unit % kv_heads);
+                let kp = &data[1][k.at(b, kvh)..];
+                let vp = &data[2][v.at(b, kvh)..];
+                // SAFETY (all writes below): unit (b, kvh) alone writes dk and dv of
+                // (b, kvh) and dq of the heads that share kvh.
+                let dk_blk = dst_ptr.get().wrapping_add(dk.at(b, kvh));
+                let dv_blk = dst_ptr.get().wrapping_add(dv.at(b, kvh));
+                let mut dp = vec![0f32; q_len * k_len];
+                for h in kvh * n_rep..(kvh + 1) * n_rep {
+                    let qp = &data[0][q.at(b, h)..];
+                    let blk = Block {
+                        q: qp,
+                        q_stride: q.ss,
+                        k: kp,
+                        k_stride: k.ss,
+                        v: vp,
+                        v_stride: v.ss,
+                        q_len,
+                        k_len,
+                        head_dim: hd,
+                        scale: self.scale,
+                    };
+                    let add = |s: &mut [f32]| {
+                        biases
+                            .iter()
+                            .for_each(|bv| bv.add_to(s, b, h, q_len, k_len))
+                    };
+                    let p = attention_probs(&blk, add);
+                    let go = &grad[b * q_len * width + h * hd..];
+                    let first = h == kvh * n_rep;
+                    let dims = |m, n, k| (m, n, k);
+                    unsafe {
+                        // dV (+)= P^T dO
+                        let (pt, dov) = ((&p[..], 1, k_len), (go, width, 1));
+                        gemm_block(dv_blk, dv.ss, !first, dims(k_len, hd, q_len), pt, dov, 1.0);
+                        // dP = dO V^T
+                        let vt = (vp, 1, v.ss);
+                        gemm_block(
+                            dp.as_mut_ptr(),
+                            k_len,
+                            false,
+                            dims(q_len, k_len, hd),
+                            dov,
+                            vt,
+                            1.0,
+                        );
+                    }
+                    // dS = P ⊙ (dP − rowsum(dP ⊙ P))
+                    let row = k_len.max(1);
+                    for (dpr, pr) in dp.chunks_mut(row).zip(p.chunks(row)) {
+                        let dot = dot_f32(dpr, pr);
+                        dpr.iter_mut()
+                            .zip(pr)
+                            .for_each(|(d, p)| *d = p * (*d - dot));
+                    }
+                    unsafe {
+                        // dQ = scale dS K
+                        let dq_blk = dst_ptr.get().wrapping_add(dq.at(b, h));
+                        let (ds, km) = ((&dp[..], k_len, 1), (kp, k.ss, 1));
+                        gemm_block(
+                            dq_blk,
+                            dq.ss,
+                            false,
+                            dims(q_len, hd, k_len),
+                            ds,
+                            km,
+                            self.scale,
+                        );
+                        // dK (+)= scale dS^T Q
+                        let (dst_t, qm) = ((&dp[..], 1, k_len), (qp, q.ss, 1));
+                        gemm_block(
+                            dk_blk,
+                            dk.ss,
+                            !first,
+                            dims(k_len, hd, q_len),
+                            dst_t,
+                            qm,
+                            self.scale,
+                        );
+                    }
+                }
+            })
+        })
+    }
+}
+
+/// The layout of an attention operand: 4-D with a contiguous last dimension.
+fn head_layout(l: &Layout) -> candle_core::Result<HeadLayout> {
+    match HeadLayout::of(l) {
+        Some(h) => Ok(h),
+        None => {
+            candle_core::bail!("attention operands must be 4-D with a contiguous last dimension")
+        }
+    }
+}
+
+fn cpu_storage(s: &candle_core::Storage) -> candle_core::Result<&CpuStorage> {
+    match s {
+        candle_core::Storage::Cpu(c) => Ok(c),
+        _ => candle_core::bail!("the attention op runs on the CPU"),
+    }
+}
+
+/// [`Attention`] over separate q `(batch, heads, q_len, head_dim)` and k, v `(batch,
+/// kv_heads, k_len, head_dim)` (any strides with a contiguous last dimension).
+struct AttentionQkv(Attention);
+
+impl AttentionQkv {
+    fn shape(q: &Shape, k: &Shape) -> candle_core::Result<AttentionDims> {
+        let (batch, heads, q_len, head_dim) = q.dims4()?;
+        let (_, kv_heads, k_len, _) = k.dims4()?;
+        Ok(AttentionDims {
+            batch,
+            heads,
+            kv_heads,
+            q_len,
+            k_len,
+            head_dim,
+        })
+    }
+}
+
+impl CustomOp3 for AttentionQkv {
+    fn name(&self) -> &'static str {
+        "ferroformer-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let sh = Self::shape(l1.shape(), l2.shape())?;
+        let data = [s1.as_slice()?, s2.as_slice()?, s3.as_slice()?];
+        let strides = [head_layout(l1)?, head_layout(l2)?, head_layout(l3)?];
+        let out = self.0.forward(data, strides, sh)?;
+        let shape = Shape::from((sh.batch, sh.q_len, sh.heads * sh.head_dim));
+        Ok((CpuStorage::F32(out), shape))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let sh = Self::shape(q.shape(), k.shape())?;
+        let (hd, q_n, kv_n) = (sh.head_dim, q.elem_count(), k.elem_count());
+        // dq, dk and dv side by side in one buffer, each contiguous.
+        let mut dst = vec![0f32; q_n + 2 * kv_n];
+        {
+            let grad = grad.contiguous()?;
+            let (gs, gl) = grad.storage_and_layout();
+            let Some(g) = f32_data(&gs, gl) else {
+                candle_core::bail!("attention gradient must be f32 on the CPU")
+            };
+            let guards = [q, k, v].map(|t| t.storage_and_layout());
+            let data = [
+                cpu_storage(&guards[0].0)?.as_slice()?,
+                cpu_storage(&guards[1].0)?.as_slice()?,
+                cpu_storage(&guards[2].0)?.as_slice()?,
+            ];
+            let strides = [
+                head_layout(guards[0].1)?,
+                head_layout(guards[1].1)?,
+                head_layout(guards[2].1)?,
+            ];
+            let dq = HeadLayout::contiguous(sh.heads, sh.q_len, hd);
+            let mut dk = HeadLayout::contiguous(sh.kv_heads, sh.k_len, hd);
+            let mut dv = dk;
+            dk.offset = q_n;
+            dv.offset = q_n + kv_n;
+            self.0
+                .backward(data, strides, g, sh, &mut dst, [dq, dk, dv])?;
+        }
+        let dev = q.device();
+        let all = Tensor::from_vec(dst, q_n + 2 * kv_n, dev)?;
+        Ok((
+            Some(all.narrow(0, 0, q_n)?.reshape(q.shape())?),
+            Some(all.narrow(0, q_n, kv_n)?.reshape(k.shape())?),
+            Some(all.narrow(0, q_n + kv_n, kv_n)?.reshape(v.shape())?),
+        ))
+    }
+}
+
+/// [`Attention`] straight from the fused projection `(batch, seq, (heads + 2 kv_heads) *
+/// head_dim)`, q then k then v columns: no head split copies forward, and one gradient
+/// buffer backward instead of three narrowed ones summed.
+struct AttentionPacked {
+    attn: Attention,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+impl AttentionPacked {
+    fn layout(&self, seq: usize, width: usize) -> (AttentionDims, [HeadLayout; 3]) {
+        let hd = self.head_dim;
+        let q_dim = self.heads * hd;
+        let kv_dim = self.kv_heads * hd;
+        let strides = [
+            HeadLayout::packed(0, seq, width, hd),
+            HeadLayout::packed(q_dim, seq, width, hd),
+            HeadLayout::packed(q_dim + kv_dim, seq, width, hd),
+        ];
+        let sh = AttentionDims {
+            batch: 0,
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            q_len: seq,
+            k_len: seq,
+            head_dim: hd,
+        };
+        (sh, strides)
+    }
+}
+
+impl CustomOp1 for AttentionPacked {
+    fn name(&self) -> &'static str {
+        "ferroformer-attention-packed"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s, l)?;
+        let (batch, seq, width) = l.shape().dims3()?;
+        let (mut sh, strides) = self.layout(seq, width);
+        sh.batch = batch;
+        let out = self.attn.forward([x; 3], strides, sh)?;
+        let shape = Shape::from((batch, seq, self.heads * self.head_dim));
+        Ok((CpuStorage::F32(out), shape))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let (batch, seq, width) = arg.dims3()?;
+        let (mut sh, strides) = self.layout(seq, width);
+        sh.batch = batch;
+        let mut dst = vec![0f32; arg.elem_count()];
+        with_data(&[arg, grad], |d| {
+            self.attn
+                .backward([d[0]; 3], strides, d[1], sh, &mut dst, strides)
+        })??;
+        Ok(Some(Tensor::from_vec(dst, arg.shape(), arg.device())?))
+    }
+}
+
+/// Scaled dot-product attention with constant additive `biases`, differentiable in q, k and
+/// v (see [`Attention`]); returns `(batch, q_len, heads * head_dim)`.
+pub(crate) fn attention_op(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    biases: &[&Tensor],
+    scale: f32,
+) -> candle_core::Result<Tensor> {
+    let op = AttentionQkv(Attention {
+        biases: biases.iter().map(|b| (*b).clone()).collect(),
+        scale,
+    });
+    let last_contiguous = |t: &Tensor| -> candle_core::Result<Tensor> {
+        if t.stride().last() == Some(&1) {
+            Ok(t.clone())
+        } else {
+            t.contiguous()
+        }
+    };
+    last_contiguous(q)?.apply_op3(&last_contiguous(k)?, &last_contiguous(v)?, op)
+}
+
+/// [`attention`] straight from the fused projection `qkv` `(batch, seq, (heads + 2 kv_heads)
+/// * head_dim)` (self-attention without rotary positions).
+pub(crate) fn attention_packed_op(
+    qkv: &Tensor,
+    (heads, kv_heads, head_dim): (usize, usize, usize),
+    biases: &[&Tensor],
+    scale: f32,
+) -> candle_core::Result<Tensor> {
+    let op = AttentionPacked {
+        attn: Attention {
+            biases: biases.iter().map(|b| (*b).clone()).collect(),
+            scale,
+        },
+        heads,
+        kv_heads,
+        head_dim,
+    };
+    qkv.contiguous()?.apply_op1(op)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dims(batch: usize, heads: usize, kv_heads: usize, len: usize, hd: usize) -> AttentionDims {
+        AttentionDims {
+            batch,
+            heads,
+            kv_heads,
+            q_len: len,
+            k_len: len,
+            head_dim: hd,
+        }
+    }
+
+    #[test]
+    fn the_loops_check_every_extent_before_reading() {
+        let (b, h, s, d) = (2, 2, 3, 4);
+        let full = vec![0.5f32; b * h * s * d];
+        let layout = HeadLayout::contiguous(h, s, d);
+        let sizes = dims(b, h, h, s, d);
+        let mut out = vec![0f32; b * s * h * d];
+        for ggml in [false, true] {
+            let run = |out: &mut [f32], data: [&[f32]; 3], sizes| {
+                if ggml {
+                    ggml_attention_into(out, data, [layout; 3], sizes, &[], 1.0)
+                } else {
+                    attention_into(out, data, [layout; 3], sizes, &[], 1.0)
+                }
+            };
+            assert!(run(&mut out, [&full, &full, &full], sizes).is_ok());
+            // One value short in the keys, the values, the queries or the output: an error
+            // naming the operand, where the loop would have read past the buffer.
+            let short = &full[..full.len() - 1];
+            for (data, what) in [
+                ([short, &full[..], &full[..]], "queries"),
+                ([&full[..], short, &full[..]], "keys"),
+                ([&full[..], &full[..], short], "values"),
+            ] {
+                let err = run(&mut out, data, sizes).unwrap_err().to_string();
+                assert!(err.contains(what), "{err}");
+            }
+            let mut small = vec![0f32; out.len() - 1];
+            let err = run(&mut small, [&full, &full, &full], sizes)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("output"), "{err}");
+            // Heads that do not divide into key/value heads.
+            let err = run(&mut out, [&full, &full, &full], dims(b, h, 3, s, d)).unwrap_err();
+            assert!(err.to_string().contains("key/value heads"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_bias_view_stays_inside_its_buffer() {
+        let data = vec![0f32; 3 * 5];
+        // (1, 1, 3, 5) over (2, 4, 3, 5): fine.
+        assert!(BiasView::new(&data, &[1, 1, 3, 5], &[15, 15, 5, 1], [2, 4, 3, 5]).is_ok());
+        // Strides that reach past the data, or a dimension that does not broadcast.
+        assert!(BiasView::new(&data, &[1, 1, 3, 5], &[15, 15, 6, 1], [2, 4, 3, 5]).is_err());
+        assert!(BiasView::new(&data, &[1, 1, 3, 4], &[12, 12, 4, 1], [2, 4, 3, 5]).is_err());
+        assert!(BiasView::new(&data, &[3, 5], &[5, 1], [2, 4, 3, 5]).is_err());
+    }
+}
