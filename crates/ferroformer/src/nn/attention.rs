@@ -375,7 +375,13 @@ impl MultiHeadAttention {
             ));
         }
         let (h, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
-        let biases: Vec<&Tensor> = ctx.position_bias.iter().chain(&ctx.bias).copied().collect();
+        let biases: Vec<(&str, &Tensor)> = [
+            ("position bias", ctx.position_bias),
+            ("attention mask", ctx.bias),
+        ]
+        .into_iter()
+        .filter_map(|(name, b)| Some((name, b?)))
+        .collect();
         let (fused, split);
         let qkv = match (ctx.memory, ctx.rope, ctx.cache) {
             (Some(_), _, _) if ctx.packed.is_some() => {

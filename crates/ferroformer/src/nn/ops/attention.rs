@@ -34,9 +34,9 @@ pub(crate) struct AttentionCall<'a> {
     pub kv_heads: usize,
     /// Width of one head.
     pub head_dim: usize,
-    /// Additive biases (masks, position biases), each broadcastable to `(batch, heads,
-    /// q_len, k_len)`.
-    pub biases: &'a [&'a Tensor],
+    /// Additive biases (masks, position biases) with the names errors give them, each
+    /// broadcastable to `(batch, heads, q_len, k_len)`.
+    pub biases: &'a [(&'static str, &'a Tensor)],
     /// Score scale; `None` is `1 / sqrt(head_dim)` (computed in f32 under
     /// [`Arithmetic::Ggml`], as llama.cpp does).
     pub scale: Option<f64>,
@@ -80,16 +80,10 @@ pub(crate) fn attention(call: AttentionCall) -> Result<(Tensor, Option<Tensor>)>
         mode,
     } = call;
     let dims = dims(qkv, heads, kv_heads, hd)?;
-    for bias in biases {
-        check_bias(
-            "attention bias",
-            bias,
-            dims.batch,
-            heads,
-            dims.q_len,
-            dims.k_len,
-        )?;
+    for (name, bias) in biases {
+        check_bias(name, bias, dims.batch, heads, dims.q_len, dims.k_len)?;
     }
+    let biases: Vec<&Tensor> = biases.iter().map(|(_, b)| *b).collect();
     let scale = match (scale, mode.arithmetic) {
         (Some(s), _) => s as f32,
         // llama.cpp's `kq_scale`, rounded as it computes it.
@@ -103,7 +97,7 @@ pub(crate) fn attention(call: AttentionCall) -> Result<(Tensor, Option<Tensor>)>
     operands.extend(biases.iter().copied());
     let route = path(&operands);
     let composed_only = mode.need_weights || (mode.train && dropout > 0.0);
-    let mut all_biases = biases.to_vec();
+    let mut all_biases = biases.clone();
     let block_mask;
     if let Some(lengths) = packed {
         let Qkv::Fused(t) = qkv else {
