@@ -809,3 +809,100 @@ fn left_truncation_keeps_the_end() {
     assert_eq!(left.ids[1..5], full.ids[n - 5..n - 1]);
     assert_eq!(left.offsets[1..5], full.offsets[n - 5..n - 1]);
 }
+
+/// A token id no `u32` holds: the first past `u32::MAX`.
+const ID_PAST_U32: u64 = u32::MAX as u64 + 1;
+
+/// Asserts that loading `dir` fails with an error naming `file` (a path inside `dir`), the
+/// token and the id found.
+fn assert_id_error(dir: &Path, file: &str, token: &str, id: &str) {
+    let err = AutoTokenizer::from_dir(dir).unwrap_err();
+    assert!(matches!(err, ferroformer::Error::File { .. }), "{err:?}");
+    let msg = err.to_string();
+    let path = dir.join(file);
+    for part in [path.to_str().unwrap(), &format!("`{token}`"), id] {
+        assert!(msg.contains(part), "`{part}` missing from: {msg}");
+    }
+}
+
+#[test]
+fn token_ids_past_u32_are_errors_naming_the_file_and_the_token() {
+    let big = ID_PAST_U32.to_string();
+    let bert = common::fixtures().join("encoders/bert-base");
+
+    // added_tokens.json next to a WordPiece vocab.txt (the legacy layout: no
+    // added_tokens_decoder in the config). The id used to be cut to 32 bits (0, `[PAD]`'s).
+    let tmp = TempDir::new("id-added-tokens");
+    std::fs::copy(bert.join("vocab.txt"), tmp.0.join("vocab.txt")).unwrap();
+    std::fs::write(
+        tmp.0.join("added_tokens.json"),
+        format!("{{\"<big>\": {big}}}"),
+    )
+    .unwrap();
+    assert_id_error(&tmp.0, "added_tokens.json", "<big>", &big);
+    // An id that is not an integer at all.
+    std::fs::write(tmp.0.join("added_tokens.json"), "{\"<neg>\": -1}").unwrap();
+    assert_id_error(&tmp.0, "added_tokens.json", "<neg>", "-1");
+
+    // tokenizer_config.json's added_tokens_decoder, keyed by id.
+    let tmp = TempDir::new("id-added-tokens-decoder");
+    std::fs::copy(bert.join("vocab.txt"), tmp.0.join("vocab.txt")).unwrap();
+    std::fs::write(
+        tmp.0.join("tokenizer_config.json"),
+        format!(
+            "{{\"added_tokens_decoder\": {{\"{big}\": {{\"content\": \"<big>\", \
+             \"special\": true}}}}}}"
+        ),
+    )
+    .unwrap();
+    assert_id_error(&tmp.0, "tokenizer_config.json", "<big>", &big);
+
+    // tokenizer.json: an added token, then a vocabulary entry.
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(bert.join("tokenizer.json")).unwrap())
+            .unwrap();
+    let tmp = TempDir::new("id-tokenizer-json");
+    let mut added = json.clone();
+    added["added_tokens"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "id": ID_PAST_U32, "content": "<big>", "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true
+        }));
+    std::fs::write(tmp.0.join("tokenizer.json"), added.to_string()).unwrap();
+    assert_id_error(&tmp.0, "tokenizer.json", "<big>", &big);
+    let mut vocab = json;
+    vocab["model"]["vocab"]["paris"] = Value::from(ID_PAST_U32);
+    std::fs::write(tmp.0.join("tokenizer.json"), vocab.to_string()).unwrap();
+    assert_id_error(&tmp.0, "tokenizer.json", "paris", &big);
+
+    // A byte-level BPE vocab.json.
+    let roberta = common::fixtures().join("encoders/roberta-base");
+    let tmp = TempDir::new("id-vocab-json");
+    std::fs::copy(roberta.join("merges.txt"), tmp.0.join("merges.txt")).unwrap();
+    let mut vocab: Value =
+        serde_json::from_str(&std::fs::read_to_string(roberta.join("vocab.json")).unwrap())
+            .unwrap();
+    vocab["<big>"] = Value::from(ID_PAST_U32);
+    std::fs::write(tmp.0.join("vocab.json"), vocab.to_string()).unwrap();
+    assert_id_error(&tmp.0, "vocab.json", "<big>", &big);
+    // Not an object at all.
+    std::fs::write(tmp.0.join("vocab.json"), "[\"a\", \"b\"]").unwrap();
+    let msg = AutoTokenizer::from_dir(&tmp.0).unwrap_err().to_string();
+    assert!(
+        msg.contains("vocab.json") && msg.contains("expected an object"),
+        "{msg}"
+    );
+
+    // The largest id that fits still loads.
+    let tmp = TempDir::new("id-max");
+    std::fs::copy(bert.join("vocab.txt"), tmp.0.join("vocab.txt")).unwrap();
+    std::fs::write(
+        tmp.0.join("added_tokens.json"),
+        format!("{{\"<max>\": {}}}", u32::MAX),
+    )
+    .unwrap();
+    let tok = AutoTokenizer::from_dir(&tmp.0).unwrap();
+    assert!(tok.token_to_id("<max>").is_some());
+}
