@@ -15,6 +15,9 @@ pub(super) fn load(path: &Path, dir: &Path) -> Result<Backend> {
     let value: Value = serde_json::from_str(&text)
         .map_err(|e| Error::file(path, format!("invalid tokenizer JSON: {e}")))?;
     check_token_ids(path, &value)?;
+    if let Some(post) = value.get("post_processor") {
+        check_post_processor(path, post)?;
+    }
     let tokenizer: Tokenizer = text
         .parse()
         .map_err(|e| Error::file(path, format!("invalid tokenizer: {e}")))?;
@@ -63,4 +66,70 @@ fn check_token_ids(path: &Path, json: &Value) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Checks what `tokenizers` accepts on load but panics on when encoding: a template (of a
+/// `TemplateProcessing` post-processor, also inside a `Sequence`) that uses a special token
+/// its `special_tokens` does not define, a special token with different numbers of ids and
+/// tokens, or a single-text template that uses the second sequence (`$B`).
+fn check_post_processor(path: &Path, post: &Value) -> Result<()> {
+    match post.get("type").and_then(Value::as_str) {
+        Some("Sequence") => {
+            if let Some(Value::Array(processors)) = post.get("processors") {
+                for p in processors {
+                    check_post_processor(path, p)?;
+                }
+            }
+            Ok(())
+        }
+        Some("TemplateProcessing") => {
+            let specials = post.get("special_tokens").and_then(Value::as_object);
+            for (name, special) in specials.into_iter().flatten() {
+                let count = |key: &str| special.get(key).and_then(Value::as_array).map(Vec::len);
+                if count("ids") != count("tokens") {
+                    return Err(Error::file(
+                        path,
+                        format!(
+                            "`post_processor`: special token `{name}` has {} ids but {} tokens",
+                            count("ids").unwrap_or(0),
+                            count("tokens").unwrap_or(0)
+                        ),
+                    ));
+                }
+            }
+            for template in ["single", "pair"] {
+                let pieces = post.get(template).and_then(Value::as_array);
+                for piece in pieces.into_iter().flatten() {
+                    if let Some(id) = piece
+                        .get("SpecialToken")
+                        .and_then(|t| t.get("id"))
+                        .and_then(Value::as_str)
+                    {
+                        if !specials.is_some_and(|s| s.contains_key(id)) {
+                            return Err(Error::file(
+                                path,
+                                format!(
+                                    "`post_processor`: the {template} template uses the special \
+                                     token `{id}`, which its `special_tokens` does not define"
+                                ),
+                            ));
+                        }
+                    }
+                    let sequence = piece
+                        .get("Sequence")
+                        .and_then(|s| s.get("id"))
+                        .and_then(Value::as_str);
+                    if template == "single" && sequence == Some("B") {
+                        return Err(Error::file(
+                            path,
+                            "`post_processor`: the single template uses the second sequence \
+                             ($B), which a single text does not have",
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
