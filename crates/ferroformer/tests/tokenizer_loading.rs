@@ -809,3 +809,318 @@ fn left_truncation_keeps_the_end() {
     assert_eq!(left.ids[1..5], full.ids[n - 5..n - 1]);
     assert_eq!(left.offsets[1..5], full.offsets[n - 5..n - 1]);
 }
+
+/// A token id no `u32` holds: the first past `u32::MAX`.
+const ID_PAST_U32: u64 = u32::MAX as u64 + 1;
+
+/// Asserts that loading `dir` fails with an error naming `file` (a path inside `dir`), the
+/// token and the id found.
+fn assert_id_error(dir: &Path, file: &str, token: &str, id: &str) {
+    let err = AutoTokenizer::from_dir(dir).unwrap_err();
+    assert!(matches!(err, ferroformer::Error::File { .. }), "{err:?}");
+    let msg = err.to_string();
+    let path = dir.join(file);
+    for part in [path.to_str().unwrap(), &format!("`{token}`"), id] {
+        assert!(msg.contains(part), "`{part}` missing from: {msg}");
+    }
+}
+
+#[test]
+fn token_ids_past_u32_are_errors_naming_the_file_and_the_token() {
+    let big = ID_PAST_U32.to_string();
+    let bert = common::fixtures().join("encoders/bert-base");
+
+    // added_tokens.json next to a WordPiece vocab.txt (the legacy layout: no
+    // added_tokens_decoder in the config). The id used to be cut to 32 bits (0, `[PAD]`'s).
+    let tmp = TempDir::new("id-added-tokens");
+    std::fs::copy(bert.join("vocab.txt"), tmp.0.join("vocab.txt")).unwrap();
+    std::fs::write(
+        tmp.0.join("added_tokens.json"),
+        format!("{{\"<big>\": {big}}}"),
+    )
+    .unwrap();
+    assert_id_error(&tmp.0, "added_tokens.json", "<big>", &big);
+    // An id that is not an integer at all.
+    std::fs::write(tmp.0.join("added_tokens.json"), "{\"<neg>\": -1}").unwrap();
+    assert_id_error(&tmp.0, "added_tokens.json", "<neg>", "-1");
+
+    // tokenizer_config.json's added_tokens_decoder, keyed by id.
+    let tmp = TempDir::new("id-added-tokens-decoder");
+    std::fs::copy(bert.join("vocab.txt"), tmp.0.join("vocab.txt")).unwrap();
+    std::fs::write(
+        tmp.0.join("tokenizer_config.json"),
+        format!(
+            "{{\"added_tokens_decoder\": {{\"{big}\": {{\"content\": \"<big>\", \
+             \"special\": true}}}}}}"
+        ),
+    )
+    .unwrap();
+    assert_id_error(&tmp.0, "tokenizer_config.json", "<big>", &big);
+
+    // tokenizer.json: an added token, then a vocabulary entry.
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(bert.join("tokenizer.json")).unwrap())
+            .unwrap();
+    let tmp = TempDir::new("id-tokenizer-json");
+    let mut added = json.clone();
+    added["added_tokens"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "id": ID_PAST_U32, "content": "<big>", "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true
+        }));
+    std::fs::write(tmp.0.join("tokenizer.json"), added.to_string()).unwrap();
+    assert_id_error(&tmp.0, "tokenizer.json", "<big>", &big);
+    let mut vocab = json;
+    vocab["model"]["vocab"]["paris"] = Value::from(ID_PAST_U32);
+    std::fs::write(tmp.0.join("tokenizer.json"), vocab.to_string()).unwrap();
+    assert_id_error(&tmp.0, "tokenizer.json", "paris", &big);
+
+    // A byte-level BPE vocab.json.
+    let roberta = common::fixtures().join("encoders/roberta-base");
+    let tmp = TempDir::new("id-vocab-json");
+    std::fs::copy(roberta.join("merges.txt"), tmp.0.join("merges.txt")).unwrap();
+    let mut vocab: Value =
+        serde_json::from_str(&std::fs::read_to_string(roberta.join("vocab.json")).unwrap())
+            .unwrap();
+    vocab["<big>"] = Value::from(ID_PAST_U32);
+    std::fs::write(tmp.0.join("vocab.json"), vocab.to_string()).unwrap();
+    assert_id_error(&tmp.0, "vocab.json", "<big>", &big);
+    // Not an object at all.
+    std::fs::write(tmp.0.join("vocab.json"), "[\"a\", \"b\"]").unwrap();
+    let msg = AutoTokenizer::from_dir(&tmp.0).unwrap_err().to_string();
+    assert!(
+        msg.contains("vocab.json") && msg.contains("expected an object"),
+        "{msg}"
+    );
+
+    // The largest id that fits still loads.
+    let tmp = TempDir::new("id-max");
+    std::fs::copy(bert.join("vocab.txt"), tmp.0.join("vocab.txt")).unwrap();
+    std::fs::write(
+        tmp.0.join("added_tokens.json"),
+        format!("{{\"<max>\": {}}}", u32::MAX),
+    )
+    .unwrap();
+    let tok = AutoTokenizer::from_dir(&tmp.0).unwrap();
+    assert!(tok.token_to_id("<max>").is_some());
+}
+
+/// A `tokenizer.json` with `model` and the other sections (`null` when not given).
+fn tokenizer_json_with(model: Value, extra: &[(&str, Value)]) -> String {
+    let mut json = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "model": model,
+        "post_processor": null, "decoder": null
+    });
+    for (key, value) in extra {
+        json[*key] = value.clone();
+    }
+    json.to_string()
+}
+
+#[test]
+fn malformed_tokenizer_json_is_an_error_or_works_but_never_panics() {
+    use serde_json::json;
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "BPE merge of a token outside the vocabulary",
+            tokenizer_json_with(
+                json!({"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"]}),
+                &[],
+            ),
+        ),
+        (
+            "WordPiece whose unk token is not in the vocabulary",
+            tokenizer_json_with(
+                json!({"type": "WordPiece", "vocab": {"a": 0}, "unk_token": "[UNK]",
+                       "continuing_subword_prefix": "##", "max_input_chars_per_word": 100}),
+                &[],
+            ),
+        ),
+        (
+            "WordLevel with an empty vocabulary",
+            tokenizer_json_with(
+                json!({"type": "WordLevel", "vocab": {}, "unk_token": "<unk>"}),
+                &[],
+            ),
+        ),
+        (
+            "Unigram whose unk_id is past its vocabulary",
+            tokenizer_json_with(
+                json!({"type": "Unigram", "vocab": [["a", -1.0]], "unk_id": 5}),
+                &[],
+            ),
+        ),
+        (
+            "Unigram without unk_id meeting an unknown character",
+            tokenizer_json_with(
+                json!({"type": "Unigram", "vocab": [["a", -1.0]], "unk_id": null}),
+                &[],
+            ),
+        ),
+        (
+            "a template naming a special token it does not define",
+            tokenizer_json_with(
+                json!({"type": "WordLevel", "vocab": {"a": 0, "<unk>": 1}, "unk_token": "<unk>"}),
+                &[(
+                    "post_processor",
+                    json!({"type": "TemplateProcessing",
+                           "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}},
+                                      {"Sequence": {"id": "A", "type_id": 0}}],
+                           "pair": [{"Sequence": {"id": "A", "type_id": 0}},
+                                    {"Sequence": {"id": "B", "type_id": 1}}],
+                           "special_tokens": {}}),
+                )],
+            ),
+        ),
+        (
+            "an added token whose id is far past the vocabulary",
+            tokenizer_json_with(
+                json!({"type": "WordLevel", "vocab": {"a": 0, "<unk>": 1}, "unk_token": "<unk>"}),
+                &[(
+                    "added_tokens",
+                    json!([{"id": 4000000000u32, "content": "<far>", "single_word": false,
+                            "lstrip": false, "rstrip": false, "normalized": false,
+                            "special": true}]),
+                )],
+            ),
+        ),
+        (
+            "a saved truncation whose stride is longer than its length",
+            tokenizer_json_with(
+                json!({"type": "WordLevel", "vocab": {"a": 0, "<unk>": 1}, "unk_token": "<unk>"}),
+                &[(
+                    "truncation",
+                    json!({"direction": "Right", "max_length": 2, "strategy": "LongestFirst",
+                           "stride": 5}),
+                )],
+            ),
+        ),
+        (
+            "a Replace normalizer with an invalid regex",
+            tokenizer_json_with(
+                json!({"type": "WordLevel", "vocab": {"a": 0, "<unk>": 1}, "unk_token": "<unk>"}),
+                &[(
+                    "normalizer",
+                    json!({"type": "Replace", "pattern": {"Regex": "(("}, "content": "x"}),
+                )],
+            ),
+        ),
+    ];
+    let mut loaded = 0;
+    for (what, text) in &cases {
+        let tmp = TempDir::new("malformed");
+        std::fs::write(tmp.0.join("tokenizer.json"), text).unwrap();
+        let outcome = std::panic::catch_unwind(|| {
+            let tok = AutoTokenizer::from_dir(&tmp.0)?;
+            let opts = EncodeOptions {
+                truncation: TruncationStrategy::LongestFirst,
+                max_length: Some(3),
+                ..Default::default()
+            };
+            for text in ["a a a a", "z", "<far> a"] {
+                let _ = tok.encode(text, &opts);
+                let _ = tok.encode(text, &EncodeOptions::default());
+            }
+            let _ = tok.decode(&[0, 1, 7, u32::MAX], false);
+            Ok::<_, ferroformer::Error>(())
+        });
+        match outcome {
+            Err(_) => panic!("{what}: loading or encoding panicked"),
+            Ok(Err(e)) => {
+                println!("{what}: {e}");
+                assert!(
+                    e.to_string().contains("tokenizer.json"),
+                    "{what}: the error does not name the file: {e}"
+                );
+            }
+            Ok(Ok(())) => {
+                println!("{what}: loads");
+                loaded += 1;
+            }
+        }
+    }
+    // Some of these load (the problem only shows when encoding, as an error).
+    assert!(loaded < cases.len(), "every malformed file loaded");
+}
+
+#[test]
+fn templates_that_would_panic_when_encoding_are_load_errors() {
+    use serde_json::json;
+    let model = json!({"type": "WordLevel", "vocab": {"a": 0, "<unk>": 1, "[CLS]": 2},
+                       "unk_token": "<unk>"});
+    let cls = json!({"[CLS]": {"id": "[CLS]", "ids": [2], "tokens": ["[CLS]"]}});
+    let a = json!({"Sequence": {"id": "A", "type_id": 0}});
+    let b = json!({"Sequence": {"id": "B", "type_id": 1}});
+    let special = |id: &str| json!({"SpecialToken": {"id": id, "type_id": 0}});
+    let template = |single: Value, pair: Value, specials: Value| {
+        json!({"type": "TemplateProcessing", "single": single, "pair": pair,
+               "special_tokens": specials})
+    };
+    let cases = [
+        (
+            "an undefined special token",
+            template(json!([special("[SEP]"), a]), json!([a, b]), cls.clone()),
+            vec!["single template", "`[SEP]`", "special_tokens"],
+        ),
+        (
+            "an undefined special token inside a Sequence",
+            json!({"type": "Sequence", "processors": [
+                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false,
+                 "use_regex": true},
+                template(json!([a]), json!([special("[X]"), a, b]), cls.clone()),
+            ]}),
+            vec!["pair template", "`[X]`"],
+        ),
+        (
+            "$B in the single template",
+            template(json!([a, b]), json!([a, b]), cls.clone()),
+            vec!["single template", "$B"],
+        ),
+        (
+            "a special token with more ids than tokens",
+            template(
+                json!([special("[CLS]"), a]),
+                json!([a, b]),
+                json!({"[CLS]": {"id": "[CLS]", "ids": [2, 0], "tokens": ["[CLS]"]}}),
+            ),
+            vec!["`[CLS]`", "2 ids but 1 tokens"],
+        ),
+    ];
+    for (what, post, parts) in cases {
+        let tmp = TempDir::new("template");
+        let path = tmp.0.join("tokenizer.json");
+        std::fs::write(
+            &path,
+            tokenizer_json_with(model.clone(), &[("post_processor", post)]),
+        )
+        .unwrap();
+        let msg = AutoTokenizer::from_dir(&tmp.0).unwrap_err().to_string();
+        for part in parts.iter().chain(&[path.to_str().unwrap()]) {
+            assert!(msg.contains(part), "{what}: `{part}` missing from: {msg}");
+        }
+    }
+
+    // A well-formed template over the same model loads and adds its token.
+    let tmp = TempDir::new("template-ok");
+    std::fs::write(
+        tmp.0.join("tokenizer.json"),
+        tokenizer_json_with(
+            model,
+            &[(
+                "post_processor",
+                template(
+                    json!([special("[CLS]"), a]),
+                    json!([special("[CLS]"), a, b]),
+                    cls,
+                ),
+            )],
+        ),
+    )
+    .unwrap();
+    let tok = AutoTokenizer::from_dir(&tmp.0).unwrap();
+    let ids = &tok.encode("a", &EncodeOptions::default()).unwrap()[0].ids;
+    assert_eq!(ids, &[2, 0]);
+}
