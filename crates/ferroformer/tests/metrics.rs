@@ -56,7 +56,10 @@ fn assert_close(actual: &Value, expected: &Value, path: &str) {
             }
         }
         (Value::Number(a), Value::Number(e)) => {
-            let (a, e) = (a.as_f64().unwrap_or(f64::NAN), e.as_f64().unwrap_or(f64::NAN));
+            let (a, e) = (
+                a.as_f64().unwrap_or(f64::NAN),
+                e.as_f64().unwrap_or(f64::NAN),
+            );
             assert!(
                 (a - e).abs() <= TOLERANCE,
                 "{path}: {a} vs reference {e} (difference {:e})",
@@ -69,8 +72,8 @@ fn assert_close(actual: &Value, expected: &Value, path: &str) {
 
 fn run_cases(file: &str) -> usize {
     let fixture = fixture(file);
-    let cases: Vec<Case> = serde_json::from_value(fixture["cases"].clone())
-        .unwrap_or_else(|e| panic!("{file}: {e}"));
+    let cases: Vec<Case> =
+        serde_json::from_value(fixture["cases"].clone()).unwrap_or_else(|e| panic!("{file}: {e}"));
     assert!(!cases.is_empty(), "{file} has no cases");
     for (i, case) in cases.iter().enumerate() {
         let metric: Metric = case.metric.parse().unwrap();
@@ -126,7 +129,10 @@ fn meteor_matches_nltk() {
             })
             .fold(f64::NEG_INFINITY, f64::max);
         let want = want.as_f64().unwrap();
-        assert!((best - want).abs() <= TOLERANCE, "{prediction:?}: {best} vs NLTK {want}");
+        assert!(
+            (best - want).abs() <= TOLERANCE,
+            "{prediction:?}: {best} vs NLTK {want}"
+        );
     }
 }
 
@@ -147,7 +153,9 @@ fn wordnet_synonyms_match_nltk() {
             .collect();
         assert_eq!(got, want, "synonyms of {word}");
     }
-    let missing = WordNet::open(&fixtures().join("no-such-dir")).err().unwrap();
+    let missing = WordNet::open(&fixtures().join("no-such-dir"))
+        .err()
+        .unwrap();
     assert!(missing.to_string().contains("index.noun"), "{missing}");
 }
 
@@ -184,7 +192,12 @@ fn porter_stemmer_matches_nltk() {
             (got != want.as_str().unwrap()).then(|| format!("{word}: {got} (NLTK: {want})"))
         })
         .collect();
-    assert!(wrong.is_empty(), "{} stems differ:\n{}", wrong.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} stems differ:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
 }
 
 #[test]
@@ -192,7 +205,10 @@ fn mismatched_lengths_and_stray_options_are_errors() {
     let p = vec!["a".to_string(), "b".to_string()];
     let r = vec![vec!["a".to_string()]];
     let err = metrics::compute(Metric::Bleu, &p, &r, &MetricOptions::default()).unwrap_err();
-    assert!(err.to_string().contains("2 predictions but 1 references"), "{err}");
+    assert!(
+        err.to_string().contains("2 predictions but 1 references"),
+        "{err}"
+    );
 
     let r2 = vec![vec!["a".to_string()], vec!["b".to_string()]];
     let options = MetricOptions {
@@ -206,7 +222,10 @@ fn mismatched_lengths_and_stray_options_are_errors() {
         "{err}"
     );
 
-    let two_refs = vec![vec!["a".to_string(), "c".to_string()], vec!["b".to_string()]];
+    let two_refs = vec![
+        vec!["a".to_string(), "c".to_string()],
+        vec!["b".to_string()],
+    ];
     let err =
         metrics::compute(Metric::Accuracy, &p, &two_refs, &MetricOptions::default()).unwrap_err();
     assert!(err.to_string().contains("exactly one reference"), "{err}");

@@ -44,10 +44,10 @@ pub fn tokenize_13a(line: &str) -> String {
         r"([\x7B-\x7E\x5B-\x60\x20-\x26\x28-\x2B\x3A-\x40/])",
     )
     .replace_all(&line, " ${1} ");
-    let line = regex(&PERIOD_COMMA_AFTER_NON_DIGIT, r"([^0-9])([.,])")
-        .replace_all(&line, "${1} ${2} ");
-    let line = regex(&PERIOD_COMMA_BEFORE_NON_DIGIT, r"([.,])([^0-9])")
-        .replace_all(&line, " ${1} ${2}");
+    let line =
+        regex(&PERIOD_COMMA_AFTER_NON_DIGIT, r"([^0-9])([.,])").replace_all(&line, "${1} ${2} ");
+    let line =
+        regex(&PERIOD_COMMA_BEFORE_NON_DIGIT, r"([.,])([^0-9])").replace_all(&line, " ${1} ${2}");
     let line = regex(&DASH_AFTER_DIGIT, r"([0-9])(-)").replace_all(&line, "${1} ${2} ");
     python_split(&line).collect::<Vec<_>>().join(" ")
 }
@@ -58,8 +58,7 @@ pub fn tokenize_intl(line: &str) -> String {
     static PUNCT_BEFORE_NON_NUMBER: OnceLock<Regex> = OnceLock::new();
     static SYMBOL: OnceLock<Regex> = OnceLock::new();
     let line = regex(&PUNCT_AFTER_NON_NUMBER, r"(\P{N})(\p{P})").replace_all(line, "${1} ${2} ");
-    let line =
-        regex(&PUNCT_BEFORE_NON_NUMBER, r"(\p{P})(\P{N})").replace_all(&line, " ${1} ${2}");
+    let line = regex(&PUNCT_BEFORE_NON_NUMBER, r"(\p{P})(\P{N})").replace_all(&line, " ${1} ${2}");
     let line = regex(&SYMBOL, r"(\p{S})").replace_all(&line, " ${1} ");
     python_split(&line).collect::<Vec<_>>().join(" ")
 }
@@ -189,7 +188,10 @@ pub fn bleu(
     let mut translation_length = 0usize;
     for (prediction, refs) in predictions.iter().zip(references) {
         let ref_texts: Vec<String> = refs.iter().map(|r| tokenize_13a(r)).collect();
-        let ref_tokens: Vec<Vec<&str>> = ref_texts.iter().map(|r| python_split(r).collect()).collect();
+        let ref_tokens: Vec<Vec<&str>> = ref_texts
+            .iter()
+            .map(|r| python_split(r).collect())
+            .collect();
         let pred_text = tokenize_13a(prediction);
         let pred_tokens: Vec<&str> = python_split(&pred_text).collect();
         reference_length += ref_tokens.iter().map(Vec::len).min().unwrap_or(0);
@@ -299,8 +301,10 @@ pub struct SacreBleu {
     /// BLEU, 0..=100.
     pub score: f64,
     /// Matched n-grams per order (with add-k's additions, as sacreBLEU reports them).
+    #[serde(serialize_with = "whole_numbers_as_integers")]
     pub counts: Vec<f64>,
     /// Predicted n-grams per order (with add-k's additions).
+    #[serde(serialize_with = "whole_numbers_as_integers")]
     pub totals: Vec<f64>,
     /// Precisions per order, 0..=100.
     pub precisions: Vec<f64>,
@@ -310,6 +314,24 @@ pub struct SacreBleu {
     pub sys_len: usize,
     /// Reference tokens (the closest reference length of each prediction).
     pub ref_len: usize,
+}
+
+/// Counts are integers unless add-k smoothing added a fraction: written as sacreBLEU's
+/// (Python's) `8`, not `8.0`.
+fn whole_numbers_as_integers<S: serde::Serializer>(
+    values: &[f64],
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = serializer.serialize_seq(Some(values.len()))?;
+    for &v in values {
+        if v.fract() == 0.0 && v.abs() < 9.0e15 {
+            seq.serialize_element(&(v as i64))?;
+        } else {
+            seq.serialize_element(&v)?;
+        }
+    }
+    seq.end()
 }
 
 /// sacreBLEU's n-gram order.
@@ -345,7 +367,9 @@ pub fn sacrebleu(
         } else {
             text.to_string()
         };
-        options.tokenizer.tokenize(text.trim_end_matches(super::is_python_space))
+        options
+            .tokenizer
+            .tokenize(text.trim_end_matches(super::is_python_space))
     };
     let order = SACREBLEU_MAX_ORDER;
     let mut correct = vec![0usize; order];
@@ -371,7 +395,13 @@ pub fn sacrebleu(
             correct[n] += count.min(merged.get(&ngram).copied().unwrap_or(0));
         }
     }
-    Ok(compute_sacrebleu(&correct, &total, sys_len, ref_len, options.smooth))
+    Ok(compute_sacrebleu(
+        &correct,
+        &total,
+        sys_len,
+        ref_len,
+        options.smooth,
+    ))
 }
 
 /// sacreBLEU's `BLEU.compute_bleu` from corpus statistics.
@@ -592,7 +622,10 @@ mod tests {
 
     #[test]
     fn intl_tokenizer_separates_unicode_punctuation() {
-        assert_eq!(tokenize_intl("«Bonjour», dit-il."), "« Bonjour » , dit - il .");
+        assert_eq!(
+            tokenize_intl("«Bonjour», dit-il."),
+            "« Bonjour » , dit - il ."
+        );
     }
 
     #[test]

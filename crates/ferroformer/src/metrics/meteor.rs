@@ -48,7 +48,10 @@ type Enumerated = Vec<(usize, String)>;
 
 /// NLTK's `_match_enums`: hypothesis words from last to first, each taking the last
 /// remaining reference position of the same word.
-fn match_exact(hyp: Enumerated, reference: Enumerated) -> (Vec<(usize, usize)>, Enumerated, Enumerated) {
+fn match_exact(
+    hyp: Enumerated,
+    reference: Enumerated,
+) -> (Vec<(usize, usize)>, Enumerated, Enumerated) {
     let mut positions: HashMap<&str, Vec<usize>> = HashMap::new();
     for (j, (_, word)) in reference.iter().enumerate() {
         positions.entry(word.as_str()).or_default().push(j);
@@ -70,7 +73,11 @@ fn match_exact(hyp: Enumerated, reference: Enumerated) -> (Vec<(usize, usize)>, 
             .map(|(pair, _)| pair)
             .collect()
     };
-    (matches, keep(hyp, &hyp_matched), keep(reference, &ref_matched))
+    (
+        matches,
+        keep(hyp, &hyp_matched),
+        keep(reference, &ref_matched),
+    )
 }
 
 /// NLTK's `_enum_wordnetsyn_match`: a hypothesis word matches the remaining reference
@@ -117,7 +124,11 @@ fn match_synonyms(
             .map(|(pair, _)| pair)
             .collect()
     };
-    Ok((matches, keep(hyp, &hyp_matched), keep(reference, &ref_matched)))
+    Ok((
+        matches,
+        keep(hyp, &hyp_matched),
+        keep(reference, &ref_matched),
+    ))
 }
 
 /// Chunks: runs of matches adjacent in both the hypothesis and the reference.
@@ -147,7 +158,9 @@ pub fn single_meteor(
     let (mut matches, hyp, reference) = match_exact(hyp, reference);
     // The stem stage leaves the stems in the lists: synonyms are looked up for stems.
     let stem_all = |list: Enumerated| -> Enumerated {
-        list.into_iter().map(|(i, w)| (i, porter::stem(&w))).collect()
+        list.into_iter()
+            .map(|(i, w)| (i, porter::stem(&w)))
+            .collect()
     };
     let (stem_matches, hyp, reference) = match_exact(stem_all(hyp), stem_all(reference));
     let (synonym_matches, _, _) = match_synonyms(hyp, reference, wordnet)?;

@@ -319,7 +319,11 @@ pub fn compute(
                 max_order: options.max_order.unwrap_or(4),
                 smooth: options.smooth,
             };
-            json(serde_json::to_value(bleu::bleu(predictions, references, &o)?))
+            json(serde_json::to_value(bleu::bleu(
+                predictions,
+                references,
+                &o,
+            )?))
         }
         Metric::SacreBleu => {
             let o = bleu::SacreBleuOptions {
@@ -340,7 +344,11 @@ pub fn compute(
             let o = bleu::ChrfOptions {
                 lowercase: options.lowercase,
             };
-            json(serde_json::to_value(bleu::chrf(predictions, references, &o)?))
+            json(serde_json::to_value(bleu::chrf(
+                predictions,
+                references,
+                &o,
+            )?))
         }
         Metric::Rouge => {
             let rouge_types = if options.rouge_types.is_empty() {
@@ -374,7 +382,11 @@ pub fn compute(
                 use_stemmer: options.use_stemmer,
                 aggregation,
             };
-            json(serde_json::to_value(rouge::rouge(predictions, references, &o)?))
+            json(serde_json::to_value(rouge::rouge(
+                predictions,
+                references,
+                &o,
+            )?))
         }
         Metric::Meteor => {
             let dir = options
@@ -400,7 +412,8 @@ pub(crate) fn is_python_space(c: char) -> bool {
 
 /// Python's `str.split()` without arguments: runs of whitespace separate, no empty pieces.
 pub(crate) fn python_split(text: &str) -> impl Iterator<Item = &str> {
-    text.split(is_python_space).filter(|piece| !piece.is_empty())
+    text.split(is_python_space)
+        .filter(|piece| !piece.is_empty())
 }
 
 /// Checks that there are as many predictions as references and at least one of each.

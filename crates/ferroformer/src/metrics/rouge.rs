@@ -46,7 +46,10 @@ impl std::str::FromStr for RougeType {
         match s {
             "rougeL" => Ok(RougeType::L),
             "rougeLsum" => Ok(RougeType::Lsum),
-            _ => match s.strip_prefix("rouge").and_then(|n| n.parse::<usize>().ok()) {
+            _ => match s
+                .strip_prefix("rouge")
+                .and_then(|n| n.parse::<usize>().ok())
+            {
                 Some(n) if (1..=9).contains(&n) && s.len() == 6 => Ok(RougeType::N(n)),
                 _ => Err(Error::Invalid(format!(
                     "unknown ROUGE type `{s}`: expected rouge1..rouge9, rougeL or rougeLsum"
@@ -57,8 +60,12 @@ impl std::str::FromStr for RougeType {
 }
 
 /// `evaluate`'s default ROUGE types.
-pub const DEFAULT_ROUGE_TYPES: [RougeType; 4] =
-    [RougeType::N(1), RougeType::N(2), RougeType::L, RougeType::Lsum];
+pub const DEFAULT_ROUGE_TYPES: [RougeType; 4] = [
+    RougeType::N(1),
+    RougeType::N(2),
+    RougeType::L,
+    RougeType::Lsum,
+];
 
 /// Precision, recall and F-measure of one prediction (`rouge_score.scoring.Score`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -106,7 +113,11 @@ pub fn tokenize(text: &str, use_stemmer: bool) -> Vec<String> {
             }
         })
         // The stemmer keeps ASCII letters and digits; rouge_score checks anyway.
-        .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        .filter(|t| {
+            !t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
         .collect()
 }
 
@@ -152,10 +163,7 @@ fn score_lcs(target: &[String], prediction: &[String]) -> RougeScore {
         return RougeScore::ZERO;
     }
     let lcs = lcs_table(target, prediction)[target.len()][prediction.len()] as f64;
-    RougeScore::new(
-        lcs / prediction.len() as f64,
-        lcs / target.len() as f64,
-    )
+    RougeScore::new(lcs / prediction.len() as f64, lcs / target.len() as f64)
 }
 
 /// Indices into `reference` of one longest common subsequence (`rouge_score`'s
@@ -198,10 +206,7 @@ fn summary_level_lcs(reference: &[Vec<String>], candidate: &[Vec<String>]) -> Ro
     }
     let mut hits = 0usize;
     for r in reference {
-        let union: BTreeSet<usize> = candidate
-            .iter()
-            .flat_map(|c| lcs_indices(r, c))
-            .collect();
+        let union: BTreeSet<usize> = candidate.iter().flat_map(|c| lcs_indices(r, c)).collect();
         for i in union {
             let token = r[i].as_str();
             let (Some(c), Some(rc)) = (
@@ -366,9 +371,7 @@ pub fn rouge(
             (_, Some((samples, rng))) => {
                 RougeValue::Aggregate(bootstrap_median(&fmeasures, *samples, rng))
             }
-            _ => RougeValue::Aggregate(
-                fmeasures.iter().sum::<f64>() / fmeasures.len() as f64,
-            ),
+            _ => RougeValue::Aggregate(fmeasures.iter().sum::<f64>() / fmeasures.len() as f64),
         };
         result.insert(rouge_type.name(), value);
     }
@@ -484,6 +487,9 @@ mod tests {
 
     #[test]
     fn tokenizer_keeps_ascii_alphanumeric_runs() {
-        assert_eq!(tokenize("The cat's 2 HATS—naïve!", false), ["the", "cat", "s", "2", "hats", "na", "ve"]);
+        assert_eq!(
+            tokenize("The cat's 2 HATS—naïve!", false),
+            ["the", "cat", "s", "2", "hats", "na", "ve"]
+        );
     }
 }

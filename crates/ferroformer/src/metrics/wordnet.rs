@@ -29,7 +29,7 @@ pub enum PartOfSpeech {
 }
 
 impl PartOfSpeech {
-    fn index(self) -> usize {
+    fn slot(self) -> usize {
         match self {
             PartOfSpeech::Noun => 0,
             PartOfSpeech::Verb => 1,
@@ -114,18 +114,21 @@ impl WordNet {
                     continue;
                 }
                 let (lemma, offsets) = parse_index_line(line).ok_or_else(|| {
-                    Error::file(dir.join(&name), format!("line {}: not a WordNet index entry", i + 1))
+                    Error::file(
+                        dir.join(&name),
+                        format!("line {}: not a WordNet index entry", i + 1),
+                    )
                 })?;
-                index.entry(lemma.to_string()).or_default()[pos.index()] = offsets;
+                index.entry(lemma.to_string()).or_default()[pos.slot()] = offsets;
             }
             for line in read(format!("{suffix}.exc"))?.lines() {
                 let mut terms = line.split_whitespace();
                 if let Some(form) = terms.next() {
-                    exceptions[pos.index()]
+                    exceptions[pos.slot()]
                         .insert(form.to_string(), terms.map(String::from).collect());
                 }
             }
-            data[pos.index()] = read(format!("data.{suffix}"))?;
+            data[pos.slot()] = read(format!("data.{suffix}"))?;
         }
         Ok(WordNet {
             dir: dir.to_path_buf(),
@@ -139,7 +142,7 @@ impl WordNet {
     /// itself and its exception-list entries, or else one round of suffix substitutions.
     pub fn morphy(&self, form: &str, pos: PartOfSpeech) -> Vec<String> {
         let mut candidates = vec![form.to_string()];
-        match self.exceptions[pos.index()].get(form) {
+        match self.exceptions[pos.slot()].get(form) {
             Some(bases) => candidates.extend(bases.iter().cloned()),
             None => {
                 for (old, new) in pos.substitutions() {
@@ -155,7 +158,7 @@ impl WordNet {
             .filter(|c| {
                 self.index
                     .get(c)
-                    .is_some_and(|offsets| !offsets[pos.index()].is_empty())
+                    .is_some_and(|offsets| !offsets[pos.slot()].is_empty())
                     && seen.insert(c.clone())
             })
             .collect()
@@ -172,13 +175,14 @@ impl WordNet {
                 let Some(offsets) = self.index.get(&form) else {
                     continue;
                 };
-                for &offset in &offsets[pos.index()] {
-                    let line = self.data[pos.index()]
+                for &offset in &offsets[pos.slot()] {
+                    let line = self.data[pos.slot()]
                         .get(offset..)
                         .and_then(|rest| rest.lines().next())
                         .ok_or_else(|| self.bad_offset(suffix, offset))?;
                     names.extend(
-                        parse_lemma_names(line, offset).ok_or_else(|| self.bad_offset(suffix, offset))?,
+                        parse_lemma_names(line, offset)
+                            .ok_or_else(|| self.bad_offset(suffix, offset))?,
                     );
                 }
             }
@@ -226,8 +230,11 @@ fn parse_lemma_names(line: &str, offset: usize) -> Option<Vec<String>> {
         .map(|_| {
             let word = fields.next()?;
             fields.next()?; // lex_id
-            // Adjectives may carry a syntactic marker: `word(a)`, `(p)`, `(ip)`.
-            let name = match word.strip_suffix(')').and_then(|w| w.rfind('(').map(|i| &w[..i])) {
+                            // Adjectives may carry a syntactic marker: `word(a)`, `(p)`, `(ip)`.
+            let name = match word
+                .strip_suffix(')')
+                .and_then(|w| w.rfind('(').map(|i| &w[..i]))
+            {
                 Some(stripped) => stripped,
                 None => word,
             };
@@ -242,8 +249,7 @@ mod tests {
 
     #[test]
     fn parses_index_and_data_lines() {
-        let (lemma, offsets) =
-            parse_index_line("dog n 2 3 @ ~ + 2 1 02084071 10114209  ").unwrap();
+        let (lemma, offsets) = parse_index_line("dog n 2 3 @ ~ + 2 1 02084071 10114209  ").unwrap();
         assert_eq!((lemma, offsets), ("dog", vec![2084071, 10114209]));
         let names = parse_lemma_names(
             "00001740 00 a 02 able(a) 0 unable 0 000 | (usually followed by `to')",
