@@ -236,4 +236,23 @@ fn mismatched_lengths_and_stray_options_are_errors() {
     };
     let err = metrics::compute(Metric::Rouge, &p, &r2, &options).unwrap_err();
     assert!(err.to_string().contains("--seed"), "{err}");
+
+    // Sizes that would only exhaust memory or time are refused up front.
+    let options = MetricOptions {
+        max_order: Some(1 << 40),
+        ..Default::default()
+    };
+    let err = metrics::compute(Metric::Bleu, &p, &r2, &options).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("--max-order must be between 1 and 32"),
+        "{err}"
+    );
+    let options = MetricOptions {
+        bootstrap: Some(usize::MAX),
+        seed: Some(0),
+        ..Default::default()
+    };
+    let err = metrics::compute(Metric::Rouge, &p, &r2, &options).unwrap_err();
+    assert!(err.to_string().contains("--bootstrap takes 1 to"), "{err}");
 }

@@ -135,6 +135,9 @@ fn merge_max<'a>(into: &mut HashMap<Vec<&'a str>, usize>, other: HashMap<Vec<&'a
     }
 }
 
+/// The largest n-gram order [`bleu`] accepts (BLEU uses 4; orders past this only cost time).
+pub const MAX_BLEU_ORDER: usize = 32;
+
 /// Options of [`bleu`] (`evaluate`'s bleu).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BleuOptions {
@@ -178,8 +181,11 @@ pub fn bleu(
 ) -> Result<Bleu> {
     check_pairs(predictions.len(), references.len())?;
     check_reference_lists(references)?;
-    if options.max_order == 0 {
-        return Err(Error::Invalid("--max-order must be at least 1".into()));
+    if !(1..=MAX_BLEU_ORDER).contains(&options.max_order) {
+        return Err(Error::Invalid(format!(
+            "--max-order must be between 1 and {MAX_BLEU_ORDER}, found {}",
+            options.max_order
+        )));
     }
     let max_order = options.max_order;
     let mut matches_by_order = vec![0usize; max_order];

@@ -46,12 +46,22 @@ pub struct Meteor {
 /// (original position, word) pairs still unmatched.
 type Enumerated = Vec<(usize, String)>;
 
+/// A stage's matches as (hypothesis position, reference position), and the words of each
+/// side it left unmatched.
+type Alignment = (Vec<(usize, usize)>, Enumerated, Enumerated);
+
+/// The pairs whose flag is not set.
+fn unmatched(list: Enumerated, matched: &[bool]) -> Enumerated {
+    list.into_iter()
+        .zip(matched)
+        .filter(|(_, &m)| !m)
+        .map(|(pair, _)| pair)
+        .collect()
+}
+
 /// NLTK's `_match_enums`: hypothesis words from last to first, each taking the last
 /// remaining reference position of the same word.
-fn match_exact(
-    hyp: Enumerated,
-    reference: Enumerated,
-) -> (Vec<(usize, usize)>, Enumerated, Enumerated) {
+fn match_exact(hyp: Enumerated, reference: Enumerated) -> Alignment {
     let mut positions: HashMap<&str, Vec<usize>> = HashMap::new();
     for (j, (_, word)) in reference.iter().enumerate() {
         positions.entry(word.as_str()).or_default().push(j);
@@ -66,27 +76,16 @@ fn match_exact(
             matches.push((hyp[i].0, reference[j].0));
         }
     }
-    let keep = |list: Enumerated, matched: &[bool]| -> Enumerated {
-        list.into_iter()
-            .zip(matched)
-            .filter(|(_, &m)| !m)
-            .map(|(pair, _)| pair)
-            .collect()
-    };
     (
         matches,
-        keep(hyp, &hyp_matched),
-        keep(reference, &ref_matched),
+        unmatched(hyp, &hyp_matched),
+        unmatched(reference, &ref_matched),
     )
 }
 
 /// NLTK's `_enum_wordnetsyn_match`: a hypothesis word matches the remaining reference
 /// word, among its WordNet synonyms and itself, whose last position is largest.
-fn match_synonyms(
-    hyp: Enumerated,
-    reference: Enumerated,
-    wordnet: &WordNet,
-) -> Result<(Vec<(usize, usize)>, Enumerated, Enumerated)> {
+fn match_synonyms(hyp: Enumerated, reference: Enumerated, wordnet: &WordNet) -> Result<Alignment> {
     let mut positions: HashMap<&str, Vec<usize>> = HashMap::new();
     for (j, (_, word)) in reference.iter().enumerate() {
         positions.entry(word.as_str()).or_default().push(j);
@@ -117,17 +116,10 @@ fn match_synonyms(
             matches.push((hyp[i].0, reference[j].0));
         }
     }
-    let keep = |list: Enumerated, matched: &[bool]| -> Enumerated {
-        list.into_iter()
-            .zip(matched)
-            .filter(|(_, &m)| !m)
-            .map(|(pair, _)| pair)
-            .collect()
-    };
     Ok((
         matches,
-        keep(hyp, &hyp_matched),
-        keep(reference, &ref_matched),
+        unmatched(hyp, &hyp_matched),
+        unmatched(reference, &ref_matched),
     ))
 }
 

@@ -300,6 +300,9 @@ pub enum RougeAggregation {
     },
 }
 
+/// The most bootstrap resamples [`rouge`] draws (rouge_score's default is 1000).
+pub const MAX_BOOTSTRAP_SAMPLES: usize = 1_000_000;
+
 /// Options of [`rouge`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RougeOptions {
@@ -356,8 +359,10 @@ pub fn rouge(
         .collect();
     let mut generator = match options.aggregation {
         RougeAggregation::Bootstrap { samples, seed } => {
-            if samples == 0 {
-                return Err(Error::Invalid("--bootstrap needs at least 1 sample".into()));
+            if !(1..=MAX_BOOTSTRAP_SAMPLES).contains(&samples) {
+                return Err(Error::Invalid(format!(
+                    "--bootstrap takes 1 to {MAX_BOOTSTRAP_SAMPLES} samples, found {samples}"
+                )));
             }
             Some((samples, Mt19937::new(seed)))
         }
