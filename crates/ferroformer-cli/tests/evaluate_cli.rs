@@ -326,3 +326,40 @@ fn errors_name_the_file_and_the_line() {
     ]);
     assert!(err.contains("missing.txt"), "{err}");
 }
+
+#[test]
+fn meteor_reads_wordnet_from_the_given_directory() {
+    let case = fixture_case("meteor.json", |c| c["metric"] == "meteor");
+    let dir = tempfile::tempdir().unwrap();
+    let (p, r) = (dir.path().join("pred.jsonl"), dir.path().join("refs.jsonl"));
+    write_jsonl(&p, &case["predictions"]);
+    write_jsonl(&r, &case["references"]);
+    let wordnet =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/metrics/wordnet");
+    let args = [
+        "meteor",
+        "--predictions",
+        p.to_str().unwrap(),
+        "--references",
+        r.to_str().unwrap(),
+        "--wordnet",
+        wordnet.to_str().unwrap(),
+        "--json",
+    ];
+    assert_close(&json_result(&args), &case["expected"]);
+
+    let missing = dir.path().join("no-wordnet");
+    let err = failure(&[
+        "meteor",
+        "--predictions",
+        p.to_str().unwrap(),
+        "--references",
+        r.to_str().unwrap(),
+        "--wordnet",
+        missing.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("no-wordnet") && err.contains("index.noun"),
+        "{err}"
+    );
+}
