@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use ferroformer::models::{self, BertModel, Gpt2LmHeadModel};
 use ferroformer::nn::SinusoidalPositionalEncoding;
 
+mod evaluate_cmd;
 mod generate_cmd;
 mod generation_args;
 mod pipeline_cmd;
@@ -74,6 +75,9 @@ enum Command {
     /// Run a task pipeline (text-classification, ner, question-answering, fill-mask,
     /// feature-extraction, zero-shot-classification) on inputs.
     Pipeline(Box<pipeline_cmd::PipelineArgs>),
+    /// Score predictions against references (accuracy, precision, recall, f1, exact_match,
+    /// squad, bleu, sacrebleu, chrf, rouge, meteor) with the reference implementations' keys.
+    Evaluate(Box<evaluate_cmd::EvaluateArgs>),
     /// Perplexity of a causal language model on a text file (sliding windows, as in
     /// `transformers`' perplexity guide).
     Perplexity {
@@ -269,6 +273,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => generate_cmd::generate(*args),
         Command::Chat(args) => generate_cmd::chat(*args),
         Command::Pipeline(args) => pipeline_cmd::run(*args),
+        Command::Evaluate(args) => evaluate_cmd::run(*args),
         Command::Perplexity {
             model,
             file,

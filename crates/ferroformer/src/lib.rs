@@ -12,6 +12,7 @@
 pub mod arch;
 pub mod error;
 pub mod generation;
+pub mod metrics;
 pub mod models;
 pub mod nn;
 pub mod pipelines;

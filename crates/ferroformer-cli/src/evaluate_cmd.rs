@@ -1,0 +1,292 @@
+//! `ferroformer evaluate METRIC --predictions FILE --references FILE`: scores predictions
+//! against references with the metrics of `ferroformer::metrics`.
+//!
+//! Files hold one entry per line: plain text (a line is one text or label), or JSON Lines
+//! (`.jsonl` files, or `--format jsonl`) where a line is a JSON string, a number or boolean
+//! (a label), or — in the references — a list of strings: several references for one
+//! prediction.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use ferroformer::metrics::{self, Metric, MetricOptions};
+use serde_json::Value;
+
+/// Arguments of `ferroformer evaluate`.
+#[derive(clap::Args)]
+pub struct EvaluateArgs {
+    /// accuracy, precision, recall, f1, exact_match, squad, bleu, sacrebleu, chrf, rouge or
+    /// meteor.
+    metric: String,
+    /// Predictions, one per line.
+    #[arg(long)]
+    predictions: PathBuf,
+    /// References, one per line (in JSON Lines a list of strings for several).
+    #[arg(long)]
+    references: PathBuf,
+    /// text or jsonl (default: jsonl for files ending in .jsonl, text otherwise).
+    #[arg(long)]
+    format: Option<String>,
+    /// Print the result as one JSON object on stdout (the reference's keys).
+    #[arg(long)]
+    json: bool,
+    /// precision/recall/f1: binary (default), micro, macro or weighted.
+    #[arg(long)]
+    average: Option<String>,
+    /// precision/recall/f1: the positive label of --average binary (default 1).
+    #[arg(long)]
+    pos_label: Option<String>,
+    /// exact_match: a regular expression removed from both texts first (repeatable).
+    #[arg(long)]
+    regexes_to_ignore: Vec<String>,
+    /// exact_match: compare lowercased.
+    #[arg(long)]
+    ignore_case: bool,
+    /// exact_match: ignore ASCII punctuation.
+    #[arg(long)]
+    ignore_punctuation: bool,
+    /// exact_match: ignore the digits 0-9.
+    #[arg(long)]
+    ignore_numbers: bool,
+    /// bleu: largest n-gram order (default 4).
+    #[arg(long)]
+    max_order: Option<usize>,
+    /// bleu: Lin & Och add-one smoothing.
+    #[arg(long)]
+    smooth: bool,
+    /// sacrebleu: tokenizer 13a (default), intl, char or none.
+    #[arg(long)]
+    tokenize: Option<String>,
+    /// sacrebleu: smoothing exp (default), floor, add-k or none.
+    #[arg(long)]
+    smooth_method: Option<String>,
+    /// sacrebleu: the value of floor (default 0.1) or add-k (default 1).
+    #[arg(long)]
+    smooth_value: Option<f64>,
+    /// sacrebleu/chrf: lowercase predictions and references.
+    #[arg(long)]
+    lowercase: bool,
+    /// rouge: types, comma-separated (default rouge1,rouge2,rougeL,rougeLsum).
+    #[arg(long, value_delimiter = ',')]
+    rouge_types: Vec<String>,
+    /// rouge: Porter-stem tokens (NLTK's stemmer, as rouge_score).
+    #[arg(long)]
+    use_stemmer: bool,
+    /// rouge: one F-measure per example instead of the mean.
+    #[arg(long)]
+    no_aggregator: bool,
+    /// rouge: rouge_score's bootstrap aggregate (median of N resample means); needs --seed.
+    #[arg(long, value_name = "N")]
+    bootstrap: Option<usize>,
+    /// rouge: seed of the bootstrap (numpy's legacy seeding: same draws as np.random.seed).
+    #[arg(long, value_name = "S")]
+    seed: Option<u32>,
+    /// meteor: WordNet 3.0 database directory (default /usr/share/wordnet, where Debian's
+    /// wordnet-base puts it).
+    #[arg(long, value_name = "DIR")]
+    wordnet: Option<PathBuf>,
+}
+
+/// How an input file is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Text,
+    JsonLines,
+}
+
+fn format_of(path: &Path, flag: Option<&str>) -> anyhow::Result<Format> {
+    match flag {
+        Some("text") => Ok(Format::Text),
+        Some("jsonl") => Ok(Format::JsonLines),
+        Some(other) => bail!("unknown --format `{other}`: expected text or jsonl"),
+        None => Ok(
+            if path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("jsonl"))
+            {
+                Format::JsonLines
+            } else {
+                Format::Text
+            },
+        ),
+    }
+}
+
+/// One line's entry: one text, or a list of texts (references only).
+enum Entry {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// A JSON scalar as a text or label; numbers and booleans as they are written.
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn read_entries(path: &Path, format: Format) -> anyhow::Result<Vec<Entry>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut entries = Vec::new();
+    let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+    // A final newline ends the last line; it does not start an empty one.
+    if lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    for (i, raw) in lines.into_iter().enumerate() {
+        let line_number = i + 1;
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let line = std::str::from_utf8(raw).map_err(|e| {
+            anyhow::anyhow!(
+                "{}:{line_number}: the line is not valid UTF-8 ({e})",
+                path.display()
+            )
+        })?;
+        let entry = match format {
+            Format::Text => Entry::One(line.to_string()),
+            Format::JsonLines => {
+                let value: Value = serde_json::from_str(line).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}:{line_number}: not a JSON value ({e}); expected a string, a label or a list of strings",
+                        path.display()
+                    )
+                })?;
+                match &value {
+                    Value::Array(items) => Entry::Many(
+                        items
+                            .iter()
+                            .enumerate()
+                            .map(|(k, item)| {
+                                scalar_text(item).ok_or_else(|| {
+                                    anyhow::anyhow!(
+                                        "{}:{line_number}: item {k} of the list is {item}, expected a string",
+                                        path.display()
+                                    )
+                                })
+                            })
+                            .collect::<anyhow::Result<_>>()?,
+                    ),
+                    other => Entry::One(scalar_text(other).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "{}:{line_number}: found {other}, expected a string, a label or a list of strings",
+                            path.display()
+                        )
+                    })?),
+                }
+            }
+        };
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+/// Runs `ferroformer evaluate`.
+pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
+    let metric: Metric = args.metric.parse()?;
+    let predictions = read_entries(
+        &args.predictions,
+        format_of(&args.predictions, args.format.as_deref())?,
+    )?
+    .into_iter()
+    .enumerate()
+    .map(|(i, e)| match e {
+        Entry::One(text) => Ok(text),
+        Entry::Many(_) => bail!(
+            "{}:{}: a prediction is one string, found a list",
+            args.predictions.display(),
+            i + 1
+        ),
+    })
+    .collect::<anyhow::Result<Vec<String>>>()?;
+    let references = read_entries(
+        &args.references,
+        format_of(&args.references, args.format.as_deref())?,
+    )?
+    .into_iter()
+    .enumerate()
+    .map(|(i, e)| match e {
+        Entry::One(text) => Ok(vec![text]),
+        Entry::Many(list) if list.is_empty() => bail!(
+            "{}:{}: an empty list of references; at least one is needed",
+            args.references.display(),
+            i + 1
+        ),
+        Entry::Many(list) => Ok(list),
+    })
+    .collect::<anyhow::Result<Vec<Vec<String>>>>()?;
+    if predictions.len() != references.len() {
+        bail!(
+            "{} has {} predictions but {} has {} references: one line each per example",
+            args.predictions.display(),
+            predictions.len(),
+            args.references.display(),
+            references.len()
+        );
+    }
+    if predictions.is_empty() {
+        bail!("{} has no predictions", args.predictions.display());
+    }
+    if metric.takes_labels() || metric == Metric::ExactMatch {
+        if let Some(i) = references.iter().position(|r| r.len() != 1) {
+            bail!(
+                "{}:{}: {} takes one reference per prediction, found {}",
+                args.references.display(),
+                i + 1,
+                metric.name(),
+                references[i].len()
+            );
+        }
+    }
+    let options = MetricOptions {
+        average: args.average,
+        pos_label: args.pos_label,
+        regexes_to_ignore: args.regexes_to_ignore,
+        ignore_case: args.ignore_case,
+        ignore_punctuation: args.ignore_punctuation,
+        ignore_numbers: args.ignore_numbers,
+        max_order: args.max_order,
+        smooth: args.smooth,
+        tokenize: args.tokenize,
+        smooth_method: args.smooth_method,
+        smooth_value: args.smooth_value,
+        lowercase: args.lowercase,
+        rouge_types: args.rouge_types,
+        use_stemmer: args.use_stemmer,
+        no_aggregator: args.no_aggregator,
+        bootstrap: args.bootstrap,
+        seed: args.seed,
+        wordnet: args.wordnet,
+    };
+    let result = metrics::compute(metric, &predictions, &references, &options)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&result)?);
+    } else {
+        print_result(metric, predictions.len(), &result);
+    }
+    Ok(())
+}
+
+fn print_result(metric: Metric, examples: usize, result: &Value) {
+    println!("{} over {examples} examples", metric.name());
+    if let Value::Object(map) = result {
+        let width = map.keys().map(String::len).max().unwrap_or(0);
+        for (key, value) in map {
+            let shown = match value {
+                Value::Number(n) if n.is_f64() => format!("{:.6}", n.as_f64().unwrap_or(f64::NAN)),
+                Value::Array(items) => items
+                    .iter()
+                    .map(|v| match v.as_f64() {
+                        Some(x) if v.is_f64() => format!("{x:.4}"),
+                        _ => v.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                other => other.to_string(),
+            };
+            println!("  {key:<width$}  {shown}");
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! `ferroformer evaluate` end to end: results on stdout as one JSON object equal (to 1e-9)
+//! to the reference values of tests/fixtures/metrics, text and JSON Lines inputs, and errors
+//! that name the file and the line with a non-zero exit status.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn fixture_case(file: &str, pick: impl Fn(&Value) -> bool) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/metrics")
+        .join(file);
+    let fixture: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    fixture["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| pick(c))
+        .unwrap_or_else(|| panic!("no such case in {file}"))
+        .clone()
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferroformer"))
+        .arg("evaluate")
+        .args(args)
+        .output()
+        .expect("run ferroformer")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Writes one JSON value per line.
+fn write_jsonl(path: &Path, values: &Value) {
+    let lines: Vec<String> = values
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| serde_json::to_string(v).unwrap())
+        .collect();
+    std::fs::write(path, lines.join("\n") + "\n").unwrap();
+}
+
+/// Runs with `--json` and returns the parsed stdout, which must be exactly one JSON object.
+fn json_result(args: &[&str]) -> Value {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "evaluate {args:?} failed: {}",
+        text(&out.stderr)
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "stdout is not one line: {stdout}"
+    );
+    let value: Value = serde_json::from_str(&stdout).expect("stdout is JSON");
+    assert!(value.is_object(), "{value}");
+    value
+}
+
+fn assert_close(actual: &Value, expected: &Value) {
+    let (a, e) = (actual.as_object().unwrap(), expected.as_object().unwrap());
+    let mut ak: Vec<_> = a.keys().collect();
+    let mut ek: Vec<_> = e.keys().collect();
+    ak.sort();
+    ek.sort();
+    assert_eq!(ak, ek);
+    for (k, ev) in e {
+        let flatten = |v: &Value| -> Vec<f64> {
+            match v {
+                Value::Array(items) => items.iter().map(|x| x.as_f64().unwrap()).collect(),
+                other => vec![other.as_f64().unwrap()],
+            }
+        };
+        let (av, evs) = (flatten(&a[k]), flatten(ev));
+        assert_eq!(av.len(), evs.len(), "{k}");
+        for (x, y) in av.iter().zip(&evs) {
+            assert!((x - y).abs() <= 1e-9, "{k}: {x} vs reference {y}");
+        }
+    }
+}
+
+#[test]
+fn rouge_from_jsonl_with_several_references_matches_rouge_score() {
+    let case = fixture_case("rouge.json", |c| {
+        c["options"] == serde_json::json!({"use_stemmer": true})
+            && c["references"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r.as_array().unwrap().len() > 1)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (p, r) = (dir.path().join("pred.jsonl"), dir.path().join("refs.jsonl"));
+    write_jsonl(&p, &case["predictions"]);
+    write_jsonl(&r, &case["references"]);
+    let result = json_result(&[
+        "rouge",
+        "--predictions",
+        p.to_str().unwrap(),
+        "--references",
+        r.to_str().unwrap(),
+        "--use-stemmer",
+        "--json",
+    ]);
+    assert_close(&result, &case["expected"]);
+}
+
+#[test]
+fn sacrebleu_options_reach_the_metric() {
+    let case = fixture_case("bleu.json", |c| {
+        c["metric"] == "sacrebleu"
+            && c["options"] == serde_json::json!({"tokenize": "intl", "smooth_method": "floor"})
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (p, r) = (dir.path().join("pred.jsonl"), dir.path().join("refs.jsonl"));
+    write_jsonl(&p, &case["predictions"]);
+    write_jsonl(&r, &case["references"]);
+    let result = json_result(&[
+        "sacrebleu",
+        "--predictions",
+        p.to_str().unwrap(),
+        "--references",
+        r.to_str().unwrap(),
+        "--tokenize",
+        "intl",
+        "--smooth-method",
+        "floor",
+        "--json",
+    ]);
+    assert_close(&result, &case["expected"]);
+}
+
+#[test]
+fn f1_from_plain_text_label_files_matches_scikit_learn() {
+    let case = fixture_case("classification.json", |c| {
+        c["metric"] == "f1" && c["options"] == serde_json::json!({"average": "macro"})
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (p, r) = (dir.path().join("pred.txt"), dir.path().join("refs.txt"));
+    let labels = |v: &Value| -> String {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|l| match l {
+                Value::Array(one) => one[0].as_str().unwrap().to_string(),
+                other => other.as_str().unwrap().to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    std::fs::write(&p, labels(&case["predictions"])).unwrap();
+    // CRLF line ends read as LF.
+    std::fs::write(
+        &r,
+        labels(&case["references"]).replace('\n', "\r\n") + "\r\n",
+    )
+    .unwrap();
+    let result = json_result(&[
+        "f1",
+        "--predictions",
+        p.to_str().unwrap(),
+        "--references",
+        r.to_str().unwrap(),
+        "--average",
+        "macro",
+        "--json",
+    ]);
+    assert_close(&result, &case["expected"]);
+
+    // Without --json: a readable summary naming the metric and its key.
+    let out = run(&[
+        "f1",
+        "--predictions",
+        p.to_str().unwrap(),
+        "--references",
+        r.to_str().unwrap(),
+        "--average",
+        "macro",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("f1 over "), "{stdout}");
+    let expected = case["expected"]["f1"].as_f64().unwrap();
+    assert!(stdout.contains(&format!("{expected:.6}")), "{stdout}");
+}
+
+/// Runs a failing command and returns its stderr.
+fn failure(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(!out.status.success(), "evaluate {args:?} succeeded");
+    assert!(
+        out.stdout.is_empty(),
+        "stdout on failure: {}",
+        text(&out.stdout)
+    );
+    text(&out.stderr)
+}
+
+#[test]
+fn errors_name_the_file_and_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    std::fs::write(path("pred.txt"), "a\nb\nc\n").unwrap();
+    std::fs::write(path("two.txt"), "a\nb\n").unwrap();
+    std::fs::write(path("bad_utf8.txt"), b"a\n\xff\xfe\nc\n").unwrap();
+    std::fs::write(path("bad.jsonl"), "\"a\"\n[\"b\", \"c\"]\n{not json\n").unwrap();
+    std::fs::write(path("list.jsonl"), "\"a\"\n[\"b\", 3]\n[]\n").unwrap();
+    std::fs::write(path("multi.jsonl"), "\"a\"\n[\"b\", \"c\"]\n\"d\"\n").unwrap();
+
+    let err = failure(&[
+        "bleu",
+        "--predictions",
+        &path("pred.txt"),
+        "--references",
+        &path("two.txt"),
+    ]);
+    assert!(
+        err.contains("pred.txt has 3 predictions") && err.contains("two.txt has 2 references"),
+        "{err}"
+    );
+
+    let err = failure(&[
+        "bleu",
+        "--predictions",
+        &path("pred.txt"),
+        "--references",
+        &path("bad_utf8.txt"),
+    ]);
+    assert!(
+        err.contains("bad_utf8.txt:2") && err.contains("UTF-8"),
+        "{err}"
+    );
+
+    let err = failure(&[
+        "bleu",
+        "--predictions",
+        &path("pred.txt"),
+        "--references",
+        &path("bad.jsonl"),
+    ]);
+    assert!(err.contains("bad.jsonl:3") && err.contains("JSON"), "{err}");
+
+    let err = failure(&[
+        "rouge",
+        "--predictions",
+        &path("pred.txt"),
+        "--references",
+        &path("list.jsonl"),
+    ]);
+    assert!(
+        err.contains("list.jsonl:3") && err.contains("empty list"),
+        "{err}"
+    );
+
+    let err = failure(&[
+        "exact_match",
+        "--predictions",
+        &path("pred.txt"),
+        "--references",
+        &path("multi.jsonl"),
+    ]);
+    assert!(
+        err.contains("multi.jsonl:2: exact_match takes one reference per prediction, found 2"),
+        "{err}"
+    );
+
+    let err = failure(&[
+        "accuracy",
+        "--predictions",
+        &path("multi.jsonl"),
+        "--references",
+        &path("pred.txt"),
+    ]);
+    assert!(
+        err.contains("multi.jsonl:2") && err.contains("found a list"),
+        "{err}"
+    );
+
+    let err = failure(&[
+        "blue",
+        "--predictions",
+        &path("pred.txt"),
+        "--references",
+        &path("pred.txt"),
+    ]);
+    assert!(
+        err.contains("unknown metric `blue`") && err.contains("sacrebleu"),
+        "{err}"
+    );
+
+    let err = failure(&[
+        "bleu",
+        "--predictions",
+        &path("pred.txt"),
+        "--references",
+        &path("pred.txt"),
+        "--use-stemmer",
+    ]);
+    assert!(
+        err.contains("--use-stemmer does not apply to metric bleu"),
+        "{err}"
+    );
+
+    let err = failure(&[
+        "bleu",
+        "--predictions",
+        &path("pred.txt"),
+        "--references",
+        &path("pred.txt"),
+        "--no-such-flag",
+    ]);
+    assert!(err.contains("--no-such-flag"), "{err}");
+
+    let err = failure(&[
+        "bleu",
+        "--predictions",
+        &path("missing.txt"),
+        "--references",
+        &path("pred.txt"),
+    ]);
+    assert!(err.contains("missing.txt"), "{err}");
+}
+
+#[test]
+fn meteor_reads_wordnet_from_the_given_directory() {
+    let case = fixture_case("meteor.json", |c| c["metric"] == "meteor");
+    let dir = tempfile::tempdir().unwrap();
+    let (p, r) = (dir.path().join("pred.jsonl"), dir.path().join("refs.jsonl"));
+    write_jsonl(&p, &case["predictions"]);
+    write_jsonl(&r, &case["references"]);
+    let wordnet =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/metrics/wordnet");
+    let args = [
+        "meteor",
+        "--predictions",
+        p.to_str().unwrap(),
+        "--references",
+        r.to_str().unwrap(),
+        "--wordnet",
+        wordnet.to_str().unwrap(),
+        "--json",
+    ];
+    assert_close(&json_result(&args), &case["expected"]);
+
+    let missing = dir.path().join("no-wordnet");
+    let err = failure(&[
+        "meteor",
+        "--predictions",
+        p.to_str().unwrap(),
+        "--references",
+        r.to_str().unwrap(),
+        "--wordnet",
+        missing.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("no-wordnet") && err.contains("index.noun"),
+        "{err}"
+    );
+}
