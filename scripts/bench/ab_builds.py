@@ -61,7 +61,7 @@ def main():
     ap.add_argument("new", nargs="?")
     ap.add_argument("--rounds", type=int, default=5)
     a = ap.parse_args()
-    target = os.path.join(ROOT, "target")
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
     tmp = tempfile.mkdtemp(prefix="ff-ab-")
     trees = []
     for rev in [a.base, a.new]:
