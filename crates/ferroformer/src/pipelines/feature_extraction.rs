@@ -6,9 +6,11 @@ use std::path::Path;
 use candle_core::{DType, Tensor};
 use serde::Serialize;
 
-use super::{rows2, rows3, PipelineConfig, Runner};
+use super::driver::{self, EncoderRunner, PipelineTask, Prepared};
+use super::{PipelineConfig, PipelineInput, Task};
 use crate::arch::heads::{first_token, l2_normalize, mean_pool};
 use crate::error::{Error, Result};
+use crate::models::tokenizer::Encoding;
 use crate::models::AutoModel;
 
 /// How token vectors become one sentence vector.
@@ -132,14 +134,21 @@ fn sentence_transformer_spec(dir: &Path) -> Result<Option<SentenceTransformerSpe
 
 /// An encoder with its tokenizer, returning hidden states.
 pub struct FeatureExtractionPipeline {
-    runner: Runner<AutoModel>,
+    runner: EncoderRunner<AutoModel>,
     sentence: Option<SentenceTransformerSpec>,
+}
+
+/// The options of one run, resolved: the pooling (never [`Pooling::Auto`]) and whether to
+/// normalize.
+pub(crate) struct Params {
+    pooling: Option<Pooling>,
+    normalize: bool,
 }
 
 impl FeatureExtractionPipeline {
     /// Loads the tokenizer, the base model, and the sentence-transformers files if present.
     pub fn from_dir(dir: &Path, config: &PipelineConfig) -> Result<Self> {
-        let mut runner = Runner::<AutoModel>::from_dir(dir, config)?;
+        let mut runner = EncoderRunner::<AutoModel>::from_dir(dir, config)?;
         let sentence = sentence_transformer_spec(dir)?;
         if let Some(m) = sentence.and_then(|s| s.max_seq_length) {
             runner.max_len = runner.max_len.min(m);
@@ -163,6 +172,24 @@ impl FeatureExtractionPipeline {
 
     /// Embeds every text.
     pub fn run(&self, texts: &[&str], options: &FeatureExtractionOptions) -> Result<Vec<Features>> {
+        driver::run(self, texts, options, self.runner.config.batch_size)
+    }
+}
+
+impl PipelineTask for FeatureExtractionPipeline {
+    type Input<'a> = &'a str;
+    type Options = FeatureExtractionOptions;
+    type Params = Params;
+    type Row = Encoding;
+    type State = ();
+    type RowOutput = Features;
+    type Output = Features;
+
+    fn input(input: &PipelineInput) -> Result<&str> {
+        input.as_text(Task::FeatureExtraction)
+    }
+
+    fn params(&self, options: &FeatureExtractionOptions) -> Result<Params> {
         let (pooling, normalize) = match options.pooling {
             None => (None, false),
             Some(Pooling::Auto) => {
@@ -183,32 +210,41 @@ impl FeatureExtractionPipeline {
                 "feature-extraction: normalize needs a pooling (mean, cls, max or auto)".into(),
             ));
         }
-        let mut out = Vec::with_capacity(texts.len());
-        for (batch, output) in self.runner.run_texts(texts)? {
-            let hidden = output.last_hidden_state.to_dtype(DType::F32)?;
-            let (_, mask, _) = batch.to_tensors(hidden.device())?;
-            match pooling {
-                None => {
-                    for (enc, rows) in batch.encodings.iter().zip(rows3(&hidden)?) {
-                        // Only the real tokens: the answer does not depend on the batch.
-                        let real: Vec<Vec<f32>> = rows
-                            .into_iter()
-                            .zip(&enc.attention_mask)
-                            .filter(|(_, &m)| m == 1)
-                            .map(|(r, _)| r)
-                            .collect();
-                        out.push(Features::Tokens(vec![real]));
-                    }
+        Ok(Params { pooling, normalize })
+    }
+
+    fn preprocess(&self, text: &str, _: &Params) -> Result<Prepared<(), Encoding>> {
+        Ok(Prepared::new(vec![self.runner.encode_text(text)?], ()))
+    }
+
+    /// Pools on the whole batch at once; without pooling, each row's own tokens.
+    fn forward(&self, rows: &[Encoding], params: &Params) -> Result<Vec<Features>> {
+        let (batch, output) = self.runner.forward(rows)?;
+        let hidden = output.last_hidden_state.to_dtype(DType::F32)?;
+        Ok(match params.pooling {
+            None => batch
+                .rows3(&hidden)?
+                .into_iter()
+                .map(|tokens| Features::Tokens(vec![tokens]))
+                .collect(),
+            Some(p) => {
+                let mut pooled = Self::pool(&hidden, &batch.mask, p)?;
+                if params.normalize {
+                    pooled = l2_normalize(&pooled)?;
                 }
-                Some(p) => {
-                    let mut pooled = Self::pool(&hidden, &mask, p)?;
-                    if normalize {
-                        pooled = l2_normalize(&pooled)?;
-                    }
-                    out.extend(rows2(&pooled)?.into_iter().map(Features::Sentence));
-                }
+                batch
+                    .rows2(&pooled)?
+                    .into_iter()
+                    .map(Features::Sentence)
+                    .collect()
             }
-        }
-        Ok(out)
+        })
+    }
+
+    fn postprocess(&self, _: (), rows: Vec<(Encoding, Features)>, _: &Params) -> Result<Features> {
+        rows.into_iter()
+            .next()
+            .map(|(_, features)| features)
+            .ok_or_else(|| Error::Invalid("feature-extraction: a text gave no output".into()))
     }
 }

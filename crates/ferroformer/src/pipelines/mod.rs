@@ -3,8 +3,14 @@
 //!
 //! Every pipeline takes a batch of inputs and returns one output per input, in order, shaped
 //! like what `transformers`' pipeline returns for that single input (the outputs serialize to
-//! the same JSON). Inputs are run in batches of `batch_size` with padding; the answer for an
-//! input never depends on what it was batched with.
+//! the same JSON). Every task runs through one driver (`pipelines/driver.rs`): the task's file says how
+//! to preprocess one input into model rows, run a batch of rows (forward) and postprocess an
+//! input's row outputs; the driver batches rows by `batch_size` with padding and hands each
+//! input its outputs back in order. The answer for an input never depends on what it was
+//! batched with.
+//!
+//! Adding a task is one file with its three steps (an `impl` of the driver's `PipelineTask`)
+//! and one line in the `tasks!` registry below.
 //!
 //! ```no_run
 //! use ferroformer::pipelines::{pipeline, PipelineInput, TaskOptions};
@@ -18,6 +24,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod driver;
 pub mod feature_extraction;
 pub mod fill_mask;
 pub mod question_answering;
@@ -28,18 +35,10 @@ pub mod zero_shot;
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 
 use crate::error::{Error, Result};
-use crate::models::encoder_model::EncoderOutput;
-use crate::models::tokenizer::{
-    AutoTokenizer, BatchEncoding, EncodeOptions, PaddingStrategy, TruncationStrategy,
-};
-use crate::models::{
-    AutoModel, AutoModelForMaskedLM, AutoModelForQuestionAnswering,
-    AutoModelForSequenceClassification, AutoModelForTokenClassification, LoadOptions,
-    PretrainedConfig,
-};
+use driver::PipelineTask;
 
 pub use feature_extraction::{FeatureExtractionOptions, FeatureExtractionPipeline, Pooling};
 pub use fill_mask::{FillMaskOptions, FillMaskPipeline};
@@ -53,70 +52,111 @@ pub use token_classification::{
 };
 pub use zero_shot::{ZeroShotOptions, ZeroShotPipeline};
 
-/// The tasks, by their canonical `transformers` names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Task {
-    /// `text-classification` (alias `sentiment-analysis`).
-    TextClassification,
-    /// `token-classification` (alias `ner`).
-    TokenClassification,
-    /// `question-answering`.
-    QuestionAnswering,
-    /// `fill-mask`.
-    FillMask,
-    /// `feature-extraction`.
-    FeatureExtraction,
-    /// `zero-shot-classification`.
-    ZeroShotClassification,
-    /// `text-generation`.
-    TextGeneration,
+/// The task registry: from one line per task, the [`Task`] names, the [`TaskOptions`]
+/// field, the [`Pipeline`] variant, and loading and running it.
+macro_rules! tasks {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident($pipe:ty, $field:ident: $opts:ty) = $name:literal $(| $alias:literal)*;
+    )*) => {
+        /// The tasks, by their canonical `transformers` names.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Task {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Task {
+            /// Every task name the pipelines accept, aliases included.
+            pub const NAMES: &'static [&'static str] = &[$($name, $($alias,)*)*];
+
+            /// Parses a task name or alias; an unknown name lists the known ones.
+            pub fn from_name(name: &str) -> Result<Self> {
+                match name {
+                    $($name $(| $alias)* => Ok(Self::$variant),)*
+                    other => Err(Error::Invalid(format!(
+                        "unknown task `{other}`; known tasks: {}",
+                        Self::NAMES.join(", ")
+                    ))),
+                }
+            }
+
+            /// The canonical name.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)*
+                }
+            }
+        }
+
+        /// Options of every task, one field per task; a pipeline reads its own.
+        #[derive(Debug, Clone, Default)]
+        pub struct TaskOptions {
+            $($(#[$doc])* pub $field: $opts,)*
+        }
+
+        /// A loaded pipeline of any task.
+        #[allow(clippy::large_enum_variant)]
+        pub enum Pipeline {
+            $($(#[$doc])* $variant($pipe),)*
+        }
+
+        impl Pipeline {
+            /// Loads `task`'s pipeline from a checkpoint directory.
+            fn load(task: Task, dir: &Path, config: &PipelineConfig) -> Result<Self> {
+                Ok(match task {
+                    $(Task::$variant => Self::$variant(<$pipe>::from_dir(dir, config)?),)*
+                })
+            }
+
+            /// The task.
+            pub fn task(&self) -> Task {
+                match self {
+                    $(Self::$variant(_) => Task::$variant,)*
+                }
+            }
+
+            /// Runs every input and returns one JSON value per input, in order, shaped like
+            /// `transformers`' pipeline output for that input.
+            pub fn run(
+                &self,
+                inputs: &[PipelineInput],
+                options: &TaskOptions,
+            ) -> Result<Vec<serde_json::Value>> {
+                match self {
+                    $(Self::$variant(p) => {
+                        let inputs = inputs
+                            .iter()
+                            .map(<$pipe as PipelineTask>::input)
+                            .collect::<Result<Vec<_>>>()?;
+                        to_json(p.run(&inputs, &options.$field)?)
+                    })*
+                }
+            }
+        }
+    };
 }
 
-impl Task {
-    /// Every task name the pipelines accept, aliases included.
-    pub const NAMES: &'static [&'static str] = &[
-        "text-classification",
-        "sentiment-analysis",
-        "token-classification",
-        "ner",
-        "question-answering",
-        "fill-mask",
-        "feature-extraction",
-        "zero-shot-classification",
-        "text-generation",
-    ];
-
-    /// Parses a task name or alias; an unknown name lists the known ones.
-    pub fn from_name(name: &str) -> Result<Self> {
-        Ok(match name {
-            "text-classification" | "sentiment-analysis" => Self::TextClassification,
-            "token-classification" | "ner" => Self::TokenClassification,
-            "question-answering" => Self::QuestionAnswering,
-            "fill-mask" => Self::FillMask,
-            "feature-extraction" => Self::FeatureExtraction,
-            "zero-shot-classification" => Self::ZeroShotClassification,
-            "text-generation" => Self::TextGeneration,
-            other => {
-                return Err(Error::Invalid(format!(
-                    "unknown task `{other}`; known tasks: {}",
-                    Self::NAMES.join(", ")
-                )))
-            }
-        })
-    }
-
-    /// The canonical name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::TextClassification => "text-classification",
-            Self::TokenClassification => "token-classification",
-            Self::QuestionAnswering => "question-answering",
-            Self::FillMask => "fill-mask",
-            Self::FeatureExtraction => "feature-extraction",
-            Self::ZeroShotClassification => "zero-shot-classification",
-            Self::TextGeneration => "text-generation",
-        }
-    }
+tasks! {
+    /// `text-classification` (alias `sentiment-analysis`).
+    TextClassification(TextClassificationPipeline, text_classification: TextClassificationOptions)
+        = "text-classification" | "sentiment-analysis";
+    /// `token-classification` (alias `ner`).
+    TokenClassification(TokenClassificationPipeline, token_classification: TokenClassificationOptions)
+        = "token-classification" | "ner";
+    /// `question-answering`.
+    QuestionAnswering(QuestionAnsweringPipeline, question_answering: QuestionAnsweringOptions)
+        = "question-answering";
+    /// `fill-mask`.
+    FillMask(FillMaskPipeline, fill_mask: FillMaskOptions) = "fill-mask";
+    /// `feature-extraction`.
+    FeatureExtraction(FeatureExtractionPipeline, feature_extraction: FeatureExtractionOptions)
+        = "feature-extraction";
+    /// `zero-shot-classification`.
+    ZeroShotClassification(ZeroShotPipeline, zero_shot: ZeroShotOptions)
+        = "zero-shot-classification";
+    /// `text-generation`.
+    TextGeneration(TextGenerationPipeline, text_generation: TextGenerationOptions)
+        = "text-generation";
 }
 
 /// One pipeline input: a text, or a question with its context.
@@ -184,44 +224,6 @@ impl Default for PipelineConfig {
     }
 }
 
-/// Options of every task, one field per task; a pipeline reads its own.
-#[derive(Debug, Clone, Default)]
-pub struct TaskOptions {
-    /// `text-classification`.
-    pub text_classification: TextClassificationOptions,
-    /// `token-classification`.
-    pub token_classification: TokenClassificationOptions,
-    /// `question-answering`.
-    pub question_answering: QuestionAnsweringOptions,
-    /// `fill-mask`.
-    pub fill_mask: FillMaskOptions,
-    /// `feature-extraction`.
-    pub feature_extraction: FeatureExtractionOptions,
-    /// `zero-shot-classification`.
-    pub zero_shot: ZeroShotOptions,
-    /// `text-generation`.
-    pub text_generation: TextGenerationOptions,
-}
-
-/// A loaded pipeline of any task.
-#[allow(clippy::large_enum_variant)]
-pub enum Pipeline {
-    /// `text-classification`.
-    TextClassification(TextClassificationPipeline),
-    /// `token-classification`.
-    TokenClassification(TokenClassificationPipeline),
-    /// `question-answering`.
-    QuestionAnswering(QuestionAnsweringPipeline),
-    /// `fill-mask`.
-    FillMask(FillMaskPipeline),
-    /// `feature-extraction`.
-    FeatureExtraction(FeatureExtractionPipeline),
-    /// `zero-shot-classification`.
-    ZeroShotClassification(ZeroShotPipeline),
-    /// `text-generation`.
-    TextGeneration(TextGenerationPipeline),
-}
-
 /// Loads the pipeline for `task` (a name or alias) on `model` (a directory, a file, or a hub
 /// id `org/name[@revision]`), on the CPU in f32 with batches of 8.
 pub fn pipeline(task: &str, model: &str) -> Result<Pipeline> {
@@ -233,88 +235,7 @@ pub fn pipeline_with(task: &str, model: &str, config: &PipelineConfig) -> Result
     let task = Task::from_name(task)?;
     let dir = crate::models::hub::resolve(model)?;
     let dir = checkpoint_dir(&dir)?;
-    Ok(match task {
-        Task::TextClassification => {
-            Pipeline::TextClassification(TextClassificationPipeline::from_dir(&dir, config)?)
-        }
-        Task::TokenClassification => {
-            Pipeline::TokenClassification(TokenClassificationPipeline::from_dir(&dir, config)?)
-        }
-        Task::QuestionAnswering => {
-            Pipeline::QuestionAnswering(QuestionAnsweringPipeline::from_dir(&dir, config)?)
-        }
-        Task::FillMask => Pipeline::FillMask(FillMaskPipeline::from_dir(&dir, config)?),
-        Task::FeatureExtraction => {
-            Pipeline::FeatureExtraction(FeatureExtractionPipeline::from_dir(&dir, config)?)
-        }
-        Task::ZeroShotClassification => {
-            Pipeline::ZeroShotClassification(ZeroShotPipeline::from_dir(&dir, config)?)
-        }
-        Task::TextGeneration => {
-            Pipeline::TextGeneration(TextGenerationPipeline::from_dir(&dir, config)?)
-        }
-    })
-}
-
-impl Pipeline {
-    /// The task.
-    pub fn task(&self) -> Task {
-        match self {
-            Self::TextClassification(_) => Task::TextClassification,
-            Self::TokenClassification(_) => Task::TokenClassification,
-            Self::QuestionAnswering(_) => Task::QuestionAnswering,
-            Self::FillMask(_) => Task::FillMask,
-            Self::FeatureExtraction(_) => Task::FeatureExtraction,
-            Self::ZeroShotClassification(_) => Task::ZeroShotClassification,
-            Self::TextGeneration(_) => Task::TextGeneration,
-        }
-    }
-
-    /// Runs every input and returns one JSON value per input, in order, shaped like
-    /// `transformers`' pipeline output for that input.
-    pub fn run(
-        &self,
-        inputs: &[PipelineInput],
-        options: &TaskOptions,
-    ) -> Result<Vec<serde_json::Value>> {
-        fn texts(inputs: &[PipelineInput], task: Task) -> Result<Vec<&str>> {
-            inputs.iter().map(|i| i.as_text(task)).collect()
-        }
-        let task = self.task();
-        match self {
-            Self::TextClassification(p) => {
-                to_json(p.run(&texts(inputs, task)?, &options.text_classification)?)
-            }
-            Self::TokenClassification(p) => {
-                to_json(p.run(&texts(inputs, task)?, &options.token_classification)?)
-            }
-            Self::QuestionAnswering(p) => {
-                let pairs = inputs
-                    .iter()
-                    .map(|i| match i {
-                        PipelineInput::Question { question, context } => {
-                            Ok((question.as_str(), context.as_str()))
-                        }
-                        PipelineInput::Text { .. } => Err(Error::Invalid(
-                            "question-answering needs a question and a context for every input"
-                                .into(),
-                        )),
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                to_json(p.run(&pairs, &options.question_answering)?)
-            }
-            Self::FillMask(p) => to_json(p.run(&texts(inputs, task)?, &options.fill_mask)?),
-            Self::FeatureExtraction(p) => {
-                to_json(p.run(&texts(inputs, task)?, &options.feature_extraction)?)
-            }
-            Self::ZeroShotClassification(p) => {
-                to_json(p.run(&texts(inputs, task)?, &options.zero_shot)?)
-            }
-            Self::TextGeneration(p) => {
-                to_json(p.run(&texts(inputs, task)?, &options.text_generation)?)
-            }
-        }
-    }
+    Pipeline::load(task, &dir, config)
 }
 
 fn to_json<T: serde::Serialize>(items: Vec<T>) -> Result<Vec<serde_json::Value>> {
@@ -339,102 +260,6 @@ fn checkpoint_dir(path: &Path) -> Result<PathBuf> {
     }
 }
 
-/// A model with a task head that a pipeline runs: every `AutoModel…` class.
-pub(crate) trait TaskModel: Sized {
-    /// What one forward pass returns.
-    type Output;
-    /// Loads the checkpoint directory.
-    fn load(dir: &Path, options: &LoadOptions) -> Result<Self>;
-    /// Its configuration.
-    fn config(&self) -> &PretrainedConfig;
-    /// One forward pass over a padded batch.
-    fn run(&self, ids: &Tensor, mask: &Tensor, types: Option<&Tensor>) -> Result<Self::Output>;
-}
-
-macro_rules! task_model {
-    ($ty:ty, $out:ty) => {
-        impl TaskModel for $ty {
-            type Output = $out;
-            fn load(dir: &Path, options: &LoadOptions) -> Result<Self> {
-                <$ty>::from_dir(dir, options)
-            }
-            fn config(&self) -> &PretrainedConfig {
-                <$ty>::config(self)
-            }
-            fn run(&self, ids: &Tensor, mask: &Tensor, types: Option<&Tensor>) -> Result<$out> {
-                self.forward(ids, Some(mask), types)
-            }
-        }
-    };
-}
-task_model!(AutoModel, EncoderOutput);
-task_model!(AutoModelForSequenceClassification, Tensor);
-task_model!(AutoModelForTokenClassification, Tensor);
-task_model!(AutoModelForQuestionAnswering, (Tensor, Tensor));
-task_model!(AutoModelForMaskedLM, Tensor);
-
-/// The part every pipeline shares: the tokenizer, the model with its head, and running
-/// inputs through them in padded batches.
-pub(crate) struct Runner<M> {
-    pub tokenizer: AutoTokenizer,
-    pub model: M,
-    pub config: PipelineConfig,
-    /// The longest input: the smaller of the tokenizer's `model_max_length` and the model's
-    /// position table.
-    pub max_len: usize,
-}
-
-impl<M: TaskModel> Runner<M> {
-    /// Loads the tokenizer and the model. Pipelines read only the real tokens of a padded
-    /// batch, so the model skips computing the padding.
-    pub fn from_dir(dir: &Path, config: &PipelineConfig) -> Result<Self> {
-        let tokenizer = AutoTokenizer::from_dir(dir)?;
-        let options = LoadOptions {
-            dtype: config.dtype,
-            device: config.device.clone(),
-            skip_padding_outputs: true,
-        };
-        let model = M::load(dir, &options)?;
-        let model_max = model.config().max_position_embeddings;
-        let max_len = tokenizer
-            .model_max_length()
-            .map_or(model_max, |t| t.min(model_max));
-        Ok(Self {
-            tokenizer,
-            model,
-            config: config.clone(),
-            max_len,
-        })
-    }
-
-    /// Runs one padded batch; token type ids are passed to the models that have them.
-    pub fn forward(&self, batch: &BatchEncoding) -> Result<M::Output> {
-        let (ids, mask, types) = batch.to_tensors(&self.config.device)?;
-        let types = self.model.config().uses_token_types().then_some(types);
-        self.model.run(&ids, &mask, types.as_ref())
-    }
-
-    /// Encodes `texts` in chunks of `batch_size` — with special tokens, padding to the
-    /// longest row and truncation to `max_len` (`transformers` would fail on longer inputs;
-    /// cutting them is what a user of the CLI expects) — and runs each chunk.
-    pub fn run_texts(&self, texts: &[&str]) -> Result<Vec<(BatchEncoding, M::Output)>> {
-        let opts = EncodeOptions {
-            truncation: TruncationStrategy::LongestFirst,
-            max_length: Some(self.max_len),
-            padding: PaddingStrategy::Longest,
-            ..EncodeOptions::default()
-        };
-        texts
-            .chunks(self.config.batch_size.max(1))
-            .map(|chunk| {
-                let batch = self.tokenizer.encode_batch(chunk, &opts)?;
-                let out = self.forward(&batch)?;
-                Ok((batch, out))
-            })
-            .collect()
-    }
-}
-
 /// Softmax of a row of logits in f64 for the sum, as numpy does in `transformers`'
 /// post-processing.
 pub(crate) fn softmax(logits: &[f32]) -> Vec<f32> {
@@ -454,16 +279,6 @@ pub(crate) fn argsort_desc(scores: &[f32]) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..scores.len()).collect();
     idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
     idx
-}
-
-/// Rows of a `(batch, n)` f32 tensor.
-pub(crate) fn rows2(t: &Tensor) -> Result<Vec<Vec<f32>>> {
-    Ok(t.to_dtype(DType::F32)?.to_vec2::<f32>()?)
-}
-
-/// Rows of a `(batch, seq, n)` f32 tensor.
-pub(crate) fn rows3(t: &Tensor) -> Result<Vec<Vec<Vec<f32>>>> {
-    Ok(t.to_dtype(DType::F32)?.to_vec3::<f32>()?)
 }
 
 #[cfg(test)]

@@ -5,9 +5,10 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{rows2, softmax, PipelineConfig, Runner};
+use super::driver::{self, EncoderRunner, PipelineTask, Prepared};
+use super::{softmax, PipelineConfig, PipelineInput};
 use crate::error::{Error, Result};
-use crate::models::tokenizer::{EncodeOptions, Encoding, PaddingStrategy, TruncationStrategy};
+use crate::models::tokenizer::{EncodeOptions, Encoding, TruncationStrategy};
 use crate::models::AutoModelForQuestionAnswering;
 
 /// Options of `question-answering`, with `transformers`' defaults.
@@ -65,20 +66,21 @@ pub enum QuestionAnsweringOutput {
 
 /// An extractive QA model with its tokenizer.
 pub struct QuestionAnsweringPipeline {
-    runner: Runner<AutoModelForQuestionAnswering>,
+    runner: EncoderRunner<AutoModelForQuestionAnswering>,
 }
 
-/// One window of one question.
-struct Window {
-    input: usize,
-    encoding: Encoding,
+/// The options of one run, resolved.
+pub(crate) struct Params {
+    options: QuestionAnsweringOptions,
+    /// The windows' tokenization: `max_seq_len` and `doc_stride` settled.
+    encode: EncodeOptions,
 }
 
 impl QuestionAnsweringPipeline {
     /// Loads the tokenizer and the model from a checkpoint directory.
     pub fn from_dir(dir: &Path, config: &PipelineConfig) -> Result<Self> {
         Ok(Self {
-            runner: Runner::from_dir(dir, config)?,
+            runner: EncoderRunner::from_dir(dir, config)?,
         })
     }
 
@@ -88,96 +90,7 @@ impl QuestionAnsweringPipeline {
         pairs: &[(&str, &str)],
         options: &QuestionAnsweringOptions,
     ) -> Result<Vec<QuestionAnsweringOutput>> {
-        if options.top_k == 0 {
-            return Err(Error::Invalid(
-                "question-answering: top_k must be at least 1".into(),
-            ));
-        }
-        let model_max = self.runner.model.config().max_position_embeddings;
-        let max_seq_len = options.max_seq_len.unwrap_or_else(|| {
-            self.runner
-                .tokenizer
-                .model_max_length()
-                .map_or(384, |m| m.min(384))
-                .min(model_max)
-        });
-        if max_seq_len > model_max {
-            return Err(Error::Invalid(format!(
-                "question-answering: max_seq_len {max_seq_len} is longer than the model's \
-                 {model_max} positions"
-            )));
-        }
-        let doc_stride = options
-            .doc_stride
-            .unwrap_or_else(|| (max_seq_len / 2).min(128));
-        if doc_stride > max_seq_len {
-            return Err(Error::Invalid(format!(
-                "question-answering: doc_stride ({doc_stride}) is larger than max_seq_len \
-                 ({max_seq_len})"
-            )));
-        }
-        for (input, &(question, context)) in pairs.iter().enumerate() {
-            if question.trim().is_empty() {
-                return Err(Error::Invalid(format!(
-                    "question-answering: input {input} has an empty question"
-                )));
-            }
-            if context.trim().is_empty() {
-                return Err(Error::Invalid(format!(
-                    "question-answering: the question {question:?} has no context"
-                )));
-            }
-        }
-        // Every window of a chunk of questions in one padded batch (the tokenizer pads the
-        // overflow windows with the rest).
-        let opts = EncodeOptions {
-            truncation: TruncationStrategy::OnlySecond,
-            max_length: Some(max_seq_len),
-            stride: doc_stride,
-            return_overflowing_tokens: true,
-            padding: PaddingStrategy::Longest,
-            ..EncodeOptions::default()
-        };
-        let chunk_size = self.runner.config.batch_size.max(1);
-        let mut windows = Vec::new();
-        let mut logits = Vec::new();
-        for (c, chunk) in pairs.chunks(chunk_size).enumerate() {
-            let batch = self.runner.tokenizer.encode_pair_batch(chunk, &opts)?;
-            let (start, end) = self.runner.forward(&batch)?;
-            logits.extend(rows2(&start)?.into_iter().zip(rows2(&end)?));
-            windows.extend(batch.encodings.into_iter().map(|encoding| Window {
-                input: c * chunk_size + encoding.overflow_to_sample,
-                encoding,
-            }));
-        }
-        let mut out = Vec::with_capacity(pairs.len());
-        for (input, &(_, context)) in pairs.iter().enumerate() {
-            let mut answers: Vec<Answer> = Vec::new();
-            let mut min_null = 1_000_000f32;
-            for (w, (start, end)) in windows.iter().zip(&logits) {
-                if w.input != input {
-                    continue;
-                }
-                self.window_answers(w, start, end, context, options, &mut answers, &mut min_null);
-            }
-            if options.handle_impossible_answer {
-                answers.push(Answer {
-                    score: min_null,
-                    start: 0,
-                    end: 0,
-                    answer: String::new(),
-                });
-            }
-            // Stable sort: equal scores keep the order they were found in.
-            answers.sort_by(|a, b| b.score.total_cmp(&a.score));
-            answers.truncate(options.top_k);
-            out.push(if answers.len() == 1 {
-                QuestionAnsweringOutput::Single(answers.remove(0))
-            } else {
-                QuestionAnsweringOutput::Ranked(answers)
-            });
-        }
-        Ok(out)
+        driver::run(self, pairs, options, self.runner.config.batch_size)
     }
 
     /// Scores the spans of one window and merges them into `answers` (same text, case
@@ -185,7 +98,7 @@ impl QuestionAnsweringPipeline {
     #[allow(clippy::too_many_arguments)]
     fn window_answers(
         &self,
-        w: &Window,
+        enc: &Encoding,
         start_logits: &[f32],
         end_logits: &[f32],
         context: &str,
@@ -193,8 +106,11 @@ impl QuestionAnsweringPipeline {
         answers: &mut Vec<Answer>,
         min_null: &mut f32,
     ) {
-        let enc = &w.encoding;
-        let n = enc.ids.len();
+        // Logits cover the window's own tokens.
+        let n = enc.ids.len().min(start_logits.len()).min(end_logits.len());
+        if n == 0 {
+            return;
+        }
         let cls = self.runner.tokenizer.cls_token_id();
         // Context tokens can be answers, and so can [CLS] (the "no answer" span).
         let desired: Vec<bool> = (0..n)
@@ -209,8 +125,8 @@ impl QuestionAnsweringPipeline {
                 .collect();
             softmax(&masked)
         };
-        let mut start = probs(&start_logits[..n]);
-        let mut end = probs(&end_logits[..n]);
+        let mut start = probs(start_logits);
+        let mut end = probs(end_logits);
         if options.handle_impossible_answer {
             *min_null = min_null.min(start[0] * end[0]);
         }
@@ -219,13 +135,13 @@ impl QuestionAnsweringPipeline {
         // Candidate spans: start <= end < start + max_answer_len, scored start * end; the
         // best `2 k + 10` (some may collapse when widened to words).
         let pre_top_k = if options.align_to_words {
-            options.top_k * 2 + 10
+            options.top_k.saturating_mul(2).saturating_add(10)
         } else {
             options.top_k
         };
         let mut spans: Vec<(f32, usize, usize)> = Vec::new();
         for (s, &ps) in start.iter().enumerate() {
-            let last = n.min(s + options.max_answer_len);
+            let last = n.min(s.saturating_add(options.max_answer_len));
             for (e, &pe) in end.iter().enumerate().take(last).skip(s) {
                 spans.push((ps * pe, s, e));
             }
@@ -238,7 +154,8 @@ impl QuestionAnsweringPipeline {
                 continue;
             }
             let (start_index, end_index) = self.char_span(enc, s, e, options.align_to_words);
-            let text: String = chars[start_index.min(chars.len())..end_index.min(chars.len())]
+            let from = start_index.min(chars.len());
+            let text: String = chars[from..end_index.clamp(from, chars.len())]
                 .iter()
                 .collect();
             match answers
@@ -281,5 +198,142 @@ impl QuestionAnsweringPipeline {
             }
         }
         (enc.offsets[s].0, enc.offsets[e].1)
+    }
+}
+
+/// The start and end logits of one window, over its own tokens.
+type SpanLogits = (Vec<f32>, Vec<f32>);
+
+impl PipelineTask for QuestionAnsweringPipeline {
+    type Input<'a> = (&'a str, &'a str);
+    type Options = QuestionAnsweringOptions;
+    type Params = Params;
+    /// One window of the context, with the whole question.
+    type Row = Encoding;
+    /// The context.
+    type State = String;
+    type RowOutput = SpanLogits;
+    type Output = QuestionAnsweringOutput;
+
+    fn input(input: &PipelineInput) -> Result<(&str, &str)> {
+        match input {
+            PipelineInput::Question { question, context } => Ok((question, context)),
+            PipelineInput::Text { .. } => Err(Error::Invalid(
+                "question-answering needs a question and a context for every input".into(),
+            )),
+        }
+    }
+
+    fn params(&self, options: &QuestionAnsweringOptions) -> Result<Params> {
+        if options.top_k == 0 {
+            return Err(Error::Invalid(
+                "question-answering: top_k must be at least 1".into(),
+            ));
+        }
+        let model_max = self.runner.model.config().max_position_embeddings;
+        let max_seq_len = options.max_seq_len.unwrap_or_else(|| {
+            self.runner
+                .tokenizer
+                .model_max_length()
+                .map_or(384, |m| m.min(384))
+                .min(model_max)
+        });
+        if max_seq_len > model_max {
+            return Err(Error::Invalid(format!(
+                "question-answering: max_seq_len {max_seq_len} is longer than the model's \
+                 {model_max} positions"
+            )));
+        }
+        let doc_stride = options
+            .doc_stride
+            .unwrap_or_else(|| (max_seq_len / 2).min(128));
+        if doc_stride > max_seq_len {
+            return Err(Error::Invalid(format!(
+                "question-answering: doc_stride ({doc_stride}) is larger than max_seq_len \
+                 ({max_seq_len})"
+            )));
+        }
+        Ok(Params {
+            options: options.clone(),
+            encode: EncodeOptions {
+                truncation: TruncationStrategy::OnlySecond,
+                max_length: Some(max_seq_len),
+                stride: doc_stride,
+                return_overflowing_tokens: true,
+                ..EncodeOptions::default()
+            },
+        })
+    }
+
+    /// One row per window of the context.
+    fn preprocess(
+        &self,
+        (question, context): (&str, &str),
+        params: &Params,
+    ) -> Result<Prepared<String, Encoding>> {
+        if question.trim().is_empty() {
+            let shown: String = context.chars().take(40).collect();
+            return Err(Error::Invalid(format!(
+                "question-answering: an input has an empty question (context {shown:?}...)"
+            )));
+        }
+        if context.trim().is_empty() {
+            return Err(Error::Invalid(format!(
+                "question-answering: the question {question:?} has no context"
+            )));
+        }
+        let windows = self
+            .runner
+            .tokenizer
+            .encode_pair(question, context, &params.encode)?;
+        Ok(Prepared::new(windows, context.to_string()))
+    }
+
+    fn forward(&self, rows: &[Encoding], _: &Params) -> Result<Vec<SpanLogits>> {
+        let (batch, (start, end)) = self.runner.forward(rows)?;
+        Ok(batch
+            .token_rows(&start)?
+            .into_iter()
+            .zip(batch.token_rows(&end)?)
+            .collect())
+    }
+
+    /// The answers of every window compete.
+    fn postprocess(
+        &self,
+        context: String,
+        windows: Vec<(Encoding, SpanLogits)>,
+        params: &Params,
+    ) -> Result<QuestionAnsweringOutput> {
+        let options = &params.options;
+        let mut answers: Vec<Answer> = Vec::new();
+        let mut min_null = 1_000_000f32;
+        for (enc, (start, end)) in &windows {
+            self.window_answers(
+                enc,
+                start,
+                end,
+                &context,
+                options,
+                &mut answers,
+                &mut min_null,
+            );
+        }
+        if options.handle_impossible_answer {
+            answers.push(Answer {
+                score: min_null,
+                start: 0,
+                end: 0,
+                answer: String::new(),
+            });
+        }
+        // Stable sort: equal scores keep the order they were found in.
+        answers.sort_by(|a, b| b.score.total_cmp(&a.score));
+        answers.truncate(options.top_k);
+        Ok(if answers.len() == 1 {
+            QuestionAnsweringOutput::Single(answers.remove(0))
+        } else {
+            QuestionAnsweringOutput::Ranked(answers)
+        })
     }
 }

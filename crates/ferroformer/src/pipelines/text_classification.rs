@@ -3,8 +3,10 @@
 
 use std::path::Path;
 
-use super::{argsort_desc, rows2, sigmoid, softmax, PipelineConfig, Runner};
+use super::driver::{self, require_labels, EncoderRunner, PipelineTask, Prepared};
+use super::{argsort_desc, sigmoid, softmax, PipelineConfig, PipelineInput, Task};
 use crate::error::{Error, Result};
+use crate::models::tokenizer::Encoding;
 use crate::models::AutoModelForSequenceClassification;
 
 /// How many labels to return, with `transformers`' three behaviours.
@@ -74,14 +76,22 @@ pub enum TextClassificationOutput {
 
 /// A sequence classifier with its tokenizer.
 pub struct TextClassificationPipeline {
-    runner: Runner<AutoModelForSequenceClassification>,
+    runner: EncoderRunner<AutoModelForSequenceClassification>,
+}
+
+/// The options of one run, resolved.
+pub(crate) struct Params {
+    function: ClassificationFunction,
+    top_k: TopK,
 }
 
 impl TextClassificationPipeline {
-    /// Loads the tokenizer and the model from a checkpoint directory.
+    /// Loads the tokenizer and the model from a checkpoint directory; a config without
+    /// labels is an error naming it.
     pub fn from_dir(dir: &Path, config: &PipelineConfig) -> Result<Self> {
+        require_labels(dir, "text-classification")?;
         Ok(Self {
-            runner: Runner::from_dir(dir, config)?,
+            runner: EncoderRunner::from_dir(dir, config)?,
         })
     }
 
@@ -103,15 +113,22 @@ impl TextClassificationPipeline {
         texts: &[&str],
         function: ClassificationFunction,
     ) -> Result<Vec<Vec<f32>>> {
+        let options = TextClassificationOptions {
+            top_k: TopK::All,
+            function_to_apply: Some(function),
+        };
+        let params = self.params(&options)?;
         let mut out = Vec::with_capacity(texts.len());
-        for (_, logits) in self.runner.run_texts(texts)? {
-            for row in rows2(&logits)? {
-                out.push(match function {
-                    ClassificationFunction::Softmax => softmax(&row),
-                    ClassificationFunction::Sigmoid => row.iter().map(|&x| sigmoid(x)).collect(),
-                    ClassificationFunction::None => row,
-                });
-            }
+        for chunk in texts.chunks(self.runner.config.batch_size.max(1)) {
+            let rows = chunk
+                .iter()
+                .map(|text| self.runner.encode_text(text))
+                .collect::<Result<Vec<_>>>()?;
+            out.extend(
+                self.forward(&rows, &params)?
+                    .into_iter()
+                    .map(|logits| apply(function, logits)),
+            );
         }
         Ok(out)
     }
@@ -122,38 +139,86 @@ impl TextClassificationPipeline {
         texts: &[&str],
         options: &TextClassificationOptions,
     ) -> Result<Vec<TextClassificationOutput>> {
-        let function = options
-            .function_to_apply
-            .unwrap_or_else(|| self.default_function());
+        driver::run(self, texts, options, self.runner.config.batch_size)
+    }
+}
+
+/// Scores from logits.
+fn apply(function: ClassificationFunction, logits: Vec<f32>) -> Vec<f32> {
+    match function {
+        ClassificationFunction::Softmax => softmax(&logits),
+        ClassificationFunction::Sigmoid => logits.iter().map(|&x| sigmoid(x)).collect(),
+        ClassificationFunction::None => logits,
+    }
+}
+
+impl PipelineTask for TextClassificationPipeline {
+    type Input<'a> = &'a str;
+    type Options = TextClassificationOptions;
+    type Params = Params;
+    type Row = Encoding;
+    type State = ();
+    type RowOutput = Vec<f32>;
+    type Output = TextClassificationOutput;
+
+    fn input(input: &PipelineInput) -> Result<&str> {
+        input.as_text(Task::TextClassification)
+    }
+
+    fn params(&self, options: &TextClassificationOptions) -> Result<Params> {
         let config = self.runner.model.config();
         if config.num_labels == 0 {
-            return Err(Error::file(config.source(), "the classifier has no labels"));
+            return Err(Error::file(
+                config.source(),
+                "`num_labels` is 0: the classifier has no labels",
+            ));
         }
-        let label = |i: usize| config.label(i);
-        Ok(self
-            .scores(texts, function)?
-            .into_iter()
-            .map(|scores| {
-                let order = argsort_desc(&scores);
-                let ranked = |k: usize| {
-                    order
-                        .iter()
-                        .take(k)
-                        .map(|&i| LabelScore {
-                            label: label(i),
-                            score: scores[i],
-                        })
-                        .collect()
-                };
-                match options.top_k {
-                    TopK::Best => TextClassificationOutput::Best(LabelScore {
-                        label: label(order[0]),
-                        score: scores[order[0]],
-                    }),
-                    TopK::All => TextClassificationOutput::Ranked(ranked(scores.len())),
-                    TopK::K(k) => TextClassificationOutput::Ranked(ranked(k)),
-                }
-            })
-            .collect())
+        Ok(Params {
+            function: options
+                .function_to_apply
+                .unwrap_or_else(|| self.default_function()),
+            top_k: options.top_k,
+        })
+    }
+
+    fn preprocess(&self, text: &str, _: &Params) -> Result<Prepared<(), Encoding>> {
+        Ok(Prepared::new(vec![self.runner.encode_text(text)?], ()))
+    }
+
+    fn forward(&self, rows: &[Encoding], _: &Params) -> Result<Vec<Vec<f32>>> {
+        let (batch, logits) = self.runner.forward(rows)?;
+        batch.rows2(&logits)
+    }
+
+    fn postprocess(
+        &self,
+        _: (),
+        rows: Vec<(Encoding, Vec<f32>)>,
+        params: &Params,
+    ) -> Result<TextClassificationOutput> {
+        let logits = rows.into_iter().next().map(|(_, l)| l).unwrap_or_default();
+        let scores = apply(params.function, logits);
+        let config = self.runner.model.config();
+        let order = argsort_desc(&scores);
+        let ranked = |k: usize| -> Vec<LabelScore> {
+            order
+                .iter()
+                .take(k)
+                .map(|&i| LabelScore {
+                    label: config.label(i),
+                    score: scores[i],
+                })
+                .collect()
+        };
+        Ok(match params.top_k {
+            TopK::Best => {
+                let best = ranked(1).pop().ok_or_else(|| {
+                    Error::file(config.source(), "the classifier returned no scores")
+                })?;
+                TextClassificationOutput::Best(best)
+            }
+            TopK::All => TextClassificationOutput::Ranked(ranked(scores.len())),
+            TopK::K(k) => TextClassificationOutput::Ranked(ranked(k)),
+        })
     }
 }

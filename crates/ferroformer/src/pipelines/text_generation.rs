@@ -5,7 +5,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::PipelineConfig;
+use super::driver::{self, PipelineTask, Prepared};
+use super::{PipelineConfig, PipelineInput, Task};
 use crate::error::{Error, Result};
 use crate::generation::{fit_to_context, AutoModelForCausalLM, GenerationConfig, Truncation};
 use crate::models::tokenizer::{AutoTokenizer, EncodeOptions};
@@ -49,6 +50,8 @@ pub struct GeneratedText {
 pub struct TextGenerationPipeline {
     tokenizer: AutoTokenizer,
     model: AutoModelForCausalLM,
+    /// Prompts per call of the driver's forward step.
+    batch_size: usize,
 }
 
 impl TextGenerationPipeline {
@@ -63,7 +66,11 @@ impl TextGenerationPipeline {
                 ..LoadOptions::default()
             },
         )?;
-        Ok(Self { tokenizer, model })
+        Ok(Self {
+            tokenizer,
+            model,
+            batch_size: config.batch_size,
+        })
     }
 
     /// The generation options for `options`: the checkpoint's defaults, then the overrides.
@@ -84,53 +91,119 @@ impl TextGenerationPipeline {
         prompts: &[&str],
         options: &TextGenerationOptions,
     ) -> Result<Vec<Vec<GeneratedText>>> {
-        let cfg = self.generation_config(options)?;
-        let mut out = Vec::with_capacity(prompts.len());
-        for &prompt in prompts {
-            let enc = self
-                .tokenizer
-                .encode(prompt, &EncodeOptions::default())?
-                .remove(0);
-            if enc.ids.is_empty() {
-                return Err(Error::Invalid(
-                    "text-generation needs a prompt of at least one token".into(),
-                ));
-            }
-            // Fit the prompt and its new tokens into the context (the prompt's first tokens
-            // dropped with `Truncation::Left`).
-            let context = self.model.decoder().config().embeddings.max_positions;
-            let wanted = cfg
-                .max_total_length(enc.ids.len())
-                .saturating_sub(enc.ids.len());
-            let fit = fit_to_context(enc.ids.len(), wanted, context, options.truncation)?;
-            let ids = &enc.ids[fit.skip..];
-            let mut cfg = cfg.clone();
-            if wanted > 0 {
-                cfg.max_new_tokens = Some(fit.max_new_tokens);
-            }
-            let result = self
-                .model
-                .generate_batch(std::slice::from_ref(&ids.to_vec()), &cfg)?;
-            // As `transformers`: decode the whole sequence, and cut the decoded prompt off
-            // by its length in characters.
-            let prompt_text = self.tokenizer.decode(ids, true)?;
+        driver::run(self, prompts, options, self.batch_size)
+    }
+}
+
+/// The options of one run, resolved.
+pub(crate) struct Params {
+    generation: GenerationConfig,
+    return_full_text: bool,
+    truncation: Truncation,
+}
+
+/// A prompt ready to generate from: its tokens that fit the context, and the generation
+/// options with the room left for new tokens.
+pub(crate) struct PromptRow {
+    ids: Vec<u32>,
+    generation: GenerationConfig,
+}
+
+impl PipelineTask for TextGenerationPipeline {
+    type Input<'a> = &'a str;
+    type Options = TextGenerationOptions;
+    type Params = Params;
+    type Row = PromptRow;
+    /// The prompt.
+    type State = String;
+    /// The new tokens of each returned sequence.
+    type RowOutput = Vec<Vec<u32>>;
+    type Output = Vec<GeneratedText>;
+
+    fn input(input: &PipelineInput) -> Result<&str> {
+        input.as_text(Task::TextGeneration)
+    }
+
+    fn params(&self, options: &TextGenerationOptions) -> Result<Params> {
+        Ok(Params {
+            generation: self.generation_config(options)?,
+            return_full_text: options.return_full_text,
+            truncation: options.truncation,
+        })
+    }
+
+    /// Fits the prompt and its new tokens into the context (the prompt's first tokens
+    /// dropped with [`Truncation::Left`]).
+    fn preprocess(&self, prompt: &str, params: &Params) -> Result<Prepared<String, PromptRow>> {
+        let ids = self
+            .tokenizer
+            .encode(prompt, &EncodeOptions::default())?
+            .into_iter()
+            .next()
+            .map(|e| e.ids)
+            .unwrap_or_default();
+        if ids.is_empty() {
+            return Err(Error::Invalid(
+                "text-generation needs a prompt of at least one token".into(),
+            ));
+        }
+        let context = self.model.decoder().config().embeddings.max_positions;
+        let wanted = params
+            .generation
+            .max_total_length(ids.len())
+            .saturating_sub(ids.len());
+        let fit = fit_to_context(ids.len(), wanted, context, params.truncation)?;
+        let mut generation = params.generation.clone();
+        if wanted > 0 {
+            generation.max_new_tokens = Some(fit.max_new_tokens);
+        }
+        let ids = ids.get(fit.skip..).unwrap_or_default().to_vec();
+        Ok(Prepared::new(
+            vec![PromptRow { ids, generation }],
+            prompt.to_string(),
+        ))
+    }
+
+    /// Generation is the forward step; each prompt runs on its own.
+    fn forward(&self, rows: &[PromptRow], _: &Params) -> Result<Vec<Vec<Vec<u32>>>> {
+        rows.iter()
+            .map(|row| {
+                let result = self
+                    .model
+                    .generate_batch(std::slice::from_ref(&row.ids), &row.generation)?;
+                Ok((0..result.sequences.len())
+                    .map(|i| result.new_tokens(i).to_vec())
+                    .collect())
+            })
+            .collect()
+    }
+
+    /// As `transformers`: decode the whole sequence, and cut the decoded prompt off by its
+    /// length in characters.
+    fn postprocess(
+        &self,
+        prompt: String,
+        rows: Vec<(PromptRow, Vec<Vec<u32>>)>,
+        params: &Params,
+    ) -> Result<Vec<GeneratedText>> {
+        let mut texts = Vec::new();
+        for (row, sequences) in rows {
+            let prompt_text = self.tokenizer.decode(&row.ids, true)?;
             let prompt_chars = prompt_text.chars().count();
-            let mut texts = Vec::with_capacity(result.sequences.len());
-            for i in 0..result.sequences.len() {
-                let mut ids = ids.to_vec();
-                ids.extend_from_slice(result.new_tokens(i));
+            for new_tokens in sequences {
+                let mut ids = row.ids.clone();
+                ids.extend_from_slice(&new_tokens);
                 let all = self.tokenizer.decode(&ids, true)?;
                 let continuation: String = all.chars().skip(prompt_chars).collect();
                 texts.push(GeneratedText {
-                    generated_text: if options.return_full_text {
+                    generated_text: if params.return_full_text {
                         format!("{prompt}{continuation}")
                     } else {
                         continuation
                     },
                 });
             }
-            out.push(texts);
         }
-        Ok(out)
+        Ok(texts)
     }
 }

@@ -5,7 +5,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{rows3, softmax, PipelineConfig, Runner};
+use super::driver::{self, require_labels, EncoderRunner, PipelineTask, Prepared};
+use super::{softmax, PipelineConfig, PipelineInput, Task};
 use crate::error::{Error, Result};
 use crate::models::tokenizer::Encoding;
 use crate::models::AutoModelForTokenClassification;
@@ -95,16 +96,24 @@ struct Labelled {
 
 /// A token classifier with its tokenizer.
 pub struct TokenClassificationPipeline {
-    runner: Runner<AutoModelForTokenClassification>,
+    runner: EncoderRunner<AutoModelForTokenClassification>,
     /// The tokenizer marks subwords (`##`): words are known exactly. Otherwise a word starts
     /// after a space, `transformers`' fallback heuristic.
     subword_prefix: bool,
 }
 
+/// The options of one run, resolved.
+pub(crate) struct Params {
+    aggregation: AggregationStrategy,
+    ignore_labels: Vec<String>,
+}
+
 impl TokenClassificationPipeline {
-    /// Loads the tokenizer and the model from a checkpoint directory.
+    /// Loads the tokenizer and the model from a checkpoint directory; a config without
+    /// labels is an error naming it.
     pub fn from_dir(dir: &Path, config: &PipelineConfig) -> Result<Self> {
-        let runner = Runner::from_dir(dir, config)?;
+        require_labels(dir, "token-classification")?;
+        let runner = EncoderRunner::from_dir(dir, config)?;
         let subword_prefix = runner
             .tokenizer
             .continuing_subword_prefix()
@@ -125,27 +134,7 @@ impl TokenClassificationPipeline {
         texts: &[&str],
         options: &TokenClassificationOptions,
     ) -> Result<Vec<Vec<Entity>>> {
-        let default_ignore = vec!["O".to_string()];
-        let ignore = options.ignore_labels.as_ref().unwrap_or(&default_ignore);
-        let mut out = Vec::with_capacity(texts.len());
-        let chunks = texts.chunks(self.runner.config.batch_size.max(1));
-        for ((batch, logits), chunk) in self.runner.run_texts(texts)?.into_iter().zip(chunks) {
-            let logits = rows3(&logits)?;
-            for ((enc, rows), text) in batch.encodings.iter().zip(logits).zip(chunk) {
-                let pre = self.gather_pre_entities(text, enc, &rows)?;
-                let entities = self.aggregate(pre, options.aggregation)?;
-                out.push(
-                    entities
-                        .into_iter()
-                        .filter(|e| {
-                            let label = e.entity.as_ref().or(e.entity_group.as_ref());
-                            !label.is_some_and(|l| ignore.contains(l))
-                        })
-                        .collect(),
-                );
-            }
-        }
-        Ok(out)
+        driver::run(self, texts, options, self.runner.config.batch_size)
     }
 
     fn gather_pre_entities(
@@ -160,6 +149,12 @@ impl TokenClassificationPipeline {
         for (idx, row) in logits.iter().enumerate().take(enc.ids.len()) {
             if enc.attention_mask[idx] == 0 || enc.special_tokens_mask[idx] == 1 {
                 continue;
+            }
+            if row.is_empty() {
+                return Err(Error::file(
+                    self.runner.model.config().source(),
+                    "token-classification: the model returned no label scores",
+                ));
             }
             let id = enc.ids[idx];
             let mut word =
@@ -307,15 +302,14 @@ impl TokenClassificationPipeline {
         }
         let mut groups: Vec<Vec<Labelled>> = Vec::new();
         for l in labelled {
-            let joins = groups.last().and_then(|g| g.last()).is_some_and(|last| {
-                let (begins, t) = tag(&l.entity);
-                let (_, last_t) = tag(&last.entity);
-                t == last_t && !begins
-            });
-            if joins {
-                groups.last_mut().expect("checked above").push(l);
-            } else {
-                groups.push(vec![l]);
+            let (begins, t) = tag(&l.entity);
+            match groups.last_mut() {
+                Some(group)
+                    if !begins && group.last().is_some_and(|last| tag(&last.entity).1 == t) =>
+                {
+                    group.push(l)
+                }
+                _ => groups.push(vec![l]),
             }
         }
         groups
@@ -343,4 +337,60 @@ impl TokenClassificationPipeline {
 
 fn max_of(v: &[f32]) -> f32 {
     v.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+}
+
+impl PipelineTask for TokenClassificationPipeline {
+    type Input<'a> = &'a str;
+    type Options = TokenClassificationOptions;
+    type Params = Params;
+    type Row = Encoding;
+    /// The text.
+    type State = String;
+    /// The logits of every token of the row.
+    type RowOutput = Vec<Vec<f32>>;
+    type Output = Vec<Entity>;
+
+    fn input(input: &PipelineInput) -> Result<&str> {
+        input.as_text(Task::TokenClassification)
+    }
+
+    fn params(&self, options: &TokenClassificationOptions) -> Result<Params> {
+        Ok(Params {
+            aggregation: options.aggregation,
+            ignore_labels: options
+                .ignore_labels
+                .clone()
+                .unwrap_or_else(|| vec!["O".to_string()]),
+        })
+    }
+
+    fn preprocess(&self, text: &str, _: &Params) -> Result<Prepared<String, Encoding>> {
+        Ok(Prepared::new(
+            vec![self.runner.encode_text(text)?],
+            text.to_string(),
+        ))
+    }
+
+    fn forward(&self, rows: &[Encoding], _: &Params) -> Result<Vec<Vec<Vec<f32>>>> {
+        let (batch, logits) = self.runner.forward(rows)?;
+        batch.rows3(&logits)
+    }
+
+    fn postprocess(
+        &self,
+        text: String,
+        rows: Vec<(Encoding, Vec<Vec<f32>>)>,
+        params: &Params,
+    ) -> Result<Vec<Entity>> {
+        let mut out = Vec::new();
+        for (enc, logits) in &rows {
+            let pre = self.gather_pre_entities(&text, enc, logits)?;
+            let entities = self.aggregate(pre, params.aggregation)?;
+            out.extend(entities.into_iter().filter(|e| {
+                let label = e.entity.as_ref().or(e.entity_group.as_ref());
+                !label.is_some_and(|l| params.ignore_labels.contains(l))
+            }));
+        }
+        Ok(out)
+    }
 }
