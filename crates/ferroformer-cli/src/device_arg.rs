@@ -143,8 +143,14 @@ mod tests {
     #[test]
     fn gguf_models_need_the_cpu() {
         assert!(require_cpu_for_gguf(DeviceChoice::Cpu, "m.gguf").is_ok());
-        for choice in [DeviceChoice::Cuda(0), DeviceChoice::Cuda(1), DeviceChoice::Metal] {
-            let e = require_cpu_for_gguf(choice, "m.gguf").unwrap_err().to_string();
+        for choice in [
+            DeviceChoice::Cuda(0),
+            DeviceChoice::Cuda(1),
+            DeviceChoice::Metal,
+        ] {
+            let e = require_cpu_for_gguf(choice, "m.gguf")
+                .unwrap_err()
+                .to_string();
             assert!(
                 e.contains("m.gguf") && e.contains("CPU only") && e.contains(&choice.to_string()),
                 "{e}"

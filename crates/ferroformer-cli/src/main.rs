@@ -252,8 +252,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 device,
             } => {
                 let dev = device.open()?;
-                let weights =
-                    attention_weights(&models::hub::resolve(&model)?, &ids, layer, &dev)?;
+                let weights = attention_weights(&models::hub::resolve(&model)?, &ids, layer, &dev)?;
                 ferroformer::viz::attention_png(&output, &weights, cell)?;
                 eprintln!(
                     "wrote {} (layer {layer}, {} heads, {} tokens)",
@@ -317,13 +316,8 @@ fn perplexity(
         bail!("--context-length {context_length} is longer than the model's {max} positions");
     }
     let stride = stride.unwrap_or(context_length);
-    let p = ferroformer::generation::perplexity(
-        lm.decoder(),
-        &ids,
-        context_length,
-        stride,
-        device,
-    )?;
+    let p =
+        ferroformer::generation::perplexity(lm.decoder(), &ids, context_length, stride, device)?;
     if json {
         println!("{}", serde_json::to_string(&p)?);
     } else {

@@ -140,7 +140,9 @@ fn a_gguf_model_off_the_cpu_is_an_error_saying_so() {
     for device in ["cuda", "metal"] {
         for cmd in [
             vec!["generate", "--model", gguf, "--device", device, "Hi"],
-            vec!["chat", "--model", gguf, "--device", device, "--prompt", "Hi"],
+            vec![
+                "chat", "--model", gguf, "--device", device, "--prompt", "Hi",
+            ],
         ] {
             let o = run(&cmd);
             let cmd: Vec<String> = cmd.into_iter().map(String::from).collect();

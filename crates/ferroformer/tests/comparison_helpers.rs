@@ -13,7 +13,12 @@ fn t(v: &[f32]) -> Tensor {
 
 #[test]
 fn assert_close_accepts_close_values() {
-    assert_close("close", &t(&[1.0, 2.0, 3.0]), &t(&[1.0, 2.0 + 1e-6, 3.0]), 1e-5);
+    assert_close(
+        "close",
+        &t(&[1.0, 2.0, 3.0]),
+        &t(&[1.0, 2.0 + 1e-6, 3.0]),
+        1e-5,
+    );
 }
 
 #[test]
@@ -92,6 +97,9 @@ fn max_abs_fails_on_nan() {
 
 #[test]
 fn max_abs_diff_is_the_largest_difference() {
-    assert_eq!(max_abs_diff(&t(&[1.0, -2.0, 3.0]), &t(&[1.5, 2.0, 3.0])), 4.0);
+    assert_eq!(
+        max_abs_diff(&t(&[1.0, -2.0, 3.0]), &t(&[1.5, 2.0, 3.0])),
+        4.0
+    );
     assert_eq!(max_abs("scale", &t(&[1.0, -7.0, 3.0])), 7.0);
 }

@@ -759,7 +759,10 @@ fn quantized_linear_parts_stack_and_narrow() {
         .unwrap();
     let scale = common::max_abs("dense product", &dense);
     let diff = common::max_abs_diff(&y, &dense);
-    assert!(diff < 0.02 * scale, "max |Δ| {diff} for values up to {scale}");
+    assert!(
+        diff < 0.02 * scale,
+        "max |Δ| {diff} for values up to {scale}"
+    );
     // Rows 16..112 span all three parts.
     let part = fused.narrow_out(16, 96).unwrap();
     let yp = part.forward(&x).unwrap();

@@ -287,7 +287,10 @@ fn metadata_contradicting_the_tensor_shapes_names_the_key() {
 #[test]
 fn non_finite_epsilon_and_rope_base_are_errors() {
     for (key, value) in [
-        ("llama.attention.layer_norm_rms_epsilon", Value::F32(f32::NAN)),
+        (
+            "llama.attention.layer_norm_rms_epsilon",
+            Value::F32(f32::NAN),
+        ),
         ("llama.attention.layer_norm_rms_epsilon", Value::F32(-1.0)),
         ("llama.rope.freq_base", Value::F32(0.0)),
         ("llama.rope.freq_base", Value::F64(f64::INFINITY)),
@@ -330,7 +333,10 @@ fn pad_token_id_beyond_32_bits_is_an_error_not_truncated() {
             .err()
             .unwrap_or_else(|| panic!("pad_token_id {pad} was accepted"))
             .to_string();
-        assert!(e.contains("pad_token_id") && e.contains("config.json"), "{e}");
+        assert!(
+            e.contains("pad_token_id") && e.contains("config.json"),
+            "{e}"
+        );
     }
     let ok = PretrainedConfig::from_json(config(serde_json::json!(1)), source).unwrap();
     assert_eq!(ok.pad_token_id, Some(1));

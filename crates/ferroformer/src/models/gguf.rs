@@ -85,8 +85,8 @@ impl GgufFile {
             )
         })?;
         for (name, info) in &content.tensor_infos {
-            let size =
-                tensor_bytes(info).map_err(|e| Error::file(&path, format!("tensor `{name}`: {e}")))?;
+            let size = tensor_bytes(info)
+                .map_err(|e| Error::file(&path, format!("tensor `{name}`: {e}")))?;
             let start = content.tensor_data_offset.saturating_add(info.offset);
             let end = start.saturating_add(size);
             if end > len {

@@ -335,7 +335,10 @@ impl TrainableModel {
                 });
             }
             // The file is read on the CPU; the parameters live on the training device.
-            var.set(&t.to_dtype(DType::F32)?.to_device(var.as_tensor().device())?)?;
+            var.set(
+                &t.to_dtype(DType::F32)?
+                    .to_device(var.as_tensor().device())?,
+            )?;
         }
         Ok(())
     }

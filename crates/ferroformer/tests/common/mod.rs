@@ -82,7 +82,10 @@ pub fn max_abs(what: &str, t: &Tensor) -> f32 {
     let v = values_f32(t);
     let mut worst = 0f32;
     for (i, x) in v.iter().enumerate() {
-        assert!(x.is_finite(), "{what}: non-finite value {x} at flat index {i}");
+        assert!(
+            x.is_finite(),
+            "{what}: non-finite value {x} at flat index {i}"
+        );
         worst = worst.max(x.abs());
     }
     worst
