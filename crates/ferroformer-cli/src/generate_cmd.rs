@@ -14,6 +14,7 @@ use ferroformer::models::{
     self, AutoTokenizer, ChatMessage, ChatTemplate, EncodeOptions, GgufModel, LoadOptions,
 };
 
+use crate::device_arg::{require_cpu_for_gguf, DeviceArgs};
 use crate::generation_args::StreamingArgs;
 
 /// Arguments of `ferroformer generate`.
@@ -26,6 +27,8 @@ pub struct GenerateArgs {
     /// Prompt text (tokenized with the model's special tokens, e.g. BOS, as `transformers`
     /// and llama.cpp do).
     pub prompt: String,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     #[command(flatten)]
     pub generation: StreamingArgs,
 }
@@ -57,6 +60,8 @@ pub struct ChatArgs {
     /// Print the rendered prompt (the template's output) on stderr before each answer.
     #[arg(long)]
     pub show_prompt: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     #[command(flatten)]
     pub generation: StreamingArgs,
 }
@@ -111,10 +116,12 @@ enum Source {
 }
 
 impl LoadedLm {
-    fn load(model: &str) -> anyhow::Result<Self> {
+    /// Loads `model` onto `--device`.
+    fn load(model: &str, device: &DeviceArgs) -> anyhow::Result<Self> {
         match models::gguf::gguf_file(model)? {
             // A GGUF file carries its tokenizer and special tokens in its metadata.
             Some(path) => {
+                require_cpu_for_gguf(device.device, model)?;
                 let gguf = GgufModel::load(&path)?;
                 Ok(Self {
                     lm: AutoModelForCausalLM::from_gguf_model(&gguf),
@@ -123,9 +130,13 @@ impl LoadedLm {
                 })
             }
             None => {
+                let options = LoadOptions {
+                    device: device.open()?,
+                    ..LoadOptions::default()
+                };
                 let dir = models::hub::resolve(model)?;
                 Ok(Self {
-                    lm: AutoModelForCausalLM::from_dir(&dir, &LoadOptions::default())?,
+                    lm: AutoModelForCausalLM::from_dir(&dir, &options)?,
                     tokenizer: Tokenizer::Auto(Box::new(AutoTokenizer::from_dir(&dir)?)),
                     source: Source::Dir(dir),
                 })
@@ -260,7 +271,7 @@ fn run_and_print(
 
 /// Runs `ferroformer generate`.
 pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
-    let lm = LoadedLm::load(&args.model)?;
+    let lm = LoadedLm::load(&args.model, &args.device)?;
     let cfg = args.generation.config(lm.defaults())?;
     let truncation = args.generation.options.truncation()?;
     let prompt = lm
@@ -291,7 +302,7 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
 
 /// Runs `ferroformer chat`.
 pub fn chat(args: ChatArgs) -> anyhow::Result<()> {
-    let lm = LoadedLm::load(&args.model)?;
+    let lm = LoadedLm::load(&args.model, &args.device)?;
     let template = lm
         .chat_template()
         .with_context(|| format!("`{}` cannot chat", args.model))?;

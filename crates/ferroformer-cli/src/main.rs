@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use ferroformer::models::{self, BertModel, Gpt2LmHeadModel};
 use ferroformer::nn::SinusoidalPositionalEncoding;
 
+mod device_arg;
 mod evaluate_cmd;
 mod generate_cmd;
 mod generation_args;
@@ -96,6 +97,8 @@ enum Command {
         /// `{"perplexity", "nll_per_token", "tokens"}` on stdout.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        device: device_arg::DeviceArgs,
     },
 }
 
@@ -140,6 +143,8 @@ struct TrainLmArgs {
     /// Print progress as JSON lines on stdout instead of a progress bar.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    device: device_arg::DeviceArgs,
     /// Config keys as flags: --preset gpt2 --data a.txt,b.txt --d-model 128 ...
     #[arg(
         trailing_var_arg = true,
@@ -183,6 +188,8 @@ enum Viz {
         /// Output PNG.
         #[arg(short, long)]
         output: PathBuf,
+        #[command(flatten)]
+        device: device_arg::DeviceArgs,
     },
 }
 
@@ -246,8 +253,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 layer,
                 cell,
                 output,
+                device,
             } => {
-                let weights = attention_weights(&models::hub::resolve(&model)?, &ids, layer)?;
+                let dev = device.open()?;
+                let weights = attention_weights(&models::hub::resolve(&model)?, &ids, layer, &dev)?;
                 ferroformer::viz::attention_png(&output, &weights, cell)?;
                 eprintln!(
                     "wrote {} (layer {layer}, {} heads, {} tokens)",
@@ -280,7 +289,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             context_length,
             stride,
             json,
-        } => perplexity(&model, &file, context_length, stride, json),
+            device,
+        } => perplexity(&model, &file, context_length, stride, json, &device.open()?),
     }
 }
 
@@ -290,9 +300,14 @@ fn perplexity(
     context_length: Option<usize>,
     stride: Option<usize>,
     json: bool,
+    device: &Device,
 ) -> anyhow::Result<()> {
     let dir = models::hub::resolve(model)?;
-    let lm = ferroformer::AutoModelForCausalLM::from_dir(&dir, &Default::default())?;
+    let options = models::LoadOptions {
+        device: device.clone(),
+        ..Default::default()
+    };
+    let lm = ferroformer::AutoModelForCausalLM::from_dir(&dir, &options)?;
     let tokenizer = models::AutoTokenizer::from_dir(&dir)?;
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read {} as UTF-8 text", file.display()))?;
@@ -306,13 +321,8 @@ fn perplexity(
         bail!("--context-length {context_length} is longer than the model's {max} positions");
     }
     let stride = stride.unwrap_or(context_length);
-    let p = ferroformer::generation::perplexity(
-        lm.decoder(),
-        &ids,
-        context_length,
-        stride,
-        &Device::Cpu,
-    )?;
+    let p =
+        ferroformer::generation::perplexity(lm.decoder(), &ids, context_length, stride, device)?;
     if json {
         println!("{}", serde_json::to_string(&p)?);
     } else {
@@ -356,6 +366,7 @@ fn train_lm(args: TrainLmArgs) -> anyhow::Result<()> {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
+    let device = args.device.open()?;
     let mut cfg = match &args.config {
         Some(path) => TrainConfig::from_toml_file(path)?,
         None => TrainConfig::default(),
@@ -474,7 +485,7 @@ fn train_lm(args: TrainLmArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let dir = ferroformer::train::train_lm(&cfg, args.resume, &stop, &mut on_event)?;
+    let dir = ferroformer::train::train_lm_on(&cfg, args.resume, &stop, &mut on_event, &device)?;
     bar.finish_and_clear();
     eprintln!("run directory: {}", dir.display());
     Ok(())
@@ -545,14 +556,18 @@ fn group_digits(n: usize) -> String {
     out
 }
 
-/// Attention weights `(heads, seq, seq)` of `layer` for one input.
-fn attention_weights(dir: &Path, ids: &[u32], layer: usize) -> anyhow::Result<Tensor> {
+/// Attention weights `(heads, seq, seq)` of `layer` for one input, computed on `dev`.
+fn attention_weights(
+    dir: &Path,
+    ids: &[u32],
+    layer: usize,
+    dev: &Device,
+) -> anyhow::Result<Tensor> {
     let summary = models::inspect_checkpoint(dir)?;
-    let dev = Device::Cpu;
-    let input = Tensor::new(ids, &dev)?.unsqueeze(0)?;
+    let input = Tensor::new(ids, dev)?.unsqueeze(0)?;
     let all = match summary.model_type.as_deref() {
         Some("bert") => {
-            let m = BertModel::from_dir(dir, DType::F32, &dev)?;
+            let m = BertModel::from_dir(dir, DType::F32, dev)?;
             m.encoder()
                 .forward(
                     &input,
@@ -563,7 +578,7 @@ fn attention_weights(dir: &Path, ids: &[u32], layer: usize) -> anyhow::Result<Te
                 .self_attention_weights
         }
         Some("gpt2") => {
-            let m = Gpt2LmHeadModel::from_dir(dir, DType::F32, &dev)?;
+            let m = Gpt2LmHeadModel::from_dir(dir, DType::F32, dev)?;
             m.decoder()
                 .forward(
                     &input,

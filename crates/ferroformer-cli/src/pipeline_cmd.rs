@@ -9,6 +9,7 @@ use ferroformer::pipelines::{
     Pooling, Task, TaskOptions, TopK,
 };
 
+use crate::device_arg::DeviceArgs;
 use crate::generation_args::GenerationArgs;
 
 /// Arguments of `ferroformer pipeline`.
@@ -36,6 +37,8 @@ pub struct PipelineArgs {
     /// Compute dtype: f32 (default, whatever the checkpoint stores), f16 or bf16.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// How many results per input (text-classification: a number or `all`; fill-mask: 5;
     /// question-answering: 1); text-generation: the tokens kept when sampling.
     #[arg(long)]
@@ -256,7 +259,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
     let config = PipelineConfig {
         batch_size: args.batch_size,
         dtype,
-        ..PipelineConfig::default()
+        device: args.device.open()?,
     };
     let pipe = pipeline_with(task.name(), &args.model, &config)
         .with_context(|| format!("loading {} for {}", args.model, task.name()))?;

@@ -40,7 +40,8 @@ fn diff(ours: &Value, expected: &Value, path: &str) -> Option<String> {
             let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
             // Integers (ids, offsets, indices) must be equal; scores within TOL.
             let both_int = ours.is_u64() && expected.is_u64();
-            if (both_int && x != y) || (x - y).abs() > TOL {
+            let far = x.is_nan() || y.is_nan() || (x - y).abs() > TOL;
+            if (both_int && x != y) || far {
                 Some(format!("{path}: {x} != {y}"))
             } else {
                 None
@@ -306,11 +307,7 @@ fn check_minilm(config: &PipelineConfig, sentences: &[PipelineInput], fixture: &
             .map(|v| v.as_f64().unwrap())
             .collect();
         assert_eq!(o.len(), 384);
-        let max_diff = o
-            .iter()
-            .zip(&e)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
+        let max_diff = common::max_abs_diff_values(&format!("sentence {i}"), &o, &e);
         let dot: f64 = o.iter().zip(&e).map(|(a, b)| a * b).sum();
         let cos = dot
             / (o.iter().map(|a| a * a).sum::<f64>().sqrt()

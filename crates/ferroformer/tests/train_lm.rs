@@ -2,6 +2,8 @@
 //! resumed run equals an uninterrupted one, checkpoints load back, bad settings are clear
 //! errors that overwrite nothing.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -104,14 +106,7 @@ fn resumed_run_equals_uninterrupted_run() {
     let w2 =
         candle_core::safetensors::load(cfg2.out.join("model.safetensors"), &Device::Cpu).unwrap();
     for (name, t) in &w1 {
-        let d = (t - &w2[name])
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = common::max_abs_diff(t, &w2[name]);
         assert!(d <= 1e-6, "{name} differs by {d}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
@@ -340,16 +335,7 @@ fn adamw_matches_pytorch() {
             .collect();
         opt.step(&grads, *lr).unwrap();
     }
-    let max_diff = |a: &Tensor, b: &Tensor| {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    };
+    let max_diff = common::max_abs_diff;
     for n in ["w", "b"] {
         let got = vars[n].as_tensor();
         let d = max_diff(got, &f[&format!("{n}5")]);

@@ -187,8 +187,19 @@ impl PretrainedConfig {
             .get("problem_type")
             .and_then(|v| v.as_str())
             .map(str::to_string);
-        let pad_token_id = match raw.get("pad_token_id").and_then(|v| v.as_u64()) {
-            Some(id) => Some(id as u32),
+        // A token id is 32-bit: a larger (or negative, or fractional) one is an error,
+        // never truncated to another token.
+        let pad_token_id = match raw.get("pad_token_id").filter(|v| !v.is_null()) {
+            Some(v) => Some(
+                v.as_u64()
+                    .and_then(|id| u32::try_from(id).ok())
+                    .ok_or_else(|| {
+                        bad(
+                            "pad_token_id",
+                            format!("expected a token id below 2^32, found {v}"),
+                        )
+                    })?,
+            ),
             None => match model_type.as_str() {
                 "bert" | "distilbert" => Some(0),
                 _ if roberta_like => Some(1),

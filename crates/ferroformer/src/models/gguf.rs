@@ -39,15 +39,31 @@ pub struct GgufFile {
     content: Content,
 }
 
-/// Bytes a tensor of `info` occupies in the file.
-fn tensor_bytes(info: &TensorInfo) -> Option<u64> {
-    let elems = info.shape.elem_count();
-    let block = info.ggml_dtype.block_size();
+/// Bytes a tensor of `info` occupies in the file, or why its shape cannot be stored: the
+/// element count is computed with checked arithmetic (a file's dimensions are 64-bit
+/// numbers whose product can overflow).
+fn tensor_bytes(info: &TensorInfo) -> std::result::Result<u64, String> {
+    let dims = info.shape.dims();
+    let dtype = info.ggml_dtype;
+    let elems = dims
+        .iter()
+        .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+        .ok_or_else(|| format!("shape {dims:?} has more elements than a 64-bit count holds"))?;
+    let block = dtype.block_size() as u64;
     if elems % block != 0 {
-        return None;
+        return Err(format!(
+            "shape {dims:?} is not a whole number of {dtype:?} blocks of {block} values"
+        ));
     }
-    ((elems / block) as u64).checked_mul(info.ggml_dtype.type_size() as u64)
+    (elems / block)
+        .checked_mul(dtype.type_size() as u64)
+        .ok_or_else(|| format!("shape {dims:?} of {dtype:?} needs more bytes than 64 bits count"))
 }
+
+/// The longest `context_length` a GGUF file may declare: 2^24 = 16,777,216 positions, above
+/// every released model's (the longest, 10M tokens). A larger value is a broken file, and
+/// tables sized by it (RoPE angles, a KV cache) would not fit in memory.
+pub const MAX_GGUF_CONTEXT_LENGTH: usize = 1 << 24;
 
 /// The name of a metadata value's type, for messages.
 fn value_kind(v: &Value) -> String {
@@ -69,16 +85,8 @@ impl GgufFile {
             )
         })?;
         for (name, info) in &content.tensor_infos {
-            let Some(size) = tensor_bytes(info) else {
-                return Err(Error::file(
-                    &path,
-                    format!(
-                        "tensor `{name}` of shape {:?} is not a whole number of {:?} blocks",
-                        info.shape.dims(),
-                        info.ggml_dtype
-                    ),
-                ));
-            };
+            let size = tensor_bytes(info)
+                .map_err(|e| Error::file(&path, format!("tensor `{name}`: {e}")))?;
             let start = content.tensor_data_offset.saturating_add(info.offset);
             let end = start.saturating_add(size);
             if end > len {
@@ -361,10 +369,31 @@ fn llama_config(file: &GgufFile, arch: &str) -> Result<DecoderConfig> {
             ));
         }
     }
-    let vocab = match file.get(&key("vocab_size")) {
-        Some(_) => file.usize_value(&key("vocab_size"))?,
-        None => file.tensor_info("token_embd.weight")?.0[0],
-    };
+    if !(eps.is_finite() && eps >= 0.0) {
+        return Err(file.err(
+            &key("attention.layer_norm_rms_epsilon"),
+            format!("expected a finite number >= 0, found {eps}"),
+        ));
+    }
+    if !(base.is_finite() && base > 0.0) {
+        return Err(file.err(
+            &key("rope.freq_base"),
+            format!("expected a finite number > 0, found {base}"),
+        ));
+    }
+    let vocab = check_llama_sizes(
+        file,
+        arch,
+        &LlamaSizes {
+            d_model,
+            heads,
+            kv_heads,
+            head_dim,
+            layers,
+            d_ff,
+            context,
+        },
+    )?;
     let attention = AttentionConfig {
         d_model,
         num_heads: heads,
@@ -404,6 +433,150 @@ fn llama_config(file: &GgufFile, arch: &str) -> Result<DecoderConfig> {
     Ok(cfg)
 }
 
+/// The sizes a Llama GGUF file's metadata declares, before they are trusted.
+struct LlamaSizes {
+    d_model: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    layers: usize,
+    d_ff: usize,
+    context: usize,
+}
+
+/// Checks the sizes in the metadata against each other and against the tensors the file
+/// holds, before anything is allocated from them: every product is checked, the block
+/// count cannot exceed the blocks stored, and each size must equal the shape of the first
+/// tensor it describes (so that an absurd value, which no stored tensor can match, is
+/// reported by its key). Returns the vocabulary size (`{arch}.vocab_size`, else the rows
+/// of `token_embd.weight`).
+fn check_llama_sizes(file: &GgufFile, arch: &str, s: &LlamaSizes) -> Result<usize> {
+    let key = |k: &str| format!("{arch}.{k}");
+    if s.context == 0 || s.context > MAX_GGUF_CONTEXT_LENGTH {
+        return Err(file.err(
+            &key("context_length"),
+            format!(
+                "{} positions; expected 1 to {MAX_GGUF_CONTEXT_LENGTH}",
+                s.context
+            ),
+        ));
+    }
+
+    let (embd, _) = file.tensor_info("token_embd.weight")?;
+    let &[rows, cols] = embd.as_slice() else {
+        return Err(Error::file(
+            file.path(),
+            format!(
+                "tensor `token_embd.weight` has shape {embd:?}; expected 2 dimensions \
+                 (vocabulary, `{}`)",
+                key("embedding_length")
+            ),
+        ));
+    };
+    if cols != s.d_model {
+        return Err(file.err(
+            &key("embedding_length"),
+            format!(
+                "{}, but tensor `token_embd.weight` has shape {embd:?}",
+                s.d_model
+            ),
+        ));
+    }
+    let vocab = match file.get(&key("vocab_size")) {
+        Some(_) => file.usize_value(&key("vocab_size"))?,
+        None => rows,
+    };
+    if vocab != rows || vocab == 0 {
+        return Err(file.err(
+            &key("vocab_size"),
+            format!("{vocab}, but tensor `token_embd.weight` has shape {embd:?}"),
+        ));
+    }
+
+    // The distinct block indices of the `blk.N.*` tensors: the block count cannot exceed
+    // their number, and every block below it must be there.
+    let stored: std::collections::HashSet<usize> = file
+        .content
+        .tensor_infos
+        .keys()
+        .filter_map(|name| name.strip_prefix("blk.")?.split('.').next()?.parse().ok())
+        .collect();
+    if s.layers > stored.len() {
+        return Err(file.err(
+            &key("block_count"),
+            format!(
+                "{} blocks, but the file holds tensors of {} (`blk.N.*`)",
+                s.layers,
+                stored.len()
+            ),
+        ));
+    }
+    if let Some(missing) = (0..s.layers).find(|i| !stored.contains(i)) {
+        return Err(file.err(
+            &key("block_count"),
+            format!(
+                "{} blocks, but the file holds no tensor of block {missing} (`blk.{missing}.*`)",
+                s.layers
+            ),
+        ));
+    }
+
+    let q_dim = s.heads.checked_mul(s.head_dim).ok_or_else(|| {
+        file.err(
+            &key("attention.head_count"),
+            format!("{} heads of {} values overflow", s.heads, s.head_dim),
+        )
+    })?;
+    let kv_dim = s.kv_heads.checked_mul(s.head_dim).ok_or_else(|| {
+        file.err(
+            &key("attention.head_count_kv"),
+            format!("{} heads of {} values overflow", s.kv_heads, s.head_dim),
+        )
+    })?;
+    if s.layers > 0 {
+        let head_dim = format!(
+            "head dim {} (`{}`, else embedding_length / head_count)",
+            s.head_dim,
+            key("attention.key_length")
+        );
+        for (tensor, want, keys) in [
+            (
+                "blk.0.attn_q.weight",
+                [q_dim, s.d_model],
+                format!("`{}` {} × {head_dim}", key("attention.head_count"), s.heads),
+            ),
+            (
+                "blk.0.attn_k.weight",
+                [kv_dim, s.d_model],
+                format!(
+                    "`{}` {} × {head_dim}",
+                    key("attention.head_count_kv"),
+                    s.kv_heads
+                ),
+            ),
+            (
+                "blk.0.ffn_gate.weight",
+                [s.d_ff, s.d_model],
+                format!("`{}` {}", key("feed_forward_length"), s.d_ff),
+            ),
+        ] {
+            let (dims, _) = file.tensor_info(tensor)?;
+            if dims != want {
+                return Err(Error::file(
+                    file.path(),
+                    format!(
+                        "metadata {keys} and `{}` {} give tensor `{tensor}` the shape \
+                         {want:?}, but it has {dims:?}",
+                        key("embedding_length"),
+                        s.d_model
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(vocab)
+}
+
 /// Builds the decoder of a Llama-architecture GGUF file onto the shared blocks.
 ///
 /// GGUF names: `token_embd`, `blk.N.attn_{norm,q,k,v,output}`, `blk.N.ffn_{norm,gate,up,down}`,
@@ -425,7 +598,8 @@ fn load_llama(file: &GgufFile, cfg: &DecoderConfig) -> Result<DecoderOnlyTransfo
         ))
     };
     let ctx = |name: String| move |e: Error| Error::file(file.path(), format!("{name}: {e}"));
-    let mut layers = Vec::with_capacity(cfg.stack.num_layers);
+    // Bounded by the tensors the file holds: `num_layers` may come from a caller's config.
+    let mut layers = Vec::with_capacity(cfg.stack.num_layers.min(file.content.tensor_infos.len()));
     for i in 0..cfg.stack.num_layers {
         let p = format!("blk.{i}");
         let qkv = Linear::fuse(&[

@@ -63,10 +63,19 @@ pub struct GgufTokenizer {
     chat_template: Option<String>,
 }
 
+/// A token id entry, when present: an id beyond 32 bits is an error, never truncated.
 fn optional_id(file: &GgufFile, key: &str) -> Result<Option<u32>> {
     match file.get(key) {
         None => Ok(None),
-        Some(_) => Ok(Some(file.usize_value(key)? as u32)),
+        Some(_) => {
+            let id = file.usize_value(key)?;
+            u32::try_from(id).map(Some).map_err(|_| {
+                Error::file(
+                    file.path(),
+                    format!("metadata `{key}`: token id {id} does not fit in 32 bits"),
+                )
+            })
+        }
     }
 }
 
@@ -86,6 +95,13 @@ impl GgufTokenizer {
             ));
         }
         let tokens = file.string_array("tokenizer.ggml.tokens")?;
+        // Token ids are 32-bit.
+        if u32::try_from(tokens.len()).is_err() {
+            return Err(err(
+                "tokenizer.ggml.tokens",
+                format!("{} tokens; ids are 32-bit", tokens.len()),
+            ));
+        }
         let types: Vec<i32> = match file.get("tokenizer.ggml.token_type") {
             None => vec![1; tokens.len()],
             Some(_) => file
@@ -126,6 +142,7 @@ impl GgufTokenizer {
         // The first of duplicate strings keeps its id, as llama.cpp's text-to-token map does.
         let mut vocab = Vocab::with_capacity(tokens.len());
         for (id, t) in tokens.iter().enumerate() {
+            // Below 2^32: the length was checked above.
             vocab.entry(t.to_string()).or_insert(id as u32);
         }
         let bpe = BPE::builder()

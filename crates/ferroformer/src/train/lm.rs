@@ -334,7 +334,11 @@ impl TrainableModel {
                     found: t.dims().to_vec(),
                 });
             }
-            var.set(&t.to_dtype(DType::F32)?)?;
+            // The file is read on the CPU; the parameters live on the training device.
+            var.set(
+                &t.to_dtype(DType::F32)?
+                    .to_device(var.as_tensor().device())?,
+            )?;
         }
         Ok(())
     }
@@ -449,16 +453,28 @@ fn save_checkpoint(
     )
 }
 
-/// Trains (or resumes) a language model as `cfg` says. `stop` ends the run early with a
-/// checkpoint (Ctrl-C); `on_event` receives progress.
+/// Trains (or resumes) a language model as `cfg` says, on the CPU. `stop` ends the run
+/// early with a checkpoint (Ctrl-C); `on_event` receives progress.
 pub fn train_lm(
     cfg: &TrainConfig,
     resume: bool,
     stop: &AtomicBool,
     on_event: &mut dyn FnMut(&TrainEvent),
 ) -> Result<PathBuf> {
+    train_lm_on(cfg, resume, stop, on_event, &Device::Cpu)
+}
+
+/// [`train_lm`] on `device`. Off the CPU the model runs on candle's composed operations
+/// (the fused training kernels are CPU code); checkpoints are written the same way.
+pub fn train_lm_on(
+    cfg: &TrainConfig,
+    resume: bool,
+    stop: &AtomicBool,
+    on_event: &mut dyn FnMut(&TrainEvent),
+    device: &Device,
+) -> Result<PathBuf> {
     cfg.validate()?;
-    let device = Device::Cpu;
+    let device = device.clone();
     let paths = RunPaths {
         dir: cfg.out.clone(),
     };

@@ -9,4 +9,4 @@ pub mod optim;
 pub mod tokenizer;
 
 pub use config::{Preset, TrainConfig};
-pub use lm::{train_lm, TrainEvent};
+pub use lm::{train_lm, train_lm_on, TrainEvent};

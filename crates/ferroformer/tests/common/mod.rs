@@ -42,36 +42,76 @@ impl Fixture {
     }
 }
 
-/// Largest absolute difference between two tensors of the same shape.
-pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shapes differ");
-    (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
-        .unwrap()
-        .abs()
+/// The values of `t` as f32, in row-major order.
+pub fn values_f32(t: &Tensor) -> Vec<f32> {
+    t.to_dtype(DType::F32)
         .unwrap()
         .flatten_all()
         .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
+        .to_vec1::<f32>()
         .unwrap()
 }
 
-/// Asserts `|a - b| <= tol` elementwise, printing the worst difference.
+/// Largest absolute difference between two equally long lists of values, computed in
+/// plain Rust: candle's CPU `max` skips NaN unless it comes first, so a reduction over a
+/// tensor full of NaN can report a small difference. Panics (naming `what` and the
+/// position) when either side holds a NaN or an infinity, except the same infinity on both
+/// sides (a masked score), which counts as no difference.
+#[track_caller]
+pub fn max_abs_diff_values<T: Into<f64> + Copy>(what: &str, a: &[T], b: &[T]) -> f64 {
+    assert_eq!(a.len(), b.len(), "{what}: lengths differ");
+    let mut worst = 0f64;
+    for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
+        let (x, y): (f64, f64) = (x.into(), y.into());
+        if x.is_infinite() && x == y {
+            continue;
+        }
+        assert!(
+            x.is_finite() && y.is_finite(),
+            "{what}: non-finite value at flat index {i}: {x} vs {y}"
+        );
+        worst = worst.max((x - y).abs());
+    }
+    worst
+}
+
+/// Largest absolute value, in plain Rust; panics on NaN or infinity (see
+/// [`max_abs_diff_values`]).
+#[track_caller]
+pub fn max_abs(what: &str, t: &Tensor) -> f32 {
+    let v = values_f32(t);
+    let mut worst = 0f32;
+    for (i, x) in v.iter().enumerate() {
+        assert!(
+            x.is_finite(),
+            "{what}: non-finite value {x} at flat index {i}"
+        );
+        worst = worst.max(x.abs());
+    }
+    worst
+}
+
+/// Largest absolute difference between two tensors of the same shape (see
+/// [`max_abs_diff_values`]: NaN or infinity on either side panics).
+#[track_caller]
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    max_abs_diff_values("max_abs_diff", &values_f32(a), &values_f32(b)) as f32
+}
+
+/// Asserts `|a - b| <= tol` elementwise, printing the worst difference. Fails when either
+/// side holds a NaN or an infinity (the same infinity on both sides excepted), and when
+/// the reference is all zeros (two empty or zeroed tensors compared by accident).
 #[track_caller]
 pub fn assert_close(what: &str, a: &Tensor, b: &Tensor, tol: f32) {
-    let d = max_abs_diff(a, b);
-    assert!(d <= tol, "{what}: max abs diff {d:e} > {tol:e}");
-    // Guard against comparing two empty or all-zero tensors by accident.
-    let mag = b
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    assert_eq!(a.dims(), b.dims(), "{what}: shapes differ");
+    let (va, vb) = (values_f32(a), values_f32(b));
+    let d = max_abs_diff_values(what, &va, &vb);
+    assert!(d <= tol as f64, "{what}: max abs diff {d:e} > {tol:e}");
+    let mag = vb
+        .iter()
+        .filter(|x| x.is_finite())
+        .fold(0f32, |m, x| m.max(x.abs()));
     assert!(mag > 0.0, "{what}: reference is all zeros");
 }
 
