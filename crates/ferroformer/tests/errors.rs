@@ -181,3 +181,18 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[test]
+fn an_absurd_label_count_is_refused_before_any_allocation() {
+    use ferroformer::models::PretrainedConfig;
+    let start = std::time::Instant::now();
+    let json = serde_json::json!({
+        "model_type": "bert", "hidden_size": 8, "max_position_embeddings": 8,
+        "num_labels": 10_000_000_000u64
+    });
+    let err = PretrainedConfig::from_json(json, std::path::Path::new("config.json"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("num_labels") && err.contains("10000000000"), "{err}");
+    assert!(start.elapsed().as_secs() < 2, "took {:?}", start.elapsed());
+}

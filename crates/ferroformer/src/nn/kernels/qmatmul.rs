@@ -454,11 +454,24 @@ mod tests {
         ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7])) + summs
     }
 
+    /// What every CPU checks, with or without the x86 kernels: the activation quantizer
+    /// (vectorized or portable) keeps each value within half a step of its block's scale,
+    /// plus the scale's own f16 rounding (up to 127 steps × 2^-11).
+    fn check_quantizer(x: &[f32], with_sums: bool) {
+        let xq = quantize_rows(x, with_sums);
+        for (b, block) in x.chunks(QK).enumerate() {
+            let d = xq.d[b];
+            assert!(d.is_finite() && d > 0.0, "block {b}: scale {d}");
+            for (e, v) in block.iter().enumerate() {
+                let q = xq.qs[b * QK + e] as f32;
+                let bound = d * (0.5 + 127.0 / 2048.0) + 1e-6;
+                assert!((q * d - v).abs() <= bound, "block {b}[{e}]: {} vs {v}", q * d);
+            }
+        }
+    }
+
     #[test]
     fn q4_1_kernel_equals_its_scalar_form() {
-        if !available() {
-            return;
-        }
         let (n, k) = (5, 96);
         let nb = k / QK;
         let w: Vec<u8> = (0..n * nb * Q4_1_BYTES)
@@ -474,6 +487,13 @@ mod tests {
         let x: Vec<f32> = (0..2 * k)
             .map(|i| ((i as f32) * 0.37).sin() * 3.0)
             .collect();
+        check_quantizer(&x, true);
+        if !available() {
+            // Without AVX2, FMA and F16C the kernels decline, and the caller multiplies with
+            // candle's QMatMul instead.
+            assert!(matmul_t(&x, 2, k, &w, n, WeightFormat::Q4_1).is_none());
+            return;
+        }
         let y = matmul_t(&x, 2, k, &w, n, WeightFormat::Q4_1).unwrap();
         // One activation row alone: the same bits.
         let y1 = matmul_t(&x[k..], 1, k, &w, n, WeightFormat::Q4_1).unwrap();
@@ -506,9 +526,6 @@ mod tests {
 
     #[test]
     fn q8_0_kernel_equals_its_scalar_form() {
-        if !available() {
-            return;
-        }
         let (n, k) = (6, 64);
         let nb = k / QK;
         let w: Vec<u8> = (0..n * nb * Q8_0_BYTES)
@@ -521,6 +538,12 @@ mod tests {
         let x: Vec<f32> = (0..5 * k)
             .map(|i| ((i as f32) * 0.91).cos() * 2.0)
             .collect();
+        check_quantizer(&x, false);
+        if !available() {
+            // As above: the kernels decline on this CPU.
+            assert!(matmul_t(&x, 5, k, &w, n, WeightFormat::Q8_0).is_none());
+            return;
+        }
         let y = matmul_t(&x, 5, k, &w, n, WeightFormat::Q8_0).unwrap();
         let xq = quantize_rows(&x, false);
         for i in 0..5 {
