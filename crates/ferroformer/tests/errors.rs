@@ -193,6 +193,9 @@ fn an_absurd_label_count_is_refused_before_any_allocation() {
     let err = PretrainedConfig::from_json(json, std::path::Path::new("config.json"))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("num_labels") && err.contains("10000000000"), "{err}");
+    assert!(
+        err.contains("num_labels") && err.contains("10000000000"),
+        "{err}"
+    );
     assert!(start.elapsed().as_secs() < 2, "took {:?}", start.elapsed());
 }

@@ -527,8 +527,12 @@ fn large_text_files_are_streamed_in_pieces() {
     let mut i = 0usize;
     while corpus.len() < (5 << 20) / 2 {
         corpus.push_str(&text(50 + i % 300, i));
-        corpus.push_str(if i % 5 == 0 { "€ß\n\n" } else { "é\n" });
-        if i % 97 == 0 {
+        corpus.push_str(if i.is_multiple_of(5) {
+            "€ß\n\n"
+        } else {
+            "é\n"
+        });
+        if i.is_multiple_of(97) {
             corpus.push_str(&"€".repeat(3000)); // a long run with no space
         }
         i += 1;

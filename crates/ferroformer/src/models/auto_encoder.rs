@@ -20,7 +20,6 @@ use crate::arch::heads::{
 use crate::error::{Error, Result};
 use crate::weights::Weights;
 
-
 /// The most labels a classifier config may declare (`num_labels`).
 const MAX_LABELS: u64 = 1 << 24;
 /// The encoder `model_type`s the Auto classes load.

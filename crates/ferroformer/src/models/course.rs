@@ -74,7 +74,7 @@ fn default_theta() -> f64 {
 impl CourseConfig {
     /// The decoder configuration these values describe.
     pub fn decoder_config(&self) -> Result<DecoderConfig> {
-        if self.num_heads == 0 || self.d_model % self.num_heads != 0 {
+        if self.num_heads == 0 || !self.d_model.is_multiple_of(self.num_heads) {
             return Err(Error::config(
                 "d_model",
                 format!(

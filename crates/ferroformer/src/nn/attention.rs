@@ -40,7 +40,7 @@ impl AttentionConfig {
         if num_heads == 0 {
             return Err(Error::config("num_heads", "must be > 0"));
         }
-        if d_model == 0 || d_model % num_heads != 0 {
+        if d_model == 0 || !d_model.is_multiple_of(num_heads) {
             return Err(Error::config(
                 "d_model",
                 format!(
@@ -75,7 +75,7 @@ impl AttentionConfig {
                 "num_heads, num_kv_heads and head_dim must be > 0",
             ));
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return Err(Error::config(
                 "num_kv_heads",
                 format!(

@@ -367,7 +367,7 @@ impl RotaryEmbedding {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        if head_dim == 0 || head_dim % 2 != 0 {
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
             return Err(Error::config(
                 "head_dim",
                 format!("rotary embeddings need an even head dimension, found {head_dim}"),

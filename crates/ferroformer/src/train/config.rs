@@ -251,7 +251,7 @@ impl TrainConfig {
                 return Err(Error::config(k, "must be > 0"));
             }
         }
-        if self.d_model % self.heads != 0 {
+        if !self.d_model.is_multiple_of(self.heads) {
             return Err(Error::config(
                 "d_model",
                 format!(

@@ -467,7 +467,7 @@ pub(crate) fn attention_packed(
     let kv_dim = kv_heads * head_dim;
     if batch != 1
         || kv_heads == 0
-        || heads % kv_heads != 0
+        || !heads.is_multiple_of(kv_heads)
         || cols != width + 2 * kv_dim
         || lengths.iter().sum::<usize>() != tokens
     {

@@ -183,7 +183,7 @@ pub(crate) fn matmul_t(
     format: WeightFormat,
 ) -> Option<Vec<f32>> {
     let level = level()?;
-    if k % QK != 0 || x.len() != m * k {
+    if !k.is_multiple_of(QK) || x.len() != m * k {
         return None;
     }
     let block_bytes = match format {
@@ -465,7 +465,11 @@ mod tests {
             for (e, v) in block.iter().enumerate() {
                 let q = xq.qs[b * QK + e] as f32;
                 let bound = d * (0.5 + 127.0 / 2048.0) + 1e-6;
-                assert!((q * d - v).abs() <= bound, "block {b}[{e}]: {} vs {v}", q * d);
+                assert!(
+                    (q * d - v).abs() <= bound,
+                    "block {b}[{e}]: {} vs {v}",
+                    q * d
+                );
             }
         }
     }

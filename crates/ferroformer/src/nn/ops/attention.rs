@@ -170,7 +170,7 @@ pub(crate) fn attention(call: AttentionCall) -> Result<(Tensor, Option<Tensor>)>
 
 /// Sizes of the call, from q, k and v.
 fn dims(qkv: Qkv, heads: usize, kv_heads: usize, hd: usize) -> Result<AttentionDims> {
-    if heads == 0 || kv_heads == 0 || hd == 0 || heads % kv_heads != 0 {
+    if heads == 0 || kv_heads == 0 || hd == 0 || !heads.is_multiple_of(kv_heads) {
         return Err(Error::config(
             "num_kv_heads",
             format!("{heads} query heads of {hd} over {kv_heads} key/value heads"),

@@ -55,7 +55,7 @@ impl TokenFile {
         // never modified in place, and the type's docs ask callers not to modify the file.
         let map = unsafe { Mmap::map(&file) }
             .map_err(|e| Error::file(path, format!("cannot memory-map: {e}")))?;
-        let aligned = (map.as_ptr() as usize) % std::mem::align_of::<u32>() == 0;
+        let aligned = (map.as_ptr() as usize).is_multiple_of(std::mem::align_of::<u32>());
         let storage = if cfg!(target_endian = "little") && aligned && map.len() % 4 == 0 {
             Storage::Mapped(map)
         } else {
