@@ -93,7 +93,7 @@ def gguf_file(metadata, tensors) -> bytes:
 
 def gpt2_byte_char(b: int) -> str:
     """GPT-2's printable stand-in for byte `b` (only the ones used here)."""
-    return chr(0x120 + b) if b <= 0x20 else chr(b)
+    return chr(0x100 + b) if b <= 0x20 else chr(b)
 
 
 def tiny_gguf(tied: bool, with_template: bool) -> bytes:

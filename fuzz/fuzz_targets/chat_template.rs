@@ -16,10 +16,9 @@ use libfuzzer_sys::fuzz_target;
 fn real_templates() -> &'static [ChatTemplate] {
     static TEMPLATES: OnceLock<Vec<ChatTemplate>> = OnceLock::new();
     TEMPLATES.get_or_init(|| {
-        let fixtures: serde_json::Value = serde_json::from_str(include_str!(
-            "../../tests/fixtures/chat_templates.json"
-        ))
-        .expect("chat_templates.json is JSON");
+        let fixtures: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/chat_templates.json"))
+                .expect("chat_templates.json is JSON");
         let templates = fixtures["templates"]
             .as_object()
             .expect("chat_templates.json has `templates`");
@@ -66,7 +65,8 @@ fuzz_target!(|data: &[u8]| {
             ChatMessage::user(content.clone()),
             ChatMessage::assistant(content),
         ];
-        let _ = template.render(&messages, add_generation_prompt);
+        let rendered = template.render(&messages, add_generation_prompt);
+        ferroformer_fuzz::report("render", &rendered);
     }
     let messages = ferroformer_fuzz::last(&records, 1)
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok());
@@ -75,6 +75,7 @@ fuzz_target!(|data: &[u8]| {
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
             .and_then(|v| v.as_object().cloned())
             .unwrap_or_default();
-        let _ = template.render_json(&messages, add_generation_prompt, &kwargs);
+        let rendered = template.render_json(&messages, add_generation_prompt, &kwargs);
+        ferroformer_fuzz::report("render_json", &rendered);
     }
 });

@@ -23,7 +23,9 @@ fuzz_target!(|data: &[u8]| {
         let _ = file.string_array("tokenizer.ggml.tokens");
     }
 
-    let Ok(model) = GgufModel::load(&path) else {
+    let model = GgufModel::load(&path);
+    ferroformer_fuzz::report("GgufModel::load", &model);
+    let Ok(model) = model else {
         return;
     };
     let tokenizer = model.tokenizer();
@@ -33,6 +35,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = AutoModelForCausalLM::from_gguf_model(&model);
     if let Ok(template) = ChatTemplate::from_gguf(tokenizer, &path) {
-        let _ = template.render(&[ChatMessage::user("Hi")], true);
+        let rendered = template.render(&[ChatMessage::user("Hi")], true);
+        ferroformer_fuzz::report("ChatTemplate::render", &rendered);
     }
 });

@@ -33,13 +33,28 @@ fuzz_target!(|data: &[u8]| {
     }
     let opts = LoadOptions::default();
     match loader % 8 {
-        0 => drop(AutoModel::from_dir(d, &opts)),
-        1 => drop(AutoModelForSequenceClassification::from_dir(d, &opts)),
-        2 => drop(AutoModelForTokenClassification::from_dir(d, &opts)),
-        3 => drop(AutoModelForQuestionAnswering::from_dir(d, &opts)),
-        4 => drop(AutoModelForMaskedLM::from_dir(d, &opts)),
-        5 => drop(AutoModelForCausalLM::from_dir(d, &opts)),
-        6 => drop(inspect_checkpoint(d)),
+        0 => ferroformer_fuzz::report("AutoModel::from_dir", &AutoModel::from_dir(d, &opts)),
+        1 => ferroformer_fuzz::report(
+            "AutoModelForSequenceClassification::from_dir",
+            &AutoModelForSequenceClassification::from_dir(d, &opts),
+        ),
+        2 => ferroformer_fuzz::report(
+            "AutoModelForTokenClassification::from_dir",
+            &AutoModelForTokenClassification::from_dir(d, &opts),
+        ),
+        3 => ferroformer_fuzz::report(
+            "AutoModelForQuestionAnswering::from_dir",
+            &AutoModelForQuestionAnswering::from_dir(d, &opts),
+        ),
+        4 => ferroformer_fuzz::report(
+            "AutoModelForMaskedLM::from_dir",
+            &AutoModelForMaskedLM::from_dir(d, &opts),
+        ),
+        5 => ferroformer_fuzz::report(
+            "AutoModelForCausalLM::from_dir",
+            &AutoModelForCausalLM::from_dir(d, &opts),
+        ),
+        6 => ferroformer_fuzz::report("inspect_checkpoint", &inspect_checkpoint(d)),
         _ => {
             if let Ok(config) = PretrainedConfig::from_dir(d) {
                 let _ = config.encoder_spec();

@@ -32,7 +32,9 @@ fuzz_target!(|data: &[u8]| {
             ferroformer_fuzz::write(dir.path(), name, record.bytes);
         }
     }
-    let Ok(tokenizer) = AutoTokenizer::from_dir(dir.path()) else {
+    let tokenizer = AutoTokenizer::from_dir(dir.path());
+    ferroformer_fuzz::report("AutoTokenizer::from_dir", &tokenizer);
+    let Ok(tokenizer) = tokenizer else {
         return;
     };
     let text = ferroformer_fuzz::last(&records, FILES.len())
@@ -66,6 +68,7 @@ fuzz_target!(|data: &[u8]| {
         Some(pair) => tokenizer.encode_pair(&text, pair, &opts),
         None => tokenizer.encode(&text, &opts),
     };
+    ferroformer_fuzz::report("encode", &encodings);
     if let Ok(encodings) = encodings {
         for e in &encodings {
             let _ = tokenizer.decode(&e.ids, false);

@@ -44,7 +44,13 @@ fuzz_target!(|data: &[u8]| {
     let root = scratch.path();
     std::fs::create_dir(root.join("docs")).expect("scratch dir is writable");
     std::fs::create_dir(root.join("cache")).expect("scratch dir is writable");
-    let names = ["a.txt", "b.jsonl", "docs/c.txt", "cache/manifest.json", "tokens.bin"];
+    let names = [
+        "a.txt",
+        "b.jsonl",
+        "docs/c.txt",
+        "cache/manifest.json",
+        "tokens.bin",
+    ];
     for record in &records {
         if let Some(name) = names.get(record.id) {
             ferroformer_fuzz::write(root, name, record.bytes);
@@ -75,7 +81,9 @@ fuzz_target!(|data: &[u8]| {
     let context_length = usize::from(byte(3) % 16);
     let inputs: Vec<PathBuf> = vec![root.to_path_buf()];
     let out = root.join("cache");
-    if let Ok(split) = tokenize_corpus(&inputs, char_tokenizer(), &opts, &out) {
+    let split = tokenize_corpus(&inputs, char_tokenizer(), &opts, &out);
+    ferroformer_fuzz::report("tokenize_corpus", &split);
+    if let Ok(split) = split {
         sample(&split.train, context_length);
         sample(&split.val, context_length);
         // The second run reuses the cache and must give the same tokens.

@@ -57,3 +57,14 @@ pub fn scratch_dir() -> tempfile::TempDir {
 pub fn write(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::write(dir.join(name), bytes).expect("cannot write the fuzz input to the scratch dir");
 }
+
+/// With `FUZZ_VERBOSE` set in the environment, prints the error a loader gave (to see how
+/// far a seed or a crashing input gets); silent otherwise, as fuzzing runs millions of inputs.
+pub fn report<T, E: std::fmt::Display>(what: &str, result: &Result<T, E>) {
+    if std::env::var_os("FUZZ_VERBOSE").is_some() {
+        match result {
+            Ok(_) => eprintln!("{what}: ok"),
+            Err(e) => eprintln!("{what}: error: {e}"),
+        }
+    }
+}
