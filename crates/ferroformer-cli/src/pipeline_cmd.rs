@@ -1,9 +1,10 @@
 //! `ferroformer pipeline TASK --model M [options] [--json] [INPUT...]`.
 
-use std::io::{BufRead, IsTerminal, Read};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use ferroformer::pipelines::inputs::{read_inputs, read_inputs_file};
 use ferroformer::pipelines::{
     pipeline_with, AggregationStrategy, ClassificationFunction, PipelineConfig, PipelineInput,
     Pooling, Task, TaskOptions, TopK,
@@ -103,25 +104,13 @@ fn collect_inputs(args: &PipelineArgs, task: Task) -> anyhow::Result<Vec<Pipelin
     let mut inputs = Vec::new();
     for text in &args.inputs {
         if text == "-" {
-            let mut all = String::new();
-            std::io::stdin()
-                .read_to_string(&mut all)
-                .context("reading inputs from stdin")?;
-            inputs.extend(parse_lines(&all, "stdin")?);
+            inputs.extend(read_inputs(std::io::stdin().lock(), "stdin")?);
         } else {
             inputs.push(PipelineInput::text(text.clone()));
         }
     }
     if let Some(path) = &args.input_file {
-        let file = std::fs::File::open(path)
-            .with_context(|| format!("cannot open input file {}", path.display()))?;
-        let mut all = String::new();
-        for line in std::io::BufReader::new(file).lines() {
-            let line = line.with_context(|| format!("reading {}", path.display()))?;
-            all.push_str(&line);
-            all.push('\n');
-        }
-        inputs.extend(parse_lines(&all, &path.display().to_string())?);
+        inputs.extend(read_inputs_file(path).context("reading --input-file")?);
     }
     match (&args.question, &args.context) {
         (Some(q), Some(c)) => inputs.push(PipelineInput::question(q.clone(), c.clone())),
@@ -146,30 +135,6 @@ fn collect_inputs(args: &PipelineArgs, task: Task) -> anyhow::Result<Vec<Pipelin
         bail!("no inputs: give texts as arguments, `-` for stdin, or --input-file");
     }
     Ok(inputs)
-}
-
-/// One input per non-blank line; lines that are JSON objects are read as JSONL records.
-fn parse_lines(text: &str, source: &str) -> anyhow::Result<Vec<PipelineInput>> {
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let trimmed = line.trim();
-        if trimmed.is_empty() {
-            continue;
-        }
-        if trimmed.starts_with('{') {
-            let input: PipelineInput = serde_json::from_str(trimmed).with_context(|| {
-                format!(
-                    "{source}, line {}: a JSON line must be {{\"text\": ...}} or \
-                     {{\"question\": ..., \"context\": ...}}",
-                    n + 1
-                )
-            })?;
-            out.push(input);
-        } else {
-            out.push(PipelineInput::text(line.to_string()));
-        }
-    }
-    Ok(out)
 }
 
 fn task_options(args: &PipelineArgs, task: Task) -> anyhow::Result<TaskOptions> {

@@ -75,6 +75,11 @@ fn model_type_of_architecture(arch: &str) -> Option<&'static str> {
         .map(|(model_type, _)| *model_type)
 }
 
+/// The most classes a `config.json` may declare with `num_labels` (far more than any
+/// classification head holds; a larger count is a corrupt file, refused before anything is
+/// allocated for it).
+pub const MAX_NUM_LABELS: usize = 1 << 20;
+
 /// The fields of `config.json` that pipelines and heads share, whatever the family, plus the
 /// raw JSON for anything else.
 #[derive(Debug, Clone, PartialEq)]
@@ -167,6 +172,14 @@ impl PretrainedConfig {
                 None => 2,
             }
         };
+        if num_labels > MAX_NUM_LABELS {
+            // Checked before `LABEL_{i}` names are made for each: a corrupt or hostile
+            // `num_labels` of 10^12 would otherwise exhaust memory here.
+            return Err(bad(
+                "num_labels",
+                format!("{num_labels} classes is more than the {MAX_NUM_LABELS} supported"),
+            ));
+        }
         if id2label.is_empty() {
             id2label = (0..num_labels).map(|i| (i, format!("LABEL_{i}"))).collect();
         }
@@ -648,5 +661,45 @@ impl AutoModelForMaskedLM {
             .model
             .hidden_states(input_ids, attention_mask, token_type_ids)?;
         self.head.forward(&hidden)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by review for the `safetensors_config` fuzz target: `num_labels` without
+    /// `id2label` made a `LABEL_{i}` name for each of 10^12 classes (out of memory).
+    #[test]
+    fn huge_num_labels_is_an_error_naming_the_field() {
+        let raw = serde_json::json!({
+            "model_type": "bert",
+            "hidden_size": 4,
+            "max_position_embeddings": 8,
+            "num_labels": 1_000_000_000_000u64,
+        });
+        let err = PretrainedConfig::from_json(raw, Path::new("config.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("config.json")
+                && err.contains("num_labels")
+                && err.contains("1000000000000"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn num_labels_up_to_the_limit_get_default_names() {
+        let raw = serde_json::json!({
+            "model_type": "bert",
+            "hidden_size": 4,
+            "max_position_embeddings": 8,
+            "num_labels": 3,
+        });
+        let c = PretrainedConfig::from_json(raw, Path::new("config.json")).unwrap();
+        assert_eq!(c.num_labels, 3);
+        assert_eq!(c.label(2), "LABEL_2");
+        assert_eq!(c.label2id["LABEL_0"], 0);
     }
 }

@@ -27,6 +27,7 @@
 mod driver;
 pub mod feature_extraction;
 pub mod fill_mask;
+pub mod inputs;
 pub mod question_answering;
 pub mod text_classification;
 pub mod text_generation;
