@@ -133,3 +133,30 @@ fn ggml_rope_tables_equal_the_reference_scheme_at_small_positions() {
         .unwrap();
     assert!(d > 0.0 && d < 1e-3, "{d}");
 }
+
+#[test]
+fn a_sinusoidal_table_for_an_absurd_context_is_refused_before_allocating() {
+    use ferroformer::nn::SinusoidalPositionalEncoding;
+    let err = SinusoidalPositionalEncoding::new(512, 10_000_000_000, DType::F32, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("max_position_embeddings"), "{err}");
+    assert!(SinusoidalPositionalEncoding::new(8, 16, DType::F32, &Device::Cpu).is_ok());
+}
+
+#[test]
+fn the_gguf_inputs_the_fuzzer_found_are_errors() {
+    // Inputs that once crashed a loader, kept as regressions (fuzz/regressions).
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions/gguf");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let err = ferroformer::models::GgufModel::load(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.is_empty(), "{}", path.display());
+        seen += 1;
+    }
+    assert!(seen > 0, "no inputs in {}", dir.display());
+}

@@ -20,8 +20,6 @@ use crate::arch::heads::{
 use crate::error::{Error, Result};
 use crate::weights::Weights;
 
-/// The most labels a classifier config may declare (`num_labels`).
-const MAX_LABELS: u64 = 1 << 24;
 /// The encoder `model_type`s the Auto classes load.
 pub const SUPPORTED_ENCODER_MODEL_TYPES: &[&str] =
     &["bert", "distilbert", "roberta", "xlm-roberta", "camembert"];
@@ -159,15 +157,7 @@ impl PretrainedConfig {
                     let n = v
                         .as_u64()
                         .ok_or_else(|| bad("num_labels", "expected a count".into()))?;
-                    // Every label gets a name and a row of the classifier: a count no
-                    // checkpoint could hold is refused before anything is allocated.
-                    if n > MAX_LABELS {
-                        return Err(bad(
-                            "num_labels",
-                            format!("{n} labels; at most {MAX_LABELS} are supported"),
-                        ));
-                    }
-                    n as usize
+                    usize::try_from(n).unwrap_or(usize::MAX)
                 }
                 None => 2,
             }

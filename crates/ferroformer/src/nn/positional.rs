@@ -41,6 +41,9 @@ fn check_ids(what: &str, ids: &Tensor, offset: usize, max: usize) -> Result<()> 
     Ok(())
 }
 
+/// The most values a sinusoidal table may hold (2^28: 1 GiB in f32), far above any model's.
+const MAX_SINUSOIDAL_VALUES: usize = 1 << 28;
+
 /// The fixed encoding of "Attention Is All You Need":
 /// `pe[p, 2i] = sin(p / 10000^(2i/d))`, `pe[p, 2i+1] = cos(p / 10000^(2i/d))`.
 #[derive(Debug, Clone)]
@@ -54,6 +57,19 @@ impl SinusoidalPositionalEncoding {
     pub fn new(d_model: usize, max_len: usize, dtype: DType, device: &Device) -> Result<Self> {
         if d_model == 0 {
             return Err(Error::config("d_model", "must be > 0"));
+        }
+        // The table is built whole: a context no model uses is refused before allocating it.
+        match max_len.checked_mul(d_model) {
+            Some(n) if n <= MAX_SINUSOIDAL_VALUES => {}
+            _ => {
+                return Err(Error::config(
+                    "max_position_embeddings",
+                    format!(
+                        "a sinusoidal table of {max_len} positions × {d_model} is more than the \
+                         {MAX_SINUSOIDAL_VALUES} values supported"
+                    ),
+                ))
+            }
         }
         let mut data = vec![0f64; max_len * d_model];
         for p in 0..max_len {
