@@ -6,7 +6,8 @@ medians (> 1: the second commit is faster; 1 ± noise: no change).
 Used to check that a refactoring leaves every speed where it was, next to the same-run
 ratios against PyTorch and llama.cpp that the other scripts in this folder measure.
 
-Usage: python3 scripts/bench/ab_builds.py BASE_REV [NEW_REV (default: the work tree)] [--rounds 5]
+Usage: python3 scripts/bench/ab_builds.py BASE [NEW (default: the work tree)] [--rounds 5]
+where BASE and NEW are git revisions or existing checkouts.
 The base revision is checked out in a temporary git worktree and built with the same target
 directory (shared dependencies). Benches: encoder (plain and masked), embeddings (needs
 `python3 scripts/fetch_models.py all-minilm-l6-v2`), gguf_decode (needs `... smollm2`).
@@ -68,6 +69,9 @@ def main():
         if rev is None:
             trees.append(ROOT)
             continue
+        if os.path.isdir(rev):  # an existing checkout (keeps its build)
+            trees.append(os.path.abspath(rev))
+            continue
         path = os.path.join(tmp, rev.replace("/", "_"))
         subprocess.run(["git", "worktree", "add", "--detach", "-q", path, rev], cwd=ROOT, check=True)
         trees.append(path)
@@ -102,7 +106,7 @@ def main():
             print(f"{name:<18} {b:>12.2f} {n:>12.2f} {ratio:>24.3f}   ({key}, median of {a.rounds})")
     finally:
         for t in trees:
-            if t != ROOT:
+            if t != ROOT and t.startswith(tmp):
                 subprocess.run(["git", "worktree", "remove", "--force", t], cwd=ROOT)
 
 

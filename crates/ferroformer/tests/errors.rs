@@ -199,3 +199,37 @@ fn an_absurd_label_count_is_refused_before_any_allocation() {
     );
     assert!(start.elapsed().as_secs() < 2, "took {:?}", start.elapsed());
 }
+
+#[test]
+fn a_shard_index_cannot_point_outside_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in [
+        "../secret.safetensors",
+        "/etc/passwd",
+        "sub/../../x.safetensors",
+        "",
+    ] {
+        let index = serde_json::json!({"weight_map": {"w": name}});
+        std::fs::write(
+            dir.path().join("model.safetensors.index.json"),
+            index.to_string(),
+        )
+        .unwrap();
+        let err = ferroformer::models::checkpoint_files(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("weight_map.w") && err.contains("not a file in this directory"),
+            "{err}"
+        );
+    }
+    let index =
+        serde_json::json!({"weight_map": {"a": "model-1.safetensors", "b": "model-1.safetensors"}});
+    std::fs::write(
+        dir.path().join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
+    let files = ferroformer::models::checkpoint_files(dir.path()).unwrap();
+    assert_eq!(files, vec![dir.path().join("model-1.safetensors")]);
+}

@@ -147,8 +147,7 @@ fn a_sinusoidal_table_for_an_absurd_context_is_refused_before_allocating() {
 #[test]
 fn the_gguf_inputs_the_fuzzer_found_are_errors() {
     // Inputs that once crashed a loader, kept as regressions (fuzz/regressions).
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions/gguf");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions/gguf");
     let mut seen = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();

@@ -96,11 +96,24 @@ pub fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
             .get("weight_map")
             .and_then(|m| m.as_object())
             .ok_or_else(|| Error::file(&index, "missing object field `weight_map`"))?;
-        let mut files: Vec<PathBuf> = map
-            .values()
-            .filter_map(|v| v.as_str())
-            .map(|f| dir.join(f))
-            .collect();
+        let mut files = Vec::with_capacity(map.len());
+        for (tensor, shard) in map {
+            let name = shard.as_str().ok_or_else(|| {
+                Error::file(&index, format!("`weight_map.{tensor}` is not a file name"))
+            })?;
+            // Shards live beside the index: a path that leaves the directory is refused, not
+            // read (an index could otherwise point at any file on the machine).
+            let plain = Path::new(name)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if name.is_empty() || !plain {
+                return Err(Error::file(
+                    &index,
+                    format!("`weight_map.{tensor}` names `{name}`, not a file in this directory"),
+                ));
+            }
+            files.push(dir.join(name));
+        }
         files.sort();
         files.dedup();
         return Ok(files);
