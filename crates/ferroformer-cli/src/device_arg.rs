@@ -100,6 +100,25 @@ pub fn require_cpu_for_gguf(choice: DeviceChoice, model: &str) -> anyhow::Result
     Ok(())
 }
 
+/// Loads a causal LM (a `.gguf` file, a checkpoint directory, or a hub id of either) onto
+/// `--device` through the library's one loader; every command that runs a causal LM calls
+/// this. A GGUF model off the CPU is refused before the device is opened.
+pub fn load_language_model(
+    model: &str,
+    device: &DeviceArgs,
+) -> anyhow::Result<ferroformer::generation::LanguageModel> {
+    if ferroformer::models::gguf::gguf_file(model)?.is_some() {
+        require_cpu_for_gguf(device.device, model)?;
+    }
+    let options = ferroformer::models::LoadOptions {
+        device: device.open()?,
+        ..Default::default()
+    };
+    Ok(ferroformer::generation::LanguageModel::from_pretrained(
+        model, &options,
+    )?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,18 +12,36 @@ use anyhow::{bail, Context};
 use ferroformer::metrics::{self, Metric, MetricOptions};
 use serde_json::Value;
 
+use crate::device_arg::DeviceArgs;
+
 /// Arguments of `ferroformer evaluate`.
 #[derive(clap::Args)]
 pub struct EvaluateArgs {
-    /// accuracy, precision, recall, f1, exact_match, squad, bleu, sacrebleu, chrf, rouge or
-    /// meteor.
+    /// accuracy, precision, recall, f1, exact_match, squad, bleu, sacrebleu, chrf, rouge,
+    /// meteor, or perplexity (texts scored by --model).
     metric: String,
-    /// Predictions, one per line.
+    /// Predictions, one per line (perplexity: the texts to score).
     #[arg(long)]
     predictions: PathBuf,
-    /// References, one per line (in JSON Lines a list of strings for several).
+    /// References, one per line (in JSON Lines a list of strings for several). Every metric
+    /// but perplexity needs them.
     #[arg(long)]
-    references: PathBuf,
+    references: Option<PathBuf>,
+    /// perplexity: the causal language model that scores the texts (checkpoint directory,
+    /// `.gguf` file, or hub id of either).
+    #[arg(long)]
+    model: Option<String>,
+    /// perplexity: truncate each text to this many tokens, the start token included
+    /// (`evaluate`'s max_length; default: no truncation, a text longer than the context is
+    /// an error).
+    #[arg(long)]
+    max_length: Option<usize>,
+    /// perplexity: do not put the BOS token in front of each text (`evaluate`'s
+    /// add_start_token=False; the first token is then not scored).
+    #[arg(long)]
+    no_start_token: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// text or jsonl (default: jsonl for files ending in .jsonl, text otherwise).
     #[arg(long)]
     format: Option<String>,
@@ -185,8 +203,106 @@ fn read_entries(path: &Path, format: Format) -> anyhow::Result<Vec<Entry>> {
 
 /// Runs `ferroformer evaluate`.
 pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
-    let metric: Metric = args.metric.parse()?;
-    let predictions = read_entries(
+    if args.metric == PERPLEXITY {
+        return perplexity(&args);
+    }
+    let metric: Metric = args.metric.parse().map_err(|e| {
+        anyhow::anyhow!("{e}, or {PERPLEXITY} (texts scored by a model given with --model)")
+    })?;
+    for (set, flag) in [
+        (args.model.is_some(), "--model"),
+        (args.max_length.is_some(), "--max-length"),
+        (args.no_start_token, "--no-start-token"),
+    ] {
+        if set {
+            bail!(
+                "{flag} is an option of {PERPLEXITY}, not of {}",
+                metric.name()
+            );
+        }
+    }
+    let Some(references_path) = args.references.as_deref() else {
+        bail!(
+            "{} compares predictions with references: give them with --references FILE",
+            metric.name()
+        );
+    };
+    let predictions = read_predictions(&args)?;
+    let references = read_entries(
+        references_path,
+        format_of(references_path, args.format.as_deref())?,
+    )?
+    .into_iter()
+    .enumerate()
+    .map(|(i, e)| match e {
+        Entry::One(text) => Ok(vec![text]),
+        Entry::Many(list) if list.is_empty() => bail!(
+            "{}:{}: an empty list of references; at least one is needed",
+            references_path.display(),
+            i + 1
+        ),
+        Entry::Many(list) => Ok(list),
+    })
+    .collect::<anyhow::Result<Vec<Vec<String>>>>()?;
+    if predictions.len() != references.len() {
+        bail!(
+            "{} has {} predictions but {} has {} references: one line each per example",
+            args.predictions.display(),
+            predictions.len(),
+            references_path.display(),
+            references.len()
+        );
+    }
+    if predictions.is_empty() {
+        bail!("{} has no predictions", args.predictions.display());
+    }
+    if metric.takes_labels() || metric == Metric::ExactMatch {
+        if let Some(i) = references.iter().position(|r| r.len() != 1) {
+            bail!(
+                "{}:{}: {} takes one reference per prediction, found {}",
+                references_path.display(),
+                i + 1,
+                metric.name(),
+                references[i].len()
+            );
+        }
+    }
+    let result = metrics::compute(metric, &predictions, &references, &metric_options(&args))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&result)?);
+    } else {
+        print_result(metric.name(), predictions.len(), &result);
+    }
+    Ok(())
+}
+
+/// The metric options the flags set.
+fn metric_options(args: &EvaluateArgs) -> MetricOptions {
+    MetricOptions {
+        average: args.average.clone(),
+        pos_label: args.pos_label.clone(),
+        regexes_to_ignore: args.regexes_to_ignore.clone(),
+        ignore_case: args.ignore_case,
+        ignore_punctuation: args.ignore_punctuation,
+        ignore_numbers: args.ignore_numbers,
+        max_order: args.max_order,
+        smooth: args.smooth,
+        tokenize: args.tokenize.clone(),
+        smooth_method: args.smooth_method.clone(),
+        smooth_value: args.smooth_value,
+        lowercase: args.lowercase,
+        rouge_types: args.rouge_types.clone(),
+        use_stemmer: args.use_stemmer,
+        no_aggregator: args.no_aggregator,
+        bootstrap: args.bootstrap,
+        seed: args.seed,
+        wordnet: args.wordnet.clone(),
+    }
+}
+
+/// The predictions file's texts, one string per line.
+fn read_predictions(args: &EvaluateArgs) -> anyhow::Result<Vec<String>> {
+    read_entries(
         &args.predictions,
         format_of(&args.predictions, args.format.as_deref())?,
     )?
@@ -200,77 +316,76 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
             i + 1
         ),
     })
-    .collect::<anyhow::Result<Vec<String>>>()?;
-    let references = read_entries(
-        &args.references,
-        format_of(&args.references, args.format.as_deref())?,
-    )?
-    .into_iter()
-    .enumerate()
-    .map(|(i, e)| match e {
-        Entry::One(text) => Ok(vec![text]),
-        Entry::Many(list) if list.is_empty() => bail!(
-            "{}:{}: an empty list of references; at least one is needed",
-            args.references.display(),
-            i + 1
-        ),
-        Entry::Many(list) => Ok(list),
-    })
-    .collect::<anyhow::Result<Vec<Vec<String>>>>()?;
-    if predictions.len() != references.len() {
+    .collect()
+}
+
+/// The name of the metric that scores texts with a model rather than against references.
+const PERPLEXITY: &str = "perplexity";
+
+/// `evaluate`'s `perplexity`: each text tokenized without special tokens, truncated to
+/// `--max-length` (start token included), the BOS put in front, and scored on its own.
+fn perplexity(args: &EvaluateArgs) -> anyhow::Result<()> {
+    let Some(model) = args.model.as_deref() else {
+        bail!("{PERPLEXITY} scores texts with a causal language model: give it with --model");
+    };
+    if let Some(path) = &args.references {
         bail!(
-            "{} has {} predictions but {} has {} references: one line each per example",
-            args.predictions.display(),
-            predictions.len(),
-            args.references.display(),
-            references.len()
+            "{PERPLEXITY} takes no references (found --references {}): it scores the texts \
+             of --predictions",
+            path.display()
         );
     }
-    if predictions.is_empty() {
-        bail!("{} has no predictions", args.predictions.display());
+    let set = metric_options(args).set_options();
+    if let Some(option) = set.first() {
+        bail!(
+            "{} is not an option of {PERPLEXITY}; it takes --model, --max-length and \
+             --no-start-token",
+            metrics::flag_name(option)
+        );
     }
-    if metric.takes_labels() || metric == Metric::ExactMatch {
-        if let Some(i) = references.iter().position(|r| r.len() != 1) {
-            bail!(
-                "{}:{}: {} takes one reference per prediction, found {}",
-                args.references.display(),
-                i + 1,
-                metric.name(),
-                references[i].len()
-            );
-        }
+    let texts = read_predictions(args)?;
+    if texts.is_empty() {
+        bail!("{} has no texts to score", args.predictions.display());
     }
-    let options = MetricOptions {
-        average: args.average,
-        pos_label: args.pos_label,
-        regexes_to_ignore: args.regexes_to_ignore,
-        ignore_case: args.ignore_case,
-        ignore_punctuation: args.ignore_punctuation,
-        ignore_numbers: args.ignore_numbers,
-        max_order: args.max_order,
-        smooth: args.smooth,
-        tokenize: args.tokenize,
-        smooth_method: args.smooth_method,
-        smooth_value: args.smooth_value,
-        lowercase: args.lowercase,
-        rouge_types: args.rouge_types,
-        use_stemmer: args.use_stemmer,
-        no_aggregator: args.no_aggregator,
-        bootstrap: args.bootstrap,
-        seed: args.seed,
-        wordnet: args.wordnet,
+    let lm = crate::device_arg::load_language_model(model, &args.device)?;
+    let start_token = if args.no_start_token {
+        None
+    } else {
+        Some(lm.tokenizer.bos_token_id().with_context(|| {
+            format!(
+                "`{model}` has no BOS token to put in front of each text; use \
+                 --no-start-token (the first token of each text is then not scored)"
+            )
+        })?)
     };
-    let result = metrics::compute(metric, &predictions, &references, &options)?;
+    let keep = match args.max_length {
+        Some(0) => bail!("--max-length must be at least 1"),
+        Some(n) => Some(n - usize::from(start_token.is_some())),
+        None => None,
+    };
+    let ids = texts
+        .iter()
+        .map(|text| {
+            let mut ids = lm.tokenizer.encode(text, false)?;
+            if let Some(keep) = keep {
+                ids.truncate(keep);
+            }
+            Ok(ids)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let result = ferroformer::generation::text_perplexities(lm.decoder(), &ids, start_token)
+        .with_context(|| format!("scoring {}", args.predictions.display()))?;
+    let result = serde_json::to_value(&result)?;
     if args.json {
         println!("{}", serde_json::to_string(&result)?);
     } else {
-        print_result(metric, predictions.len(), &result);
+        print_result(PERPLEXITY, texts.len(), &result);
     }
     Ok(())
 }
 
-fn print_result(metric: Metric, examples: usize, result: &Value) {
-    println!("{} over {examples} examples", metric.name());
+fn print_result(metric: &str, examples: usize, result: &Value) {
+    println!("{metric} over {examples} examples");
     if let Value::Object(map) = result {
         let width = map.keys().map(String::len).max().unwrap_or(0);
         for (key, value) in map {

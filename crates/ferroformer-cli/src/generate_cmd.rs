@@ -2,19 +2,15 @@
 //! chat template, one turn or an interactive conversation).
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use ferroformer::arch::DecoderOnlyTransformer;
 use ferroformer::generation::{
-    fit_to_context, generate_ids, generate_stream_cached, AutoModelForCausalLM, GenerationConfig,
+    fit_to_context, generate_ids, generate_stream_cached, GenerationConfig, LanguageModel,
     PromptCache, StopReason, TextStreamer, Truncation,
 };
-use ferroformer::models::{
-    self, AutoTokenizer, ChatMessage, ChatTemplate, EncodeOptions, GgufModel, LoadOptions,
-};
+use ferroformer::models::{ChatMessage, ChatTemplate};
 
-use crate::device_arg::{require_cpu_for_gguf, DeviceArgs};
+use crate::device_arg::{load_language_model, DeviceArgs};
 use crate::generation_args::StreamingArgs;
 
 /// Arguments of `ferroformer generate`.
@@ -66,102 +62,30 @@ pub struct ChatArgs {
     pub generation: StreamingArgs,
 }
 
-/// The tokenizer of a loaded model.
-enum Tokenizer {
-    Gguf(Box<models::GgufTokenizer>),
-    Auto(Box<AutoTokenizer>),
-}
+/// A causal LM ready to generate, loaded by the library's one loader (see
+/// [`load_language_model`]), with the CLI's context fitting on top.
+struct LoadedLm(LanguageModel);
 
-impl Tokenizer {
-    fn inner(&self) -> &tokenizers::Tokenizer {
-        match self {
-            Self::Gguf(t) => t.tokenizer(),
-            Self::Auto(t) => t.inner(),
-        }
+impl std::ops::Deref for LoadedLm {
+    type Target = LanguageModel;
+
+    fn deref(&self) -> &LanguageModel {
+        &self.0
     }
-
-    fn encode(&self, text: &str, add_special_tokens: bool) -> anyhow::Result<Vec<u32>> {
-        Ok(match self {
-            Self::Gguf(t) => t.encode(text, add_special_tokens)?,
-            Self::Auto(t) => {
-                let opts = EncodeOptions {
-                    add_special_tokens,
-                    ..EncodeOptions::default()
-                };
-                t.encode(text, &opts)?.remove(0).ids
-            }
-        })
-    }
-
-    fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> anyhow::Result<String> {
-        Ok(match self {
-            Self::Gguf(t) => t.decode(ids, skip_special_tokens)?,
-            Self::Auto(t) => t.decode(ids, skip_special_tokens)?,
-        })
-    }
-}
-
-/// A causal LM ready to generate: the model (decoder and generation defaults) and its
-/// tokenizer.
-struct LoadedLm {
-    lm: AutoModelForCausalLM,
-    tokenizer: Tokenizer,
-    /// The GGUF file, or the checkpoint directory.
-    source: Source,
-}
-
-enum Source {
-    Gguf(PathBuf),
-    Dir(PathBuf),
 }
 
 impl LoadedLm {
     /// Loads `model` onto `--device`.
     fn load(model: &str, device: &DeviceArgs) -> anyhow::Result<Self> {
-        match models::gguf::gguf_file(model)? {
-            // A GGUF file carries its tokenizer and special tokens in its metadata.
-            Some(path) => {
-                require_cpu_for_gguf(device.device, model)?;
-                let gguf = GgufModel::load(&path)?;
-                Ok(Self {
-                    lm: AutoModelForCausalLM::from_gguf_model(&gguf),
-                    tokenizer: Tokenizer::Gguf(Box::new(gguf.tokenizer().clone())),
-                    source: Source::Gguf(path),
-                })
-            }
-            None => {
-                let options = LoadOptions {
-                    device: device.open()?,
-                    ..LoadOptions::default()
-                };
-                let dir = models::hub::resolve(model)?;
-                Ok(Self {
-                    lm: AutoModelForCausalLM::from_dir(&dir, &options)?,
-                    tokenizer: Tokenizer::Auto(Box::new(AutoTokenizer::from_dir(&dir)?)),
-                    source: Source::Dir(dir),
-                })
-            }
-        }
-    }
-
-    fn decoder(&self) -> &DecoderOnlyTransformer {
-        self.lm.decoder()
+        Ok(Self(load_language_model(model, device)?))
     }
 
     fn defaults(&self) -> &GenerationConfig {
-        self.lm.generation_config()
+        self.model.generation_config()
     }
 
     fn context(&self) -> usize {
-        self.decoder().config().embeddings.max_positions
-    }
-
-    fn chat_template(&self) -> ferroformer::Result<ChatTemplate> {
-        match (&self.source, &self.tokenizer) {
-            (Source::Gguf(path), Tokenizer::Gguf(tok)) => ChatTemplate::from_gguf(tok, path),
-            (Source::Dir(dir), Tokenizer::Auto(tok)) => ChatTemplate::from_dir(dir, tok),
-            _ => unreachable!("a GGUF model has a GGUF tokenizer, a checkpoint an AutoTokenizer"),
-        }
+        self.context_length()
     }
 
     /// Fits `prompt` into the context for `cfg`'s new tokens: drops its first tokens with
@@ -451,5 +375,5 @@ fn answer(
         );
     }
     let tokens = answers.into_iter().next().unwrap_or_default();
-    lm.tokenizer.decode(&tokens, true)
+    Ok(lm.tokenizer.decode(&tokens, true)?)
 }

@@ -82,7 +82,7 @@ enum Command {
     /// Perplexity of a causal language model on a text file (sliding windows, as in
     /// `transformers`' perplexity guide).
     Perplexity {
-        /// Checkpoint directory or hub id of a causal language model.
+        /// A causal language model: checkpoint directory, `.gguf` file, or hub id of either.
         #[arg(long)]
         model: String,
         /// UTF-8 text file to score.
@@ -290,7 +290,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             stride,
             json,
             device,
-        } => perplexity(&model, &file, context_length, stride, json, &device.open()?),
+        } => perplexity(&model, &file, context_length, stride, json, &device),
     }
 }
 
@@ -300,29 +300,27 @@ fn perplexity(
     context_length: Option<usize>,
     stride: Option<usize>,
     json: bool,
-    device: &Device,
+    device: &device_arg::DeviceArgs,
 ) -> anyhow::Result<()> {
-    let dir = models::hub::resolve(model)?;
-    let options = models::LoadOptions {
-        device: device.clone(),
-        ..Default::default()
-    };
-    let lm = ferroformer::AutoModelForCausalLM::from_dir(&dir, &options)?;
-    let tokenizer = models::AutoTokenizer::from_dir(&dir)?;
+    let lm = device_arg::load_language_model(model, device)?;
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read {} as UTF-8 text", file.display()))?;
-    let ids = tokenizer
-        .encode(&text, &models::EncodeOptions::default())?
-        .remove(0)
-        .ids;
-    let max = lm.decoder().config().embeddings.max_positions;
+    // With the model's special tokens (a BOS where it wants one), as `transformers`'
+    // perplexity guide and llama.cpp's perplexity tool tokenize.
+    let ids = lm.tokenizer.encode(&text, true)?;
+    let max = lm.context_length();
     let context_length = context_length.unwrap_or(max);
     if context_length > max {
         bail!("--context-length {context_length} is longer than the model's {max} positions");
     }
     let stride = stride.unwrap_or(context_length);
-    let p =
-        ferroformer::generation::perplexity(lm.decoder(), &ids, context_length, stride, device)?;
+    let p = ferroformer::generation::perplexity(
+        lm.decoder(),
+        &ids,
+        context_length,
+        stride,
+        lm.decoder().device(),
+    )?;
     if json {
         println!("{}", serde_json::to_string(&p)?);
     } else {

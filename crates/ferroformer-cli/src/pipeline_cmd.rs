@@ -10,7 +10,7 @@ use ferroformer::pipelines::{
     Pooling, Task, TaskOptions, TopK,
 };
 
-use crate::device_arg::DeviceArgs;
+use crate::device_arg::{require_cpu_for_gguf, DeviceArgs};
 use crate::generation_args::GenerationArgs;
 
 /// Arguments of `ferroformer pipeline`.
@@ -20,7 +20,8 @@ pub struct PipelineArgs {
     /// question-answering, fill-mask, feature-extraction, zero-shot-classification,
     /// text-generation.
     pub task: String,
-    /// Checkpoint directory, file, or hub id `org/name[@revision]`.
+    /// Checkpoint directory, file, or hub id `org/name[@revision]`; for text-generation
+    /// also a `.gguf` file (or a hub repository holding one).
     #[arg(long)]
     pub model: String,
     /// Texts to run; `-` reads inputs from stdin.
@@ -221,6 +222,9 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
         "bf16" => candle_core::DType::BF16,
         other => bail!("--dtype must be f32, f16 or bf16, found `{other}`"),
     };
+    if ferroformer::models::gguf::gguf_file(&args.model)?.is_some() {
+        require_cpu_for_gguf(args.device.device, &args.model)?;
+    }
     let config = PipelineConfig {
         batch_size: args.batch_size,
         dtype,

@@ -143,6 +143,24 @@ fn a_gguf_model_off_the_cpu_is_an_error_saying_so() {
             vec![
                 "chat", "--model", gguf, "--device", device, "--prompt", "Hi",
             ],
+            vec![
+                "pipeline",
+                "text-generation",
+                "--model",
+                gguf,
+                "--device",
+                device,
+                "Hi",
+            ],
+            vec![
+                "perplexity",
+                "--model",
+                gguf,
+                "--file",
+                gguf,
+                "--device",
+                device,
+            ],
         ] {
             let o = run(&cmd);
             let cmd: Vec<String> = cmd.into_iter().map(String::from).collect();

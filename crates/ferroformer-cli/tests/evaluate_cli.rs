@@ -363,3 +363,153 @@ fn meteor_reads_wordnet_from_the_given_directory() {
         "{err}"
     );
 }
+
+/// `evaluate`'s perplexity computes in f32 (log-softmax, the mean, `exp`): equal to 1e-5
+/// relative.
+fn assert_perplexities_close(actual: &Value, case: &Value) {
+    let name = &case["name"];
+    let got: Vec<f64> = actual["perplexities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    let want: Vec<f64> = case["perplexities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(got.len(), want.len(), "{name}");
+    for (x, y) in got
+        .iter()
+        .chain([&actual["mean_perplexity"].as_f64().unwrap()])
+        .zip(
+            want.iter()
+                .chain([&case["mean_perplexity"].as_f64().unwrap()]),
+        )
+    {
+        assert!(
+            (x - y).abs() <= 1e-5 * y.abs(),
+            "{name}: {x} vs evaluate's {y}"
+        );
+    }
+}
+
+fn trained_gpt2() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/trained-gpt2")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn perplexity_matches_evaluate_with_and_without_start_token_and_truncation() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = trained_gpt2();
+    for name in [
+        "defaults",
+        "no_start_token",
+        "max_length",
+        "max_length_no_start_token",
+    ] {
+        let case = fixture_case("perplexity.json", |c| c["name"] == name);
+        // JSON Lines: one text may hold a newline.
+        let texts = dir.path().join(format!("{name}.jsonl"));
+        write_jsonl(&texts, &case["texts"]);
+        let mut args = vec![
+            "perplexity".to_string(),
+            "--model".into(),
+            model.clone(),
+            "--predictions".into(),
+            texts.to_str().unwrap().into(),
+            "--json".into(),
+        ];
+        if let Some(n) = case["max_length"].as_u64() {
+            args.extend(["--max-length".into(), n.to_string()]);
+        }
+        if case["add_start_token"] == false {
+            args.push("--no-start-token".into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_perplexities_close(&json_result(&args), &case);
+    }
+}
+
+#[test]
+fn perplexity_errors_name_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = trained_gpt2();
+    let texts = dir.path().join("texts.txt");
+    std::fs::write(&texts, "to be or not\n").unwrap();
+    let long = dir.path().join("long.txt");
+    std::fs::write(&long, "to be, or not to be, that is the question\n").unwrap();
+    let texts = texts.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &[&str])> = vec![
+        (
+            vec!["perplexity", "--predictions", texts],
+            &["perplexity", "--model"],
+        ),
+        (
+            vec![
+                "perplexity",
+                "--model",
+                &model,
+                "--predictions",
+                texts,
+                "--references",
+                texts,
+            ],
+            &["takes no references"],
+        ),
+        (
+            vec![
+                "perplexity",
+                "--model",
+                &model,
+                "--predictions",
+                texts,
+                "--use-stemmer",
+            ],
+            &["--use-stemmer", "not an option of perplexity"],
+        ),
+        (
+            vec![
+                "perplexity",
+                "--model",
+                &model,
+                "--predictions",
+                long.to_str().unwrap(),
+            ],
+            &["text 1", "context of 16", "max_length"],
+        ),
+        (
+            vec!["bleu", "--predictions", texts],
+            &["bleu", "--references"],
+        ),
+        (
+            vec![
+                "bleu",
+                "--predictions",
+                texts,
+                "--references",
+                texts,
+                "--model",
+                &model,
+            ],
+            &["--model", "perplexity"],
+        ),
+        (
+            vec!["perplexty", "--predictions", texts, "--references", texts],
+            &["unknown metric `perplexty`", "perplexity"],
+        ),
+    ];
+    for (args, needles) in cases {
+        let err = failure(&args);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        for n in needles {
+            assert!(err.contains(n), "{args:?}: `{n}` not in: {err}");
+        }
+    }
+}

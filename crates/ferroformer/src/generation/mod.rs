@@ -17,6 +17,7 @@
 pub mod causal_lm;
 pub mod config;
 pub mod context;
+pub mod loaded;
 pub mod logits;
 pub mod perplexity;
 pub mod search;
@@ -25,8 +26,9 @@ pub mod stream;
 pub use causal_lm::AutoModelForCausalLM;
 pub use config::{EarlyStopping, GenerationConfig};
 pub use context::{fit_to_context, ContextFit, Truncation};
+pub use loaded::{LanguageModel, LmTokenizer, ModelSource};
 pub use logits::LogitsProcessor;
-pub use perplexity::{perplexity, Perplexity};
+pub use perplexity::{perplexity, text_perplexities, Perplexity, TextPerplexities};
 pub use search::{generate_ids, left_pad, GenerateOutput};
 pub use stream::{
     generate_stream, generate_stream_cached, PromptCache, StopReason, StreamOutput, TextStreamer,

@@ -85,3 +85,78 @@ pub fn perplexity(
         tokens: n_tokens,
     })
 }
+
+/// The result of [`text_perplexities`], with the keys of `evaluate`'s `perplexity` metric.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TextPerplexities {
+    /// Each text's perplexity, in input order.
+    pub perplexities: Vec<f64>,
+    /// Their arithmetic mean.
+    pub mean_perplexity: f64,
+}
+
+/// `evaluate`'s `perplexity` metric: each text scored on its own, `start_token` (the BOS,
+/// `add_start_token=True`) put in front so that its first token is predicted too; a text's
+/// perplexity is `exp` of the mean negative log-likelihood of its tokens, and
+/// `mean_perplexity` the mean of those (not the perplexity of the texts joined).
+///
+/// Each text must fit the model's context with the start token; `evaluate` truncates only
+/// when given `max_length`, which callers apply to the ids before this.
+pub fn text_perplexities(
+    model: &DecoderOnlyTransformer,
+    texts: &[Vec<u32>],
+    start_token: Option<u32>,
+) -> Result<TextPerplexities> {
+    if texts.is_empty() {
+        return Err(Error::Invalid("perplexity needs at least one text".into()));
+    }
+    let context = model.config().embeddings.max_positions;
+    let device = model.device();
+    let mut perplexities = Vec::with_capacity(texts.len());
+    for (i, text) in texts.iter().enumerate() {
+        let ids: Vec<u32> = start_token
+            .into_iter()
+            .chain(text.iter().copied())
+            .collect();
+        if ids.len() < 2 {
+            return Err(Error::Invalid(format!(
+                "text {} has {} token(s){}; perplexity needs at least one predicted token",
+                i + 1,
+                text.len(),
+                if start_token.is_some() {
+                    " after the start token"
+                } else {
+                    " and no start token before it"
+                }
+            )));
+        }
+        if ids.len() > context {
+            return Err(Error::Invalid(format!(
+                "text {} has {} tokens{}, more than the model's context of {context}; \
+                 truncate it (max_length)",
+                i + 1,
+                text.len(),
+                if start_token.is_some() {
+                    " plus the start token"
+                } else {
+                    ""
+                }
+            )));
+        }
+        let input = Tensor::new(ids.as_slice(), device)?.unsqueeze(0)?;
+        let logits = model
+            .forward(&input, None, None, crate::nn::Pass::INFERENCE)?
+            .logits;
+        let logp = candle_nn::ops::log_softmax(&logits.i(0)?.to_dtype(DType::F32)?, D::Minus1)?
+            .to_vec2::<f32>()?;
+        let nll: f64 = (1..ids.len())
+            .map(|t| -(logp[t - 1][ids[t] as usize] as f64))
+            .sum();
+        perplexities.push((nll / (ids.len() - 1) as f64).exp());
+    }
+    let mean_perplexity = perplexities.iter().sum::<f64>() / perplexities.len() as f64;
+    Ok(TextPerplexities {
+        perplexities,
+        mean_perplexity,
+    })
+}

@@ -747,7 +747,8 @@ pub fn gguf_file(model: &str) -> Result<Option<PathBuf>> {
         return Ok(Some(path.to_path_buf()));
     }
     let dir = super::hub::resolve(model)?;
-    if dir.join("config.json").is_file() {
+    // A checkpoint directory, or a path to one of its files: not GGUF.
+    if !dir.is_dir() || dir.join("config.json").is_file() {
         return Ok(None);
     }
     find_gguf(&dir)

@@ -234,6 +234,22 @@ pub fn pipeline(task: &str, model: &str) -> Result<Pipeline> {
 /// [`pipeline`] with an explicit [`PipelineConfig`].
 pub fn pipeline_with(task: &str, model: &str, config: &PipelineConfig) -> Result<Pipeline> {
     let task = Task::from_name(task)?;
+    // A causal LM loads through the loader every generating command shares, so a GGUF
+    // file works here as it does in `generate`.
+    if task == Task::TextGeneration {
+        return Ok(Pipeline::TextGeneration(
+            TextGenerationPipeline::from_pretrained(model, config)?,
+        ));
+    }
+    if let Some(path) = crate::models::gguf::gguf_file(model)? {
+        return Err(Error::file(
+            &path,
+            format!(
+                "a GGUF file holds a causal language model: it runs text-generation, not {}",
+                task.name()
+            ),
+        ));
+    }
     let dir = crate::models::hub::resolve(model)?;
     let dir = checkpoint_dir(&dir)?;
     Pipeline::load(task, &dir, config)

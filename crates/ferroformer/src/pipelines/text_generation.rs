@@ -8,8 +8,7 @@ use serde::Serialize;
 use super::driver::{self, PipelineTask, Prepared};
 use super::{PipelineConfig, PipelineInput, Task};
 use crate::error::{Error, Result};
-use crate::generation::{fit_to_context, AutoModelForCausalLM, GenerationConfig, Truncation};
-use crate::models::tokenizer::{AutoTokenizer, EncodeOptions};
+use crate::generation::{fit_to_context, GenerationConfig, LanguageModel, Truncation};
 use crate::models::LoadOptions;
 
 /// Options of `text-generation`.
@@ -48,8 +47,7 @@ pub struct GeneratedText {
 
 /// A causal language model with its tokenizer.
 pub struct TextGenerationPipeline {
-    tokenizer: AutoTokenizer,
-    model: AutoModelForCausalLM,
+    lm: LanguageModel,
     /// Prompts per call of the driver's forward step.
     batch_size: usize,
 }
@@ -57,25 +55,29 @@ pub struct TextGenerationPipeline {
 impl TextGenerationPipeline {
     /// Loads the tokenizer and the model from a checkpoint directory.
     pub fn from_dir(dir: &Path, config: &PipelineConfig) -> Result<Self> {
-        let tokenizer = AutoTokenizer::from_dir(dir)?;
-        let model = AutoModelForCausalLM::from_dir(
-            dir,
-            &LoadOptions {
-                dtype: config.dtype,
-                device: config.device.clone(),
-                ..LoadOptions::default()
-            },
-        )?;
+        Self::with(LanguageModel::from_dir(dir, &load_options(config))?, config)
+    }
+
+    /// Loads a `.gguf` file, a checkpoint directory or a hub id of either, through the
+    /// loader that `generate`, `chat` and `perplexity` use.
+    pub fn from_pretrained(model: &str, config: &PipelineConfig) -> Result<Self> {
+        Self::with(
+            LanguageModel::from_pretrained(model, &load_options(config))?,
+            config,
+        )
+    }
+
+    /// The pipeline of an already loaded model.
+    pub fn with(lm: LanguageModel, config: &PipelineConfig) -> Result<Self> {
         Ok(Self {
-            tokenizer,
-            model,
+            lm,
             batch_size: config.batch_size,
         })
     }
 
     /// The generation options for `options`: the checkpoint's defaults, then the overrides.
     pub fn generation_config(&self, options: &TextGenerationOptions) -> Result<GenerationConfig> {
-        let mut cfg = self.model.generation_config().clone();
+        let mut cfg = self.lm.model.generation_config().clone();
         cfg.update(&serde_json::Value::Object(options.generate_kwargs.clone()))?;
         cfg.validate()?;
         Ok(cfg)
@@ -92,6 +94,14 @@ impl TextGenerationPipeline {
         options: &TextGenerationOptions,
     ) -> Result<Vec<Vec<GeneratedText>>> {
         driver::run(self, prompts, options, self.batch_size)
+    }
+}
+
+fn load_options(config: &PipelineConfig) -> LoadOptions {
+    LoadOptions {
+        dtype: config.dtype,
+        device: config.device.clone(),
+        ..LoadOptions::default()
     }
 }
 
@@ -135,19 +145,13 @@ impl PipelineTask for TextGenerationPipeline {
     /// Fits the prompt and its new tokens into the context (the prompt's first tokens
     /// dropped with [`Truncation::Left`]).
     fn preprocess(&self, prompt: &str, params: &Params) -> Result<Prepared<String, PromptRow>> {
-        let ids = self
-            .tokenizer
-            .encode(prompt, &EncodeOptions::default())?
-            .into_iter()
-            .next()
-            .map(|e| e.ids)
-            .unwrap_or_default();
+        let ids = self.lm.tokenizer.encode(prompt, true)?;
         if ids.is_empty() {
             return Err(Error::Invalid(
                 "text-generation needs a prompt of at least one token".into(),
             ));
         }
-        let context = self.model.decoder().config().embeddings.max_positions;
+        let context = self.lm.context_length();
         let wanted = params
             .generation
             .max_total_length(ids.len())
@@ -169,6 +173,7 @@ impl PipelineTask for TextGenerationPipeline {
         rows.iter()
             .map(|row| {
                 let result = self
+                    .lm
                     .model
                     .generate_batch(std::slice::from_ref(&row.ids), &row.generation)?;
                 Ok((0..result.sequences.len())
@@ -188,12 +193,12 @@ impl PipelineTask for TextGenerationPipeline {
     ) -> Result<Vec<GeneratedText>> {
         let mut texts = Vec::new();
         for (row, sequences) in rows {
-            let prompt_text = self.tokenizer.decode(&row.ids, true)?;
+            let prompt_text = self.lm.tokenizer.decode(&row.ids, true)?;
             let prompt_chars = prompt_text.chars().count();
             for new_tokens in sequences {
                 let mut ids = row.ids.clone();
                 ids.extend_from_slice(&new_tokens);
-                let all = self.tokenizer.decode(&ids, true)?;
+                let all = self.lm.tokenizer.decode(&ids, true)?;
                 let continuation: String = all.chars().skip(prompt_chars).collect();
                 texts.push(GeneratedText {
                     generated_text: if params.return_full_text {
