@@ -14,6 +14,7 @@ mod evaluate_cmd;
 mod generate_cmd;
 mod generation_args;
 mod pipeline_cmd;
+mod train_classifier_cmd;
 
 /// Tensors of many megabytes are allocated and freed on every layer; the system allocator
 /// returns them to the kernel each time, so every new buffer costs page faults. mimalloc
@@ -130,6 +131,8 @@ enum TrainCmd {
     ///
     /// Every config key is also a flag (`--d-model 128`); flags override the file.
     Lm(TrainLmArgs),
+    /// Fine-tune a pretrained encoder for sequence classification.
+    Classifier(Box<train_classifier_cmd::TrainClassifierArgs>),
 }
 
 #[derive(clap::Args)]
@@ -278,6 +281,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Train { what } => match what {
             TrainCmd::Lm(args) => train_lm(args),
+            TrainCmd::Classifier(args) => train_classifier_cmd::run(*args),
         },
         Command::Generate(args) => generate_cmd::generate(*args),
         Command::Chat(args) => generate_cmd::chat(*args),
@@ -369,31 +373,8 @@ fn train_lm(args: TrainLmArgs) -> anyhow::Result<()> {
         Some(path) => TrainConfig::from_toml_file(path)?,
         None => TrainConfig::default(),
     };
-    let mut i = 0;
-    while i < args.settings.len() {
-        let flag = &args.settings[i];
-        let Some(key) = flag.strip_prefix("--") else {
-            bail!("expected a --key flag, found `{flag}`");
-        };
-        let (key, value) = match key.split_once('=') {
-            Some((k, v)) => (k.to_string(), v.to_string()),
-            None => {
-                // Several values may follow (--data a.txt b.txt); booleans may stand alone.
-                let mut values = Vec::new();
-                while i + 1 < args.settings.len() && !args.settings[i + 1].starts_with("--") {
-                    i += 1;
-                    values.push(args.settings[i].clone());
-                }
-                let value = if values.is_empty() {
-                    "true".to_string()
-                } else {
-                    values.join(",")
-                };
-                (key.to_string(), value)
-            }
-        };
+    for (key, value) in train_classifier_cmd::parse_settings(&args.settings)? {
         cfg.set(&key, &value)?;
-        i += 1;
     }
     let stop = Arc::new(AtomicBool::new(false));
     {

@@ -156,10 +156,15 @@ impl ClsPooler {
 
     /// `(batch, d_model)` from `(batch, seq, d_model)`.
     pub fn forward(&self, hidden: &Tensor) -> Result<Tensor> {
-        let cls = first_token(hidden)?;
+        self.dense_act(&first_token(hidden)?)
+    }
+
+    /// The dense layer and the nonlinearity on already pooled vectors `(batch, d_model)`
+    /// (a fine-tuned head applies dropout between the pooling and this).
+    pub fn dense_act(&self, cls: &Tensor) -> Result<Tensor> {
         Ok(match self.activation {
-            PoolerActivation::Tanh => self.dense.forward(&cls)?.tanh()?,
-            PoolerActivation::Relu => self.dense.forward_act(&cls, Activation::Relu)?,
+            PoolerActivation::Tanh => self.dense.forward(cls)?.tanh()?,
+            PoolerActivation::Relu => self.dense.forward_act(cls, Activation::Relu)?,
         })
     }
 }

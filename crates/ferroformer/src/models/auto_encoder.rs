@@ -15,9 +15,10 @@ use super::encoder_model::{
 };
 use super::{BertConfig, DistilBertConfig, LoadOptions, RobertaConfig};
 use crate::arch::heads::{
-    ClassificationHead, ClsPooler, MaskedLmHead, SpanHead, TokenClassificationHead,
+    first_token, ClassificationHead, ClsPooler, MaskedLmHead, SpanHead, TokenClassificationHead,
 };
 use crate::error::{Error, Result};
+use crate::nn::Pass;
 use crate::weights::Weights;
 
 /// The encoder `model_type`s the Auto classes load.
@@ -71,6 +72,15 @@ fn model_type_of_architecture(arch: &str) -> Option<&'static str> {
         .iter()
         .find(|(_, prefix)| arch.starts_with(prefix))
         .map(|(model_type, _)| *model_type)
+}
+
+/// The `…ForSequenceClassification` class of a `model_type` (`BertForSequenceClassification`
+/// for `bert`), as `architectures` names it.
+pub fn sequence_classification_architecture(model_type: &str) -> Option<String> {
+    FAMILY_CLASS_PREFIXES
+        .iter()
+        .find(|(t, _)| *t == model_type)
+        .map(|(_, prefix)| format!("{prefix}ForSequenceClassification"))
 }
 
 /// The most classes a `config.json` may declare with `num_labels` (far more than any
@@ -465,6 +475,28 @@ pub struct AutoModelForSequenceClassification {
     config: PretrainedConfig,
     model: EncoderModel,
     head: SequenceHead,
+    /// Dropout on the pooled vector, and (first-token heads) after the dense layer, in
+    /// training passes.
+    head_dropout: (f64, f64),
+}
+
+/// The dropout probabilities of a sequence-classification head in training, as
+/// `transformers` sets them: BERT drops the pooler output, RoBERTa the first token and the
+/// dense layer's output (both with `classifier_dropout`, else `hidden_dropout_prob`);
+/// DistilBERT only the output of `pre_classifier` (`seq_classif_dropout`).
+fn sequence_head_dropout(config: &PretrainedConfig, spec: &EncoderSpec) -> (f64, f64) {
+    let raw = &config.raw;
+    let num = |k: &str| raw.get(k).and_then(|v| v.as_f64());
+    if config.model_type == "distilbert" {
+        return (0.0, num("seq_classif_dropout").unwrap_or(0.2));
+    }
+    let p = num("classifier_dropout")
+        .or_else(|| num("hidden_dropout_prob"))
+        .unwrap_or(0.1);
+    match spec.sequence_classifier {
+        SequenceClassifierNames::Pooler { .. } => (p, 0.0),
+        SequenceClassifierNames::FirstToken { .. } => (p, p),
+    }
 }
 
 auto_loading!(AutoModelForSequenceClassification);
@@ -502,6 +534,7 @@ impl AutoModelForSequenceClassification {
             config: config.clone(),
             model,
             head,
+            head_dropout: sequence_head_dropout(config, spec),
         })
     }
 
@@ -512,18 +545,42 @@ impl AutoModelForSequenceClassification {
         attention_mask: Option<&Tensor>,
         token_type_ids: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let hidden = self
-            .model
-            .hidden_states(input_ids, attention_mask, token_type_ids)?;
+        self.forward_with(input_ids, attention_mask, token_type_ids, Pass::INFERENCE)
+    }
+
+    /// [`AutoModelForSequenceClassification::forward`] for a given pass: in a training pass
+    /// the body and the head apply the configuration's dropout, as `transformers` does in
+    /// `train()` mode (the masks come from [`crate::nn::dropout`]'s seeded generator).
+    pub fn forward_with(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        token_type_ids: Option<&Tensor>,
+        pass: Pass,
+    ) -> Result<Tensor> {
+        let hidden =
+            self.model
+                .hidden_states_with(input_ids, attention_mask, token_type_ids, pass)?;
+        let drop = |x: Tensor, p: f64| -> Result<Tensor> {
+            if pass.train && p > 0.0 {
+                crate::nn::dropout::dropout(&x, p)
+            } else {
+                Ok(x)
+            }
+        };
+        let (p_in, p_out) = self.head_dropout;
         match &self.head {
             SequenceHead::Pooler(classifier) => {
                 let pooled = self
                     .model
                     .pool(&hidden)?
                     .ok_or_else(|| Error::Invalid("the model has no pooler".into()))?;
-                classifier.logits(&pooled)
+                classifier.logits(&drop(pooled, p_in)?)
             }
-            SequenceHead::FirstToken(pre, classifier) => classifier.logits(&pre.forward(&hidden)?),
+            SequenceHead::FirstToken(pre, classifier) => {
+                let cls = drop(first_token(&hidden)?, p_in)?;
+                classifier.logits(&drop(pre.dense_act(&cls)?, p_out)?)
+            }
         }
     }
 }

@@ -202,6 +202,23 @@ impl EncoderModel {
         attention_mask: Option<&Tensor>,
         token_type_ids: Option<&Tensor>,
     ) -> Result<Tensor> {
+        self.hidden_states_with(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            crate::nn::Pass::INFERENCE,
+        )
+    }
+
+    /// [`EncoderModel::hidden_states`] for a given pass: [`crate::nn::Pass::TRAIN`] applies
+    /// the configuration's dropout (fine-tuning) and always computes the padded batch.
+    pub fn hidden_states_with(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        token_type_ids: Option<&Tensor>,
+        pass: crate::nn::Pass,
+    ) -> Result<Tensor> {
         let (_, s) = input_ids
             .dims2()
             .map_err(|_| Error::shape("input_ids", "(batch, seq)", input_ids.dims()))?;
@@ -213,7 +230,7 @@ impl EncoderModel {
             });
         }
         let positions = self.position_ids(input_ids)?;
-        if let (true, Some(mask)) = (self.skip_padding_outputs, attention_mask) {
+        if let (true, false, Some(mask)) = (self.skip_padding_outputs, pass.train, attention_mask) {
             return self.encoder.forward_packed(
                 input_ids,
                 mask,
@@ -228,7 +245,7 @@ impl EncoderModel {
                 attention_mask,
                 token_type_ids,
                 positions.as_ref(),
-                crate::nn::Pass::INFERENCE,
+                pass,
             )?
             .hidden)
     }

@@ -121,6 +121,11 @@ impl WeightMatrix {
 pub struct Linear {
     weight: WeightMatrix,
     bias: Option<Tensor>,
+    /// The layers a fused layer was built from, kept when some of them are trainable
+    /// variables: a fused copy is a snapshot that an optimizer's update of the variables
+    /// would not reach, so such a layer re-fuses its parts on every call (a cheap
+    /// concatenation next to the product, and differentiable).
+    parts: Option<std::sync::Arc<Vec<Linear>>>,
 }
 
 impl Linear {
@@ -142,6 +147,7 @@ impl Linear {
         Ok(Self {
             weight: WeightMatrix::Dense(weight),
             bias,
+            parts: None,
         })
     }
 
@@ -161,6 +167,7 @@ impl Linear {
         Ok(Self {
             weight: WeightMatrix::Quantized(weight),
             bias,
+            parts: None,
         })
     }
 
@@ -277,12 +284,39 @@ impl Linear {
                 .collect::<candle_core::Result<Vec<_>>>()?;
             Some(Tensor::cat(&biases, 0)?)
         };
-        Ok(Self { weight, bias })
+        let trainable = parts.iter().any(|l| {
+            matches!(&l.weight, WeightMatrix::Dense(t) if t.is_variable())
+                || l.bias.as_ref().is_some_and(|b| b.is_variable())
+                || l.parts.is_some()
+        });
+        let parts = trainable.then(|| std::sync::Arc::new(parts.to_vec()));
+        Ok(Self {
+            weight,
+            bias,
+            parts,
+        })
+    }
+
+    /// The layer with its current values: itself, or for a fused layer of trainable parts,
+    /// the parts fused now (see the `parts` field).
+    fn current(&self) -> Result<std::borrow::Cow<'_, Self>> {
+        match &self.parts {
+            None => Ok(std::borrow::Cow::Borrowed(self)),
+            Some(parts) => Ok(std::borrow::Cow::Owned(Self::fuse(parts)?)),
+        }
     }
 
     /// Rows `start..start + len` of the output: the layer restricted to those outputs.
     pub fn narrow_out(&self, start: usize, len: usize) -> Result<Self> {
+        if self.parts.is_some() {
+            return self.current()?.narrow_out_now(start, len);
+        }
+        self.narrow_out_now(start, len)
+    }
+
+    fn narrow_out_now(&self, start: usize, len: usize) -> Result<Self> {
         Ok(Self {
+            parts: None,
             weight: self.weight.narrow_rows(start, len)?,
             bias: match &self.bias {
                 Some(b) => Some(b.narrow(0, start, len)?),
@@ -332,18 +366,55 @@ impl Linear {
     /// Applies the layer to the last dimension of `x` (see [`ops::linear`](super::ops)).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.check_input(x)?;
-        ops::linear(x, &self.weight, self.bias.as_ref(), None)
+        let now = self.current()?;
+        ops::linear(x, &now.weight, now.bias.as_ref(), None)
     }
 
     /// `act(self(x))`, fused into one pass on the CPU inference path.
     pub fn forward_act(&self, x: &Tensor, act: super::Activation) -> Result<Tensor> {
         self.check_input(x)?;
-        ops::linear(x, &self.weight, self.bias.as_ref(), Some(act))
+        let now = self.current()?;
+        ops::linear(x, &now.weight, now.bias.as_ref(), Some(act))
     }
 }
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         Linear::forward(self, x).map_err(candle_core::Error::wrap)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// A layer fused from trainable parts (BERT's q, k, v) must compute with the parts'
+    /// current values: an optimizer updates the variables in place, and a fused copy made
+    /// at load time would keep computing with the initial weights.
+    #[test]
+    fn fused_trainable_parts_see_updates() -> Result<()> {
+        let dev = Device::Cpu;
+        let wa = Var::from_vec(vec![1f32, 2., 3., 4.], (2, 2), &dev)?;
+        let wb = Var::from_vec(vec![5f32, 6.], (1, 2), &dev)?;
+        let fused = Linear::fuse(&[
+            Linear::new(wa.as_tensor().clone(), None)?,
+            Linear::new(wb.as_tensor().clone(), None)?,
+        ])?;
+        let x = Tensor::from_vec(vec![1f32, 1.], (1, 2), &dev)?;
+        assert_eq!(
+            fused.forward(&x)?.to_vec2::<f32>()?,
+            vec![vec![3., 7., 11.]]
+        );
+        wb.set(&Tensor::from_vec(vec![-1f32, 0.], (1, 2), &dev)?)?;
+        assert_eq!(
+            fused.forward(&x)?.to_vec2::<f32>()?,
+            vec![vec![3., 7., -1.]]
+        );
+        assert_eq!(
+            fused.narrow_out(2, 1)?.forward(&x)?.to_vec2::<f32>()?,
+            vec![vec![-1.]]
+        );
+        Ok(())
     }
 }

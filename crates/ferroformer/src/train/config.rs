@@ -152,12 +152,18 @@ impl Default for TrainConfig {
     }
 }
 
-/// The config keys (TOML keys; flags are the same with `-` for `_`).
-pub fn known_keys() -> Vec<String> {
-    match serde_json::to_value(TrainConfig::default()) {
+/// The keys of a configuration type: the fields its default serializes (TOML keys; flags
+/// are the same with `-` for `_`).
+pub fn keys_of<T: Serialize + Default>() -> Vec<String> {
+    match serde_json::to_value(T::default()) {
         Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
         _ => Vec::new(),
     }
+}
+
+/// The config keys of [`TrainConfig`].
+pub fn known_keys() -> Vec<String> {
+    keys_of::<TrainConfig>()
 }
 
 /// Edit distance, for "did you mean" suggestions.
@@ -176,24 +182,29 @@ fn levenshtein(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// The known key closest to `key`, if reasonably close.
-pub fn closest_key(key: &str) -> Option<String> {
+/// The key of `known` closest to `key`, if reasonably close.
+pub fn closest_key_in(key: &str, known: &[String]) -> Option<String> {
     let key = key.replace('-', "_");
-    known_keys()
-        .into_iter()
-        .map(|k| (levenshtein(&key, &k), k))
+    known
+        .iter()
+        .map(|k| (levenshtein(&key, k), k.clone()))
         .filter(|(d, k)| *d <= 3.max(k.len() / 3))
         .min()
         .map(|(_, k)| k)
 }
 
-/// Rejects an unknown key, naming it and suggesting the closest known one.
-pub fn check_key(key: &str, source: &str) -> Result<()> {
+/// The [`TrainConfig`] key closest to `key`, if reasonably close.
+pub fn closest_key(key: &str) -> Option<String> {
+    closest_key_in(key, &known_keys())
+}
+
+/// Rejects a key not in `known`, naming it and suggesting the closest known one.
+pub fn check_key_in(key: &str, source: &str, known: &[String]) -> Result<()> {
     let norm = key.replace('-', "_");
-    if known_keys().contains(&norm) {
+    if known.contains(&norm) {
         return Ok(());
     }
-    let hint = match closest_key(key) {
+    let hint = match closest_key_in(key, known) {
         Some(k) => format!("; did you mean `{k}`?"),
         None => String::new(),
     };
@@ -202,38 +213,62 @@ pub fn check_key(key: &str, source: &str) -> Result<()> {
     )))
 }
 
+/// Rejects an unknown [`TrainConfig`] key, naming it and suggesting the closest known one.
+pub fn check_key(key: &str, source: &str) -> Result<()> {
+    check_key_in(key, source, &known_keys())
+}
+
+/// Reads a configuration of type `T` from a TOML file; unknown keys are errors with a
+/// suggestion.
+pub fn from_toml_file<T: Serialize + serde::de::DeserializeOwned + Default>(
+    path: &Path,
+) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, e))?;
+    let table: toml::Table = text.parse().map_err(|e| Error::file(path, e))?;
+    let known = keys_of::<T>();
+    for key in table.keys() {
+        check_key_in(key, &path.display().to_string(), &known)?;
+    }
+    toml::from_str(&text).map_err(|e| Error::file(path, e))
+}
+
+/// Sets one key of a configuration from its string form (a `--flag value` or `key=value`):
+/// lists split at commas, strings taken as they are, anything else parsed as JSON.
+pub fn set_key<T: Serialize + serde::de::DeserializeOwned + Default>(
+    cfg: &mut T,
+    key: &str,
+    value: &str,
+) -> Result<()> {
+    check_key_in(key, "command line", &keys_of::<T>())?;
+    let key = key.replace('-', "_");
+    let mut json = serde_json::to_value(&*cfg).map_err(|e| Error::Invalid(e.to_string()))?;
+    let current = json.get(&key).cloned().unwrap_or(serde_json::Value::Null);
+    let parsed: serde_json::Value = match &current {
+        serde_json::Value::Array(_) => serde_json::Value::Array(
+            value
+                .split(',')
+                .map(|s| serde_json::Value::String(s.to_string()))
+                .collect(),
+        ),
+        serde_json::Value::String(_) => serde_json::Value::String(value.to_string()),
+        _ => serde_json::from_str(value)
+            .unwrap_or_else(|_| serde_json::Value::String(value.to_string())),
+    };
+    json[&key] = parsed;
+    *cfg = serde_json::from_value(json)
+        .map_err(|e| Error::config(key.clone(), format!("cannot use `{value}`: {e}")))?;
+    Ok(())
+}
+
 impl TrainConfig {
     /// Reads a TOML file (unknown keys are errors with a suggestion).
     pub fn from_toml_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, e))?;
-        let table: toml::Table = text.parse().map_err(|e| Error::file(path, e))?;
-        for key in table.keys() {
-            check_key(key, &path.display().to_string())?;
-        }
-        toml::from_str(&text).map_err(|e| Error::file(path, e))
+        from_toml_file(path)
     }
 
     /// Sets one key from its string form (a `--flag value` or `key=value`).
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
-        check_key(key, "command line")?;
-        let key = key.replace('-', "_");
-        let mut json = serde_json::to_value(&*self).map_err(|e| Error::Invalid(e.to_string()))?;
-        let current = json.get(&key).cloned().unwrap_or(serde_json::Value::Null);
-        let parsed: serde_json::Value = match &current {
-            serde_json::Value::Array(_) => serde_json::Value::Array(
-                value
-                    .split(',')
-                    .map(|s| serde_json::Value::String(s.to_string()))
-                    .collect(),
-            ),
-            serde_json::Value::String(_) => serde_json::Value::String(value.to_string()),
-            _ => serde_json::from_str(value)
-                .unwrap_or_else(|_| serde_json::Value::String(value.to_string())),
-        };
-        json[&key] = parsed;
-        *self = serde_json::from_value(json)
-            .map_err(|e| Error::config(key.clone(), format!("cannot use `{value}`: {e}")))?;
-        Ok(())
+        set_key(self, key, value)
     }
 
     /// Checks the values make sense together.

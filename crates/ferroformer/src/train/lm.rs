@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::checkpoint::{atomic_write, atomic_write_with, file_checksum};
 use super::config::{Preset, TrainConfig};
 use super::data::{tokenize_corpus, CorpusOptions, TokenFile, WindowSampler};
+use super::log::LogWriter;
 use super::optim::{clip_grad_norm, learning_rate, AdamW, AdamWConfig};
 use super::tokenizer::{load_tokenizer, END_OF_TEXT};
 use crate::arch::DecoderOnlyTransformer;
@@ -228,8 +229,8 @@ mod erased {
     }
 }
 
-/// Standard normal samples (Box–Muller) from a seeded generator.
-fn normals(rng: &mut ChaCha8Rng, n: usize, std: f64) -> Vec<f32> {
+/// Standard normal samples (Box–Muller) from a seeded generator, scaled by `std`.
+pub(crate) fn normals(rng: &mut ChaCha8Rng, n: usize, std: f64) -> Vec<f32> {
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
@@ -624,13 +625,15 @@ pub fn train_lm_on(
         let stopping = stop.load(Ordering::SeqCst) || out_of_time || step == cfg.max_steps;
         if step % cfg.eval_every.max(1) == 0 || stopping {
             let val_loss = evaluate(&model.model, &split.val, cfg, &device)?;
-            log.eval(step, val_loss)?;
+            log.append(serde_json::json!({
+                "step": step, "val_loss": val_loss, "perplexity": val_loss.exp()
+            }))?;
             on_event(&TrainEvent::Eval {
                 step,
                 val_loss,
                 perplexity: val_loss.exp(),
             });
-            log.plot(&paths.file("loss.png"))?;
+            log.plot(&paths.file("loss.png"), "loss", "val_loss")?;
         }
         if step % cfg.save_every.max(1) == 0 || stopping {
             save_checkpoint(&paths, &model, &opt, cfg, step, &tokenizer_json, eos)?;
@@ -648,71 +651,4 @@ pub fn train_lm_on(
         save_checkpoint(&paths, &model, &opt, cfg, step, &tokenizer_json, eos)?;
     }
     Ok(paths.dir)
-}
-
-/// The run's log (`log.jsonl`, one JSON object per step or evaluation) and its plot.
-struct LogWriter {
-    path: PathBuf,
-    train: Vec<(u64, f64)>,
-    val: Vec<(u64, f64)>,
-}
-
-impl LogWriter {
-    /// Opens the log, dropping entries after `step` (a resumed run rewrites what came after
-    /// its checkpoint).
-    fn open(path: &Path, step: u64) -> Result<Self> {
-        let mut w = Self {
-            path: path.to_path_buf(),
-            train: Vec::new(),
-            val: Vec::new(),
-        };
-        if let Ok(text) = std::fs::read_to_string(path) {
-            let mut kept = String::new();
-            for line in text.lines() {
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-                    continue;
-                };
-                let s = v["step"].as_u64().unwrap_or(u64::MAX);
-                if s > step {
-                    continue;
-                }
-                if let Some(l) = v["loss"].as_f64() {
-                    w.train.push((s, l));
-                }
-                if let Some(l) = v["val_loss"].as_f64() {
-                    w.val.push((s, l));
-                }
-                kept.push_str(line);
-                kept.push('\n');
-            }
-            atomic_write(path, kept.as_bytes())?;
-        }
-        Ok(w)
-    }
-
-    fn append(&self, v: serde_json::Value) -> Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(|e| Error::file(&self.path, e))?;
-        writeln!(f, "{v}").map_err(|e| Error::file(&self.path, e))
-    }
-
-    fn train(&mut self, step: u64, loss: f64, lr: f64) -> Result<()> {
-        self.train.push((step, loss));
-        self.append(serde_json::json!({ "step": step, "loss": loss, "lr": lr }))
-    }
-
-    fn eval(&mut self, step: u64, val_loss: f64) -> Result<()> {
-        self.val.push((step, val_loss));
-        self.append(
-            serde_json::json!({ "step": step, "val_loss": val_loss, "perplexity": val_loss.exp() }),
-        )
-    }
-
-    fn plot(&self, path: &Path) -> Result<()> {
-        crate::viz::loss_curves_png(path, &self.train, &self.val)
-    }
 }

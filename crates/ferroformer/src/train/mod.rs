@@ -2,9 +2,12 @@
 //! loop. Sits beside generation and uses `arch`/`models`.
 
 pub mod checkpoint;
+pub mod classifier;
 pub mod config;
 pub mod data;
+pub mod labelled_data;
 pub mod lm;
+pub mod log;
 pub mod optim;
 pub mod tokenizer;
 

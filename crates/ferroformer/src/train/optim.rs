@@ -58,8 +58,19 @@ pub fn decays(name: &str, var: &Var) -> bool {
 }
 
 impl AdamW {
-    /// An optimizer over `vars` (name → variable), moments zero.
+    /// An optimizer over `vars` (name → variable), moments zero; [`decays`] picks the
+    /// decayed parameters.
     pub fn new(vars: &HashMap<String, Var>, cfg: AdamWConfig) -> Result<Self> {
+        Self::with_decay_rule(vars, cfg, decays)
+    }
+
+    /// An optimizer over `vars` whose decay group is the parameters `decay(name, var)`
+    /// accepts.
+    pub fn with_decay_rule(
+        vars: &HashMap<String, Var>,
+        cfg: AdamWConfig,
+        decay: impl Fn(&str, &Var) -> bool,
+    ) -> Result<Self> {
         let mut params = BTreeMap::new();
         for (name, var) in vars {
             let t = var.as_tensor();
@@ -67,7 +78,7 @@ impl AdamW {
                 name.clone(),
                 Param {
                     var: var.clone(),
-                    decay: decays(name, var),
+                    decay: decay(name, var),
                     m: t.zeros_like()?,
                     v: t.zeros_like()?,
                 },
@@ -221,6 +232,17 @@ pub fn learning_rate(step: u64, lr: f64, min_lr: f64, warmup: u64, max_steps: u6
     }
     let progress = (step - warmup) as f64 / (max_steps - warmup) as f64;
     min_lr + 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()) * (lr - min_lr)
+}
+
+/// `transformers`' default schedule (`get_linear_schedule_with_warmup`): the learning
+/// rate of optimizer step `step` (counting from 0) rises linearly from 0 over `warmup` steps,
+/// then falls linearly to 0 at `total` steps. As there, the first step of a warmup runs at 0.
+pub fn linear_schedule(step: u64, lr: f64, warmup: u64, total: u64) -> f64 {
+    if step < warmup {
+        return lr * step as f64 / warmup.max(1) as f64;
+    }
+    let left = total.saturating_sub(step) as f64;
+    lr * (left / total.saturating_sub(warmup).max(1) as f64).max(0.0)
 }
 
 /// Scales `grads` in place so their global L2 norm is at most `max_norm`; returns the

@@ -1,0 +1,192 @@
+//! `ferroformer train classifier`: fine-tune a sequence-classification head on a pretrained
+//! encoder, with a progress bar on stderr.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::bail;
+use ferroformer::train::classifier::{train_classifier, ClassifierConfig, ClassifierEvent};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Fine-tune a pretrained encoder (BERT, DistilBERT, RoBERTa, …) for sequence
+/// classification on a labelled CSV, TSV or JSONL file.
+///
+/// Every config key is also a flag; flags override `--config`:
+/// --model M --data F [--eval-data F | --val-fraction X] --text-column text
+/// [--text-pair-column C] --label-column label --out DIR --epochs 3 --lr 5e-5
+/// --batch-size 8 --max-length N --weight-decay 0 --warmup-ratio 0 --max-grad-norm 1
+/// --eval-strategy epoch|steps|no --eval-steps N --save-steps N --metric accuracy,f1
+/// --average binary|micro|macro|weighted --seed 42 --freeze-base | --train-last-layers N
+/// --early-stopping-patience N --log-every 10 --adam-beta1 --adam-beta2 --adam-epsilon.
+///
+/// DIR receives the best model (by the first metric) as a Hugging Face checkpoint,
+/// `checkpoint/` (resume state), `log.jsonl`, `loss.png` and `metric.png`.
+#[derive(clap::Args)]
+pub struct TrainClassifierArgs {
+    /// TOML file with the run's settings.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Print progress as JSON lines on stdout instead of a progress bar.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    device: crate::device_arg::DeviceArgs,
+    /// Config keys as flags: --model DIR --data train.csv --epochs 3 ...
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "--KEY VALUE"
+    )]
+    settings: Vec<String>,
+}
+
+/// `--key value` pairs from trailing arguments: several values after one key are joined
+/// with commas (`--data a.txt b.txt`), a key with no value is `true` (`--freeze-base`),
+/// `--key=value` is accepted.
+pub fn parse_settings(settings: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < settings.len() {
+        let flag = &settings[i];
+        let Some(key) = flag.strip_prefix("--") else {
+            bail!("expected a --key flag, found `{flag}`");
+        };
+        match key.split_once('=') {
+            Some((k, v)) => out.push((k.to_string(), v.to_string())),
+            None => {
+                let mut values = Vec::new();
+                while i + 1 < settings.len() && !settings[i + 1].starts_with("--") {
+                    i += 1;
+                    values.push(settings[i].clone());
+                }
+                let value = if values.is_empty() {
+                    "true".to_string()
+                } else {
+                    values.join(",")
+                };
+                out.push((key.to_string(), value));
+            }
+        }
+        i += 1;
+    }
+    Ok(out)
+}
+
+/// Runs `train classifier`.
+pub fn run(args: TrainClassifierArgs) -> anyhow::Result<()> {
+    let device = args.device.open()?;
+    let mut cfg = match &args.config {
+        Some(path) => ClassifierConfig::from_toml_file(path)?,
+        None => ClassifierConfig::default(),
+    };
+    for (key, value) in parse_settings(&args.settings)? {
+        cfg.set(&key, &value)?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                eprintln!("\nsecond interrupt: exiting without saving");
+                std::process::exit(130);
+            }
+            eprintln!(
+                "\ninterrupted: saving a checkpoint, then exiting (Ctrl-C again to quit now)"
+            );
+        })?;
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+        )
+        .map_err(|e| anyhow::anyhow!(e))?,
+    );
+    let interactive = !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if !interactive {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let say = |msg: String| {
+        if interactive {
+            bar.println(msg);
+        } else if !args.json {
+            eprintln!("{msg}");
+        }
+    };
+    let json = args.json;
+    let mut on_event = |e: &ClassifierEvent| {
+        if json {
+            if let Ok(s) = serde_json::to_string(e) {
+                println!("{s}");
+            }
+        }
+        match e {
+            ClassifierEvent::Started {
+                start_step,
+                max_steps,
+                parameters,
+                trainable,
+                train_examples,
+                eval_examples,
+                labels,
+                ..
+            } => {
+                bar.set_length(*max_steps);
+                bar.set_position(*start_step);
+                say(format!(
+                    "model: {parameters} parameters, {trainable} trained; data: {train_examples} training / {eval_examples} evaluation examples; labels {labels:?}"
+                ));
+            }
+            ClassifierEvent::Step {
+                step,
+                epoch,
+                loss,
+                lr,
+                examples_per_sec,
+                ..
+            } => {
+                bar.set_position(*step);
+                let msg = format!(
+                    "epoch {epoch:.2}  loss {loss:.4}  lr {lr:.2e}  {examples_per_sec:.1} ex/s"
+                );
+                if !interactive {
+                    say(format!("step {step}: {msg}"));
+                }
+                bar.set_message(msg);
+            }
+            ClassifierEvent::Eval {
+                step,
+                metrics,
+                best,
+                ..
+            } => {
+                let values: Vec<String> =
+                    metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+                let mark = if *best { "  (best, saved)" } else { "" };
+                say(format!("step {step}: eval {}{mark}", values.join(", ")));
+            }
+            ClassifierEvent::Saved { .. } => {}
+            ClassifierEvent::EarlyStopped { step } => {
+                say(format!("step {step}: early stopping (no improvement)"));
+            }
+        }
+    };
+    let run = train_classifier(&cfg, args.resume, &stop, &mut on_event, &device)?;
+    bar.finish_and_clear();
+    if let Some(best) = &run.best {
+        eprintln!(
+            "best {} {:.4} at step {}; model saved in {}",
+            best.metric,
+            best.value,
+            best.step,
+            run.out.display()
+        );
+    } else {
+        eprintln!("model saved in {}", run.out.display());
+    }
+    Ok(())
+}
