@@ -18,11 +18,45 @@ use crate::device_arg::DeviceArgs;
 #[derive(clap::Args)]
 pub struct EvaluateArgs {
     /// accuracy, precision, recall, f1, exact_match, squad, bleu, sacrebleu, chrf, rouge,
-    /// meteor, or perplexity (texts scored by --model).
-    metric: String,
+    /// meteor, or perplexity (texts scored by --model). Not with --task.
+    metric: Option<String>,
     /// Predictions, one per line (perplexity: the texts to score).
-    #[arg(long)]
-    predictions: PathBuf,
+    #[arg(long, required_unless_present = "task")]
+    predictions: Option<PathBuf>,
+    /// Run this task's pipeline of --model over --data and score it: text-classification
+    /// (accuracy, precision, recall, f1) or question-answering (squad, exact_match).
+    #[arg(long, requires_all = ["model", "data"], conflicts_with_all = ["metric", "predictions", "references"])]
+    task: Option<String>,
+    /// --task: the labelled examples (CSV, TSV or JSON Lines; question-answering: JSON
+    /// Lines with question, context and answers).
+    #[arg(long, requires = "task")]
+    data: Option<PathBuf>,
+    /// --task: the metrics, comma-separated (text-classification: accuracy,f1 by default;
+    /// question-answering: squad).
+    #[arg(long = "metric", value_delimiter = ',', requires = "task")]
+    task_metrics: Vec<String>,
+    /// --task text-classification: the column of the texts.
+    #[arg(long, default_value = "text")]
+    text_column: String,
+    /// --task text-classification: the column of the labels (names or ids).
+    #[arg(long, default_value = "label")]
+    label_column: String,
+    /// --task question-answering: the field of the questions.
+    #[arg(long, default_value = "question")]
+    question_column: String,
+    /// --task question-answering: the field of the contexts.
+    #[arg(long, default_value = "context")]
+    context_column: String,
+    /// --task question-answering: the field of the reference answers (a string, a list, or
+    /// SQuAD's {"text": [...]}).
+    #[arg(long, default_value = "answers")]
+    answers_column: String,
+    /// --task text-classification: also draw the confusion matrix as a PNG here.
+    #[arg(long, requires = "task")]
+    confusion_matrix: Option<PathBuf>,
+    /// --task: inputs per forward pass.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
     /// References, one per line (in JSON Lines a list of strings for several). Every metric
     /// but perplexity needs them.
     #[arg(long)]
@@ -203,10 +237,16 @@ fn read_entries(path: &Path, format: Format) -> anyhow::Result<Vec<Entry>> {
 
 /// Runs `ferroformer evaluate`.
 pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
-    if args.metric == PERPLEXITY {
+    if let Some(task) = args.task.as_deref() {
+        return evaluate_task(&args, task);
+    }
+    let Some(metric) = args.metric.as_deref() else {
+        bail!("name the METRIC to compute, or run a pipeline with --task");
+    };
+    if metric == PERPLEXITY {
         return perplexity(&args);
     }
-    let metric: Metric = args.metric.parse().map_err(|e| {
+    let metric: Metric = metric.parse().map_err(|e| {
         anyhow::anyhow!("{e}, or {PERPLEXITY} (texts scored by a model given with --model)")
     })?;
     for (set, flag) in [
@@ -247,14 +287,14 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     if predictions.len() != references.len() {
         bail!(
             "{} has {} predictions but {} has {} references: one line each per example",
-            args.predictions.display(),
+            predictions_path(&args)?.display(),
             predictions.len(),
             references_path.display(),
             references.len()
         );
     }
     if predictions.is_empty() {
-        bail!("{} has no predictions", args.predictions.display());
+        bail!("{} has no predictions", predictions_path(&args)?.display());
     }
     if metric.takes_labels() || metric == Metric::ExactMatch {
         if let Some(i) = references.iter().position(|r| r.len() != 1) {
@@ -302,21 +342,108 @@ fn metric_options(args: &EvaluateArgs) -> MetricOptions {
 
 /// The predictions file's texts, one string per line.
 fn read_predictions(args: &EvaluateArgs) -> anyhow::Result<Vec<String>> {
-    read_entries(
-        &args.predictions,
-        format_of(&args.predictions, args.format.as_deref())?,
-    )?
-    .into_iter()
-    .enumerate()
-    .map(|(i, e)| match e {
-        Entry::One(text) => Ok(text),
-        Entry::Many(_) => bail!(
-            "{}:{}: a prediction is one string, found a list",
-            args.predictions.display(),
-            i + 1
-        ),
-    })
-    .collect()
+    let path = predictions_path(args)?;
+    read_entries(path, format_of(path, args.format.as_deref())?)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| match e {
+            Entry::One(text) => Ok(text),
+            Entry::Many(_) => bail!(
+                "{}:{}: a prediction is one string, found a list",
+                path.display(),
+                i + 1
+            ),
+        })
+        .collect()
+}
+
+/// `--predictions` (clap requires it unless --task is given).
+fn predictions_path(args: &EvaluateArgs) -> anyhow::Result<&Path> {
+    args.predictions
+        .as_deref()
+        .context("--predictions FILE is required")
+}
+
+/// `evaluate --task`: a pipeline run over labelled data, then scored.
+fn evaluate_task(args: &EvaluateArgs, task: &str) -> anyhow::Result<()> {
+    for (set, flag) in [
+        (args.max_length.is_some(), "--max-length"),
+        (args.no_start_token, "--no-start-token"),
+        (args.format.is_some(), "--format"),
+    ] {
+        if set {
+            bail!("{flag} is not an option of evaluate --task");
+        }
+    }
+    let (Some(model), Some(data)) = (args.model.as_deref(), args.data.as_deref()) else {
+        bail!("evaluate --task needs --model and --data");
+    };
+    let result = crate::evaluate_task::evaluate(crate::evaluate_task::TaskEvaluation {
+        model,
+        task,
+        data,
+        metrics: &args.task_metrics,
+        text_column: &args.text_column,
+        label_column: &args.label_column,
+        question_column: &args.question_column,
+        context_column: &args.context_column,
+        answers_column: &args.answers_column,
+        confusion_matrix: args.confusion_matrix.as_ref(),
+        batch_size: args.batch_size,
+        device: &args.device,
+        options: metric_options(args),
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string(&result)?);
+    } else {
+        print_task_result(&result);
+    }
+    Ok(())
+}
+
+fn print_task_result(result: &Value) {
+    println!(
+        "{} of {} on {} ({} examples)",
+        result["task"].as_str().unwrap_or_default(),
+        result["model"].as_str().unwrap_or_default(),
+        result["data"].as_str().unwrap_or_default(),
+        result["examples"]
+    );
+    if let Value::Object(map) = &result["metrics"] {
+        let width = map.keys().map(String::len).max().unwrap_or(0);
+        for (key, value) in map {
+            match value.as_f64() {
+                Some(x) => println!("  {key:<width$}  {x:.6}"),
+                None => println!("  {key:<width$}  {value}"),
+            }
+        }
+    }
+    if let (Some(labels), Some(rows)) = (
+        result["labels"].as_array(),
+        result["confusion_matrix"].as_array(),
+    ) {
+        println!("  confusion matrix (rows: true label, columns: predicted)");
+        let names: Vec<&str> = labels.iter().filter_map(Value::as_str).collect();
+        let width = names.iter().map(|n| n.len()).max().unwrap_or(0).max(6);
+        println!(
+            "    {:<width$}  {}",
+            "",
+            names
+                .iter()
+                .map(|n| format!("{n:>width$}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        for (name, row) in names.iter().zip(rows) {
+            let cells: Vec<String> = row
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| format!("{:>width$}", c.to_string()))
+                .collect();
+            println!("    {name:<width$}  {}", cells.join(" "));
+        }
+    }
 }
 
 /// The name of the metric that scores texts with a model rather than against references.
@@ -345,7 +472,10 @@ fn perplexity(args: &EvaluateArgs) -> anyhow::Result<()> {
     }
     let texts = read_predictions(args)?;
     if texts.is_empty() {
-        bail!("{} has no texts to score", args.predictions.display());
+        bail!(
+            "{} has no texts to score",
+            predictions_path(args)?.display()
+        );
     }
     let lm = crate::device_arg::load_language_model(model, &args.device)?;
     let start_token = if args.no_start_token {
@@ -374,7 +504,15 @@ fn perplexity(args: &EvaluateArgs) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let result = ferroformer::generation::text_perplexities(lm.decoder(), &ids, start_token)
-        .with_context(|| format!("scoring {}", args.predictions.display()))?;
+        .with_context(|| {
+            format!(
+                "scoring {}",
+                args.predictions
+                    .as_deref()
+                    .unwrap_or(Path::new(""))
+                    .display()
+            )
+        })?;
     let result = serde_json::to_value(&result)?;
     if args.json {
         println!("{}", serde_json::to_string(&result)?);

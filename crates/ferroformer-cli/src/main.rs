@@ -11,6 +11,7 @@ use ferroformer::nn::SinusoidalPositionalEncoding;
 
 mod device_arg;
 mod evaluate_cmd;
+mod evaluate_task;
 mod generate_cmd;
 mod generation_args;
 mod pipeline_cmd;
@@ -78,7 +79,9 @@ enum Command {
     /// feature-extraction, zero-shot-classification) on inputs.
     Pipeline(Box<pipeline_cmd::PipelineArgs>),
     /// Score predictions against references (accuracy, precision, recall, f1, exact_match,
-    /// squad, bleu, sacrebleu, chrf, rouge, meteor) with the reference implementations' keys.
+    /// squad, bleu, sacrebleu, chrf, rouge, meteor) with the reference implementations' keys;
+    /// score texts with a model (perplexity); or run a pipeline over labelled data and score
+    /// it (--task).
     Evaluate(Box<evaluate_cmd::EvaluateArgs>),
     /// Perplexity of a causal language model on a text file (sliding windows, as in
     /// `transformers`' perplexity guide).

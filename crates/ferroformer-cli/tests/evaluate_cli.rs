@@ -513,3 +513,180 @@ fn perplexity_errors_name_what_is_wrong() {
         }
     }
 }
+
+fn task_fixture() -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/metrics/evaluate_task.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn encoder(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/encoders")
+        .join(name)
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+fn assert_metrics(actual: &Value, expected: &Value, what: &str) {
+    for (k, v) in expected.as_object().unwrap() {
+        let (x, y) = (actual[k].as_f64(), v.as_f64().unwrap());
+        assert!(
+            x.is_some_and(|x| (x - y).abs() <= 1e-9),
+            "{what}: {k} = {:?}, reference {y}",
+            actual[k]
+        );
+    }
+}
+
+#[test]
+fn evaluate_task_text_classification_scores_the_pipeline_as_transformers_and_sklearn() {
+    let f = &task_fixture()["text_classification"];
+    let dir = tempfile::tempdir().unwrap();
+    // The same rows as CSV (labels as names or ids) and as JSON Lines.
+    let jsonl = dir.path().join("data.jsonl");
+    write_jsonl(&jsonl, &f["rows"]);
+    let csv = dir.path().join("data.csv");
+    let mut text = String::from("label,text\n");
+    for row in f["rows"].as_array().unwrap() {
+        let t = row["text"].as_str().unwrap().replace('"', "\"\"");
+        text.push_str(&format!("{},\"{t}\"\n", row["label"].as_str().unwrap()));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let png = dir.path().join("confusion.png");
+    let model = encoder("bert-seqcls");
+    for data in [&jsonl, &csv] {
+        let out = json_result(&[
+            "--model",
+            &model,
+            "--task",
+            "text-classification",
+            "--data",
+            data.to_str().unwrap(),
+            "--metric",
+            "accuracy,precision,recall,f1",
+            "--confusion-matrix",
+            png.to_str().unwrap(),
+            "--json",
+        ]);
+        assert_metrics(&out["metrics"], &f["metrics"], "binary");
+        assert_eq!(out["confusion_matrix"], f["confusion_matrix"]);
+        assert_eq!(out["labels"], f["labels"]);
+        assert_eq!(out["examples"], f["rows"].as_array().unwrap().len());
+    }
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[1..4], b"PNG", "the confusion matrix is a PNG");
+    let macro_f1 = json_result(&[
+        "--model",
+        &model,
+        "--task",
+        "sentiment-analysis",
+        "--data",
+        jsonl.to_str().unwrap(),
+        "--metric",
+        "f1",
+        "--average",
+        "macro",
+        "--json",
+    ]);
+    assert!(
+        (macro_f1["metrics"]["f1"].as_f64().unwrap() - f["f1_macro"].as_f64().unwrap()).abs()
+            <= 1e-9
+    );
+}
+
+#[test]
+fn evaluate_task_question_answering_scores_with_squad() {
+    let f = &task_fixture()["question_answering"];
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("qa.jsonl");
+    write_jsonl(&data, &f["rows"]);
+    let out = json_result(&[
+        "--model",
+        &encoder("bert-qa"),
+        "--task",
+        "question-answering",
+        "--data",
+        data.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_metrics(&out["metrics"], &f["metrics"], "squad");
+}
+
+#[test]
+fn evaluate_task_errors_name_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data.jsonl");
+    std::fs::write(
+        &data,
+        "{\"text\": \"good\", \"label\": \"POSITIVE\"}\n{\"text\": \"bad\", \"label\": \"MEH\"}\n",
+    )
+    .unwrap();
+    let data = data.to_str().unwrap();
+    let model = encoder("bert-seqcls");
+    let cases: Vec<(Vec<&str>, &[&str])> = vec![
+        (
+            vec![
+                "--model",
+                &model,
+                "--task",
+                "text-classification",
+                "--data",
+                data,
+            ],
+            &["line 2", "`MEH`", "NEGATIVE, POSITIVE"],
+        ),
+        (
+            vec![
+                "--model",
+                &model,
+                "--task",
+                "text-classification",
+                "--data",
+                data,
+                "--metric",
+                "bleu",
+            ],
+            &["--metric bleu", "accuracy, precision, recall, f1"],
+        ),
+        (
+            vec!["--model", &model, "--task", "summarization", "--data", data],
+            &["summarization", "no encoder-decoder pipeline yet"],
+        ),
+        (
+            vec![
+                "--model",
+                &model,
+                "--task",
+                "text-classification",
+                "--data",
+                data,
+                "--metric",
+                "accuracy",
+                "--use-stemmer",
+            ],
+            &["--use-stemmer", "not an option of accuracy"],
+        ),
+        (
+            vec![
+                "--model",
+                &model,
+                "--task",
+                "text-classification",
+                "--data",
+                data,
+                "--label-column",
+                "stars",
+            ],
+            &["stars"],
+        ),
+    ];
+    for (args, needles) in cases {
+        let err = failure(&args);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        for n in needles {
+            assert!(err.contains(n), "{args:?}: `{n}` not in: {err}");
+        }
+    }
+}

@@ -168,3 +168,90 @@ pub fn loss_curves_png(path: &Path, train: &[(u64, f64)], val: &[(u64, f64)]) ->
     root.present().map_err(|e| draw_error(path, e))?;
     Ok(())
 }
+
+/// Digits 0-9 in a 3×5 pixel font, one row per `u8` (bit 2 is the left column): plotters is
+/// built without a font engine, and a confusion matrix needs only its counts.
+const DIGITS: [[u8; 5]; 10] = [
+    [0b111, 0b101, 0b101, 0b101, 0b111],
+    [0b010, 0b110, 0b010, 0b010, 0b111],
+    [0b111, 0b001, 0b111, 0b100, 0b111],
+    [0b111, 0b001, 0b111, 0b001, 0b111],
+    [0b101, 0b101, 0b111, 0b001, 0b001],
+    [0b111, 0b100, 0b111, 0b001, 0b111],
+    [0b111, 0b100, 0b111, 0b101, 0b111],
+    [0b111, 0b001, 0b010, 0b010, 0b010],
+    [0b111, 0b101, 0b111, 0b101, 0b111],
+    [0b111, 0b101, 0b111, 0b001, 0b111],
+];
+
+/// Draws `n` in the pixel font, centred on `(cx, cy)`, each font pixel `px` pixels square.
+fn draw_number<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    n: usize,
+    (cx, cy): (i32, i32),
+    px: i32,
+    colour: RGBColor,
+) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let text = n.to_string();
+    let width = text.len() as i32 * 4 * px - px;
+    let (x0, y0) = (cx - width / 2, cy - 5 * px / 2);
+    for (k, ch) in text.bytes().enumerate() {
+        let glyph = DIGITS[(ch - b'0') as usize];
+        for (row, bits) in glyph.iter().enumerate() {
+            for col in 0..3 {
+                if bits & (0b100 >> col) != 0 {
+                    let x = x0 + (k as i32 * 4 + col) * px;
+                    let y = y0 + row as i32 * px;
+                    area.draw(&Rectangle::new([(x, y), (x + px, y + px)], colour.filled()))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Draws a confusion matrix (`matrix[true][predicted]` counts, labels in the same order on
+/// both axes) as a grid of `cell`-pixel squares: each cell coloured by its share of its row
+/// (the recall of the true label on the diagonal), its count written in it.
+pub fn confusion_matrix_png(path: &Path, matrix: &[Vec<usize>], cell: u32) -> Result<()> {
+    let n = matrix.len();
+    if n == 0 || matrix.iter().any(|row| row.len() != n) {
+        return Err(Error::Invalid(format!(
+            "a confusion matrix is square with one row per label; found {n} rows of lengths {:?}",
+            matrix.iter().map(Vec::len).collect::<Vec<_>>()
+        )));
+    }
+    let cell = cell.max(16) as i32;
+    let side = u32::try_from(n as i64 * cell as i64)
+        .ok()
+        .filter(|&s| s <= 16_384)
+        .ok_or_else(|| Error::Invalid(format!("{n} labels make too large a picture")))?;
+    let root = BitMapBackend::new(path, (side, side)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| draw_error(path, e))?;
+    let largest = matrix.iter().flatten().copied().max().unwrap_or(0);
+    // Font pixels: the widest count fills at most 3/4 of a cell.
+    let digits = largest.max(1).to_string().len() as i32;
+    let px = (cell * 3 / 4 / (4 * digits - 1)).clamp(1, cell / 8 + 1);
+    for (t, row) in matrix.iter().enumerate() {
+        let total: usize = row.iter().sum();
+        for (p, &count) in row.iter().enumerate() {
+            let share = if total == 0 {
+                0.0
+            } else {
+                count as f32 / total as f32
+            };
+            let (x, y) = (p as i32 * cell, t as i32 * cell);
+            root.draw(&Rectangle::new(
+                [(x, y), (x + cell - 1, y + cell - 1)],
+                color(share).filled(),
+            ))
+            .map_err(|e| draw_error(path, e))?;
+            // Dark text on the light (yellow-green) end of the palette, white on the dark end.
+            let ink = if share > 0.6 { BLACK } else { WHITE };
+            draw_number(&root, count, (x + cell / 2, y + cell / 2), px, ink)
+                .map_err(|e| draw_error(path, e))?;
+        }
+    }
+    root.present().map_err(|e| draw_error(path, e))?;
+    Ok(())
+}

@@ -107,6 +107,12 @@ impl TextClassificationPipeline {
         }
     }
 
+    /// The model's labels in id order (`id2label`, `LABEL_{id}` where it names none).
+    pub fn labels(&self) -> Vec<String> {
+        let c = self.runner.model.config();
+        (0..c.num_labels).map(|id| c.label(id)).collect()
+    }
+
     /// Scores every label of every text (`(texts, num_labels)`), in label-id order.
     pub fn scores(
         &self,
