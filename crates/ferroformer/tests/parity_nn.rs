@@ -544,6 +544,16 @@ fn training_kernels_match_composed_gradients() {
     let ours = grad_of(Activation::GeluTanh.forward(xt).unwrap(), &x);
     let composed = grad_of(xt.gelu().unwrap(), &x);
     assert_close("gelu-tanh grad", &ours, &composed, 1e-4);
+    // GELU (erf, BERT's): candle's composed backward of its exact GELU.
+    let ours = grad_of(Activation::Gelu.forward(xt).unwrap(), &x);
+    let composed = grad_of(xt.gelu_erf().unwrap(), &x);
+    assert_close("gelu-erf grad", &ours, &composed, 1e-4);
+    assert_close(
+        "gelu-erf",
+        &Activation::Gelu.forward(xt).unwrap(),
+        &xt.gelu_erf().unwrap(),
+        1e-5,
+    );
     // Softmax.
     let ours = grad_of(
         ferroformer::nn::attention::softmax_last_dim(xt).unwrap(),

@@ -22,6 +22,12 @@ pub fn seed(seed: u64) {
     RNG.with(|r| *r.borrow_mut() = ChaCha8Rng::seed_from_u64(seed));
 }
 
+/// A seed for a mask drawn elsewhere (the attention op's), from this thread's generator:
+/// the same (run seed, step) seeding makes it repeat on resume.
+pub(crate) fn next_seed() -> u64 {
+    RNG.with(|r| r.borrow_mut().random::<u64>())
+}
+
 /// Zeroes each element with probability `p` and scales the rest by `1 / (1 - p)`
 /// (inverted dropout, as PyTorch).
 pub fn dropout(x: &Tensor, p: f64) -> Result<Tensor> {

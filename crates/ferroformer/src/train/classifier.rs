@@ -1029,6 +1029,8 @@ pub fn train_classifier(
         labels: labels.clone(),
     });
 
+    // A fresh run's directory does not exist yet; the log is its first file.
+    std::fs::create_dir_all(&out).map_err(|e| Error::file(&out, e))?;
     let mut log = LogWriter::open(&out.join("log.jsonl"), step)?;
     let key_metric = cfg.metric[0].clone();
     let better = |new: f64, old: f64| {

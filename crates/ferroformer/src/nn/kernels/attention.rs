@@ -228,7 +228,9 @@ pub(crate) fn attention(
         .collect::<Result<_>>()?;
     let (data, layouts) = ([qd, kd, vd], [q.layout, k.layout, v.layout]);
     match arithmetic {
-        Arithmetic::Reference => attention_into(&mut out, data, layouts, dims, &bias_views, scale)?,
+        Arithmetic::Reference => {
+            attention_into(&mut out, data, layouts, dims, &bias_views, scale, None)?
+        }
         Arithmetic::Ggml => ggml_attention_into(&mut out, data, layouts, dims, &bias_views, scale)?,
     }
     drop(guards);
@@ -302,6 +304,7 @@ pub(crate) fn attention_into(
     dims: AttentionDims,
     biases: &[BiasView],
     scale: f32,
+    dropout: Option<AttnDropout>,
 ) -> Result<()> {
     check_operands(out, data, layouts, dims)?;
     let [q, k, v] = layouts;
@@ -338,10 +341,16 @@ pub(crate) fn attention_into(
         };
         // SAFETY: the output block of this (b, h) is q_len rows of `head_dim` values,
         // `width` apart, disjoint from every other unit's block; `out` holds them all.
+        let drop = |p: &mut [f32]| {
+            if let Some(d) = dropout {
+                d.apply(p, b, h, dims);
+            }
+        };
         unsafe {
             attend_block(
                 blk,
                 add,
+                drop,
                 out_ptr.get().add(b * q_len * width + h * head_dim),
                 width,
             )
@@ -408,7 +417,8 @@ pub(crate) fn attention_probs(blk: &Block, add_biases: impl Fn(&mut [f32])) -> V
 }
 
 /// `softmax(scale q k^T + bias) v` for one block, written as `q_len` rows of `head_dim`
-/// values `dst_stride` apart from `dst`.
+/// values `dst_stride` apart from `dst`; `after_softmax` (dropout) sees the probabilities
+/// before they weigh the values.
 ///
 /// # Safety
 /// `dst` must be valid for those writes and no other thread may write them concurrently; the
@@ -416,10 +426,12 @@ pub(crate) fn attention_probs(blk: &Block, add_biases: impl Fn(&mut [f32])) -> V
 unsafe fn attend_block(
     blk: Block,
     add_biases: impl Fn(&mut [f32]),
+    after_softmax: impl Fn(&mut [f32]),
     dst: *mut f32,
     dst_stride: usize,
 ) {
-    let probs = attention_probs(&blk, add_biases);
+    let mut probs = attention_probs(&blk, add_biases);
+    after_softmax(&mut probs);
     let Block {
         q_len,
         k_len,
@@ -515,6 +527,7 @@ pub(crate) fn attention_packed(
                     head_dim,
                     scale,
                 },
+                |_| {},
                 |_| {},
                 out_ptr.get().add(start * width + h * head_dim),
                 width,
@@ -754,6 +767,63 @@ unsafe fn gemm_block(
 struct Attention {
     biases: Vec<Tensor>,
     scale: f32,
+    dropout: Option<AttnDropout>,
+}
+
+/// Dropout on the attention probabilities inside the training op: probability `(b, h, i, j)`
+/// is zeroed with probability `p`, else scaled by `1 / (1 - p)` (inverted dropout, as
+/// PyTorch). The keep decision is a hash of `seed` and the element's index, so the backward
+/// pass regenerates the forward's mask instead of keeping `(batch, heads, q_len, k_len)` of it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct AttnDropout {
+    /// Drop probability, in (0, 1).
+    pub p: f32,
+    /// Drawn from the seedable dropout generator once per call ([`crate::nn::dropout`]).
+    pub seed: u64,
+}
+
+impl AttnDropout {
+    /// Multiplies block `(b, h)`'s `q_len × k_len` values by the mask.
+    pub(crate) fn apply(&self, block: &mut [f32], b: usize, h: usize, sh: AttentionDims) {
+        let scale = 1.0 / (1.0 - self.p);
+        // Keep when the hash's top 24 bits, as a fraction, are >= p (the same comparison
+        // `random::<f32>() < keep` makes on 24-bit uniform values).
+        let threshold = (self.p as f64 * (1u64 << 24) as f64).round() as u64;
+        let base = ((b * sh.heads + h) * sh.q_len * sh.k_len) as u64;
+        for (j, x) in block.iter_mut().enumerate() {
+            *x = if dropout_bits(self.seed, base + j as u64) >= threshold {
+                *x * scale
+            } else {
+                0.0
+            };
+        }
+    }
+}
+
+/// 24 uniform bits for element `index` of a mask drawn with `seed` (SplitMix64's finalizer,
+/// a bijection that mixes every input bit into every output bit).
+#[inline(always)]
+fn dropout_bits(seed: u64, index: u64) -> u64 {
+    let mut z = seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) >> 40
+}
+
+/// The mask [`AttnDropout`] applies, as a `(batch, heads, q_len, k_len)` tensor of 0 and
+/// `1 / (1 - p)`: for checking the op against composed ops.
+#[cfg(test)]
+pub(crate) fn attention_dropout_mask(d: AttnDropout, sh: AttentionDims) -> Tensor {
+    let n = sh.q_len * sh.k_len;
+    let mut all = Vec::with_capacity(sh.batch * sh.heads * n);
+    for b in 0..sh.batch {
+        for h in 0..sh.heads {
+            let mut block = vec![1f32; n];
+            d.apply(&mut block, b, h, sh);
+            all.extend(block);
+        }
+    }
+    Tensor::from_vec(all, (sh.batch, sh.heads, sh.q_len, sh.k_len), &Device::Cpu).unwrap()
 }
 
 impl Attention {
@@ -787,7 +857,15 @@ impl Attention {
     ) -> candle_core::Result<Vec<f32>> {
         let mut out = vec![0f32; sh.batch * sh.q_len * sh.heads * sh.head_dim];
         self.with_biases(sh, |biases| {
-            attention_into(&mut out, data, layouts, sh, biases, self.scale)
+            attention_into(
+                &mut out,
+                data,
+                layouts,
+                sh,
+                biases,
+                self.scale,
+                self.dropout,
+            )
         })?
         .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         Ok(out)
@@ -856,12 +934,19 @@ impl Attention {
                             .for_each(|bv| bv.add_to(s, b, h, q_len, k_len))
                     };
                     let p = attention_probs(&blk, add);
+                    // With dropout the values were weighed by the dropped probabilities.
+                    let dropped = self.dropout.map(|d| {
+                        let mut pd = p.clone();
+                        d.apply(&mut pd, b, h, sh);
+                        pd
+                    });
                     let go = &grad[b * q_len * width + h * hd..];
                     let first = h == kvh * n_rep;
                     let dims = |m, n, k| (m, n, k);
                     unsafe {
                         // dV (+)= P^T dO
-                        let (pt, dov) = ((&p[..], 1, k_len), (go, width, 1));
+                        let pv = dropped.as_deref().unwrap_or(&p);
+                        let (pt, dov) = ((pv, 1, k_len), (go, width, 1));
                         gemm_block(dv_blk, dv.ss, !first, dims(k_len, hd, q_len), pt, dov, 1.0);
                         // dP = dO V^T
                         let vt = (vp, 1, v.ss);
@@ -874,6 +959,11 @@ impl Attention {
                             vt,
                             1.0,
                         );
+                    }
+                    // Through dropout: the gradient of a probability is its dropped
+                    // copy's times the mask.
+                    if let Some(d) = self.dropout {
+                        d.apply(&mut dp, b, h, sh);
                     }
                     // dS = P ⊙ (dP − rowsum(dP ⊙ P))
                     let row = k_len.max(1);
@@ -1092,10 +1182,12 @@ pub(crate) fn attention_op(
     v: &Tensor,
     biases: &[&Tensor],
     scale: f32,
+    dropout: Option<AttnDropout>,
 ) -> candle_core::Result<Tensor> {
     let op = AttentionQkv(Attention {
         biases: biases.iter().map(|b| (*b).clone()).collect(),
         scale,
+        dropout,
     });
     let last_contiguous = |t: &Tensor| -> candle_core::Result<Tensor> {
         if t.stride().last() == Some(&1) {
@@ -1114,11 +1206,13 @@ pub(crate) fn attention_packed_op(
     (heads, kv_heads, head_dim): (usize, usize, usize),
     biases: &[&Tensor],
     scale: f32,
+    dropout: Option<AttnDropout>,
 ) -> candle_core::Result<Tensor> {
     let op = AttentionPacked {
         attn: Attention {
             biases: biases.iter().map(|b| (*b).clone()).collect(),
             scale,
+            dropout,
         },
         heads,
         kv_heads,
@@ -1154,7 +1248,7 @@ mod tests {
                 if ggml {
                     ggml_attention_into(out, data, [layout; 3], sizes, &[], 1.0)
                 } else {
-                    attention_into(out, data, [layout; 3], sizes, &[], 1.0)
+                    attention_into(out, data, [layout; 3], sizes, &[], 1.0, None)
                 }
             };
             assert!(run(&mut out, [&full, &full, &full], sizes).is_ok());
@@ -1189,5 +1283,106 @@ mod tests {
         assert!(BiasView::new(&data, &[1, 1, 3, 5], &[15, 15, 6, 1], [2, 4, 3, 5]).is_err());
         assert!(BiasView::new(&data, &[1, 1, 3, 4], &[12, 12, 4, 1], [2, 4, 3, 5]).is_err());
         assert!(BiasView::new(&data, &[3, 5], &[5, 1], [2, 4, 3, 5]).is_err());
+    }
+
+    /// Attention dropout inside the training op: the output and the gradients of q, k and v
+    /// equal the composed ops' with the same mask applied to the probabilities.
+    #[test]
+    fn dropout_in_the_training_op_matches_composed_ops_with_its_mask() {
+        use candle_core::{DType, Var, D};
+        let (b, h, t, d) = (2, 3, 7, 4);
+        let dev = Device::Cpu;
+        let var = |seed: f32| {
+            let x = Tensor::arange(0f32, (b * h * t * d) as f32, &dev)
+                .unwrap()
+                .affine(0.37, seed as f64)
+                .unwrap()
+                .sin()
+                .unwrap()
+                .reshape((b, h, t, d))
+                .unwrap();
+            Var::from_tensor(&x).unwrap()
+        };
+        let (q, k, v) = (var(0.1), var(1.3), var(2.2));
+        let drop = AttnDropout { p: 0.3, seed: 42 };
+        let scale = 0.5f32;
+        let weights = Tensor::arange(0f32, (b * t * h * d) as f32, &dev)
+            .unwrap()
+            .cos()
+            .unwrap()
+            .reshape((b, t, h * d))
+            .unwrap();
+        let ours = attention_op(
+            q.as_tensor(),
+            k.as_tensor(),
+            v.as_tensor(),
+            &[],
+            scale,
+            Some(drop),
+        )
+        .unwrap();
+        let mask = attention_dropout_mask(drop, dims(b, h, h, t, d));
+        let probs = candle_nn::ops::softmax(
+            &(q.as_tensor().matmul(&k.as_tensor().t().unwrap()).unwrap() * scale as f64).unwrap(),
+            D::Minus1,
+        )
+        .unwrap();
+        let composed = (probs * &mask)
+            .unwrap()
+            .matmul(v.as_tensor())
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((b, t, h * d))
+            .unwrap();
+        let diff = |a: &Tensor, c: &Tensor| {
+            (a - c)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        assert!(diff(&ours, &composed) < 1e-5, "outputs differ");
+        let g_ours = (&ours * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g_comp = (&composed * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
+            let (a, c) = (
+                g_ours.get(x.as_tensor()).unwrap(),
+                g_comp.get(x.as_tensor()).unwrap(),
+            );
+            assert!(diff(a, c) < 1e-4, "gradient of {name} differs");
+            assert!(a
+                .to_dtype(DType::F32)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                .is_finite());
+        }
+        // Some probabilities are dropped, the rest scaled by 1 / 0.7; another seed, another mask.
+        let values = mask.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let dropped = values.iter().filter(|&&x| x == 0.0).count() as f64 / values.len() as f64;
+        assert!((0.2..0.4).contains(&dropped), "dropped fraction {dropped}");
+        assert!(values
+            .iter()
+            .all(|&x| x == 0.0 || (x - 1.0 / 0.7).abs() < 1e-6));
+        let other = attention_dropout_mask(AttnDropout { p: 0.3, seed: 43 }, dims(b, h, h, t, d));
+        assert!(diff(&mask, &other) > 0.0, "the seed chooses the mask");
     }
 }

@@ -270,22 +270,46 @@ fn gelu_tanh_grad(x: f32) -> f32 {
     0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * x * x)
 }
 
-struct GeluTanh;
+/// `d/dx gelu(x) = Φ(x) + x φ(x)` (GELU with the error function).
+fn gelu_erf_grad(x: f32) -> f32 {
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+    0.5 * (1.0 + erf_fast(x * std::f32::consts::FRAC_1_SQRT_2))
+        + x * exp_fast(-0.5 * x * x) * INV_SQRT_2PI
+}
 
-impl CustomOp1 for GeluTanh {
+/// A differentiable element-wise activation in one pass each way (candle's composed GELU
+/// backward builds half a dozen tensors of the input's size, and its exact GELU calls
+/// libm's scalar `erf`).
+struct Elementwise {
+    name: &'static str,
+    value: fn(f32) -> f32,
+    grad: fn(f32) -> f32,
+}
+
+/// GELU with the tanh approximation.
+const GELU_TANH: Elementwise = Elementwise {
+    name: "ferroformer-gelu-tanh",
+    value: gelu_tanh_value,
+    grad: gelu_tanh_grad,
+};
+
+/// GELU with the error function (BERT's `gelu`).
+const GELU_ERF: Elementwise = Elementwise {
+    name: "ferroformer-gelu-erf",
+    value: gelu_erf_fast,
+    grad: gelu_erf_grad,
+};
+
+impl CustomOp1 for Elementwise {
     fn name(&self) -> &'static str {
-        "ferroformer-gelu-tanh"
+        self.name
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s, l)?;
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(1 << 14)
             .zip(x.par_chunks(1 << 14))
-            .for_each(|(y, x)| {
-                y.iter_mut()
-                    .zip(x)
-                    .for_each(|(y, &x)| *y = gelu_tanh_value(x))
-            });
+            .for_each(|(y, x)| y.iter_mut().zip(x).for_each(|(y, &x)| *y = (self.value)(x)));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
     fn bwd(
@@ -301,7 +325,7 @@ impl CustomOp1 for GeluTanh {
                 .zip(x.par_chunks(1 << 14).zip(g.par_chunks(1 << 14)))
                 .for_each(|(o, (x, g))| {
                     for i in 0..o.len() {
-                        o[i] = g[i] * gelu_tanh_grad(x[i]);
+                        o[i] = g[i] * (self.grad)(x[i]);
                     }
                 });
             dx
@@ -312,7 +336,12 @@ impl CustomOp1 for GeluTanh {
 
 /// GELU with the tanh approximation, differentiable.
 pub(crate) fn gelu_tanh_op(x: &Tensor) -> candle_core::Result<Tensor> {
-    x.apply_op1(GeluTanh)
+    x.apply_op1(GELU_TANH)
+}
+
+/// GELU with the error function, differentiable.
+pub(crate) fn gelu_erf_op(x: &Tensor) -> candle_core::Result<Tensor> {
+    x.apply_op1(GELU_ERF)
 }
 
 struct SoftmaxLastDim;

@@ -64,8 +64,10 @@ pub(crate) fn kv_values(k: Tensor, v: Tensor, arithmetic: Arithmetic) -> Result<
 /// - f32 CPU inference, no weights or dropout: one kernel per (batch, head) reading q, k
 ///   and v in place (llama.cpp's loop under [`Arithmetic::Ggml`]); packed sequences attend
 ///   within each sequence;
-/// - f32 CPU training with constant biases: the differentiable op;
-/// - anything else (weights wanted, dropout, other devices, a learned position bias):
+/// - f32 CPU training with constant biases: the differentiable op, attention dropout
+///   included;
+/// - anything else (weights wanted, dropout outside that op, other devices, a learned
+///   position bias):
 ///   candle's composed ops (packed sequences through a block-diagonal mask).
 pub(crate) fn attention(call: AttentionCall) -> Result<(Tensor, Option<Tensor>)> {
     let AttentionCall {
@@ -96,7 +98,10 @@ pub(crate) fn attention(call: AttentionCall) -> Result<(Tensor, Option<Tensor>)>
     };
     operands.extend(biases.iter().copied());
     let route = path(&operands);
-    let composed_only = mode.need_weights || (mode.train && dropout > 0.0);
+    // Dropout on the probabilities runs inside the training op (its mask regenerated in
+    // backward); elsewhere it needs the composed ops.
+    let dropping = mode.train && dropout > 0.0;
+    let composed_only = mode.need_weights || (dropping && route != Path::Autograd);
     let mut all_biases = biases.clone();
     let block_mask;
     if let Some(lengths) = packed {
@@ -155,11 +160,19 @@ pub(crate) fn attention(call: AttentionCall) -> Result<(Tensor, Option<Tensor>)>
             }
         }
         (Path::Autograd, false, _) if constant(&all_biases) => {
+            let drop = dropping.then(|| kernels::AttnDropout {
+                p: dropout as f32,
+                seed: crate::nn::dropout::next_seed(),
+            });
             let out = match qkv {
-                Qkv::Fused(t) => {
-                    kernels::attention_packed_op(t, (heads, kv_heads, hd), &all_biases, scale)?
-                }
-                Qkv::Split { q, k, v } => kernels::attention_op(q, k, v, &all_biases, scale)?,
+                Qkv::Fused(t) => kernels::attention_packed_op(
+                    t,
+                    (heads, kv_heads, hd),
+                    &all_biases,
+                    scale,
+                    drop,
+                )?,
+                Qkv::Split { q, k, v } => kernels::attention_op(q, k, v, &all_biases, scale, drop)?,
             };
             return Ok((out, None));
         }

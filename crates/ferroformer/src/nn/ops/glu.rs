@@ -7,11 +7,12 @@ use crate::error::Result;
 use crate::nn::feed_forward::Activation;
 use crate::nn::kernels::{glu as kernels, math};
 
-/// `act(x)`: candle's element-wise ops, or the differentiable one-pass GELU-tanh when
-/// training on the CPU.
+/// `act(x)`: candle's element-wise ops, or the differentiable one-pass GELUs when training
+/// on the CPU.
 pub fn activation(x: &Tensor, act: Activation) -> Result<Tensor> {
     Ok(match (path(&[x]), act) {
         (Path::Autograd, Activation::GeluTanh) => math::gelu_tanh_op(x)?,
+        (Path::Autograd, Activation::Gelu) => math::gelu_erf_op(x)?,
         (_, Activation::Relu) => x.relu()?,
         (_, Activation::Gelu) => x.gelu_erf()?,
         (_, Activation::GeluTanh) => x.gelu()?,
