@@ -1029,6 +1029,7 @@ pub fn train_classifier(
         labels: labels.clone(),
     });
 
+    std::fs::create_dir_all(&out).map_err(|e| Error::file(&out, e))?;
     let mut log = LogWriter::open(&out.join("log.jsonl"), step)?;
     let key_metric = cfg.metric[0].clone();
     let better = |new: f64, old: f64| {
