@@ -38,7 +38,14 @@ def main():
         with open(args.texts_file) as f:
             texts = [l.rstrip("\n") for l in f if l.strip()]
 
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(args.dir)
+    model, info = transformers.AutoModelForSequenceClassification.from_pretrained(
+        args.dir, output_loading_info=True
+    )
+    # A tensor under a name transformers does not expect would be dropped, and the missing
+    # one initialized at random: the export must match the class's names exactly.
+    if info["missing_keys"] or info["unexpected_keys"]:
+        print(f"names differ: missing {info['missing_keys']}, unexpected {info['unexpected_keys']}")
+        return 1
     model.eval()
     tok = transformers.AutoTokenizer.from_pretrained(args.dir)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]

@@ -453,8 +453,7 @@ fn error_of(cfg: &ClassifierConfig) -> String {
         &mut |_| {},
         &Device::Cpu,
     )
-    .err()
-    .expect("an error")
+    .expect_err("an error")
     .to_string()
 }
 
@@ -521,4 +520,58 @@ fn bad_input_errors_name_file_line_and_column() {
     assert!(e.contains("metric") && e.contains("bleu"), "{e}");
     // Nothing was written for any of these.
     assert!(!tmp.path().join("run").exists());
+}
+
+/// Sentence pairs from a TSV file with integer labels, evaluated on a held-out fraction.
+#[test]
+fn pairs_with_integer_labels_and_a_validation_fraction() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut tsv = String::from("premise\thypothesis\tlabel\n");
+    for i in 0..12 {
+        let (a, b) = if i % 2 == 0 {
+            ("The cat sat on the mat.", "A cat is on a mat.")
+        } else {
+            ("Paris is in France.", "The dog chased the ball.")
+        };
+        tsv.push_str(&format!("{a} {i}\t{b}\t{}\n", (i % 2) * 10));
+    }
+    let data = write(tmp.path(), "pairs.tsv", &tsv);
+    let base = fixtures().join("encoders/bert-base");
+    let out = tmp.path().join("run");
+    let cfg = ClassifierConfig {
+        model: base.display().to_string(),
+        data,
+        val_fraction: 0.25,
+        text_column: "premise".into(),
+        text_pair_column: Some("hypothesis".into()),
+        out: out.clone(),
+        epochs: 1,
+        batch_size: 4,
+        ..Default::default()
+    };
+    let mut examples = (0, 0);
+    train_classifier(
+        &cfg,
+        false,
+        &AtomicBool::new(false),
+        &mut |e| {
+            if let ClassifierEvent::Started {
+                train_examples,
+                eval_examples,
+                ..
+            } = e
+            {
+                examples = (*train_examples, *eval_examples);
+            }
+        },
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(examples, (9, 3));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    // Ids keep their values as names, sorted numerically.
+    assert_eq!(config["id2label"], serde_json::json!({"0": "0", "1": "10"}));
+    let best = std::fs::read_to_string(out.join("checkpoint/training_state.json")).unwrap();
+    assert!(best.contains("\"accuracy\""), "{best}");
 }
