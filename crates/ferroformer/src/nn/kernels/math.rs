@@ -259,11 +259,13 @@ fn tanh(u: f32) -> f32 {
 }
 
 /// `gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
+#[inline(always)]
 fn gelu_tanh_value(x: f32) -> f32 {
     0.5 * x * (1.0 + tanh(SQRT_2_OVER_PI * (x + GELU_C * x * x * x)))
 }
 
 /// `d/dx gelu_tanh(x)`.
+#[inline(always)]
 fn gelu_tanh_grad(x: f32) -> f32 {
     let u = SQRT_2_OVER_PI * (x + GELU_C * x * x * x);
     let t = tanh(u);
@@ -271,6 +273,7 @@ fn gelu_tanh_grad(x: f32) -> f32 {
 }
 
 /// `d/dx gelu(x) = Φ(x) + x φ(x)` (GELU with the error function).
+#[inline(always)]
 fn gelu_erf_grad(x: f32) -> f32 {
     const INV_SQRT_2PI: f32 = 0.398_942_3;
     0.5 * (1.0 + erf_fast(x * std::f32::consts::FRAC_1_SQRT_2))
@@ -279,37 +282,51 @@ fn gelu_erf_grad(x: f32) -> f32 {
 
 /// A differentiable element-wise activation in one pass each way (candle's composed GELU
 /// backward builds half a dozen tensors of the input's size, and its exact GELU calls
-/// libm's scalar `erf`).
-struct Elementwise {
-    name: &'static str,
-    value: fn(f32) -> f32,
-    grad: fn(f32) -> f32,
+/// libm's scalar `erf`). Each kind's functions are called directly in its own loop, so they
+/// inline and vectorize.
+#[derive(Clone, Copy)]
+enum Elementwise {
+    /// GELU with the tanh approximation.
+    GeluTanh,
+    /// GELU with the error function (BERT's `gelu`).
+    GeluErf,
 }
 
-/// GELU with the tanh approximation.
-const GELU_TANH: Elementwise = Elementwise {
-    name: "ferroformer-gelu-tanh",
-    value: gelu_tanh_value,
-    grad: gelu_tanh_grad,
-};
+/// `f` over `x` into a new buffer, in parallel chunks.
+fn map_par(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+    let mut y = vec![0f32; x.len()];
+    y.par_chunks_mut(1 << 14)
+        .zip(x.par_chunks(1 << 14))
+        .for_each(|(y, x)| y.iter_mut().zip(x).for_each(|(y, &x)| *y = f(x)));
+    y
+}
 
-/// GELU with the error function (BERT's `gelu`).
-const GELU_ERF: Elementwise = Elementwise {
-    name: "ferroformer-gelu-erf",
-    value: gelu_erf_fast,
-    grad: gelu_erf_grad,
-};
+/// `g · f'(x)` over `x` and `g` into a new buffer, in parallel chunks.
+fn grad_par(x: &[f32], g: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+    let mut dx = vec![0f32; x.len()];
+    dx.par_chunks_mut(1 << 14)
+        .zip(x.par_chunks(1 << 14).zip(g.par_chunks(1 << 14)))
+        .for_each(|(o, (x, g))| {
+            for i in 0..o.len() {
+                o[i] = g[i] * f(x[i]);
+            }
+        });
+    dx
+}
 
 impl CustomOp1 for Elementwise {
     fn name(&self) -> &'static str {
-        self.name
+        match self {
+            Self::GeluTanh => "ferroformer-gelu-tanh",
+            Self::GeluErf => "ferroformer-gelu-erf",
+        }
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s, l)?;
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(1 << 14)
-            .zip(x.par_chunks(1 << 14))
-            .for_each(|(y, x)| y.iter_mut().zip(x).for_each(|(y, &x)| *y = (self.value)(x)));
+        let y = match self {
+            Self::GeluTanh => map_par(x, gelu_tanh_value),
+            Self::GeluErf => map_par(x, gelu_erf_fast),
+        };
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
     fn bwd(
@@ -318,17 +335,9 @@ impl CustomOp1 for Elementwise {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        let dx = with_data(&[arg, grad], |d| {
-            let (x, g) = (d[0], d[1]);
-            let mut dx = vec![0f32; x.len()];
-            dx.par_chunks_mut(1 << 14)
-                .zip(x.par_chunks(1 << 14).zip(g.par_chunks(1 << 14)))
-                .for_each(|(o, (x, g))| {
-                    for i in 0..o.len() {
-                        o[i] = g[i] * (self.grad)(x[i]);
-                    }
-                });
-            dx
+        let dx = with_data(&[arg, grad], |d| match self {
+            Self::GeluTanh => grad_par(d[0], d[1], gelu_tanh_grad),
+            Self::GeluErf => grad_par(d[0], d[1], gelu_erf_grad),
         })?;
         Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
     }
@@ -336,12 +345,12 @@ impl CustomOp1 for Elementwise {
 
 /// GELU with the tanh approximation, differentiable.
 pub(crate) fn gelu_tanh_op(x: &Tensor) -> candle_core::Result<Tensor> {
-    x.apply_op1(GELU_TANH)
+    x.apply_op1(Elementwise::GeluTanh)
 }
 
 /// GELU with the error function, differentiable.
 pub(crate) fn gelu_erf_op(x: &Tensor) -> candle_core::Result<Tensor> {
-    x.apply_op1(GELU_ERF)
+    x.apply_op1(Elementwise::GeluErf)
 }
 
 struct SoftmaxLastDim;
