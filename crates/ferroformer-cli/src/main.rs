@@ -15,6 +15,7 @@ mod evaluate_task;
 mod generate_cmd;
 mod generation_args;
 mod pipeline_cmd;
+mod progress;
 mod train_classifier_cmd;
 
 /// Tensors of many megabytes are allocated and freed on every layer; the system allocator
@@ -367,7 +368,6 @@ fn tokenizer_train(
 
 fn train_lm(args: TrainLmArgs) -> anyhow::Result<()> {
     use ferroformer::train::{TrainConfig, TrainEvent};
-    use indicatif::{ProgressBar, ProgressStyle};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
@@ -392,25 +392,9 @@ fn train_lm(args: TrainLmArgs) -> anyhow::Result<()> {
             );
         })?;
     }
-    let bar = ProgressBar::new(cfg.max_steps);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
-        )
-        .map_err(|e| anyhow::anyhow!(e))?,
-    );
-    // Without a terminal (logs, CI) there is no bar: messages go to stderr line by line.
-    let interactive = !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    if !interactive {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    let say = |msg: String| {
-        if interactive {
-            bar.println(msg);
-        } else if !args.json {
-            eprintln!("{msg}");
-        }
-    };
+    let progress = crate::progress::TrainingProgress::new(cfg.max_steps, args.json)?;
+    let bar = &progress.bar;
+    let say = |msg: String| progress.say(msg);
     let mut last_val = None;
     let json = args.json;
     let mut on_event = |e: &TrainEvent| {
@@ -444,7 +428,7 @@ fn train_lm(args: TrainLmArgs) -> anyhow::Result<()> {
                     .map(|v: f64| format!("  val {v:.4}"))
                     .unwrap_or_default();
                 let msg = format!("loss {loss:.4}{val}  lr {lr:.2e}  {tokens_per_sec:.0} tok/s");
-                if !interactive {
+                if !progress.interactive() {
                     say(format!("step {step}: {msg}"));
                 }
                 bar.set_message(msg);

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use anyhow::bail;
 use ferroformer::train::classifier::{train_classifier, ClassifierConfig, ClassifierEvent};
-use indicatif::{ProgressBar, ProgressStyle};
 
 /// Fine-tune a pretrained encoder (BERT, DistilBERT, RoBERTa, …) for sequence
 /// classification on a labelled CSV, TSV or JSONL file.
@@ -99,24 +98,9 @@ pub fn run(args: TrainClassifierArgs) -> anyhow::Result<()> {
             );
         })?;
     }
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
-        )
-        .map_err(|e| anyhow::anyhow!(e))?,
-    );
-    let interactive = !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    if !interactive {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    let say = |msg: String| {
-        if interactive {
-            bar.println(msg);
-        } else if !args.json {
-            eprintln!("{msg}");
-        }
-    };
+    let progress = crate::progress::TrainingProgress::new(0, args.json)?;
+    let bar = &progress.bar;
+    let say = |msg: String| progress.say(msg);
     let json = args.json;
     let mut on_event = |e: &ClassifierEvent| {
         if json {
@@ -153,7 +137,7 @@ pub fn run(args: TrainClassifierArgs) -> anyhow::Result<()> {
                 let msg = format!(
                     "epoch {epoch:.2}  loss {loss:.4}  lr {lr:.2e}  {examples_per_sec:.1} ex/s"
                 );
-                if !interactive {
+                if !progress.interactive() {
                     say(format!("step {step}: {msg}"));
                 }
                 bar.set_message(msg);

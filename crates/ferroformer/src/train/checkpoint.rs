@@ -59,3 +59,43 @@ pub fn file_checksum(path: &Path) -> Result<String> {
     }
     Ok(format!("{h:016x}"))
 }
+
+/// The trainable parameters by name, as tensors (for saving a resumable checkpoint).
+pub fn var_tensors(
+    vars: &std::collections::HashMap<String, candle_core::Var>,
+) -> std::collections::HashMap<String, candle_core::Tensor> {
+    vars.iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect()
+}
+
+/// Overwrites every parameter in `vars` from a safetensors file written from
+/// [`var_tensors`] of the same model: a missing tensor or another shape is an error naming
+/// the tensor and the file.
+pub fn load_vars(
+    vars: &std::collections::HashMap<String, candle_core::Var>,
+    path: &Path,
+) -> Result<()> {
+    let tensors = candle_core::safetensors::load(path, &candle_core::Device::Cpu)
+        .map_err(|e| Error::file(path, format!("cannot read model weights: {e}")))?;
+    for (name, var) in vars {
+        let t = tensors.get(name).ok_or_else(|| Error::MissingTensor {
+            name: name.clone(),
+            source_desc: path.display().to_string(),
+        })?;
+        if t.dims() != var.as_tensor().dims() {
+            return Err(Error::TensorShape {
+                name: name.clone(),
+                source_desc: path.display().to_string(),
+                expected: var.as_tensor().dims().to_vec(),
+                found: t.dims().to_vec(),
+            });
+        }
+        // The file is read on the CPU; the parameters live on the training device.
+        var.set(
+            &t.to_dtype(candle_core::DType::F32)?
+                .to_device(var.as_tensor().device())?,
+        )?;
+    }
+    Ok(())
+}

@@ -424,35 +424,12 @@ impl ClassifierModel {
 
     /// The parameters under their own names (for a resumable checkpoint).
     pub fn tensors(&self) -> HashMap<String, Tensor> {
-        self.vars
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-            .collect()
+        super::checkpoint::var_tensors(&self.vars)
     }
 
     /// Overwrites every parameter from a file written from [`ClassifierModel::tensors`].
     pub fn load_parameters(&self, path: &Path) -> Result<()> {
-        let tensors = candle_core::safetensors::load(path, &Device::Cpu)
-            .map_err(|e| Error::file(path, format!("cannot read model weights: {e}")))?;
-        for (name, var) in &self.vars {
-            let t = tensors.get(name).ok_or_else(|| Error::MissingTensor {
-                name: name.clone(),
-                source_desc: path.display().to_string(),
-            })?;
-            if t.dims() != var.as_tensor().dims() {
-                return Err(Error::TensorShape {
-                    name: name.clone(),
-                    source_desc: path.display().to_string(),
-                    expected: var.as_tensor().dims().to_vec(),
-                    found: t.dims().to_vec(),
-                });
-            }
-            var.set(
-                &t.to_dtype(DType::F32)?
-                    .to_device(var.as_tensor().device())?,
-            )?;
-        }
-        Ok(())
+        super::checkpoint::load_vars(&self.vars, path)
     }
 
     /// Pads tokenized examples into a batch on `device` (right padding with the model's pad

@@ -312,36 +312,12 @@ impl TrainableModel {
 
     /// The parameters by name (for saving).
     pub fn tensors(&self) -> HashMap<String, Tensor> {
-        self.vars
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-            .collect()
+        super::checkpoint::var_tensors(&self.vars)
     }
 
     /// Overwrites every parameter from a safetensors file of the same model.
     pub fn load_parameters(&self, path: &Path) -> Result<()> {
-        let tensors = candle_core::safetensors::load(path, &Device::Cpu)
-            .map_err(|e| Error::file(path, format!("cannot read model weights: {e}")))?;
-        for (name, var) in &self.vars {
-            let t = tensors.get(name).ok_or_else(|| Error::MissingTensor {
-                name: name.clone(),
-                source_desc: path.display().to_string(),
-            })?;
-            if t.dims() != var.as_tensor().dims() {
-                return Err(Error::TensorShape {
-                    name: name.clone(),
-                    source_desc: path.display().to_string(),
-                    expected: var.as_tensor().dims().to_vec(),
-                    found: t.dims().to_vec(),
-                });
-            }
-            // The file is read on the CPU; the parameters live on the training device.
-            var.set(
-                &t.to_dtype(DType::F32)?
-                    .to_device(var.as_tensor().device())?,
-            )?;
-        }
-        Ok(())
+        super::checkpoint::load_vars(&self.vars, path)
     }
 }
 
