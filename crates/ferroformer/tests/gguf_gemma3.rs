@@ -361,3 +361,25 @@ fn cached_decoding_past_the_window_equals_the_full_pass() {
         n - start
     );
 }
+
+/// The file has no `tokenizer.chat_template`; Gemma 3's own template renders the
+/// conversation as `transformers`' `apply_chat_template` does (expected text rendered with
+/// transformers 4.57's Jinja environment), and `<end_of_turn>` ends the model's turn.
+#[test]
+fn gemma_chat_template_renders_as_transformers() {
+    use ferroformer::models::{ChatMessage, ChatTemplate};
+    let template = ChatTemplate::from_gguf(gemma().tokenizer(), &gemma_path()).unwrap();
+    let messages = [
+        ChatMessage::new("system", "Be brief."),
+        ChatMessage::new("user", " Hi! "),
+        ChatMessage::new("assistant", "Hello."),
+        ChatMessage::new("user", "Name a sea."),
+    ];
+    assert_eq!(
+        template.render(&messages, true).unwrap(),
+        "<bos><start_of_turn>user\nBe brief.\n\nHi!<end_of_turn>\n<start_of_turn>model\n\
+         Hello.<end_of_turn>\n<start_of_turn>user\nName a sea.<end_of_turn>\n\
+         <start_of_turn>model\n"
+    );
+    assert_eq!(template.end_of_turn_markers(), vec!["<end_of_turn>"]);
+}

@@ -40,6 +40,52 @@ use crate::error::{Error, Result};
 /// The `tokenizer.ggml.model` values this module rebuilds.
 pub const SUPPORTED_TOKENIZER_MODELS: &[&str] = &["gpt2", "llama"];
 
+/// Gemma 3's chat template as `google/gemma-3-*`'s `tokenizer_config.json` has it: a system
+/// message goes in front of the first user turn, the assistant's role is `model`, and each
+/// turn is `<start_of_turn>{role}\n{text}<end_of_turn>\n`. Used for a `gemma3` GGUF file
+/// without `tokenizer.chat_template`.
+pub const GEMMA3_CHAT_TEMPLATE: &str = r#"{{ bos_token }}
+{%- if messages[0]['role'] == 'system' -%}
+    {%- if messages[0]['content'] is string -%}
+        {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
+    {%- else -%}
+        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}
+    {%- endif -%}
+    {%- set loop_messages = messages[1:] -%}
+{%- else -%}
+    {%- set first_user_prefix = "" -%}
+    {%- set loop_messages = messages -%}
+{%- endif -%}
+{%- for message in loop_messages -%}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}
+    {%- endif -%}
+    {%- if (message['role'] == 'assistant') -%}
+        {%- set role = "model" -%}
+    {%- else -%}
+        {%- set role = message['role'] -%}
+    {%- endif -%}
+    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else "") }}
+    {%- if message['content'] is string -%}
+        {{ message['content'] | trim }}
+    {%- elif message['content'] is iterable -%}
+        {%- for item in message['content'] -%}
+            {%- if item['type'] == 'image' -%}
+                {{ '<start_of_image>' }}
+            {%- elif item['type'] == 'text' -%}
+                {{ item['text'] | trim }}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- else -%}
+        {{ raise_exception("Invalid content type") }}
+    {%- endif -%}
+    {{ '<end_of_turn>\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{'<start_of_turn>model\n'}}
+{%- endif -%}
+"#;
+
 /// Texts llama.cpp treats as end of generation wherever they are in a vocabulary
 /// (`llama_vocab::impl::load`'s EOG list, the ones a chat ends on).
 const EOG_TEXTS: &[&str] = &[
@@ -253,6 +299,13 @@ impl GgufTokenizer {
 
         let chat_template = match file.get("tokenizer.chat_template") {
             Some(_) => Some(file.str_value("tokenizer.chat_template")?.to_string()),
+            // Gemma 3 files converted from a base checkpoint may carry no template; Gemma's
+            // own (the one its `tokenizer_config.json` ships) is the format the model knows.
+            None if file.architecture().is_ok_and(|a| a == "gemma3")
+                && tokens.contains(&"<start_of_turn>") =>
+            {
+                Some(GEMMA3_CHAT_TEMPLATE.to_string())
+            }
             None => None,
         };
         Ok(Self {
@@ -319,7 +372,8 @@ impl GgufTokenizer {
         self.add_bos
     }
 
-    /// The Jinja chat template (`tokenizer.chat_template`), when the file has one.
+    /// The Jinja chat template (`tokenizer.chat_template`), when the file has one; for a
+    /// `gemma3` file without one, [`GEMMA3_CHAT_TEMPLATE`].
     pub fn chat_template(&self) -> Option<&str> {
         self.chat_template.as_deref()
     }
