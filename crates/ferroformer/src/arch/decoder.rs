@@ -5,10 +5,13 @@ use candle_core::Tensor;
 use super::embeddings::Embeddings;
 use super::embeddings::{padded_position_ids, EmbeddingConfig, EmbeddingNames, PositionalKind};
 use super::heads::LmHead;
+use super::stack::LocalAttention;
 use super::stack::{LayerStack, StackConfig, StackContext, StackNames};
 use crate::error::{Error, Result};
-use crate::nn::mask::attention_bias;
-use crate::nn::{Activation, Arithmetic, LayerCache, LayerConfig, LayerNames, Mode, Pass};
+use crate::nn::mask::{attention_bias, sliding_window_bias};
+use crate::nn::{
+    Activation, Arithmetic, LayerCache, LayerConfig, LayerNames, Mode, Pass, RotaryEmbedding,
+};
 use crate::weights::Weights;
 
 /// Shape of a decoder-only model.
@@ -63,6 +66,7 @@ impl DecoderConfig {
                 )?,
                 num_layers,
                 final_norm: false,
+                sliding_window: None,
             },
             tie_word_embeddings: false,
             lm_head_bias: true,
@@ -121,6 +125,56 @@ pub struct DecoderOnlyTransformer {
     embeddings: Embeddings,
     stack: LayerStack,
     lm_head: LmHead,
+    /// Rotary tables of the sliding-window layers when their base differs (Gemma 3).
+    local_rope: Option<RotaryEmbedding>,
+}
+
+/// Checks the sliding-window layers against the stack, and builds the rotary embedding of
+/// the local layers when they have their own base.
+fn local_rope(
+    cfg: &DecoderConfig,
+    dtype: candle_core::DType,
+    device: &candle_core::Device,
+) -> Result<Option<RotaryEmbedding>> {
+    let Some(sw) = &cfg.stack.sliding_window else {
+        return Ok(None);
+    };
+    if sw.layers.len() != cfg.stack.num_layers {
+        return Err(Error::config(
+            "sliding_window",
+            format!(
+                "{} layer flags for {} layers",
+                sw.layers.len(),
+                cfg.stack.num_layers
+            ),
+        ));
+    }
+    if sw.window == 0 {
+        return Err(Error::config("sliding_window", "the window must be > 0"));
+    }
+    let Some(base) = sw.local_rope_base else {
+        return Ok(None);
+    };
+    let PositionalKind::Rotary {
+        layout, scaling: _, ..
+    } = cfg.embeddings.positional
+    else {
+        return Err(Error::config(
+            "sliding_window",
+            "a RoPE base for the local layers needs rotary positions",
+        ));
+    };
+    // Local layers rotate with the plain frequencies of their own base (Gemma 3 scales only
+    // the global layers' frequencies, and llama.cpp's `rope_freq_scale_train_swa` is 1).
+    Ok(Some(RotaryEmbedding::with_scaling(
+        cfg.stack.layer.self_attention.head_dim,
+        cfg.embeddings.max_positions,
+        base,
+        layout,
+        None,
+        dtype,
+        device,
+    )?))
 }
 
 impl DecoderOnlyTransformer {
@@ -159,11 +213,13 @@ impl DecoderOnlyTransformer {
                 cfg.lm_head_bias,
             )?
         };
+        let local_rope = local_rope(cfg, w.dtype(), w.device())?;
         Ok(Self {
             cfg: cfg.clone(),
             embeddings,
             stack,
             lm_head,
+            local_rope,
         })
     }
 
@@ -185,11 +241,13 @@ impl DecoderOnlyTransformer {
                 ),
             ));
         }
+        let local_rope = local_rope(cfg, candle_core::DType::F32, &candle_core::Device::Cpu)?;
         Ok(Self {
             cfg: cfg.clone(),
             embeddings,
             stack,
             lm_head,
+            local_rope,
         })
     }
 
@@ -278,6 +336,37 @@ impl DecoderOnlyTransformer {
             emb.hidden.dtype(),
             emb.hidden.device(),
         )?;
+        // Sliding-window layers: their own bias and, with another base, their own tables.
+        let (local_bias, local_tables) = match &self.cfg.stack.sliding_window {
+            Some(sw) => {
+                let bias = sliding_window_bias(
+                    attention_mask,
+                    sw.window,
+                    b,
+                    s,
+                    past + s,
+                    emb.hidden.dtype(),
+                    emb.hidden.device(),
+                )?;
+                let tables = match (&self.local_rope, &position_ids) {
+                    (Some(r), Some(p)) => Some(r.tables(p, mode.arithmetic)?),
+                    (Some(r), None) => Some(r.tables_range(b, past, s, mode.arithmetic)?),
+                    (None, _) => None,
+                };
+                (bias, tables)
+            }
+            None => (None, None),
+        };
+        let local = self
+            .cfg
+            .stack
+            .sliding_window
+            .as_ref()
+            .map(|sw| LocalAttention {
+                layers: &sw.layers,
+                bias: local_bias.as_ref(),
+                rope: local_tables.as_ref(),
+            });
         let out = self.stack.forward(
             &emb.hidden,
             StackContext {
@@ -285,6 +374,7 @@ impl DecoderOnlyTransformer {
                 rope: emb.rope.as_ref(),
                 caches,
                 mode,
+                local,
                 ..Default::default()
             },
         )?;

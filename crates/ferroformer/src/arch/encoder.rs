@@ -54,6 +54,7 @@ impl EncoderConfig {
                 )?,
                 num_layers,
                 final_norm: false,
+                sliding_window: None,
             },
         })
     }

@@ -16,4 +16,6 @@ pub use heads::{
     SpanHead, TokenClassificationHead,
 };
 pub use seq2seq::{Transformer, TransformerConfig};
-pub use stack::{LayerStack, StackConfig, StackContext, StackNames, StackOutput};
+pub use stack::{
+    LayerStack, LocalAttention, SlidingWindow, StackConfig, StackContext, StackNames, StackOutput,
+};

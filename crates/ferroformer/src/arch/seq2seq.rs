@@ -70,6 +70,7 @@ impl TransformerConfig {
             },
             // nn.Transformer always ends both stacks with a LayerNorm.
             final_norm: true,
+            sliding_window: None,
         })
     }
 }

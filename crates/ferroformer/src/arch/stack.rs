@@ -18,6 +18,47 @@ pub struct StackConfig {
     pub num_layers: usize,
     /// Whether a norm follows the last layer (pre-norm models need one).
     pub final_norm: bool,
+    /// Layers that attend only to the most recent keys (Gemma 2/3, Mistral), if any.
+    pub sliding_window: Option<SlidingWindow>,
+}
+
+/// Sliding-window (local) attention on some layers of a stack.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlidingWindow {
+    /// Keys a query sees, its own included: key `j` is visible from query `i` when
+    /// `i - j < window` (see [`crate::nn::mask::sliding_window_bias`]).
+    pub window: usize,
+    /// `layers[i]`: whether layer `i` is local (one entry per layer).
+    pub layers: Vec<bool>,
+    /// RoPE base of the local layers when it differs from the model's (Gemma 3: 10 000 on
+    /// local layers, `rope_theta` on global ones).
+    pub local_rope_base: Option<f64>,
+}
+
+impl SlidingWindow {
+    /// Every layer but each `pattern`-th one is local (Gemma 3: `pattern` 6, so layers
+    /// 5, 11, 17, ... are global), as llama.cpp's `set_swa_pattern`; `pattern` 0 makes every
+    /// layer local.
+    pub fn every_but_nth(window: usize, num_layers: usize, pattern: usize) -> Self {
+        Self {
+            window,
+            layers: (0..num_layers)
+                .map(|i| pattern == 0 || i % pattern < pattern - 1)
+                .collect(),
+            local_rope_base: None,
+        }
+    }
+}
+
+/// What the local layers of a stack use instead of the global bias and rotary tables.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalAttention<'a> {
+    /// `layers[i]`: whether layer `i` is local.
+    pub layers: &'a [bool],
+    /// Their self-attention bias (causal within the window, padding).
+    pub bias: Option<&'a Tensor>,
+    /// Their rotary tables (another base), or `None` to use the stack's.
+    pub rope: Option<&'a RopeTables>,
 }
 
 /// Where a stack's parameters are stored.
@@ -48,6 +89,8 @@ pub struct StackContext<'a> {
     pub mode: Mode,
     /// Lengths of the sequences packed end to end in a `(1, tokens, d_model)` input.
     pub packed: Option<&'a [usize]>,
+    /// Sliding-window layers and what they attend with.
+    pub local: Option<LocalAttention<'a>>,
 }
 
 /// Output of a stack.
@@ -123,7 +166,17 @@ impl LayerStack {
             mut caches,
             mode,
             packed,
+            local,
         } = ctx;
+        if let Some(l) = &local {
+            if l.layers.len() != self.layers.len() {
+                return Err(Error::Invalid(format!(
+                    "sliding window: {} layer flags for {} layers",
+                    l.layers.len(),
+                    self.layers.len()
+                )));
+            }
+        }
         if let Some(c) = &caches {
             if c.len() != self.layers.len() {
                 return Err(Error::Invalid(format!(
@@ -138,6 +191,10 @@ impl LayerStack {
         let mut cross_w = Vec::new();
         for (i, layer) in self.layers.iter().enumerate() {
             let cache = caches.as_deref_mut().map(|c| &mut c[i]);
+            let (self_bias, rope) = match local {
+                Some(l) if l.layers[i] => (l.bias, l.rope.or(rope)),
+                _ => (self_bias, rope),
+            };
             let out = layer.forward(
                 &hidden,
                 LayerContext {

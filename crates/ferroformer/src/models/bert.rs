@@ -118,6 +118,7 @@ impl BertConfig {
                 },
                 num_layers: self.num_hidden_layers,
                 final_norm: false,
+                sliding_window: None,
             },
         })
     }

@@ -168,13 +168,18 @@ impl ChatTemplate {
                  this model cannot chat (use `generate` with a plain prompt instead)",
             )
         })?;
-        let mut t = Self::with_origin(
-            source.to_string(),
+        let origin = if source == super::gguf_tokenizer::GEMMA3_CHAT_TEMPLATE {
+            format!(
+                "Gemma 3's chat template (built in: {} has no `tokenizer.chat_template`)",
+                model.display()
+            )
+        } else {
             format!(
                 "the chat template of {} (GGUF `tokenizer.chat_template`)",
                 model.display()
-            ),
-        )?;
+            )
+        };
+        let mut t = Self::with_origin(source.to_string(), origin)?;
         let vocab = tokenizer.tokenizer();
         for (name, id) in [
             ("bos_token", tokenizer.bos_token_id()),

@@ -134,6 +134,7 @@ impl CourseConfig {
                 num_layers: self.num_layers,
                 // A pre-norm stack needs a norm after its last layer.
                 final_norm: self.norm_first,
+                sliding_window: None,
             },
             tie_word_embeddings: self.tie_word_embeddings,
             lm_head_bias: self.bias,

@@ -96,6 +96,7 @@ impl DistilBertConfig {
                 },
                 num_layers: self.n_layers,
                 final_norm: false,
+                sliding_window: None,
             },
         })
     }

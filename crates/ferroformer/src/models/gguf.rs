@@ -19,17 +19,17 @@ use candle_core::{DType, Device, Tensor};
 use super::gguf_tokenizer::GgufTokenizer;
 use crate::arch::{
     DecoderConfig, DecoderNames, DecoderOnlyTransformer, DecoderOutput, EmbeddingNames, Embeddings,
-    LayerStack, LmHead, PositionalKind, StackNames,
+    LayerStack, LmHead, PositionalKind, SlidingWindow, StackNames,
 };
 use crate::error::{Error, Result};
 use crate::nn::{
-    Arithmetic, AttentionConfig, AttentionNames, FeedForward, FeedForwardConfig, FeedForwardNames,
-    LayerCache, LayerNames, Linear, MultiHeadAttention, Norm, NormKind, QuantizedMatrix,
-    RopeLayout, TransformerLayer, WeightMatrix,
+    Activation, Arithmetic, AttentionConfig, AttentionNames, FeedForward, FeedForwardConfig,
+    FeedForwardNames, LayerCache, LayerNames, Linear, MultiHeadAttention, Norm, NormKind,
+    QuantizedMatrix, RopeLayout, TransformerLayer, WeightMatrix,
 };
 
 /// The `general.architecture` values this loader understands.
-pub const SUPPORTED_GGUF_ARCHITECTURES: &[&str] = &["llama"];
+pub const SUPPORTED_GGUF_ARCHITECTURES: &[&str] = &["llama", "gemma3"];
 
 /// An opened GGUF file: its metadata and tensor directory, checked against the file.
 #[derive(Debug)]
@@ -305,14 +305,17 @@ pub struct GgufConfig {
     pub name: Option<String>,
     /// The decoder these values describe (`max_positions` is the training context length).
     pub decoder: DecoderConfig,
+    /// Factor on the queries after the rotation (Gemma 3: llama.cpp's `f_attention_scale`,
+    /// with 1 inside the softmax); `None` scales the scores by `1/sqrt(head_dim)` instead.
+    pub query_scale: Option<f64>,
 }
 
 impl GgufConfig {
     /// Reads the configuration from the metadata of `file`.
     pub fn from_file(file: &GgufFile) -> Result<Self> {
         let arch = file.architecture()?.to_string();
-        let decoder = match arch.as_str() {
-            "llama" => llama_config(file, &arch)?,
+        let (decoder, query_scale) = match arch.as_str() {
+            "llama" | "gemma3" => decoder_config(file, &arch)?,
             other => {
                 return Err(Error::file(
                     file.path(),
@@ -331,12 +334,15 @@ impl GgufConfig {
             architecture: arch,
             name,
             decoder,
+            query_scale,
         })
     }
 }
 
-/// Llama-style metadata (`{arch}.block_count`, ...) to a decoder config.
-fn llama_config(file: &GgufFile, arch: &str) -> Result<DecoderConfig> {
+/// Llama-style metadata (`{arch}.block_count`, ...) to a decoder config, with what differs
+/// per architecture (`llama`, `gemma3`), and the query scale (see [`GgufConfig`]).
+fn decoder_config(file: &GgufFile, arch: &str) -> Result<(DecoderConfig, Option<f64>)> {
+    let gemma3 = arch == "gemma3";
     let key = |k: &str| format!("{arch}.{k}");
     let d_model = file.usize_value(&key("embedding_length"))?;
     let heads = file.usize_value(&key("attention.head_count"))?;
@@ -346,13 +352,25 @@ fn llama_config(file: &GgufFile, arch: &str) -> Result<DecoderConfig> {
     let context = file.usize_value(&key("context_length"))?;
     let eps = file.f64_value(&key("attention.layer_norm_rms_epsilon"))?;
     let base = file.f64_or(&key("rope.freq_base"), 10_000.0)?;
-    if heads == 0 || d_model % heads != 0 {
+    // The head width is `embedding_length / head_count` unless the file says otherwise
+    // (Gemma 3: 256 with 640 / 4 = 160).
+    let explicit_head_dim = file.get(&key("attention.key_length")).is_some();
+    if heads == 0 || (!explicit_head_dim && d_model % heads != 0) {
         return Err(file.err(
             &key("attention.head_count"),
             format!("{heads} heads do not divide embedding_length {d_model}"),
         ));
     }
     let head_dim = file.usize_or(&key("attention.key_length"), d_model / heads)?;
+    let value_dim = file.usize_or(&key("attention.value_length"), head_dim)?;
+    if value_dim != head_dim {
+        return Err(file.err(
+            &key("attention.value_length"),
+            format!(
+                "{value_dim}, but key_length is {head_dim}; different widths are not supported"
+            ),
+        ));
+    }
     let rope_dims = file.usize_or(&key("rope.dimension_count"), head_dim)?;
     if rope_dims != head_dim {
         // Partial rotary (rotating only some dimensions of each head) is not built here.
@@ -401,12 +419,34 @@ fn llama_config(file: &GgufFile, arch: &str) -> Result<DecoderConfig> {
         head_dim,
         qkv_bias: file.has_tensor("blk.0.attn_q.bias"),
         out_bias: file.has_tensor("blk.0.attn_output.bias"),
-        scale: None,
+        // Gemma 3 scales the queries instead (below).
+        scale: gemma3.then_some(1.0),
         dropout: 0.0,
     };
     attention
         .validate()
         .map_err(|e| Error::file(file.path(), e))?;
+    let mut ffn = FeedForwardConfig::swiglu(d_model, d_ff);
+    let positional = if gemma3 {
+        // GELU-tanh gate (`LLM_FFN_GELU` with a parallel gate); llama.cpp rotates Gemma's
+        // heads NEOX-style, pairs (x[i], x[i + d/2]), since its converter leaves Gemma's q
+        // and k rows as they are.
+        ffn.activation = Activation::GeluTanh;
+        PositionalKind::Rotary {
+            base,
+            layout: RopeLayout::HalfSplit,
+            scaling: None,
+        }
+    } else {
+        // llama.cpp's converter permutes the q and k rows of every head so that the
+        // rotated pairs are adjacent, (x[2i], x[2i+1]) — GGML's "normal" RoPE — where
+        // `transformers` pairs x[i] with x[i + d/2].
+        PositionalKind::Rotary {
+            base,
+            layout: RopeLayout::Interleaved,
+            scaling: None,
+        }
+    };
     let mut cfg = super::llama::llama_decoder(
         super::llama::LlamaShape {
             vocab_size: vocab,
@@ -416,21 +456,89 @@ fn llama_config(file: &GgufFile, arch: &str) -> Result<DecoderConfig> {
             tie_word_embeddings: !file.has_tensor("output.weight"),
         },
         attention,
-        FeedForwardConfig::swiglu(d_model, d_ff),
-        // llama.cpp's converter permutes the q and k rows of every head so that the
-        // rotated pairs are adjacent, (x[2i], x[2i+1]) — GGML's "normal" RoPE — where
-        // `transformers` pairs x[i] with x[i + d/2].
-        PositionalKind::Rotary {
-            base,
-            layout: RopeLayout::Interleaved,
-            scaling: None,
-        },
+        ffn,
+        positional,
     );
+    let mut query_scale = None;
+    if gemma3 {
+        let cap = file.f64_or(&key("final_logit_softcapping"), 0.0)?;
+        if cap != 0.0 {
+            return Err(file.err(
+                &key("final_logit_softcapping"),
+                format!("logit soft-capping ({cap}) is not supported"),
+            ));
+        }
+        // `ggml_scale(inpL, sqrtf(n_embd))`: the f32 square root, exact in f64.
+        cfg.embeddings.scale = Some((d_model as f32).sqrt() as f64);
+        // llama.cpp's `f_attention_scale`: 1/sqrt(head_dim), except for the 27B model
+        // (62 layers), which uses 1/sqrt(embedding_length / head_count).
+        let width = if layers == 62 {
+            d_model / heads
+        } else {
+            head_dim
+        };
+        query_scale = Some((1.0f32 / (width as f32).sqrt()) as f64);
+        cfg.stack.sliding_window = gemma3_sliding_window(file, arch, layers)?;
+    }
     // llama.cpp's arithmetic in every op, so that the logits are llama.cpp's own (see
     // `nn::ops`): the reference for a GGUF file is the program it was made for. The one
     // place a GGUF model's arithmetic is chosen.
     cfg.arithmetic = Arithmetic::Ggml;
-    Ok(cfg)
+    Ok((cfg, query_scale))
+}
+
+/// Gemma 3's local layers, as llama.cpp reads them: `{arch}.attention.sliding_window`
+/// keys (absent or 0: every layer global), every layer but each 6th local (or the
+/// `{arch}.attention.sliding_window_pattern` the file gives: a period, or one flag per
+/// layer), RoPE base `{arch}.rope.freq_base_swa` (default 10 000) on local layers.
+fn gemma3_sliding_window(
+    file: &GgufFile,
+    arch: &str,
+    layers: usize,
+) -> Result<Option<SlidingWindow>> {
+    let key = |k: &str| format!("{arch}.{k}");
+    let window = file.usize_or(&key("attention.sliding_window"), 0)?;
+    if window == 0 {
+        return Ok(None);
+    }
+    let pattern_key = key("attention.sliding_window_pattern");
+    let mut sw = match file.get(&pattern_key) {
+        Some(Value::Array(flags)) => {
+            let flags = flags
+                .iter()
+                .enumerate()
+                .map(|(i, v)| match v {
+                    Value::Bool(b) => Ok(*b),
+                    v => Err(file.err(
+                        &pattern_key,
+                        format!("element {i}: expected a bool, found {}", value_kind(v)),
+                    )),
+                })
+                .collect::<Result<Vec<bool>>>()?;
+            if flags.len() != layers {
+                return Err(file.err(
+                    &pattern_key,
+                    format!("{} flags for {layers} blocks", flags.len()),
+                ));
+            }
+            SlidingWindow {
+                window,
+                layers: flags,
+                local_rope_base: None,
+            }
+        }
+        Some(_) => SlidingWindow::every_but_nth(window, layers, file.usize_value(&pattern_key)?),
+        None => SlidingWindow::every_but_nth(window, layers, 6),
+    };
+    let local_base = file.f64_or(&key("rope.freq_base_swa"), 10_000.0)?;
+    if !(local_base.is_finite() && local_base > 0.0) {
+        return Err(file.err(
+            &key("rope.freq_base_swa"),
+            format!("expected a finite number > 0, found {local_base}"),
+        ));
+    }
+    sw.local_rope_base = Some(local_base);
+    Ok(Some(sw))
 }
 
 /// The sizes a Llama GGUF file's metadata declares, before they are trusted.
@@ -577,11 +685,19 @@ fn check_llama_sizes(file: &GgufFile, arch: &str, s: &LlamaSizes) -> Result<usiz
     Ok(vocab)
 }
 
-/// Builds the decoder of a Llama-architecture GGUF file onto the shared blocks.
+/// Builds the decoder of a Llama-style GGUF file onto the shared blocks.
 ///
 /// GGUF names: `token_embd`, `blk.N.attn_{norm,q,k,v,output}`, `blk.N.ffn_{norm,gate,up,down}`,
-/// `output_norm`, and `output` (absent when the head is tied to the embeddings).
-fn load_llama(file: &GgufFile, cfg: &DecoderConfig) -> Result<DecoderOnlyTransformer> {
+/// `output_norm`, and `output` (absent when the head is tied to the embeddings); Gemma 3 adds
+/// `blk.N.attn_{q,k}_norm` (per-head RMS norms) and `blk.N.{post_attention,post_ffw}_norm`
+/// (norms of each sublayer's output). Gemma's norm weights are stored with the `+ 1` of
+/// `Gemma3RMSNorm` already added (llama.cpp's converter, `conversion/gemma.py` `norm_shift`),
+/// so every norm multiplies by its weight as it is, as llama.cpp does.
+fn load_llama(
+    file: &GgufFile,
+    cfg: &DecoderConfig,
+    query_scale: Option<f64>,
+) -> Result<DecoderOnlyTransformer> {
     let layer_cfg = &cfg.stack.layer;
     let attn = &layer_cfg.self_attention;
     let d = attn.d_model;
@@ -589,14 +705,17 @@ fn load_llama(file: &GgufFile, cfg: &DecoderConfig) -> Result<DecoderOnlyTransfo
     let kv_dim = attn.num_kv_heads * attn.head_dim;
     let d_ff = layer_cfg.feed_forward.d_ff;
     let eps = layer_cfg.norm.eps;
-    let norm = |name: &str| -> Result<Norm> {
+    let norm_of = |name: &str, width: usize| -> Result<Norm> {
         Ok(Norm::new(
             NormKind::RmsNorm,
-            file.dense_tensor(name, &[d])?,
+            file.dense_tensor(name, &[width])?,
             None,
             eps,
         ))
     };
+    let norm = |name: &str| norm_of(name, d);
+    let qk_norms = file.has_tensor("blk.0.attn_q_norm.weight");
+    let post_norms = file.has_tensor("blk.0.post_attention_norm.weight");
     let ctx = |name: String| move |e: Error| Error::file(file.path(), format!("{name}: {e}"));
     // Bounded by the tensors the file holds: `num_layers` may come from a caller's config.
     let mut layers = Vec::with_capacity(cfg.stack.num_layers.min(file.content.tensor_infos.len()));
@@ -609,8 +728,17 @@ fn load_llama(file: &GgufFile, cfg: &DecoderConfig) -> Result<DecoderOnlyTransfo
         ])
         .map_err(ctx(format!("{p}.attn_q/k/v")))?;
         let out = file.linear(&format!("{p}.attn_output"), q_dim, d)?;
-        let attention =
+        let mut attention =
             MultiHeadAttention::from_parts(attn, qkv, out).map_err(ctx(format!("{p}.attn")))?;
+        if qk_norms {
+            attention = attention.with_qk_norms(
+                norm_of(&format!("{p}.attn_q_norm.weight"), attn.head_dim)?,
+                norm_of(&format!("{p}.attn_k_norm.weight"), attn.head_dim)?,
+            )?;
+        }
+        if let Some(s) = query_scale {
+            attention = attention.with_query_scale(s);
+        }
         let up = Linear::fuse(&[
             file.linear(&format!("{p}.ffn_gate"), d, d_ff)?,
             file.linear(&format!("{p}.ffn_up"), d, d_ff)?,
@@ -619,13 +747,20 @@ fn load_llama(file: &GgufFile, cfg: &DecoderConfig) -> Result<DecoderOnlyTransfo
         let down = file.linear(&format!("{p}.ffn_down"), d_ff, d)?;
         let ffn = FeedForward::from_parts(&layer_cfg.feed_forward, up, down)
             .map_err(ctx(format!("{p}.ffn")))?;
-        layers.push(TransformerLayer::from_parts(
+        let mut layer = TransformerLayer::from_parts(
             layer_cfg,
             attention,
             norm(&format!("{p}.attn_norm.weight"))?,
             ffn,
             norm(&format!("{p}.ffn_norm.weight"))?,
-        )?);
+        )?;
+        if post_norms {
+            layer = layer.with_post_norms(
+                norm(&format!("{p}.post_attention_norm.weight"))?,
+                norm(&format!("{p}.post_ffw_norm.weight"))?,
+            )?;
+        }
+        layers.push(layer);
     }
     let stack = LayerStack::from_parts(layers, Some(norm("output_norm.weight")?));
     let vocab = cfg.embeddings.vocab_size;
@@ -757,7 +892,7 @@ pub fn gguf_file(model: &str) -> Result<Option<PathBuf>> {
 /// Builds the decoder of an opened GGUF file.
 pub fn load_decoder(file: &GgufFile, config: &GgufConfig) -> Result<DecoderOnlyTransformer> {
     match config.architecture.as_str() {
-        "llama" => load_llama(file, &config.decoder),
+        "llama" | "gemma3" => load_llama(file, &config.decoder, config.query_scale),
         other => Err(Error::file(
             file.path(),
             format!(

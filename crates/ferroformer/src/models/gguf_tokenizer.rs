@@ -1,28 +1,105 @@
 //! The tokenizer a GGUF file describes in its metadata, rebuilt as a
 //! [`tokenizers::Tokenizer`] that gives the same ids as llama.cpp.
 //!
-//! Supported: `tokenizer.ggml.model = gpt2` (byte-level BPE) with the pre-tokenizer that
-//! `tokenizer.ggml.pre` names. llama.cpp applies a list of regular expressions one after
-//! the other, each splitting the pieces the previous one produced, and keeps the text
-//! between matches as pieces too; that is a sequence of `Split(regex, Isolated)`
-//! pre-tokenizers followed by the byte-level mapping. The regexes are llama.cpp's
-//! (`llama-vocab.cpp`).
+//! Supported:
+//!
+//! - `tokenizer.ggml.model = gpt2` (byte-level BPE) with the pre-tokenizer that
+//!   `tokenizer.ggml.pre` names. llama.cpp applies a list of regular expressions one after
+//!   the other, each splitting the pieces the previous one produced, and keeps the text
+//!   between matches as pieces too; that is a sequence of `Split(regex, Isolated)`
+//!   pre-tokenizers followed by the byte-level mapping. The regexes are llama.cpp's
+//!   (`llama-vocab.cpp`).
+//! - `tokenizer.ggml.model = llama` (SentencePiece BPE: Llama 2, Mistral, Gemma): llama.cpp
+//!   merges the adjacent pair whose joined text is the highest-scoring token until none is
+//!   left, and spells characters outside the vocabulary as `<0xXX>` byte tokens. That is a
+//!   `tokenizers` BPE whose merges are ranked by the score of the token they make, as
+//!   `transformers`' slow-to-fast conversion of a SentencePiece model generates them
+//!   (`generate_merges`), with byte fallback; spaces become `▁`, and a `▁` goes in front of
+//!   each piece of text when `tokenizer.ggml.add_space_prefix` says so (Llama 2, not Gemma).
 
 use candle_core::quantized::gguf_file::Value;
+use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::decoders::fuse::Fuse;
+use tokenizers::decoders::sequence::Sequence as DecoderSequence;
+use tokenizers::decoders::strip::Strip;
+use tokenizers::decoders::DecoderWrapper;
 use tokenizers::models::bpe::{Vocab, BPE};
+use tokenizers::normalizers::{Prepend, Replace};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::processors::template::TemplateProcessing;
+use tokenizers::NormalizerWrapper;
 use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
 use super::gguf::GgufFile;
 use crate::error::{Error, Result};
 
 /// The `tokenizer.ggml.model` values this module rebuilds.
-pub const SUPPORTED_TOKENIZER_MODELS: &[&str] = &["gpt2"];
+pub const SUPPORTED_TOKENIZER_MODELS: &[&str] = &["gpt2", "llama"];
+
+/// Gemma 3's chat template as `google/gemma-3-*`'s `tokenizer_config.json` has it: a system
+/// message goes in front of the first user turn, the assistant's role is `model`, and each
+/// turn is `<start_of_turn>{role}\n{text}<end_of_turn>\n`. Used for a `gemma3` GGUF file
+/// without `tokenizer.chat_template`.
+pub const GEMMA3_CHAT_TEMPLATE: &str = r#"{{ bos_token }}
+{%- if messages[0]['role'] == 'system' -%}
+    {%- if messages[0]['content'] is string -%}
+        {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
+    {%- else -%}
+        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}
+    {%- endif -%}
+    {%- set loop_messages = messages[1:] -%}
+{%- else -%}
+    {%- set first_user_prefix = "" -%}
+    {%- set loop_messages = messages -%}
+{%- endif -%}
+{%- for message in loop_messages -%}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}
+    {%- endif -%}
+    {%- if (message['role'] == 'assistant') -%}
+        {%- set role = "model" -%}
+    {%- else -%}
+        {%- set role = message['role'] -%}
+    {%- endif -%}
+    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else "") }}
+    {%- if message['content'] is string -%}
+        {{ message['content'] | trim }}
+    {%- elif message['content'] is iterable -%}
+        {%- for item in message['content'] -%}
+            {%- if item['type'] == 'image' -%}
+                {{ '<start_of_image>' }}
+            {%- elif item['type'] == 'text' -%}
+                {{ item['text'] | trim }}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- else -%}
+        {{ raise_exception("Invalid content type") }}
+    {%- endif -%}
+    {{ '<end_of_turn>\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{'<start_of_turn>model\n'}}
+{%- endif -%}
+"#;
+
+/// Texts llama.cpp treats as end of generation wherever they are in a vocabulary
+/// (`llama_vocab::impl::load`'s EOG list, the ones a chat ends on).
+const EOG_TEXTS: &[&str] = &[
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
+];
 
 /// GPT-2's split: contractions, letters, digits, other symbols, whitespace.
 const GPT2_REGEX: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
@@ -48,6 +125,7 @@ const PRE_TOKENIZERS: &[(&[&str], &[&str])] = &[
 
 /// llama.cpp's token types (`tokenizer.ggml.token_type`).
 mod token_type {
+    pub const UNKNOWN: i32 = 2;
     pub const CONTROL: i32 = 3;
     pub const USER_DEFINED: i32 = 4;
 }
@@ -61,6 +139,8 @@ pub struct GgufTokenizer {
     eot_token_id: Option<u32>,
     add_bos: bool,
     chat_template: Option<String>,
+    /// Tokens whose text llama.cpp ends a generation on ([`EOG_TEXTS`]).
+    eog_token_ids: Vec<u32>,
 }
 
 /// A token id entry, when present: an id beyond 32 bits is an error, never truncated.
@@ -85,7 +165,7 @@ impl GgufTokenizer {
         let path = file.path();
         let err = |key: &str, what: String| Error::file(path, format!("metadata `{key}`: {what}"));
         let model = file.str_value("tokenizer.ggml.model")?;
-        if model != "gpt2" {
+        if !SUPPORTED_TOKENIZER_MODELS.contains(&model) {
             return Err(err(
                 "tokenizer.ggml.model",
                 format!(
@@ -124,78 +204,24 @@ impl GgufTokenizer {
                 format!("{} types for {} tokens", types.len(), tokens.len()),
             ));
         }
-        let merges = file
-            .string_array("tokenizer.ggml.merges")?
-            .into_iter()
-            .enumerate()
-            .map(|(i, m)| match m.split_once(' ') {
-                Some((a, b)) if !a.is_empty() && !b.is_empty() && !b.contains(' ') => {
-                    Ok((a.to_string(), b.to_string()))
-                }
-                _ => Err(err(
-                    "tokenizer.ggml.merges",
-                    format!("element {i} `{m}` is not two tokens separated by a space"),
-                )),
-            })
-            .collect::<Result<Vec<_>>>()?;
-
         // The first of duplicate strings keeps its id, as llama.cpp's text-to-token map does.
         let mut vocab = Vocab::with_capacity(tokens.len());
         for (id, t) in tokens.iter().enumerate() {
             // Below 2^32: the length was checked above.
             vocab.entry(t.to_string()).or_insert(id as u32);
         }
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .build()
-            .map_err(|e| err("tokenizer.ggml.merges", e.to_string()))?;
-
-        let pre_name = match file.get("tokenizer.ggml.pre") {
-            Some(_) => file.str_value("tokenizer.ggml.pre")?,
-            None => "gpt2",
+        let mut tokenizer = if model == "llama" {
+            sentencepiece_tokenizer(file, &tokens, vocab)?
+        } else {
+            gpt2_tokenizer(file, vocab)?
         };
-        let regexes = PRE_TOKENIZERS
-            .iter()
-            .find(|(names, _)| names.contains(&pre_name))
-            .map(|(_, r)| *r)
-            .ok_or_else(|| {
-                let known: Vec<&str> = PRE_TOKENIZERS
-                    .iter()
-                    .flat_map(|(n, _)| *n)
-                    .copied()
-                    .collect();
-                err(
-                    "tokenizer.ggml.pre",
-                    format!(
-                        "pre-tokenizer `{pre_name}` is not supported; supported: {}",
-                        known.join(", ")
-                    ),
-                )
-            })?;
-        let mut steps: Vec<PreTokenizerWrapper> = Vec::with_capacity(regexes.len() + 1);
-        for r in regexes {
-            let split = Split::new(
-                SplitPattern::Regex(r.to_string()),
-                SplitDelimiterBehavior::Isolated,
-                false,
-            )
-            .map_err(|e| err("tokenizer.ggml.pre", format!("regex `{r}`: {e}")))?;
-            steps.push(split.into());
-        }
-        // Bytes to GPT-2's printable characters only: the splitting is done above.
-        steps.push(ByteLevel::new(false, true, false).into());
-
-        let mut tokenizer = Tokenizer::new(bpe);
-        tokenizer
-            .with_pre_tokenizer(Some(Sequence::new(steps)))
-            .with_decoder(Some(ByteLevelDecoder::default()));
 
         // Control tokens (`<|im_start|>`) are matched in the text before anything else, as
         // llama.cpp does when asked to parse special tokens; user-defined ones as well.
         let specials: Vec<AddedToken> = tokens
             .iter()
             .zip(&types)
-            .filter(|(_, t)| **t == token_type::CONTROL)
+            .filter(|(_, t)| matches!(**t, token_type::CONTROL | token_type::UNKNOWN))
             .map(|(s, _)| AddedToken::from(s.to_string(), true).normalized(false))
             .collect();
         let user: Vec<AddedToken> = tokens
@@ -206,6 +232,12 @@ impl GgufTokenizer {
             .collect();
         tokenizer.add_special_tokens(&specials);
         tokenizer.add_tokens(&user);
+        let eog_token_ids: Vec<u32> = tokens
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| EOG_TEXTS.contains(t))
+            .map(|(id, _)| id as u32)
+            .collect();
 
         let bos_token_id = optional_id(file, "tokenizer.ggml.bos_token_id")?;
         let eos_token_id = optional_id(file, "tokenizer.ggml.eos_token_id")?;
@@ -267,6 +299,13 @@ impl GgufTokenizer {
 
         let chat_template = match file.get("tokenizer.chat_template") {
             Some(_) => Some(file.str_value("tokenizer.chat_template")?.to_string()),
+            // Gemma 3 files converted from a base checkpoint may carry no template; Gemma's
+            // own (the one its `tokenizer_config.json` ships) is the format the model knows.
+            None if file.architecture().is_ok_and(|a| a == "gemma3")
+                && tokens.contains(&"<start_of_turn>") =>
+            {
+                Some(GEMMA3_CHAT_TEMPLATE.to_string())
+            }
             None => None,
         };
         Ok(Self {
@@ -276,6 +315,7 @@ impl GgufTokenizer {
             eot_token_id,
             add_bos,
             chat_template,
+            eog_token_ids,
         })
     }
 
@@ -314,10 +354,16 @@ impl GgufTokenizer {
         self.eos_token_id
     }
 
-    /// Tokens that end a generation: EOS and, when the file names one, end-of-turn.
+    /// Tokens that end a generation: EOS, the end-of-turn token the file names, and the
+    /// tokens llama.cpp ends a generation on by their text (`<end_of_turn>`, `<|im_end|>`,
+    /// `<|eot_id|>`, ...).
     pub fn stop_token_ids(&self) -> Vec<u32> {
         let mut ids: Vec<u32> = self.eos_token_id.into_iter().collect();
-        ids.extend(self.eot_token_id.filter(|t| Some(*t) != self.eos_token_id));
+        for id in self.eot_token_id.iter().chain(&self.eog_token_ids) {
+            if !ids.contains(id) {
+                ids.push(*id);
+            }
+        }
         ids
     }
 
@@ -326,8 +372,185 @@ impl GgufTokenizer {
         self.add_bos
     }
 
-    /// The Jinja chat template (`tokenizer.chat_template`), when the file has one.
+    /// The Jinja chat template (`tokenizer.chat_template`), when the file has one; for a
+    /// `gemma3` file without one, [`GEMMA3_CHAT_TEMPLATE`].
     pub fn chat_template(&self) -> Option<&str> {
         self.chat_template.as_deref()
     }
+}
+
+/// Byte-level BPE (`tokenizer.ggml.model = gpt2`): the file's merges, the pre-tokenizer
+/// `tokenizer.ggml.pre` names.
+fn gpt2_tokenizer(file: &GgufFile, vocab: Vocab) -> Result<Tokenizer> {
+    let path = file.path();
+    let err = |key: &str, what: String| Error::file(path, format!("metadata `{key}`: {what}"));
+    let merges = file
+        .string_array("tokenizer.ggml.merges")?
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| match m.split_once(' ') {
+            Some((a, b)) if !a.is_empty() && !b.is_empty() && !b.contains(' ') => {
+                Ok((a.to_string(), b.to_string()))
+            }
+            _ => Err(err(
+                "tokenizer.ggml.merges",
+                format!("element {i} `{m}` is not two tokens separated by a space"),
+            )),
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .build()
+        .map_err(|e| err("tokenizer.ggml.merges", e.to_string()))?;
+
+    let pre_name = match file.get("tokenizer.ggml.pre") {
+        Some(_) => file.str_value("tokenizer.ggml.pre")?,
+        None => "gpt2",
+    };
+    let regexes = PRE_TOKENIZERS
+        .iter()
+        .find(|(names, _)| names.contains(&pre_name))
+        .map(|(_, r)| *r)
+        .ok_or_else(|| {
+            let known: Vec<&str> = PRE_TOKENIZERS
+                .iter()
+                .flat_map(|(n, _)| *n)
+                .copied()
+                .collect();
+            err(
+                "tokenizer.ggml.pre",
+                format!(
+                    "pre-tokenizer `{pre_name}` is not supported; supported: {}",
+                    known.join(", ")
+                ),
+            )
+        })?;
+    let mut steps: Vec<PreTokenizerWrapper> = Vec::with_capacity(regexes.len() + 1);
+    for r in regexes {
+        let split = Split::new(
+            SplitPattern::Regex(r.to_string()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(|e| err("tokenizer.ggml.pre", format!("regex `{r}`: {e}")))?;
+        steps.push(split.into());
+    }
+    // Bytes to GPT-2's printable characters only: the splitting is done above.
+    steps.push(ByteLevel::new(false, true, false).into());
+
+    let mut tokenizer = Tokenizer::new(bpe);
+    tokenizer
+        .with_pre_tokenizer(Some(Sequence::new(steps)))
+        .with_decoder(Some(ByteLevelDecoder::default()));
+
+    Ok(tokenizer)
+}
+
+/// SentencePiece BPE (`tokenizer.ggml.model = llama`) as a `tokenizers` BPE: merges from the
+/// scores (see the module documentation), byte fallback, `▁` for spaces.
+fn sentencepiece_tokenizer(file: &GgufFile, tokens: &[&str], vocab: Vocab) -> Result<Tokenizer> {
+    let path = file.path();
+    let err = |key: &str, what: String| Error::file(path, format!("metadata `{key}`: {what}"));
+    let scores: Vec<f32> = file
+        .array("tokenizer.ggml.scores")?
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match v {
+            Value::F32(x) => Ok(*x),
+            Value::F64(x) => Ok(*x as f32),
+            v => Err(err(
+                "tokenizer.ggml.scores",
+                format!("element {i}: expected a number, found {:?}", v.value_type()),
+            )),
+        })
+        .collect::<Result<_>>()?;
+    if scores.len() != tokens.len() {
+        return Err(err(
+            "tokenizer.ggml.scores",
+            format!("{} scores for {} tokens", scores.len(), tokens.len()),
+        ));
+    }
+    let merges = sentencepiece_merges(tokens, &scores, &vocab);
+    let unk = optional_id(file, "tokenizer.ggml.unknown_token_id")?
+        .and_then(|id| tokens.get(id as usize))
+        .map(|t| t.to_string());
+    let mut builder = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .byte_fallback(true);
+    if let Some(unk) = unk {
+        builder = builder.unk_token(unk);
+    }
+    let bpe = builder
+        .build()
+        .map_err(|e| err("tokenizer.ggml.scores", e.to_string()))?;
+    let add_space_prefix = file.bool_or("tokenizer.ggml.add_space_prefix", true)?;
+    let replace = |from: &str, to: &str| {
+        Replace::new(from, to).map_err(|e| Error::Invalid(format!("tokenizer normalizer: {e}")))
+    };
+    let mut tokenizer = Tokenizer::new(bpe);
+    let mut decoders: Vec<DecoderWrapper> = vec![
+        DecoderWrapper::Replace(replace("\u{2581}", " ")?),
+        ByteFallback::new().into(),
+        Fuse::new().into(),
+    ];
+    let space_to_bar: NormalizerWrapper = replace(" ", "\u{2581}")?.into();
+    if add_space_prefix {
+        // llama.cpp puts a space in front of the text and after every special token, which
+        // is where `tokenizers` normalizes a piece of text on its own.
+        tokenizer.with_normalizer(Some(tokenizers::normalizers::Sequence::new(vec![
+            Prepend::new("\u{2581}".into()).into(),
+            space_to_bar,
+        ])));
+        decoders.push(Strip::new(' ', 1, 0).into());
+    } else {
+        tokenizer.with_normalizer(Some(space_to_bar));
+    }
+    tokenizer.with_decoder(Some(DecoderSequence::new(decoders)));
+    Ok(tokenizer)
+}
+
+/// The merges `transformers`' `generate_merges` derives from a SentencePiece vocabulary and
+/// its scores: for every token (in id order), each split into two tokens of the vocabulary
+/// (ordered by the two ids), all sorted by the score of the token they make, highest first,
+/// then by the longer left and right piece (a stable sort, so id order breaks the rest).
+/// Splits are at character boundaries, as Python slices a string.
+fn sentencepiece_merges(tokens: &[&str], scores: &[f32], vocab: &Vocab) -> Vec<(String, String)> {
+    let mut merges: Vec<(f32, usize, usize, u32, u32)> = Vec::new();
+    let mut local: Vec<(u32, u32, usize, usize)> = Vec::new();
+    for (id, token) in tokens.iter().enumerate() {
+        // Duplicates: the dict of scores keeps the last score but the first position.
+        if vocab.get(*token) != Some(&(id as u32)) {
+            continue;
+        }
+        local.clear();
+        for (split, _) in token.char_indices().skip(1) {
+            let (l, r) = token.split_at(split);
+            if let (Some(&li), Some(&ri)) = (vocab.get(l), vocab.get(r)) {
+                local.push((li, ri, l.chars().count(), r.chars().count()));
+            }
+        }
+        local.sort_by_key(|&(l, r, _, _)| (l, r));
+        merges.extend(
+            local
+                .iter()
+                .map(|&(l, r, ll, rl)| (scores[id], ll, rl, l, r)),
+        );
+    }
+    // Python's `sorted(key=(score, len l, len r), reverse=True)`: descending, stable.
+    merges.sort_by(|a, b| {
+        b.0.partial_cmp(&a.0)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(b.1.cmp(&a.1))
+            .then(b.2.cmp(&a.2))
+    });
+    merges
+        .into_iter()
+        .map(|(_, _, _, l, r)| {
+            (
+                tokens[l as usize].to_string(),
+                tokens[r as usize].to_string(),
+            )
+        })
+        .collect()
 }

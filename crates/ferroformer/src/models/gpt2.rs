@@ -98,6 +98,7 @@ impl Gpt2Config {
                 },
                 num_layers: self.n_layer,
                 final_norm: true,
+                sliding_window: None,
             },
             tie_word_embeddings: self.tie_word_embeddings,
             lm_head_bias: false,

@@ -155,6 +155,7 @@ pub(crate) fn llama_decoder(
             },
             num_layers: shape.num_layers,
             final_norm: true,
+            sliding_window: None,
         },
         tie_word_embeddings: shape.tie_word_embeddings,
         lm_head_bias: false,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use candle_core::{Tensor, D};
 
 use super::linear::{join, Linear, ParamNames};
+use super::norm::Norm;
 use super::ops::{self, Mode};
 use super::positional::RopeTables;
 use crate::error::{Error, Result};
@@ -313,6 +314,12 @@ pub struct MultiHeadAttention {
     /// with one GEMM.
     qkv: Linear,
     out: Linear,
+    /// RMS norms of each query and key head before the rotation (Qwen3, Gemma 3).
+    qk_norms: Option<(Norm, Norm)>,
+    /// Factor applied to the queries after the rotation, before they meet the keys
+    /// (Gemma 3 in llama.cpp: `1/sqrt(head_dim)` on q, 1 inside the softmax). Under
+    /// [`super::Arithmetic::Ggml`] the rounding of the scaled queries to f16 is llama.cpp's.
+    query_scale: Option<f64>,
 }
 
 impl MultiHeadAttention {
@@ -356,7 +363,32 @@ impl MultiHeadAttention {
             cfg: cfg.clone(),
             qkv,
             out,
+            qk_norms: None,
+            query_scale: None,
         })
+    }
+
+    /// Adds norms over each query head and each key head (width `head_dim`), applied
+    /// before the rotation.
+    pub fn with_qk_norms(mut self, q_norm: Norm, k_norm: Norm) -> Result<Self> {
+        for (what, n) in [("query", &q_norm), ("key", &k_norm)] {
+            if n.dim()? != self.cfg.head_dim {
+                return Err(Error::shape(
+                    format!("{what} head norm weight"),
+                    format!("({})", self.cfg.head_dim),
+                    &[n.dim()?],
+                ));
+            }
+        }
+        self.qk_norms = Some((q_norm, k_norm));
+        Ok(self)
+    }
+
+    /// Multiplies the queries by `scale` after the rotation; the configured score scale
+    /// ([`AttentionConfig::scale`]) still applies inside the softmax.
+    pub fn with_query_scale(mut self, scale: f64) -> Self {
+        self.query_scale = Some(scale);
+        self
     }
 
     /// The configuration.
@@ -397,8 +429,9 @@ impl MultiHeadAttention {
                     v: &split.2,
                 }
             }
-            // Nothing to rotate or cache: attention reads the fused projection in place.
-            (None, None, None) => {
+            // Nothing to normalize, rotate, scale or cache: attention reads the fused
+            // projection in place.
+            (None, None, None) if self.qk_norms.is_none() && self.query_scale.is_none() => {
                 fused = self.qkv.forward(x)?;
                 ops::Qkv::Fused(&fused)
             }
@@ -444,12 +477,23 @@ impl MultiHeadAttention {
         let q = ops::to_heads(&qkv.narrow(D::Minus1, 0, q_dim)?, h, hd)?;
         let k = ops::to_heads(&qkv.narrow(D::Minus1, q_dim, kv_dim)?, kvh, hd)?;
         let v = ops::to_heads(&qkv.narrow(D::Minus1, q_dim + kv_dim, kv_dim)?, kvh, hd)?;
+        let (q, k) = match &self.qk_norms {
+            Some((qn, kn)) => (
+                qn.forward_with(&q, None, mode.arithmetic)?,
+                kn.forward_with(&k, None, mode.arithmetic)?,
+            ),
+            _ => (q, k),
+        };
         let (q, k) = match rope {
             Some(rope) => (
                 rope.apply(&q, mode.arithmetic)?,
                 rope.apply(&k, mode.arithmetic)?,
             ),
-            None => (q, k),
+            _ => (q, k),
+        };
+        let q = match self.query_scale {
+            Some(s) => (q * s)?,
+            None => q,
         };
         let (k, v) = ops::kv_values(k, v, mode.arithmetic)?;
         let (k, v) = match cache {

@@ -146,6 +146,9 @@ pub struct TransformerLayer {
     cross: Option<(MultiHeadAttention, Norm)>,
     feed_forward: FeedForward,
     feed_forward_norm: Norm,
+    /// Norms of the self-attention and feed-forward outputs before each residual addition
+    /// (Gemma 2/3's `post_attention_layernorm` and `post_feedforward_layernorm`).
+    post_norms: Option<(Norm, Norm)>,
 }
 
 impl TransformerLayer {
@@ -181,6 +184,7 @@ impl TransformerLayer {
             cross,
             feed_forward,
             feed_forward_norm,
+            post_norms: None,
         })
     }
 
@@ -205,7 +209,22 @@ impl TransformerLayer {
             cross: None,
             feed_forward,
             feed_forward_norm,
+            post_norms: None,
         })
+    }
+
+    /// Adds norms on the self-attention and feed-forward outputs, applied before each
+    /// residual addition: `x + post(f(pre(x)))` (Gemma 2/3's sandwich norms). Pre-norm
+    /// layers only.
+    pub fn with_post_norms(mut self, attention: Norm, feed_forward: Norm) -> Result<Self> {
+        if !self.cfg.norm_first {
+            return Err(crate::Error::config(
+                "norm_first",
+                "post-sublayer norms go with pre-norm layers",
+            ));
+        }
+        self.post_norms = Some((attention, feed_forward));
+        Ok(self)
     }
 
     /// The configuration.
@@ -226,11 +245,15 @@ impl TransformerLayer {
         &self,
         x: &Tensor,
         norm: &Norm,
+        post_norm: Option<&Norm>,
         mode: Mode,
         f: impl FnOnce(&Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
         if self.cfg.norm_first {
-            let y = f(&norm.forward_with(x, None, mode.arithmetic)?)?;
+            let mut y = f(&norm.forward_with(x, None, mode.arithmetic)?)?;
+            if let Some(post) = post_norm {
+                y = post.forward_with(&y, None, mode.arithmetic)?;
+            }
             Ok((x + self.dropout(y, mode)?)?)
         } else {
             let y = self.dropout(f(x)?, mode)?;
@@ -246,26 +269,33 @@ impl TransformerLayer {
             None => (None, None),
         };
         let mut self_weights = None;
-        let h = self.residual(x, &self.self_attention_norm, mode, |inp| {
-            let out = self.self_attention.forward(
-                inp,
-                AttentionContext {
-                    bias: ctx.self_bias,
-                    position_bias: ctx.position_bias,
-                    rope: ctx.rope,
-                    cache: self_cache,
-                    mode,
-                    packed: ctx.packed,
-                    ..Default::default()
-                },
-            )?;
-            self_weights = out.weights;
-            Ok(out.output)
-        })?;
+        let post = self.post_norms.as_ref();
+        let h = self.residual(
+            x,
+            &self.self_attention_norm,
+            post.map(|p| &p.0),
+            mode,
+            |inp| {
+                let out = self.self_attention.forward(
+                    inp,
+                    AttentionContext {
+                        bias: ctx.self_bias,
+                        position_bias: ctx.position_bias,
+                        rope: ctx.rope,
+                        cache: self_cache,
+                        mode,
+                        packed: ctx.packed,
+                        ..Default::default()
+                    },
+                )?;
+                self_weights = out.weights;
+                Ok(out.output)
+            },
+        )?;
         let mut cross_weights = None;
         let h =
             match (&self.cross, ctx.memory) {
-                (Some((attn, norm)), Some(mem)) => self.residual(&h, norm, mode, |inp| {
+                (Some((attn, norm)), Some(mem)) => self.residual(&h, norm, None, mode, |inp| {
                     let out = attn.forward(
                         inp,
                         AttentionContext {
@@ -285,9 +315,13 @@ impl TransformerLayer {
                 )),
                 (None, _) => h,
             };
-        let h = self.residual(&h, &self.feed_forward_norm, mode, |inp| {
-            self.feed_forward.forward(inp, mode)
-        })?;
+        let h = self.residual(
+            &h,
+            &self.feed_forward_norm,
+            post.map(|p| &p.1),
+            mode,
+            |inp| self.feed_forward.forward(inp, mode),
+        )?;
         Ok(LayerOutput {
             hidden: h,
             self_attention_weights: self_weights,

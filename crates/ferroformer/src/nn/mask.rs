@@ -31,6 +31,31 @@ pub fn causal_allowed(q_len: usize, k_len: usize, device: &Device) -> Result<Ten
     Ok(Tensor::from_vec(data, (1, 1, q_len, k_len), device)?)
 }
 
+/// `(1, 1, q_len, k_len)` with 1 where query `i` may see key `j` under causality and a sliding
+/// window of `window` keys (the query's own included): `j <= i + past` and
+/// `i + past - j < window`, llama.cpp's `LLAMA_SWA_TYPE_STANDARD` and `transformers`'
+/// `sliding_window` mask.
+pub fn sliding_window_allowed(
+    q_len: usize,
+    k_len: usize,
+    window: usize,
+    device: &Device,
+) -> Result<Tensor> {
+    if k_len < q_len {
+        return Err(Error::Invalid(format!(
+            "causal mask: key length {k_len} is shorter than query length {q_len}"
+        )));
+    }
+    if window == 0 {
+        return Err(Error::config("sliding_window", "must be > 0"));
+    }
+    let past = k_len - q_len;
+    let data: Vec<u8> = (0..q_len)
+        .flat_map(|i| (0..k_len).map(move |j| u8::from(j <= i + past && i + past - j < window)))
+        .collect();
+    Ok(Tensor::from_vec(data, (1, 1, q_len, k_len), device)?)
+}
+
 /// Checks an attention mask `(batch, key_len)` and returns it as `(batch, 1, 1, key_len)` u8.
 fn padding_allowed(attention_mask: &Tensor, batch: usize, k_len: usize) -> Result<Tensor> {
     let dims = attention_mask.dims();
@@ -72,6 +97,33 @@ pub fn attention_bias(
             let causal = causal_allowed(q_len, k_len, device)?;
             pad.broadcast_mul(&causal)?
         }
+    };
+    Ok(Some(bias_from_allowed(&allowed, dtype)?))
+}
+
+/// The causal bias of [`attention_bias`] for layers that see only the last `window` keys
+/// (see [`sliding_window_allowed`]). Left-padded rows count the window in key indices, which
+/// differ from the rows' positions by the same offset for every real token, so the window is
+/// the same as in the row alone. `None` when nothing is masked (one query over at most
+/// `window` keys, no padding).
+#[allow(clippy::too_many_arguments)]
+pub fn sliding_window_bias(
+    attention_mask: Option<&Tensor>,
+    window: usize,
+    batch: usize,
+    q_len: usize,
+    k_len: usize,
+    dtype: DType,
+    device: &Device,
+) -> Result<Option<Tensor>> {
+    if k_len <= window {
+        // The window holds every key: the plain causal bias.
+        return attention_bias(attention_mask, true, batch, q_len, k_len, dtype, device);
+    }
+    let window_allowed = sliding_window_allowed(q_len, k_len, window, device)?;
+    let allowed = match attention_mask {
+        None => window_allowed,
+        Some(m) => padding_allowed(m, batch, k_len)?.broadcast_mul(&window_allowed)?,
     };
     Ok(Some(bias_from_allowed(&allowed, dtype)?))
 }
@@ -153,4 +205,51 @@ pub fn packed_bias(lengths: &[usize], dtype: DType, device: &Device) -> Result<T
         }
     }
     Ok(Tensor::from_vec(data, (1, 1, n, n), device)?.to_dtype(dtype)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(t: &Tensor) -> Vec<Vec<u8>> {
+        let (_, _, q, k) = t.dims4().unwrap();
+        t.reshape((q, k)).unwrap().to_vec2().unwrap()
+    }
+
+    #[test]
+    fn sliding_window_keeps_the_last_window_keys() {
+        let t = sliding_window_allowed(4, 6, 3, &Device::Cpu).unwrap();
+        // Two cached keys: query i sits at key position i + 2.
+        assert_eq!(
+            rows(&t),
+            vec![
+                vec![1, 1, 1, 0, 0, 0],
+                vec![0, 1, 1, 1, 0, 0],
+                vec![0, 0, 1, 1, 1, 0],
+                vec![0, 0, 0, 1, 1, 1],
+            ]
+        );
+        assert!(sliding_window_allowed(1, 2, 0, &Device::Cpu).is_err());
+        // A window that holds every key is the causal mask.
+        let c = causal_allowed(3, 5, &Device::Cpu).unwrap();
+        let w = sliding_window_allowed(3, 5, 5, &Device::Cpu).unwrap();
+        assert_eq!(rows(&c), rows(&w));
+    }
+
+    #[test]
+    fn sliding_window_bias_masks_padding_and_old_keys() {
+        let mask = Tensor::new(&[[0u8, 1, 1, 1], [1, 1, 1, 1]], &Device::Cpu).unwrap();
+        let b = sliding_window_bias(Some(&mask), 2, 2, 1, 4, DType::F32, &Device::Cpu)
+            .unwrap()
+            .unwrap();
+        let v: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+        let m = MASKED;
+        assert_eq!(v, vec![m, m, 0.0, 0.0, m, m, 0.0, 0.0]);
+        // One query within the window and no padding: nothing to mask.
+        assert!(
+            sliding_window_bias(None, 8, 1, 1, 4, DType::F32, &Device::Cpu)
+                .unwrap()
+                .is_none()
+        );
+    }
 }

@@ -87,6 +87,11 @@ impl Norm {
         Ok(Self::new(cfg.kind, weight, bias, cfg.eps))
     }
 
+    /// Width of the normalized dimension.
+    pub fn dim(&self) -> Result<usize> {
+        Ok(self.weight.dims1()?)
+    }
+
     /// Normalizes the last dimension of `x` (reference arithmetic).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.forward_with(x, None, Arithmetic::Reference)

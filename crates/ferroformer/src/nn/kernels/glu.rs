@@ -95,6 +95,65 @@ fn swiglu_rows_body(src: &[f32], out: &mut [f32], d_ff: usize) {
     }
 }
 
+/// `gelu_tanh(gate) × up` for `hidden = [gate | up]`, as `ggml_vec_geglu_f32` computes it
+/// (ggml builds with `GGML_GELU_FP16`): the gate rounded to f16 indexes a table of
+/// f16-rounded GELU values; gates ≤ −10 give 0 and gates ≥ 10 pass through.
+pub(crate) fn ggml_geglu(hidden: &Tensor, d_ff: usize) -> Result<Option<Tensor>> {
+    check_gated(hidden, d_ff)?;
+    let hidden = hidden.contiguous()?;
+    let table = gelu_f16_table();
+    let out = with_f32(&hidden, |src| {
+        let mut out = vec![0f32; src.len() / 2];
+        let work = |(o, s): (&mut [f32], &[f32])| {
+            let (gate, up) = s.split_at(d_ff);
+            for ((o, &g), &u) in o.iter_mut().zip(gate).zip(up) {
+                *o = if g <= -10.0 {
+                    0.0
+                } else if g >= 10.0 {
+                    g * u
+                } else {
+                    table[half::f16::from_f32(g).to_bits() as usize] * u
+                };
+            }
+        };
+        if out.len() >= 1 << 15 {
+            out.par_chunks_mut(d_ff)
+                .zip(src.par_chunks(2 * d_ff))
+                .for_each(work);
+        } else {
+            out.chunks_mut(d_ff)
+                .zip(src.chunks(2 * d_ff))
+                .for_each(work);
+        }
+        out
+    });
+    let mut dims = hidden.dims().to_vec();
+    if let Some(last) = dims.last_mut() {
+        *last = d_ff;
+    }
+    out.map(|o| Ok(Tensor::from_vec(o, dims, &Device::Cpu)?))
+        .transpose()
+}
+
+/// ggml's `ggml_table_gelu_f16`: for every f16 `x`, `ggml_gelu_f32(x)` rounded to f16 (held
+/// here in f32). `ggml_gelu_f32` is `0.5x(1 + tanhf(√(2/π)·x·(1 + 0.044715·x·x)))`, whose
+/// `1 + a·x·x` GCC contracts into one multiply-add.
+fn gelu_f16_table() -> &'static [f32] {
+    static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+        const GELU_COEF_A: f32 = 0.044_715;
+        (0..=u16::MAX)
+            .map(|bits| {
+                let x = half::f16::from_bits(bits).to_f32();
+                let inner = SQRT_2_OVER_PI * x * (GELU_COEF_A * x).mul_add(x, 1.0);
+                let y = 0.5 * x * (1.0 + inner.tanh());
+                half::f16::from_f32(y).to_f32()
+            })
+            .collect()
+    })
+}
+
 /// A fused gated projection ends in `2 * d_ff` values (gate, then up).
 fn check_gated(hidden: &Tensor, d_ff: usize) -> Result<()> {
     if d_ff == 0 || hidden.dims().last() != Some(&(2 * d_ff)) {

@@ -1,12 +1,13 @@
-//! CPU products of f32 activations with Q4_1 and Q8_0 weight matrices, with llama.cpp's
-//! arithmetic.
+//! CPU products of f32 activations with Q4_1, Q5_0 and Q8_0 weight matrices, with
+//! llama.cpp's arithmetic.
 //!
 //! Each activation row is quantized to 8 bits per block of 32 (Q8_1 for Q4_1 weights, Q8_0
-//! for Q8_0 weights), and every output is an integer dot product per block scaled and
+//! for Q5_0 and Q8_0 weights), and every output is an integer dot product per block scaled and
 //! summed in f32. The model is chaotic in that rounding step: a change in the last bit of
 //! an activation can flip its 8-bit rounding, and enough flips move the logits. So the
 //! rounding, the f16 conversions, and the order of every float operation follow ggml's x86
-//! code (`quantize_row_q8_1`, `ggml_vec_dot_q4_1_q8_1`, `ggml_vec_dot_q8_0_q8_0`) exactly:
+//! code (`quantize_row_q8_1`, `ggml_vec_dot_q4_1_q8_1`, `ggml_vec_dot_q5_0_q8_0`,
+//! `ggml_vec_dot_q8_0_q8_0`) exactly:
 //! each output is bit for bit what llama.cpp computes for the same inputs.
 //!
 //! The kernels run on AVX2 + FMA + F16C, with `vpdpbusd` where AVX-512 VNNI is present
@@ -22,6 +23,8 @@ use rayon::prelude::*;
 const Q4_1_BYTES: usize = 20;
 /// Bytes of one Q8_0 block: f16 scale, 32 signed bytes.
 const Q8_0_BYTES: usize = 34;
+/// Bytes of one Q5_0 block: f16 scale, 32 fifth bits, 16 bytes of low nibbles.
+const Q5_0_BYTES: usize = 22;
 /// Values per block.
 const QK: usize = 32;
 
@@ -32,6 +35,8 @@ pub(crate) enum WeightFormat {
     Q4_1,
     /// 8-bit values with a scale per block.
     Q8_0,
+    /// 5-bit values (`q - 16`) with a scale per block.
+    Q5_0,
 }
 
 /// IEEE half to f32 (exact).
@@ -189,6 +194,7 @@ pub(crate) fn matmul_t(
     let block_bytes = match format {
         WeightFormat::Q4_1 => Q4_1_BYTES,
         WeightFormat::Q8_0 => Q8_0_BYTES,
+        WeightFormat::Q5_0 => Q5_0_BYTES,
     };
     let nb = k / QK;
     let row_bytes = nb * block_bytes;
@@ -256,6 +262,8 @@ fn dot(
                 (WeightFormat::Q4_1, Level::Avx2) => x86::q4_1_avx2(wrow, qs, d, s, rows, nb),
                 (WeightFormat::Q8_0, Level::Vnni) => x86::q8_0_vnni(wrow, qs, d, rows, nb),
                 (WeightFormat::Q8_0, Level::Avx2) => x86::q8_0_avx2(wrow, qs, d, rows, nb),
+                (WeightFormat::Q5_0, Level::Vnni) => x86::q5_0_vnni(wrow, qs, d, rows, nb),
+                (WeightFormat::Q5_0, Level::Avx2) => x86::q5_0_avx2(wrow, qs, d, rows, nb),
             }
         }
     }
@@ -270,7 +278,7 @@ fn dot(
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{QuantizedRows, Q4_1_BYTES, Q8_0_BYTES, QK, ROWS};
+    use super::{QuantizedRows, Q4_1_BYTES, Q5_0_BYTES, Q8_0_BYTES, QK, ROWS};
 
     /// ggml's `hsum_float_8`: ((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7)).
     #[inline]
@@ -398,6 +406,68 @@ mod x86 {
         };
     }
 
+    /// ggml's `bytes_from_bits_32`: byte `j` is 0xff where bit `j` of the 32 bits is set.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn bytes_from_bits_32(p: *const u8) -> __m256i {
+        let x32 = std::ptr::read_unaligned(p as *const u32) as i32;
+        let shuf = _mm256_set_epi64x(
+            0x0303_0303_0303_0303,
+            0x0202_0202_0202_0202,
+            0x0101_0101_0101_0101,
+            0,
+        );
+        let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x32), shuf);
+        let bit_mask = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
+        _mm256_cmpeq_epi8(_mm256_or_si256(bytes, bit_mask), _mm256_set1_epi64x(-1))
+    }
+
+    /// `ggml_vec_dot_q5_0_q8_0`: the 5-bit values unpacked to signed bytes (`q - 16`), then
+    /// the signed products as for Q8_0.
+    macro_rules! q5_0_kernel {
+        ($name:ident, $features:literal, $mul_sum:ident) => {
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $name(
+                w: &[u8],
+                xq: &[i8],
+                xd: &[f32],
+                rows: usize,
+                nb: usize,
+            ) -> [f32; ROWS] {
+                debug_assert!(w.len() >= nb * Q5_0_BYTES && xq.len() >= rows * nb * QK);
+                let mask = _mm256_set1_epi8(0x0f);
+                let high = _mm256_set1_epi8(0xf0u8 as i8);
+                let mut acc = [_mm256_setzero_ps(); ROWS];
+                let wp = w.as_ptr();
+                let qp = xq.as_ptr();
+                for b in 0..nb {
+                    let blk = wp.add(b * Q5_0_BYTES);
+                    let dw = f16_at(blk);
+                    let tmp = _mm_loadu_si128(blk.add(6) as *const __m128i);
+                    let nibbles =
+                        _mm256_and_si256(mask, _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp));
+                    let bxhi = _mm256_andnot_si256(bytes_from_bits_32(blk.add(2)), high);
+                    let qx = _mm256_or_si256(nibbles, bxhi);
+                    let ax = _mm256_sign_epi8(qx, qx);
+                    for r in 0..rows {
+                        let xb = r * nb + b;
+                        let d = _mm256_set1_ps(dw * *xd.get_unchecked(xb));
+                        let qy = _mm256_loadu_si256(qp.add(xb * QK) as *const __m256i);
+                        let sy = _mm256_sign_epi8(qy, qx);
+                        acc[r] = _mm256_fmadd_ps(d, $mul_sum(ax, sy), acc[r]);
+                    }
+                }
+                let mut out = [0f32; ROWS];
+                for r in 0..rows {
+                    out[r] = hsum(acc[r]);
+                }
+                out
+            }
+        };
+    }
+
+    q5_0_kernel!(q5_0_avx2, "avx2,fma,f16c", mul_sum_avx2);
+    q5_0_kernel!(q5_0_vnni, "avx2,fma,f16c", mul_sum_vnni);
     q4_1_kernel!(q4_1_avx2, "avx2,fma,f16c", mul_sum_avx2);
     q4_1_kernel!(q4_1_vnni, "avx2,fma,f16c", mul_sum_vnni);
     q8_0_kernel!(q8_0_avx2, "avx2,fma,f16c", mul_sum_avx2);
@@ -524,6 +594,57 @@ mod tests {
             for j in 0..n {
                 let want = reference_q4_1(&w[j * nb * Q4_1_BYTES..], &row, nb);
                 assert_eq!(y[i * n + j].to_bits(), want.to_bits());
+            }
+        }
+    }
+
+    #[test]
+    fn q5_0_kernel_equals_its_scalar_form() {
+        let (n, k) = (7, 96);
+        let nb = k / QK;
+        let w: Vec<u8> = (0..n * nb * Q5_0_BYTES)
+            .map(|i| match i % Q5_0_BYTES {
+                0 => 0x00,
+                1 => 0x24,
+                _ => (i * 97 % 253) as u8,
+            })
+            .collect();
+        let x: Vec<f32> = (0..3 * k)
+            .map(|i| ((i as f32) * 0.53).sin() * 1.5)
+            .collect();
+        check_quantizer(&x, false);
+        if !available() {
+            assert!(matmul_t(&x, 3, k, &w, n, WeightFormat::Q5_0).is_none());
+            return;
+        }
+        let y = matmul_t(&x, 3, k, &w, n, WeightFormat::Q5_0).unwrap();
+        let xq = quantize_rows(&x, false);
+        for i in 0..3 {
+            for j in 0..n {
+                let row = &w[j * nb * Q5_0_BYTES..];
+                let mut acc = [0f32; 8];
+                for b in 0..nb {
+                    let blk = &row[b * Q5_0_BYTES..];
+                    let d = f16_to_f32(u16::from_le_bytes([blk[0], blk[1]])) * xq.d[i * nb + b];
+                    let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+                    let value = |e: usize| -> i32 {
+                        let nibble = if e < 16 {
+                            blk[6 + e] & 0x0f
+                        } else {
+                            blk[6 + e - 16] >> 4
+                        } as i32;
+                        nibble | ((((qh >> e) & 1) as i32) << 4)
+                    };
+                    for (lane, a) in acc.iter_mut().enumerate() {
+                        let s: i32 = (lane * 4..lane * 4 + 4)
+                            .map(|e| (value(e) - 16) * xq.qs[(i * nb + b) * QK + e] as i32)
+                            .sum();
+                        *a = d.mul_add(s as f32, *a);
+                    }
+                }
+                let want = ((acc[0] + acc[4]) + (acc[2] + acc[6]))
+                    + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+                assert_eq!(y[i * n + j].to_bits(), want.to_bits(), "({i}, {j})");
             }
         }
     }

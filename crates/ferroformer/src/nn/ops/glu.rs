@@ -22,7 +22,7 @@ pub fn activation(x: &Tensor, act: Activation) -> Result<Tensor> {
 
 /// `act(gate) * up` for `hidden` `(..., 2 * d_ff)` holding gate then up:
 ///
-/// - f32 CPU inference: one pass into one buffer (llama.cpp's SwiGLU under
+/// - f32 CPU inference: one pass into one buffer (llama.cpp's SwiGLU and GeGLU under
 ///   [`Arithmetic::Ggml`]);
 /// - otherwise: two views and candle's element-wise ops (differentiable).
 pub(crate) fn glu(
@@ -33,6 +33,9 @@ pub(crate) fn glu(
 ) -> Result<Tensor> {
     let fused = match (path(&[hidden]), arithmetic, act) {
         (Path::Kernel, Arithmetic::Ggml, Activation::Silu) => kernels::ggml_swiglu(hidden, d_ff)?,
+        (Path::Kernel, Arithmetic::Ggml, Activation::GeluTanh) => {
+            kernels::ggml_geglu(hidden, d_ff)?
+        }
         (Path::Kernel, _, _) => kernels::gated_activation(hidden, d_ff, act)?,
         _ => None,
     };
