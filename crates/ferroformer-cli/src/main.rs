@@ -368,8 +368,6 @@ fn tokenizer_train(
 
 fn train_lm(args: TrainLmArgs) -> anyhow::Result<()> {
     use ferroformer::train::{TrainConfig, TrainEvent};
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
 
     let device = args.device.open()?;
     let mut cfg = match &args.config {
@@ -379,19 +377,7 @@ fn train_lm(args: TrainLmArgs) -> anyhow::Result<()> {
     for (key, value) in train_classifier_cmd::parse_settings(&args.settings)? {
         cfg.set(&key, &value)?;
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || {
-            if stop.swap(true, Ordering::SeqCst) {
-                eprintln!("\nsecond interrupt: exiting without saving");
-                std::process::exit(130);
-            }
-            eprintln!(
-                "\ninterrupted: saving a checkpoint, then exiting (Ctrl-C again to quit now)"
-            );
-        })?;
-    }
+    let stop = crate::progress::interrupt_flag()?;
     let progress = crate::progress::TrainingProgress::new(cfg.max_steps, args.json)?;
     let bar = &progress.bar;
     let say = |msg: String| progress.say(msg);

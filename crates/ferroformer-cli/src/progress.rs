@@ -47,3 +47,19 @@ impl TrainingProgress {
         }
     }
 }
+
+/// A flag Ctrl-C sets: the training loop saves a checkpoint and stops at the next step; a
+/// second Ctrl-C exits at once without saving.
+pub fn interrupt_flag() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\nsecond interrupt: exiting without saving");
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: saving a checkpoint, then exiting (Ctrl-C again to quit now)");
+    })?;
+    Ok(stop)
+}

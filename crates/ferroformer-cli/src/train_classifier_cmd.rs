@@ -2,8 +2,6 @@
 //! encoder, with a progress bar on stderr.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use anyhow::bail;
 use ferroformer::train::classifier::{train_classifier, ClassifierConfig, ClassifierEvent};
@@ -85,19 +83,7 @@ pub fn run(args: TrainClassifierArgs) -> anyhow::Result<()> {
     for (key, value) in parse_settings(&args.settings)? {
         cfg.set(&key, &value)?;
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || {
-            if stop.swap(true, Ordering::SeqCst) {
-                eprintln!("\nsecond interrupt: exiting without saving");
-                std::process::exit(130);
-            }
-            eprintln!(
-                "\ninterrupted: saving a checkpoint, then exiting (Ctrl-C again to quit now)"
-            );
-        })?;
-    }
+    let stop = crate::progress::interrupt_flag()?;
     let progress = crate::progress::TrainingProgress::new(0, args.json)?;
     let bar = &progress.bar;
     let say = |msg: String| progress.say(msg);

@@ -99,3 +99,16 @@ pub fn load_vars(
     }
     Ok(())
 }
+
+/// The variables of a `VarMap` by name (the trainable parameters of a model built on it).
+pub fn varmap_vars(
+    varmap: &candle_nn::VarMap,
+) -> Result<std::collections::HashMap<String, candle_core::Var>> {
+    Ok(varmap
+        .data()
+        .lock()
+        .map_err(|_| Error::Invalid("poisoned variable map".into()))?
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect())
+}

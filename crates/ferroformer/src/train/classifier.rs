@@ -300,13 +300,7 @@ impl ClassifierModel {
             &Weights::from_varmap(&varmap, DType::F32, device),
             &config,
         )?;
-        let vars: HashMap<String, Var> = varmap
-            .data()
-            .lock()
-            .map_err(|_| Error::Invalid("poisoned variable map".into()))?
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let vars: HashMap<String, Var> = super::checkpoint::varmap_vars(&varmap)?;
         let head_prefixes = match &spec.sequence_classifier {
             SequenceClassifierNames::Pooler { classifier } => vec![classifier.clone()],
             SequenceClassifierNames::FirstToken { dense, out, .. } => {

@@ -289,13 +289,7 @@ pub fn build_trainable(
     let spec = causal_lm_spec_from_json(config_json, Path::new("config.json"))?;
     let varmap = VarMap::new();
     let model = load_causal_lm(&Weights::from_varmap(&varmap, DType::F32, device), &spec)?;
-    let vars: HashMap<String, Var> = varmap
-        .data()
-        .lock()
-        .map_err(|_| Error::Invalid("poisoned variable map".into()))?
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let vars: HashMap<String, Var> = super::checkpoint::varmap_vars(&varmap)?;
     init_weights(&vars, seed, layers)?;
     Ok(TrainableModel {
         model,
