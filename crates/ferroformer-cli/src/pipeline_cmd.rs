@@ -18,7 +18,8 @@ use crate::generation_args::GenerationArgs;
 pub struct PipelineArgs {
     /// text-classification (sentiment-analysis), token-classification (ner),
     /// question-answering, fill-mask, feature-extraction, zero-shot-classification,
-    /// text-generation.
+    /// text-generation, summarization, translation (translation_xx_to_yy),
+    /// text2text-generation.
     pub task: String,
     /// Checkpoint directory, file, or hub id `org/name[@revision]`; for text-generation
     /// also a `.gguf` file (or a hub repository holding one).
@@ -95,7 +96,29 @@ pub struct PipelineArgs {
     /// continuation only (false).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub return_full_text: bool,
-    /// text-generation: the generation options (shared with `generate` and `chat`).
+    /// summarization, translation, text2text-generation: decoder tokens at least (the
+    /// decoder start token included), as `transformers`' `min_length`.
+    #[arg(long)]
+    pub min_length: Option<usize>,
+    /// summarization, translation, text2text-generation: decoder tokens at most (the
+    /// decoder start token included), as `transformers`' `max_length`.
+    #[arg(long)]
+    pub max_length: Option<usize>,
+    /// translation with a multilingual model (mBART-50, M2M100, NLLB): the source language
+    /// code (`en_XX`, `en`, `eng_Latn`, ...).
+    #[arg(long)]
+    pub src_lang: Option<String>,
+    /// translation with a multilingual model: the target language code.
+    #[arg(long)]
+    pub tgt_lang: Option<String>,
+    /// summarization, translation, text2text-generation: `true` cuts inputs to the
+    /// tokenizer's model_max_length, `false` makes an input longer than the encoder an
+    /// error; by default inputs run whole unless longer than the encoder's positions,
+    /// which keep their first tokens.
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub truncation: Option<bool>,
+    /// text-generation, summarization, translation, text2text-generation: the generation
+    /// options (shared with `generate` and `chat`).
     #[command(flatten)]
     pub generation: GenerationArgs,
 }
@@ -196,6 +219,34 @@ fn task_options(args: &PipelineArgs, task: Task) -> anyhow::Result<TaskOptions> 
             g.generate_kwargs = args.generation.kwargs(top_k);
             g.truncation = args.generation.truncation()?;
         }
+        Task::Summarization | Task::Translation | Task::Text2TextGeneration => {
+            let top_k = match args.top_k {
+                Some(_) => Some(top_k_number(50)?),
+                None => None,
+            };
+            let mut kwargs = args.generation.kwargs(top_k);
+            if let Some(n) = args.min_length {
+                kwargs.insert("min_length".into(), n.into());
+            }
+            if let Some(n) = args.max_length {
+                kwargs.insert("max_length".into(), n.into());
+            }
+            if args.generation.truncate.is_some() {
+                bail!(
+                    "--truncate is for text-generation; {} takes --truncation true|false",
+                    task.name()
+                );
+            }
+            let s = match task {
+                Task::Summarization => &mut o.summarization,
+                Task::Translation => &mut o.translation,
+                _ => &mut o.text2text_generation,
+            };
+            s.generate_kwargs = kwargs;
+            s.truncation = args.truncation;
+            s.src_lang = args.src_lang.clone();
+            s.tgt_lang = args.tgt_lang.clone();
+        }
         Task::ZeroShotClassification => {
             if args.candidate_labels.is_empty() {
                 bail!("zero-shot-classification needs --candidate-labels a,b,c");
@@ -230,7 +281,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<()> {
         dtype,
         device: args.device.open()?,
     };
-    let pipe = pipeline_with(task.name(), &args.model, &config)
+    let pipe = pipeline_with(&args.task, &args.model, &config)
         .with_context(|| format!("loading {} for {}", args.model, task.name()))?;
     // Long input files get a progress bar on stderr; stdout stays machine-readable.
     let chunk = (args.batch_size * 4).max(1);
@@ -369,7 +420,11 @@ fn print_readable(task: Task, input: &PipelineInput, output: &serde_json::Value)
                     );
                 }
             }
-            Task::TextGeneration => println!("  {}", text("generated_text")),
+            Task::TextGeneration | Task::Text2TextGeneration => {
+                println!("  {}", text("generated_text"))
+            }
+            Task::Summarization => println!("  {}", text("summary_text")),
+            Task::Translation => println!("  {}", text("translation_text")),
             Task::ZeroShotClassification => {
                 let labels = row
                     .get("labels")

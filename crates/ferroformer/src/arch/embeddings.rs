@@ -19,6 +19,16 @@ pub enum PositionalKind {
     None,
     /// Fixed sinusoids added to the embeddings (the original paper).
     Sinusoidal,
+    /// Sines then cosines of the same frequencies, added to the embeddings (Marian,
+    /// Pegasus; see [`SinusoidalPositionalEncoding::halves`]).
+    SinusoidalHalves,
+    /// fairseq's sinusoidal table (M2M100, NLLB; see
+    /// [`SinusoidalPositionalEncoding::fairseq`]): real tokens count from
+    /// `padding_idx + 1`, padding tokens look up the zero row `padding_idx`.
+    SinusoidalFairseq {
+        /// The padding token id, which is also the table's zero row.
+        padding_idx: u32,
+    },
     /// A learned table added to the embeddings; position `p` is row `p + offset`.
     Learned {
         /// Rows before position 0 (BART: 2).
@@ -74,6 +84,8 @@ pub struct EmbeddingNames {
 enum Positions {
     None,
     Sinusoidal(SinusoidalPositionalEncoding),
+    /// A fixed table indexed by ids derived from the input ids (fairseq).
+    Fairseq(SinusoidalPositionalEncoding, u32),
     Learned(LearnedPositionalEmbedding),
     Rotary(RotaryEmbedding),
 }
@@ -129,6 +141,19 @@ fn fixed_positions(
             dtype,
             device,
         )?),
+        PositionalKind::SinusoidalHalves => Positions::Sinusoidal(
+            SinusoidalPositionalEncoding::halves(cfg.d_model, cfg.max_positions, dtype, device)?,
+        ),
+        PositionalKind::SinusoidalFairseq { padding_idx } => Positions::Fairseq(
+            SinusoidalPositionalEncoding::fairseq(
+                cfg.d_model,
+                cfg.max_positions + padding_idx as usize + 1,
+                padding_idx as usize,
+                dtype,
+                device,
+            )?,
+            padding_idx,
+        ),
         PositionalKind::Rotary {
             base,
             layout,
@@ -308,6 +333,14 @@ impl Embeddings {
                 ));
             }
         }
+        let fairseq_ids;
+        let position_ids = match (&self.positions, position_ids) {
+            (Positions::Fairseq(_, pad), None) => {
+                fairseq_ids = position_ids_after_padding_index_from(input_ids, *pad, past)?;
+                Some(&fairseq_ids)
+            }
+            (_, p) => p,
+        };
         let (hidden, rope) = self.add_positions(hidden, position_ids, past, mode)?;
         let mut hidden = self.add_token_types(hidden, token_type_ids)?;
         if let Some(norm) = &self.norm {
@@ -334,6 +367,14 @@ impl Embeddings {
             Positions::Sinusoidal(pe) => match position_ids {
                 Some(p) => ((hidden + pe.forward_ids(p)?)?, None),
                 None => (pe.forward(&hidden, past)?, None),
+            },
+            Positions::Fairseq(table, _) => match position_ids {
+                Some(p) => ((hidden + table.forward_ids(p)?)?, None),
+                None => {
+                    return Err(Error::Invalid(
+                        "fairseq positions are looked up from position ids".into(),
+                    ))
+                }
             },
             Positions::Learned(pe) => {
                 let pos = match position_ids {
@@ -396,6 +437,19 @@ pub fn padded_position_ids(attention_mask: &Tensor, seq: usize) -> Result<Tensor
 /// never trained. `cumsum(ids != pad) * (ids != pad) + pad`, as `transformers`'
 /// `create_position_ids_from_input_ids`; like it, this looks at the ids, not at a mask.
 pub fn position_ids_after_padding_index(input_ids: &Tensor, padding_idx: u32) -> Result<Tensor> {
+    position_ids_after_padding_index_from(input_ids, padding_idx, 0)
+}
+
+/// [`position_ids_after_padding_index`] for tokens that follow `past` cached ones (every
+/// real token counts from `padding_idx + past + 1`), as `create_position_ids_from_input_ids`
+/// with `past_key_values_length`.
+pub fn position_ids_after_padding_index_from(
+    input_ids: &Tensor,
+    padding_idx: u32,
+    past: usize,
+) -> Result<Tensor> {
+    let past = u32::try_from(past)
+        .map_err(|_| Error::Invalid(format!("position {past} does not fit in u32")))?;
     let (b, s) = input_ids
         .dims2()
         .map_err(|_| Error::shape("input_ids", "(batch, seq)", input_ids.dims()))?;
@@ -408,7 +462,7 @@ pub fn position_ids_after_padding_index(input_ids: &Tensor, padding_idx: u32) ->
                 ids.push(padding_idx);
             } else {
                 count += 1;
-                ids.push(padding_idx + count);
+                ids.push(padding_idx + past + count);
             }
         }
     }

@@ -81,6 +81,9 @@ pub struct StackContext<'a> {
     pub memory: Option<&'a Tensor>,
     /// Additive cross-attention bias.
     pub memory_bias: Option<&'a Tensor>,
+    /// Additive self-attention position bias shared by every layer (T5's relative
+    /// position bias, see [`crate::nn::RelativePositionBias`]).
+    pub position_bias: Option<&'a Tensor>,
     /// Rotary tables.
     pub rope: Option<&'a RopeTables>,
     /// One cache per layer.
@@ -162,6 +165,7 @@ impl LayerStack {
             self_bias,
             memory,
             memory_bias,
+            position_bias,
             rope,
             mut caches,
             mode,
@@ -201,7 +205,7 @@ impl LayerStack {
                     self_bias,
                     memory,
                     memory_bias,
-                    position_bias: None,
+                    position_bias,
                     rope,
                     cache,
                     mode,

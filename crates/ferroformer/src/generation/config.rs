@@ -69,6 +69,16 @@ pub struct GenerationConfig {
     pub bos_token_id: Option<u32>,
     /// Stop a sequence once its text ends with one of these (needs a tokenizer).
     pub stop_strings: Vec<String>,
+    /// Encoder-decoder models: the token the decoder starts from.
+    pub decoder_start_token_id: Option<u32>,
+    /// The token forced as the first generated one (mBART-50, M2M100 and NLLB force the
+    /// target language this way).
+    pub forced_bos_token_id: Option<u32>,
+    /// The token(s) forced when the maximum length is reached.
+    pub forced_eos_token_id: Vec<u32>,
+    /// Token sequences never generated (a one-token sequence is banned everywhere, a longer
+    /// one whenever its prefix was just generated).
+    pub bad_words_ids: Vec<Vec<u32>>,
     /// Seed of the sampler: the same seed gives the same tokens.
     pub seed: u64,
 }
@@ -95,6 +105,10 @@ impl Default for GenerationConfig {
             pad_token_id: None,
             bos_token_id: None,
             stop_strings: Vec::new(),
+            decoder_start_token_id: None,
+            forced_bos_token_id: None,
+            forced_eos_token_id: Vec::new(),
+            bad_words_ids: Vec::new(),
             seed: 0,
         }
     }
@@ -216,6 +230,25 @@ impl GenerationConfig {
                 "eos_token_id" => c.eos_token_id = as_tokens(k, v)?,
                 "pad_token_id" => c.pad_token_id = Some(as_token(k, v)?),
                 "bos_token_id" => c.bos_token_id = Some(as_token(k, v)?),
+                "decoder_start_token_id" => c.decoder_start_token_id = Some(as_token(k, v)?),
+                "forced_bos_token_id" => c.forced_bos_token_id = Some(as_token(k, v)?),
+                "forced_eos_token_id" => c.forced_eos_token_id = as_tokens(k, v)?,
+                "bad_words_ids" => {
+                    c.bad_words_ids = match v {
+                        Value::Array(items) => items
+                            .iter()
+                            .map(|seq| match seq {
+                                Value::Array(ids) if !ids.is_empty() => {
+                                    ids.iter().map(|i| as_token(k, i)).collect()
+                                }
+                                other => {
+                                    Err(bad(k, "a list of non-empty lists of token ids", other))
+                                }
+                            })
+                            .collect::<Result<_>>()?,
+                        other => return Err(bad(k, "a list of lists of token ids", other)),
+                    }
+                }
                 "stop_strings" => {
                     c.stop_strings = match v {
                         Value::String(s) => vec![s.clone()],

@@ -13,18 +13,32 @@ pub struct LogitsProcessor<'a> {
     cfg: &'a GenerationConfig,
     /// Length of the (padded) prompt: `min_new_tokens` counts from here.
     prompt_len: usize,
+    /// Total length at most: `forced_eos_token_id` is forced at the last position.
+    max_len: Option<usize>,
 }
 
 impl<'a> LogitsProcessor<'a> {
     /// Processors for prompts of `prompt_len` tokens (padding included, as in
     /// `transformers`).
     pub fn new(cfg: &'a GenerationConfig, prompt_len: usize) -> Self {
-        Self { cfg, prompt_len }
+        Self {
+            cfg,
+            prompt_len,
+            max_len: None,
+        }
+    }
+
+    /// Sets the total length generation stops at (where `forced_eos_token_id` applies).
+    pub fn with_max_length(mut self, max_len: usize) -> Self {
+        self.max_len = Some(max_len);
+        self
     }
 
     /// Applies the processors that run for every decoding method, given the row's tokens so
-    /// far (`ids`, padding included): repetition penalty, no-repeat n-grams, then
-    /// end-of-sequence suppression below `min_length` / `min_new_tokens`.
+    /// far (`ids`, padding included; the decoder's tokens for encoder-decoder models), in
+    /// `transformers`' order: repetition penalty, no-repeat n-grams, bad words,
+    /// end-of-sequence suppression below `min_length` / `min_new_tokens`, the forced first
+    /// token, the forced last token.
     pub fn process(&self, ids: &[u32], scores: &mut [f32]) {
         let c = self.cfg;
         if c.repetition_penalty != 1.0 {
@@ -32,6 +46,9 @@ impl<'a> LogitsProcessor<'a> {
         }
         if c.no_repeat_ngram_size > 0 {
             no_repeat_ngram(ids, scores, c.no_repeat_ngram_size);
+        }
+        if !c.bad_words_ids.is_empty() {
+            bad_words(ids, scores, &c.bad_words_ids, &c.eos_token_id);
         }
         let cur_len = ids.len();
         let too_short = (c.min_length > 0 && cur_len < c.min_length)
@@ -43,6 +60,12 @@ impl<'a> LogitsProcessor<'a> {
                     *s = f32::NEG_INFINITY;
                 }
             }
+        }
+        if let (Some(bos), 1) = (c.forced_bos_token_id, cur_len) {
+            force(scores, &[bos]);
+        }
+        if !c.forced_eos_token_id.is_empty() && self.max_len == Some(cur_len + 1) {
+            force(scores, &c.forced_eos_token_id);
         }
     }
 
@@ -64,6 +87,35 @@ impl<'a> LogitsProcessor<'a> {
         }
         if let Some(p) = c.min_p {
             min_p(scores, p as f32, min_keep);
+        }
+    }
+}
+
+/// Every score `-inf` except those of `tokens`, which become 0.
+fn force(scores: &mut [f32], tokens: &[u32]) {
+    scores.iter_mut().for_each(|s| *s = f32::NEG_INFINITY);
+    for &t in tokens {
+        if let Some(s) = scores.get_mut(t as usize) {
+            *s = 0.0;
+        }
+    }
+}
+
+/// Bans the last token of every bad-word sequence whose other tokens end `ids` (a
+/// one-token sequence always); sequences that are a lone end-of-sequence token are ignored,
+/// as `transformers`' `NoBadWordsLogitsProcessor` does.
+pub fn bad_words(ids: &[u32], scores: &mut [f32], bad: &[Vec<u32>], eos: &[u32]) {
+    for seq in bad {
+        let Some((&last, prefix)) = seq.split_last() else {
+            continue;
+        };
+        if prefix.is_empty() && eos.contains(&last) {
+            continue;
+        }
+        if ids.ends_with(prefix) {
+            if let Some(s) = scores.get_mut(last as usize) {
+                *s = f32::NEG_INFINITY;
+            }
         }
     }
 }

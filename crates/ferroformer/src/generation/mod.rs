@@ -14,6 +14,7 @@
 //! One module serves every decoder family (they all run on
 //! [`crate::arch::DecoderOnlyTransformer`]).
 
+mod beam;
 pub mod causal_lm;
 pub mod config;
 pub mod context;
@@ -21,6 +22,7 @@ pub mod loaded;
 pub mod logits;
 pub mod perplexity;
 pub mod search;
+pub mod seq2seq;
 pub mod stream;
 
 pub use causal_lm::AutoModelForCausalLM;
@@ -30,6 +32,7 @@ pub use loaded::{LanguageModel, LmTokenizer, ModelSource};
 pub use logits::LogitsProcessor;
 pub use perplexity::{perplexity, text_perplexities, Perplexity, TextPerplexities};
 pub use search::{generate_ids, left_pad, GenerateOutput};
+pub use seq2seq::{generate_seq2seq, AutoModelForSeq2SeqLM};
 pub use stream::{
     generate_stream, generate_stream_cached, PromptCache, StopReason, StreamOutput, TextStreamer,
 };

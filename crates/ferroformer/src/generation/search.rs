@@ -5,7 +5,8 @@ use candle_core::{DType, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::config::{EarlyStopping, GenerationConfig};
+use super::beam::BeamPrompt;
+use super::config::GenerationConfig;
 use super::logits::{self, LogitsProcessor};
 use crate::arch::DecoderOnlyTransformer;
 use crate::error::{Error, Result};
@@ -264,7 +265,7 @@ pub fn generate_ids(
         .flat_map(|r| std::iter::repeat_n(r.clone(), n))
         .collect();
     let pad = cfg.effective_pad_token_id();
-    let proc = LogitsProcessor::new(cfg, prompt_len);
+    let proc = LogitsProcessor::new(cfg, prompt_len).with_max_length(max_len);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut seqs = rows.clone();
     let mut unfinished = vec![true; rows.len()];
@@ -315,15 +316,6 @@ pub fn generate_ids(
     })
 }
 
-/// A running beam: its tokens (prompt included), its summed log-probability, and its own
-/// KV cache (reordering beams clones caches, which shares their tensors).
-#[derive(Clone)]
-struct Beam {
-    ids: Vec<u32>,
-    score: f32,
-    caches: Vec<LayerCache>,
-}
-
 /// `transformers`' beam search (`_beam_search`), one prompt at a time: a prompt's result
 /// depends only on its own beams, and once a prompt is done nothing more can enter its
 /// finished hypotheses, so running prompts separately gives the batched result.
@@ -338,23 +330,10 @@ fn beam_search(
 ) -> Result<GenerateOutput> {
     let mut all: Vec<(Vec<u32>, f32)> = Vec::new();
     for (ids, m) in input_ids.iter().zip(mask) {
-        let hyps = beam_search_one(model, ids, m, cfg, prompt_len, max_len, stop)?;
+        let hyps = beam_search_one(model, ids, m, cfg, max_len, stop)?;
         all.extend(hyps.into_iter().take(cfg.num_return_sequences));
     }
-    // Like `transformers`: rows cut to the longest returned hypothesis, shorter ones filled
-    // with `pad_token_id or eos_token_id[0]` (Python's `or`: a pad id of 0 counts as unset).
-    let width = all.iter().map(|(s, _)| s.len()).max().unwrap_or(prompt_len);
-    let fill = match cfg.eos_token_id.first() {
-        Some(&e) => cfg.pad_token_id.filter(|&p| p != 0).unwrap_or(e),
-        None => cfg.pad_token_id.unwrap_or(0),
-    };
-    let (sequences, scores) = all
-        .into_iter()
-        .map(|(mut s, score)| {
-            s.resize(width, fill);
-            (s, score)
-        })
-        .unzip();
+    let (sequences, scores) = super::beam::pad_hypotheses(all, cfg, prompt_len);
     Ok(GenerateOutput {
         sequences,
         sequences_scores: Some(scores),
@@ -363,143 +342,35 @@ fn beam_search(
     })
 }
 
-/// Finished hypotheses of one prompt, best first.
+/// Finished hypotheses of one prompt, best first; each beam keeps its own KV cache
+/// (reordering beams clones caches, which shares their tensors).
 fn beam_search_one(
     model: &DecoderOnlyTransformer,
     prompt: &[u32],
     prompt_mask: &[u32],
     cfg: &GenerationConfig,
-    prompt_len: usize,
     max_len: usize,
     stop: &StopStrings,
 ) -> Result<Vec<(Vec<u32>, f32)>> {
-    let num_beams = cfg.num_beams;
-    // Enough candidates that `num_beams` of them continue even if each beam's best
-    // continuations are end-of-sequence tokens.
-    let keep = (1 + cfg.eos_token_id.len()).max(2) * num_beams;
-    let lp = cfg.length_penalty;
-    let proc = LogitsProcessor::new(cfg, prompt_len);
+    let proc = LogitsProcessor::new(cfg, prompt.len()).with_max_length(max_len);
+    let mut beams = BeamPrompt::new(prompt, cfg, &proc, stop, max_len);
     let mut mask = prompt_mask.to_vec();
     let mut caches = model.new_caches();
     let first = last_logits(model, &[prompt.to_vec()], &[mask.clone()], &mut caches)?;
-    // All beams start as the prompt; only the first counts (the others start at -1e9 so the
-    // first step does not pick the same continuation `num_beams` times).
-    let mut running: Vec<Beam> = (0..num_beams)
-        .map(|i| Beam {
-            ids: prompt.to_vec(),
-            score: if i == 0 { 0.0 } else { -1e9 },
-            caches: caches.clone(),
-        })
-        .collect();
-    let mut step_logits: Vec<Vec<f32>> = vec![first[0].clone(); num_beams];
-    let mut finished: Vec<(Vec<u32>, f32)> = Vec::new();
-    let mut improvable = true;
-    let mut cur_len = prompt_len;
-    loop {
-        // Candidates: (accumulated log-prob, beam, token).
-        let vocab = step_logits[0].len();
-        let mut cand: Vec<(f32, usize, u32)> = Vec::with_capacity(num_beams * vocab);
-        for (b, beam) in running.iter().enumerate() {
-            let mut lp_row = logits::log_softmax(&step_logits[b]);
-            proc.process(&beam.ids, &mut lp_row);
-            cand.extend(
-                lp_row
-                    .iter()
-                    .enumerate()
-                    .map(|(t, &s)| (s + beam.score, b, t as u32)),
-            );
-        }
-        // Best first; ties keep the lower flat index, as a stable top-k would.
-        let by_score = |a: &(f32, usize, u32), b: &(f32, usize, u32)| b.0.total_cmp(&a.0);
-        if cand.len() > keep {
-            cand.select_nth_unstable_by(keep - 1, |a, b| {
-                by_score(a, b).then((a.1, a.2).cmp(&(b.1, b.2)))
-            });
-            cand.truncate(keep);
-        }
-        cand.sort_by(|a, b| by_score(a, b).then((a.1, a.2).cmp(&(b.1, b.2))));
-        let mut hits = Vec::with_capacity(cand.len());
-        for &(_, b, t) in &cand {
-            let mut ids = running[b].ids.clone();
-            ids.push(t);
-            let hit = cfg.eos_token_id.contains(&t)
-                || cur_len + 1 >= max_len
-                || stop.hit(&ids[prompt_len..])?;
-            hits.push(hit);
-        }
-        // Finished hypotheses: only the top `num_beams` candidates may enter, and only while
-        // the prompt is not done.
-        let full = finished.len() == num_beams;
-        if improvable && !(full && cfg.early_stopping == EarlyStopping::Done) {
-            let denom = ((cur_len + 1 - prompt_len) as f64).powf(lp) as f32;
-            let mut merged = finished.clone();
-            for (r, &(s, b, t)) in cand.iter().enumerate().take(num_beams) {
-                if hits[r] {
-                    let mut ids = running[b].ids.clone();
-                    ids.push(t);
-                    merged.push((ids, s / denom));
-                }
-            }
-            // Stable: earlier hypotheses win ties, as in `transformers`' merge.
-            merged.sort_by(|a, b| b.1.total_cmp(&a.1));
-            merged.truncate(num_beams);
-            finished = merged;
-        }
-        if hits.iter().all(|&h| h) {
-            break;
-        }
-        // Next running beams: the best candidates that did not stop (stopped ones follow,
-        // pushed down by 1e9, as in `transformers`, should too few remain).
-        let mut order: Vec<usize> = (0..cand.len()).collect();
-        order.sort_by(|&a, &b| {
-            let sa = cand[a].0 - if hits[a] { 1e9 } else { 0.0 };
-            let sb = cand[b].0 - if hits[b] { 1e9 } else { 0.0 };
-            sb.total_cmp(&sa).then(a.cmp(&b))
-        });
+    let mut beam_caches = vec![caches; cfg.num_beams];
+    let mut step_logits: Vec<Vec<f32>> = vec![first[0].clone(); cfg.num_beams];
+    while let Some(chosen) = beams.advance(&step_logits)? {
         mask.push(1);
-        let mut next = Vec::with_capacity(num_beams);
-        let mut next_logits = Vec::with_capacity(num_beams);
-        for &r in order.iter().take(num_beams) {
-            let (s, b, t) = cand[r];
-            let mut beam = Beam {
-                ids: running[b].ids.clone(),
-                score: s - if hits[r] { 1e9 } else { 0.0 },
-                caches: running[b].caches.clone(),
-            };
-            beam.ids.push(t);
-            let l = last_logits(model, &[vec![t]], &[mask.clone()], &mut beam.caches)?;
+        let mut next_caches = Vec::with_capacity(chosen.len());
+        let mut next_logits = Vec::with_capacity(chosen.len());
+        for &(parent, token) in &chosen {
+            let mut c = beam_caches[parent].clone();
+            let l = last_logits(model, &[vec![token]], &[mask.clone()], &mut c)?;
             next_logits.push(l.into_iter().next().unwrap_or_default());
-            next.push(beam);
+            next_caches.push(c);
         }
-        running = next;
+        beam_caches = next_caches;
         step_logits = next_logits;
-        cur_len += 1;
-        // Can a running beam still beat the worst finished hypothesis?
-        if improvable && finished.len() == num_beams {
-            let hyp_len = if cfg.early_stopping == EarlyStopping::Never && lp > 0.0 {
-                max_len - prompt_len
-            } else {
-                cur_len - prompt_len
-            };
-            let best = running[0].score / (hyp_len as f64).powf(lp) as f32;
-            let worst = finished.iter().map(|f| f.1).fold(f32::INFINITY, f32::min);
-            improvable = best > worst;
-        }
-        let done_early = finished.len() == num_beams && cfg.early_stopping == EarlyStopping::Done;
-        if !improvable || done_early {
-            break;
-        }
     }
-    if finished.is_empty() {
-        // Unreachable in practice (the last step finishes the top beams); keep the running
-        // beams rather than return nothing.
-        finished = running
-            .into_iter()
-            .map(|b| {
-                let n = (b.ids.len() - prompt_len) as f64;
-                (b.ids, b.score / n.powf(lp) as f32)
-            })
-            .collect();
-    }
-    Ok(finished)
+    Ok(beams.into_hypotheses())
 }

@@ -3,6 +3,7 @@
 
 pub mod auto;
 pub mod auto_encoder;
+pub mod bart;
 pub mod bert;
 pub mod causal_lm;
 pub mod chat_template;
@@ -16,6 +17,8 @@ pub mod hub;
 pub mod inspect;
 pub mod llama;
 pub mod roberta;
+pub mod seq2seq;
+pub mod t5;
 pub mod tokenizer;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +34,7 @@ pub use auto_encoder::{
     AutoModelForSequenceClassification, AutoModelForTokenClassification, PretrainedConfig,
     SUPPORTED_ENCODER_ARCHITECTURES, SUPPORTED_ENCODER_MODEL_TYPES,
 };
+pub use bart::BartConfig;
 pub use bert::{BertConfig, BertModel, BertOutput};
 pub use causal_lm::{CausalLm, CausalLmFamily};
 pub use chat_template::{ChatMessage, ChatTemplate};
@@ -42,6 +46,10 @@ pub use gpt2::{Gpt2Config, Gpt2LmHeadModel};
 pub use inspect::{inspect_checkpoint, CheckpointSummary, ModuleSummary};
 pub use llama::{LlamaConfig, LlamaForCausalLm};
 pub use roberta::RobertaConfig;
+pub use seq2seq::{
+    is_seq2seq_model_type, load_seq2seq_lm, seq2seq_lm_from_dir, SUPPORTED_SEQ2SEQ_MODEL_TYPES,
+};
+pub use t5::T5Config;
 pub use tokenizer::{
     AutoTokenizer, BatchEncoding, EncodeOptions, Encoding, PaddingStrategy, Side,
     TruncationStrategy,

@@ -172,6 +172,8 @@ pub struct KvCache {
     /// Set by `truncate`: positions past `len` may still be visible through views handed
     /// out earlier, so the next append copies instead of writing over them.
     copy_on_append: bool,
+    /// Set by `select_rows`: the buffer holds exactly the cached positions.
+    tight: bool,
 }
 
 /// `(batch, kv_heads, capacity, head_dim)` keys and values, contiguous.
@@ -205,6 +207,7 @@ impl KvCache {
         self.buf = None;
         self.len = 0;
         self.copy_on_append = false;
+        self.tight = false;
     }
 
     /// Keeps the first `len` positions only (a prompt that shares only that prefix with
@@ -215,6 +218,25 @@ impl KvCache {
         } else if len < self.len {
             self.len = len;
             self.copy_on_append = true;
+        }
+        Ok(())
+    }
+
+    /// Keeps the batch rows `rows` (indices into the current batch, in their new order):
+    /// beam search reorders beams this way, and rows that finished leave the batch. The
+    /// cached positions are copied once; the next append extends them by concatenation
+    /// (a beam cache is reordered again at every step, so spare capacity would be copied
+    /// for nothing).
+    pub fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
+        if let Some((k, v)) = self.get() {
+            // A view into spare capacity is copied to contiguous rows first (once: the
+            // selected buffer is exactly full and stays contiguous).
+            self.buf = Some(Arc::new(KvBuffer {
+                k: k.contiguous()?.index_select(rows, 0)?,
+                v: v.contiguous()?.index_select(rows, 0)?,
+            }));
+            self.copy_on_append = false;
+            self.tight = true;
         }
         Ok(())
     }
@@ -250,6 +272,19 @@ impl KvCache {
             && self.buf.as_mut().is_some_and(|a| Arc::get_mut(a).is_some());
         let buf = match &self.buf {
             Some(buf) if writable => Arc::clone(buf),
+            // Filled exactly by `select_rows`: extend by one concatenation rather than
+            // allocate spare room that the next reordering would copy again.
+            Some(buf) if self.tight && !self.copy_on_append && n == 1 => {
+                let k = Tensor::cat(&[&buf.k, &k.contiguous()?], 2)?;
+                let v = Tensor::cat(&[&buf.v, &v.contiguous()?], 2)?;
+                self.buf = Some(Arc::new(KvBuffer {
+                    k: k.clone(),
+                    v: v.clone(),
+                }));
+                self.len = needed;
+                self.tight = false;
+                return Ok((k, v));
+            }
             _ => {
                 // A new buffer holding what is cached so far.
                 let cap = needed.next_multiple_of(KV_GROWTH);
@@ -264,6 +299,7 @@ impl KvCache {
                 let new = Arc::new(new);
                 self.buf = Some(Arc::clone(&new));
                 self.copy_on_append = false;
+                self.tight = false;
                 new
             }
         };

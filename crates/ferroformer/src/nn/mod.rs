@@ -23,7 +23,7 @@ pub use linear::{Linear, ParamNames, WeightMatrix};
 pub use norm::{Norm, NormConfig, NormKind};
 pub use ops::{Arithmetic, Mode, Pass};
 pub use positional::{
-    LearnedPositionalEmbedding, RopeLayout, RopeScaling, RopeTables, RotaryEmbedding,
-    SinusoidalPositionalEncoding,
+    LearnedPositionalEmbedding, RelativePositionBias, RopeLayout, RopeScaling, RopeTables,
+    RotaryEmbedding, SinusoidalPositionalEncoding,
 };
 pub use quantized::QuantizedMatrix;

@@ -55,22 +55,8 @@ pub struct SinusoidalPositionalEncoding {
 impl SinusoidalPositionalEncoding {
     /// Precomputes the table for `max_len` positions of width `d_model` (computed in f64).
     pub fn new(d_model: usize, max_len: usize, dtype: DType, device: &Device) -> Result<Self> {
-        if d_model == 0 {
-            return Err(Error::config("d_model", "must be > 0"));
-        }
         // The table is built whole: a context no model uses is refused before allocating it.
-        match max_len.checked_mul(d_model) {
-            Some(n) if n <= MAX_SINUSOIDAL_VALUES => {}
-            _ => {
-                return Err(Error::config(
-                    "max_position_embeddings",
-                    format!(
-                        "a sinusoidal table of {max_len} positions × {d_model} is more than the \
-                         {MAX_SINUSOIDAL_VALUES} values supported"
-                    ),
-                ))
-            }
-        }
+        Self::check_size(d_model, max_len)?;
         let mut data = vec![0f64; max_len * d_model];
         for p in 0..max_len {
             for i in (0..d_model).step_by(2) {
@@ -125,6 +111,189 @@ impl SinusoidalPositionalEncoding {
             ));
         }
         Ok(x.broadcast_add(&self.encoding(start, seq)?)?)
+    }
+}
+
+impl SinusoidalPositionalEncoding {
+    /// Checks the table size and wraps `data` (`max_len` rows of `d_model`).
+    fn from_rows(
+        data: Vec<f32>,
+        d_model: usize,
+        max_len: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let table = Tensor::from_vec(data, (max_len, d_model), device)?.to_dtype(dtype)?;
+        Ok(Self { table, max_len })
+    }
+
+    fn check_size(d_model: usize, max_len: usize) -> Result<()> {
+        if d_model == 0 {
+            return Err(Error::config("d_model", "must be > 0"));
+        }
+        match max_len.checked_mul(d_model) {
+            Some(n) if n <= MAX_SINUSOIDAL_VALUES => Ok(()),
+            _ => Err(Error::config(
+                "max_position_embeddings",
+                format!(
+                    "a sinusoidal table of {max_len} positions × {d_model} is more than the \
+                     {MAX_SINUSOIDAL_VALUES} values supported"
+                ),
+            )),
+        }
+    }
+
+    /// The same frequencies with every sine first and every cosine after them
+    /// (`pe[p, k] = sin(p / 10000^(2k/d))`, `pe[p, ceil(d/2) + k] = cos(...)`): Marian's and
+    /// Pegasus' `SinusoidalPositionalEmbedding` (computed in f64, as their NumPy code).
+    pub fn halves(d_model: usize, max_len: usize, dtype: DType, device: &Device) -> Result<Self> {
+        Self::check_size(d_model, max_len)?;
+        let sentinel = d_model.div_ceil(2);
+        let mut data = vec![0f32; max_len * d_model];
+        for p in 0..max_len {
+            let row = &mut data[p * d_model..(p + 1) * d_model];
+            for j in 0..d_model {
+                let angle = p as f64 / 10000f64.powf((2 * (j / 2)) as f64 / d_model as f64);
+                if j % 2 == 0 {
+                    row[j / 2] = angle.sin() as f32;
+                } else {
+                    row[sentinel + j / 2] = angle.cos() as f32;
+                }
+            }
+        }
+        Self::from_rows(data, d_model, max_len, dtype, device)
+    }
+
+    /// fairseq's table (M2M100, NLLB): `num_embeddings` rows, frequencies
+    /// `exp(-k ln(10000) / (d/2 - 1))`, sines then cosines, an odd width padded with a zero
+    /// column, and row `padding_idx` all zeros. Computed in f32 like `transformers`' code, so
+    /// the rounding is the same.
+    pub fn fairseq(
+        d_model: usize,
+        num_embeddings: usize,
+        padding_idx: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        Self::check_size(d_model, num_embeddings)?;
+        let half = d_model / 2;
+        if half < 2 {
+            return Err(Error::config(
+                "d_model",
+                format!("fairseq sinusoidal positions need d_model >= 4, found {d_model}"),
+            ));
+        }
+        let step = -((10000f64).ln() / (half - 1) as f64) as f32;
+        let freqs: Vec<f32> = (0..half).map(|k| (k as f32 * step).exp()).collect();
+        let mut data = vec![0f32; num_embeddings * d_model];
+        for p in 0..num_embeddings {
+            if p == padding_idx {
+                continue;
+            }
+            let row = &mut data[p * d_model..(p + 1) * d_model];
+            for (k, f) in freqs.iter().enumerate() {
+                let angle = p as f32 * f;
+                row[k] = angle.sin();
+                row[half + k] = angle.cos();
+            }
+        }
+        Self::from_rows(data, d_model, num_embeddings, dtype, device)
+    }
+}
+
+/// T5's relative position bias: a learned scalar per head for each bucket of the distance
+/// between a key and a query, added to the attention scores of every layer of a stack
+/// (the table lives in the first layer and is shared by the others).
+#[derive(Debug, Clone)]
+pub struct RelativePositionBias {
+    /// `(num_buckets, num_heads)`
+    table: Tensor,
+    bidirectional: bool,
+    num_buckets: usize,
+    max_distance: usize,
+}
+
+impl RelativePositionBias {
+    /// Loads (or creates) `{name}` of shape `(num_buckets, num_heads)`. Encoders are
+    /// `bidirectional` (half the buckets for keys after the query); decoders see only keys
+    /// at or before the query.
+    pub fn load(
+        w: &Weights,
+        num_buckets: usize,
+        max_distance: usize,
+        num_heads: usize,
+        bidirectional: bool,
+        name: &str,
+    ) -> Result<Self> {
+        let min_buckets = if bidirectional { 4 } else { 2 };
+        if num_buckets < min_buckets || max_distance == 0 {
+            return Err(Error::config(
+                "relative_attention_num_buckets",
+                format!(
+                    "need at least {min_buckets} buckets and a positive max distance, found \
+                     {num_buckets} buckets and max distance {max_distance}"
+                ),
+            ));
+        }
+        let table = w.get_init(
+            (num_buckets, num_heads),
+            name,
+            Init::Randn {
+                mean: 0.0,
+                stdev: 1.0,
+            },
+        )?;
+        Ok(Self {
+            table,
+            bidirectional,
+            num_buckets,
+            max_distance,
+        })
+    }
+
+    /// The bucket of `relative = key_position - query_position`, as T5's
+    /// `_relative_position_bucket` computes it (the logarithm in f32, truncated).
+    pub fn bucket(&self, relative: i64) -> usize {
+        let mut buckets = self.num_buckets;
+        let mut bucket = 0;
+        let distance = if self.bidirectional {
+            buckets /= 2;
+            if relative > 0 {
+                bucket += buckets;
+            }
+            relative.unsigned_abs() as usize
+        } else {
+            (-relative.min(0)) as usize
+        };
+        let max_exact = buckets / 2;
+        if distance < max_exact {
+            return bucket + distance;
+        }
+        let log_ratio = (distance as f32 / max_exact as f32).ln()
+            / ((self.max_distance as f64 / max_exact as f64).ln() as f32)
+            * (buckets - max_exact) as f32;
+        bucket + (max_exact + log_ratio as usize).min(buckets - 1)
+    }
+
+    /// The bias `(1, heads, q_len, k_len)` for queries at positions `q_start..q_start + q_len`
+    /// and keys at `0..k_len`.
+    pub fn bias(&self, q_start: usize, q_len: usize, k_len: usize) -> Result<Tensor> {
+        let mut idx = Vec::with_capacity(q_len * k_len);
+        for i in 0..q_len {
+            let q = (q_start + i) as i64;
+            for k in 0..k_len {
+                idx.push(self.bucket(k as i64 - q) as u32);
+            }
+        }
+        let idx = Tensor::from_vec(idx, q_len * k_len, self.table.device())?;
+        let heads = self.table.dim(1)?;
+        Ok(self
+            .table
+            .index_select(&idx, 0)?
+            .reshape((q_len, k_len, heads))?
+            .permute((2, 0, 1))?
+            .contiguous()?
+            .unsqueeze(0)?)
     }
 }
 

@@ -29,6 +29,7 @@ pub mod feature_extraction;
 pub mod fill_mask;
 pub mod inputs;
 pub mod question_answering;
+pub mod text2text_generation;
 pub mod text_classification;
 pub mod text_generation;
 pub mod token_classification;
@@ -44,6 +45,10 @@ use driver::PipelineTask;
 pub use feature_extraction::{FeatureExtractionOptions, FeatureExtractionPipeline, Pooling};
 pub use fill_mask::{FillMaskOptions, FillMaskPipeline};
 pub use question_answering::{QuestionAnsweringOptions, QuestionAnsweringPipeline};
+pub use text2text_generation::{
+    Seq2SeqPipeline, SummarizationPipeline, Text2TextGenerationPipeline, Text2TextOptions,
+    TranslationPipeline,
+};
 pub use text_classification::{
     ClassificationFunction, TextClassificationOptions, TextClassificationPipeline, TopK,
 };
@@ -74,6 +79,8 @@ macro_rules! tasks {
             pub fn from_name(name: &str) -> Result<Self> {
                 match name {
                     $($name $(| $alias)* => Ok(Self::$variant),)*
+                    // `translation_en_to_de`: the languages are part of the name.
+                    other if is_translation_xx_to_yy(other) => Ok(Self::Translation),
                     other => Err(Error::Invalid(format!(
                         "unknown task `{other}`; known tasks: {}",
                         Self::NAMES.join(", ")
@@ -158,6 +165,19 @@ tasks! {
     /// `text-generation`.
     TextGeneration(TextGenerationPipeline, text_generation: TextGenerationOptions)
         = "text-generation";
+    /// `summarization`.
+    Summarization(SummarizationPipeline, summarization: Text2TextOptions) = "summarization";
+    /// `translation` (and `translation_xx_to_yy`).
+    Translation(TranslationPipeline, translation: Text2TextOptions) = "translation";
+    /// `text2text-generation`.
+    Text2TextGeneration(Text2TextGenerationPipeline, text2text_generation: Text2TextOptions)
+        = "text2text-generation";
+}
+
+/// `translation_xx_to_yy` task names.
+fn is_translation_xx_to_yy(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('_').collect();
+    matches!(parts.as_slice(), ["translation", s, "to", t] if !s.is_empty() && !t.is_empty())
 }
 
 /// One pipeline input: a text, or a question with its context.
@@ -233,6 +253,7 @@ pub fn pipeline(task: &str, model: &str) -> Result<Pipeline> {
 
 /// [`pipeline`] with an explicit [`PipelineConfig`].
 pub fn pipeline_with(task: &str, model: &str, config: &PipelineConfig) -> Result<Pipeline> {
+    let name = task;
     let task = Task::from_name(task)?;
     // A causal LM loads through the loader every generating command shares, so a GGUF
     // file works here as it does in `generate`.
@@ -249,6 +270,26 @@ pub fn pipeline_with(task: &str, model: &str, config: &PipelineConfig) -> Result
                 task.name()
             ),
         ));
+    }
+    // Sequence-to-sequence tasks keep the name as given: `translation_en_to_de` selects
+    // its languages and `task_specific_params`.
+    match task {
+        Task::Summarization => {
+            return Ok(Pipeline::Summarization(
+                SummarizationPipeline::from_pretrained(model, name, config)?,
+            ))
+        }
+        Task::Translation => {
+            return Ok(Pipeline::Translation(TranslationPipeline::from_pretrained(
+                model, name, config,
+            )?))
+        }
+        Task::Text2TextGeneration => {
+            return Ok(Pipeline::Text2TextGeneration(
+                Text2TextGenerationPipeline::from_pretrained(model, name, config)?,
+            ))
+        }
+        _ => {}
     }
     let dir = crate::models::hub::resolve(model)?;
     let dir = checkpoint_dir(&dir)?;
