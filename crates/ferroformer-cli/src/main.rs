@@ -462,6 +462,9 @@ fn inspect(dir: &Path, json: bool) -> anyhow::Result<()> {
     for (k, v) in &s.config {
         println!("  {k}: {v}");
     }
+    if !s.tasks.is_empty() {
+        println!("runs:          {}", s.tasks.join(", "));
+    }
     println!();
     let width = s
         .modules

@@ -25,6 +25,9 @@ pub struct CheckpointSummary {
     pub architectures: Vec<String>,
     /// `config.json`'s `model_type`.
     pub model_type: Option<String>,
+    /// The pipeline tasks this crate runs on the checkpoint, by its `model_type` (empty when
+    /// the family is not supported).
+    pub tasks: Vec<String>,
     /// Main sizes from `config.json` (whatever of the usual keys it has).
     pub config: BTreeMap<String, serde_json::Value>,
     /// Parameters per module, in name order.
@@ -55,7 +58,18 @@ const CONFIG_KEYS: &[&str] = &[
     "num_hidden_layers",
     "n_layer",
     "num_layers",
+    "num_decoder_layers",
+    "encoder_layers",
+    "decoder_layers",
     "num_attention_heads",
+    "num_heads",
+    "encoder_attention_heads",
+    "decoder_attention_heads",
+    "d_kv",
+    "d_ff",
+    "encoder_ffn_dim",
+    "decoder_ffn_dim",
+    "feed_forward_proj",
     "n_head",
     "num_key_value_heads",
     "intermediate_size",
@@ -67,6 +81,28 @@ const CONFIG_KEYS: &[&str] = &[
     "torch_dtype",
     "dtype",
 ];
+
+/// The pipeline tasks a checkpoint of `model_type` runs (encoder families: with the matching
+/// head).
+pub fn tasks_of(model_type: &str) -> Vec<String> {
+    let names: &[&str] = if super::is_seq2seq_model_type(model_type) {
+        &["summarization", "translation", "text2text-generation"]
+    } else if super::auto::SUPPORTED_CAUSAL_LM.contains(&model_type) {
+        &["text-generation"]
+    } else if super::SUPPORTED_ENCODER_MODEL_TYPES.contains(&model_type) {
+        &[
+            "text-classification",
+            "token-classification",
+            "question-answering",
+            "fill-mask",
+            "feature-extraction",
+            "zero-shot-classification",
+        ]
+    } else {
+        &[]
+    };
+    names.iter().map(|s| s.to_string()).collect()
+}
 
 /// Reads `config.json` (if present) and the safetensors headers of `dir`.
 pub fn inspect_checkpoint(dir: &Path) -> Result<CheckpointSummary> {
@@ -144,6 +180,7 @@ pub fn inspect_checkpoint(dir: &Path) -> Result<CheckpointSummary> {
     Ok(CheckpointSummary {
         path: dir.display().to_string(),
         architectures,
+        tasks: tasks_of(model_type.as_deref().unwrap_or("")),
         model_type,
         config: config_sizes,
         modules,

@@ -109,14 +109,11 @@ pub type Text2TextGenerationPipeline = Seq2SeqPipeline<Text2Text>;
 
 /// The tasks a checkpoint of `model_type` runs, for the error that refuses another one.
 fn tasks_for(model_type: &str) -> String {
-    if crate::models::auto::SUPPORTED_CAUSAL_LM.contains(&model_type) {
-        "text-generation".into()
-    } else if crate::models::SUPPORTED_ENCODER_MODEL_TYPES.contains(&model_type) {
-        "text-classification, token-classification, question-answering, fill-mask, \
-         feature-extraction and zero-shot-classification (with the matching head)"
-            .into()
-    } else {
+    let tasks = crate::models::inspect::tasks_of(model_type);
+    if tasks.is_empty() {
         "none of the pipelines".into()
+    } else {
+        tasks.join(", ")
     }
 }
 
