@@ -250,12 +250,26 @@ impl AutoTokenizer {
         let mut encodings = Vec::with_capacity(encoded.len());
         for (sample, mut e) in encoded.into_iter().enumerate() {
             let overflow = e.take_overflowing();
-            encodings.push(Encoding::from_hf(e, sample));
+            encodings.push(self.row(e, sample));
             if opts.return_overflowing_tokens {
-                encodings.extend(overflow.into_iter().map(|o| Encoding::from_hf(o, sample)));
+                encodings.extend(overflow.into_iter().map(|o| self.row(o, sample)));
             }
         }
         Ok(BatchEncoding { encodings })
+    }
+
+    /// One output row; pieces a slow SentencePiece tokenizer's `vocab.json` lacks get the
+    /// unknown id, as its `_convert_token_to_id` gives them.
+    fn row(&self, e: tokenizers::Encoding, sample: usize) -> Encoding {
+        let mut row = Encoding::from_hf(e, sample);
+        if let Some((from, end, unk)) = self.unk_from {
+            for id in &mut row.ids {
+                if (from..end).contains(id) {
+                    *id = unk;
+                }
+            }
+        }
+        row
     }
 
     /// The backend configured for one truncation setting (from the cache, or a new copy).

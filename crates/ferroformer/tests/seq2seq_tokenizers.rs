@@ -1,0 +1,180 @@
+//! `AutoTokenizer` on the SentencePiece tokenizers sequence-to-sequence checkpoints ship (no
+//! tokenizer.json): T5 and Pegasus `spiece.model`, mBART / mBART-50 / NLLB
+//! `sentencepiece.bpe.model`, M2M100 `sentencepiece.bpe.model` + `vocab.json`, Marian
+//! `source.spm` + `target.spm` + `vocab.json`. Ids, truncated ids and decoded text equal
+//! `transformers`' (the fast tokenizer it converts from the slow files; the slow tokenizer for
+//! M2M100 and Marian, which have no fast one), with and without a source language; language
+//! codes and their errors; Marian's target side; errors for missing files.
+//!
+//! The fixtures are in tests/fixtures/seq2seq_tokenizers/, written by
+//! `scripts/reference/seq2seq_tokenizer_fixtures.py` (transformers 4.57.6, tokenizers 0.22.2,
+//! sentencepiece 0.2.3):
+//!
+//! ```sh
+//! /root/venvs/ref/bin/python scripts/reference/seq2seq_tokenizer_fixtures.py
+//! cargo test -p ferroformer --test seq2seq_tokenizers
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use ferroformer::models::{AutoTokenizer, EncodeOptions, TruncationStrategy};
+use serde_json::Value;
+
+fn fixture_dir(family: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/seq2seq_tokenizers")
+        .join(family)
+}
+
+fn expected(family: &str) -> Value {
+    let path = fixture_dir(family).join("expected.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_json::from_str(&text).expect("expected.json parses")
+}
+
+fn load(family: &str) -> AutoTokenizer {
+    AutoTokenizer::from_dir(&fixture_dir(family))
+        .unwrap_or_else(|e| panic!("loading the {family} tokenizer: {e}"))
+}
+
+fn ids_of(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .expect("an id list")
+        .iter()
+        .map(|x| x.as_u64().expect("an id") as u32)
+        .collect()
+}
+
+/// Checks every case of `cases` (ids, decoded text, truncated ids) against `tok`; returns how
+/// many were compared.
+fn check_cases(
+    family: &str,
+    what: &str,
+    tok: &AutoTokenizer,
+    cases: &Value,
+    max_length: usize,
+) -> usize {
+    let cases = cases.as_array().expect("a case list");
+    let plain = EncodeOptions::default();
+    let truncating = EncodeOptions {
+        truncation: TruncationStrategy::LongestFirst,
+        max_length: Some(max_length),
+        ..Default::default()
+    };
+    let mut mismatches = Vec::new();
+    for case in cases {
+        let text = case["text"].as_str().expect("text");
+        let want = ids_of(&case["ids"]);
+        let got = tok.encode(text, &plain).expect("encode")[0].ids.clone();
+        if got != want {
+            mismatches.push(format!(
+                "{what} ids of {text:?}:\n  got  {got:?}\n  want {want:?}"
+            ));
+        }
+        let want_trunc = ids_of(&case["truncated"]);
+        let got_trunc = tok.encode(text, &truncating).expect("encode")[0]
+            .ids
+            .clone();
+        if got_trunc != want_trunc {
+            mismatches.push(format!(
+                "{what} truncated ids of {text:?}:\n  got  {got_trunc:?}\n  want {want_trunc:?}"
+            ));
+        }
+        let want_text = case["decoded"].as_str().expect("decoded");
+        let got_text = tok.decode(&want, true).expect("decode");
+        if got_text != want_text {
+            mismatches.push(format!(
+                "{what} decode of {text:?}:\n  got  {got_text:?}\n  want {want_text:?}"
+            ));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{family}: {} mismatches:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
+    // The batched call gives the same rows.
+    let texts: Vec<&str> = cases.iter().map(|c| c["text"].as_str().unwrap()).collect();
+    let batch = tok.encode_batch(&texts, &plain).expect("encode_batch");
+    for (row, case) in batch.encodings.iter().zip(cases) {
+        assert_eq!(
+            row.ids,
+            ids_of(&case["ids"]),
+            "{family} {what}: batched ids"
+        );
+    }
+    cases.len()
+}
+
+/// The default source language, then each `src_lang` block.
+fn check_family(family: &str) {
+    let exp = expected(family);
+    let tok = load(family);
+    let max_length = exp["max_length"].as_u64().unwrap() as usize;
+    let n = check_cases(family, "default", &tok, &exp["cases"], max_length);
+    assert!(n >= 10, "{family}: only {n} cases");
+    if let Some(blocks) = exp.get("src_lang").and_then(Value::as_array) {
+        for block in blocks {
+            let code = block["src_lang"].as_str().unwrap();
+            let with = tok.with_src_lang(code).expect("with_src_lang");
+            assert_eq!(with.src_lang(), Some(code));
+            check_cases(
+                family,
+                &format!("src_lang={code}"),
+                &with,
+                &block["cases"],
+                max_length,
+            );
+        }
+        // The original keeps its language.
+        check_cases(family, "default again", &tok, &exp["cases"], max_length);
+    }
+    if let Some(codes) = exp.get("lang_codes").and_then(Value::as_object) {
+        let listed = tok.lang_codes();
+        assert_eq!(
+            listed.len(),
+            codes.len(),
+            "{family}: number of language codes"
+        );
+        for (code, id) in codes {
+            assert!(listed.contains(code), "{family}: `{code}` not listed");
+            assert_eq!(
+                tok.lang_code_id(code).expect("lang_code_id"),
+                id.as_u64().unwrap() as u32,
+                "{family}: id of `{code}`"
+            );
+        }
+        let err = tok.lang_code_id("xx_YY").unwrap_err().to_string();
+        assert!(
+            err.contains("xx_YY")
+                && err.contains(listed[0].as_str())
+                && err.contains(listed.last().unwrap().as_str()),
+            "{family}: the error names the code and lists the valid ones: {err}"
+        );
+        let err = tok.with_src_lang("xx_YY").unwrap_err().to_string();
+        assert!(
+            err.contains("xx_YY") && err.contains(listed[1].as_str()),
+            "{err}"
+        );
+    } else {
+        assert!(
+            tok.lang_codes().is_empty(),
+            "{family} has no language codes"
+        );
+        assert!(tok.lang_code_id("en_XX").is_err());
+    }
+}
+
+#[test]
+fn t5_matches_transformers() {
+    check_family("t5");
+    let tok = load("t5");
+    assert!(tok.target_tokenizer().is_none());
+    // T5's sentinels: `<extra_id_0>` is the last id.
+    assert_eq!(
+        tok.token_to_id("<extra_id_0>"),
+        Some(tok.vocab_size_with_added_tokens() as u32 - 1)
+    );
+}
