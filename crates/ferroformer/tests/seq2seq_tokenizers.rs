@@ -178,3 +178,66 @@ fn t5_matches_transformers() {
         Some(tok.vocab_size_with_added_tokens() as u32 - 1)
     );
 }
+
+#[test]
+fn pegasus_matches_transformers() {
+    check_family("pegasus");
+}
+
+#[test]
+fn mbart_matches_transformers() {
+    check_family("mbart");
+}
+
+#[test]
+fn mbart50_matches_transformers() {
+    check_family("mbart50");
+}
+
+#[test]
+fn nllb_matches_transformers() {
+    check_family("nllb");
+}
+
+#[test]
+fn m2m100_matches_transformers() {
+    check_family("m2m100");
+    let tok = load("m2m100");
+    // The code as `src_lang` takes it, the token as the vocabulary has it.
+    assert_eq!(
+        tok.lang_code_id("fr").unwrap(),
+        tok.token_to_id("__fr__").unwrap()
+    );
+    assert!(tok.lang_code_id("__fr__").is_err());
+}
+
+#[test]
+fn marian_matches_transformers() {
+    check_family("marian");
+    let exp = expected("marian");
+    let tok = load("marian");
+    let target = tok.target_tokenizer().expect("Marian has a target side");
+    let mut mismatches = Vec::new();
+    for row in exp["target"].as_array().unwrap() {
+        let text = row["text"].as_str().unwrap();
+        let want = ids_of(&row["ids"]);
+        let got = target.encode(text, &EncodeOptions::default()).unwrap()[0]
+            .ids
+            .clone();
+        if got != want {
+            mismatches.push(format!(
+                "target ids of {text:?}:\n  got  {got:?}\n  want {want:?}"
+            ));
+        }
+        let want_text = row["decoded"].as_str().unwrap();
+        for (side, t) in [("target", target), ("source", &tok)] {
+            let got_text = t.decode(&want, true).unwrap();
+            if got_text != want_text {
+                mismatches.push(format!(
+                    "{side} decode of target ids of {text:?}:\n  got  {got_text:?}\n  want {want_text:?}"
+                ));
+            }
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}

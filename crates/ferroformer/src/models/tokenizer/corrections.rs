@@ -183,7 +183,7 @@ pub(super) fn finish(backend: Backend) -> Result<AutoTokenizer> {
         languages: spm.languages,
         target,
         slow_decode: spm.slow_decode.map(Arc::new),
-        unk_from: spm.unk_from,
+        vocab_lookup: spm.vocab_lookup.map(Arc::new),
         truncating: Mutex::new(Vec::new()),
     })
 }

@@ -258,15 +258,13 @@ impl AutoTokenizer {
         Ok(BatchEncoding { encodings })
     }
 
-    /// One output row; pieces a slow SentencePiece tokenizer's `vocab.json` lacks get the
-    /// unknown id, as its `_convert_token_to_id` gives them.
+    /// One output row, with the ids a slow SentencePiece tokenizer's `vocab.json` lookup gives
+    /// (see `VocabLookup`).
     fn row(&self, e: tokenizers::Encoding, sample: usize) -> Encoding {
         let mut row = Encoding::from_hf(e, sample);
-        if let Some((from, end, unk)) = self.unk_from {
-            for id in &mut row.ids {
-                if (from..end).contains(id) {
-                    *id = unk;
-                }
+        if let Some(lookup) = &self.vocab_lookup {
+            for (id, token) in row.ids.iter_mut().zip(&row.tokens) {
+                *id = lookup.id(*id, token);
             }
         }
         row

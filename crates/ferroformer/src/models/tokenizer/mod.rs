@@ -46,7 +46,7 @@ pub use encode::{EncodeOptions, PaddingStrategy, Side, TruncationStrategy};
 pub use encoding::{BatchEncoding, Encoding};
 
 use encode::TruncationKey;
-use sources::sentencepiece::{Languages, SlowDecode};
+use sources::sentencepiece::{Languages, SlowDecode, VocabLookup};
 use sources::TokenizerSource;
 
 /// A pretrained tokenizer loaded as `transformers`' `AutoTokenizer.from_pretrained` loads it
@@ -84,9 +84,8 @@ pub struct AutoTokenizer {
     target: Option<Box<AutoTokenizer>>,
     /// How the slow-only SentencePiece families (M2M100, Marian) decode.
     slow_decode: Option<Arc<SlowDecode>>,
-    /// Ids `from..end` (pieces a slow tokenizer's `vocab.json` lacks) encode as the third value,
-    /// the unknown id.
-    unk_from: Option<(u32, u32, u32)>,
+    /// The `vocab.json` lookup of the slow-only SentencePiece families.
+    vocab_lookup: Option<Arc<VocabLookup>>,
     /// Copies of the backend configured for recent truncation settings: truncation happens
     /// inside `tokenizers`' encode (before the template adds special tokens), so it needs a
     /// tokenizer configured for it, and `&self` encoding must not reconfigure the shared one.
@@ -107,7 +106,7 @@ impl Clone for AutoTokenizer {
             languages: self.languages.clone(),
             target: self.target.clone(),
             slow_decode: self.slow_decode.clone(),
-            unk_from: self.unk_from,
+            vocab_lookup: self.vocab_lookup.clone(),
             truncating: Mutex::new(Vec::new()),
         }
     }

@@ -355,6 +355,32 @@ impl SlowDecode {
     }
 }
 
+/// How the slow families (M2M100, Marian) give ids to SentencePiece's output: each piece
+/// string — for text the model cannot segment, the text itself — is looked up in `vocab.json`
+/// (`encoder.get(piece, unk_id)`). The backend gives the unknown id to such text even when
+/// `vocab.json` has it (Marian's vocabulary holds the other side's pieces), and ids
+/// `from..end` to pieces `vocab.json` lacks; both are looked up again after encoding.
+#[derive(Debug, Clone)]
+pub(in crate::models::tokenizer) struct VocabLookup {
+    /// `vocab.json`.
+    ids: HashMap<String, u32>,
+    /// The unknown token's id.
+    unk: u32,
+    /// Ids of the pieces `vocab.json` lacks (empty when none).
+    missing: std::ops::Range<u32>,
+}
+
+impl VocabLookup {
+    /// The id the slow tokenizer gives a token the backend encoded as `id`.
+    pub(in crate::models::tokenizer) fn id(&self, id: u32, token: &str) -> u32 {
+        if id == self.unk || self.missing.contains(&id) {
+            self.ids.get(token).copied().unwrap_or(self.unk)
+        } else {
+            id
+        }
+    }
+}
+
 /// What a SentencePiece checkpoint adds to the tokenizer beyond the backend.
 #[derive(Default)]
 pub(in crate::models::tokenizer) struct SpmExtras {
@@ -364,9 +390,8 @@ pub(in crate::models::tokenizer) struct SpmExtras {
     pub(in crate::models::tokenizer) target: Option<Box<Backend>>,
     /// The slow decoding of M2M100 and Marian.
     pub(in crate::models::tokenizer) slow_decode: Option<SlowDecode>,
-    /// Ids `from..end` are pieces `vocab.json` lacks: the slow tokenizer maps them to the
-    /// unknown token's id (the third value).
-    pub(in crate::models::tokenizer) unk_from: Option<(u32, u32, u32)>,
+    /// The slow families' `vocab.json` lookup of what segmentation gives.
+    pub(in crate::models::tokenizer) vocab_lookup: Option<VocabLookup>,
 }
 
 /// Builds the tokenizer of `spm` with the configuration files of `dir`.
@@ -831,7 +856,7 @@ fn load_slow(spm: &SpmFiles, model: &Path, files: TokenizerFiles, main: bool) ->
         .map(|(_, id)| *id as usize + 1)
         .max()
         .unwrap_or(0);
-    let mut unk_from = None;
+    let mut missing_ids = 0..0;
     let segmenter: ModelWrapper = match proto.model_type() {
         proto::UNIGRAM => {
             let mut list: Vec<(String, f64)> = (0..size).map(|i| (format!(" #{i}"), 0.0)).collect();
@@ -854,7 +879,7 @@ fn load_slow(spm: &SpmFiles, model: &Path, files: TokenizerFiles, main: bool) ->
                         .iter()
                         .map(|p| (p.text().to_string(), p.score_f64())),
                 );
-                unk_from = Some((from, list.len() as u32, unk_id));
+                missing_ids = from..list.len() as u32;
             }
             Unigram::from(list, Some(unk_id as usize), false)
                 .map_err(|e| Error::file(model, format!("cannot build the Unigram model: {e}")))?
@@ -947,7 +972,14 @@ fn load_slow(spm: &SpmFiles, model: &Path, files: TokenizerFiles, main: bool) ->
         )
     })?;
     let mut extras = SpmExtras {
-        unk_from,
+        vocab_lookup: Some(VocabLookup {
+            ids: by_token
+                .iter()
+                .map(|(t, id)| (t.to_string(), *id))
+                .collect(),
+            unk: unk_id,
+            missing: missing_ids,
+        }),
         ..Default::default()
     };
     let post = if family == SpmFamily::M2M100 {
@@ -1014,11 +1046,8 @@ fn load_slow(spm: &SpmFiles, model: &Path, files: TokenizerFiles, main: bool) ->
     if main {
         if let (Some(target), SpmFamily::Marian) = (&spm.target, family) {
             let target_files = TokenizerFiles::read(&files.dir, None)?;
-            let mut side = load_slow(spm, target, target_files, false)?;
-            if let Some(extras) = side.spm.as_mut() {
-                // The target side decodes as the whole tokenizer does.
-                extras.slow_decode = None;
-            }
+            // Its own decoding uses its own model, which is the target one too.
+            let side = load_slow(spm, target, target_files, false)?;
             extras.target = Some(Box::new(side));
         }
     }
