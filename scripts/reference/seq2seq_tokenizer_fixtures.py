@@ -77,6 +77,9 @@ TEXTS = [
     "Numbers: 3.14159, 1,250,000 and 2024-05-17.",
     "ｆｕｌｌｗｉｄｔｈ ＡＢＣ １２３ and ligature ﬁ",
     "special </s> inside <unk> text <pad> here",
+    "fill <extra_id_0> and <extra_id_9>, a <mask> or <mask_1>, codes en_XX eng_Latn __fr__ end",
+    # Marian's target-language code, which the slow class splits off the start of the text.
+    ">>fra<< Hello world, again",
     "",
     " ",
 ]
@@ -105,7 +108,10 @@ def rules_tsv(path):
 
 def train(name, model_type, vocab_size, extra, text=CORPUS, seed=0):
     """A SentencePiece model trained on `text` with fixed settings; returns the .model bytes."""
-    tmp = tempfile.mkdtemp()
+    # A fixed directory: the trainer records its input paths in the model.
+    tmp = os.path.join(tempfile.gettempdir(), "seq2seq-spm-fixture")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
     rules = os.path.join(tmp, "rules.tsv")
     rules_tsv(rules)
     corpus = os.path.join(tmp, "corpus.txt")

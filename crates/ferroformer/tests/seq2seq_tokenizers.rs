@@ -241,3 +241,102 @@ fn marian_matches_transformers() {
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
+
+/// A copy of a fixture directory without some files, removed on drop.
+struct Copy(PathBuf);
+
+impl Copy {
+    fn without(family: &str, drop: &[&str]) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "ferroformer-seq2seq-tok-{family}-{}-{}",
+            drop.join("-"),
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(fixture_dir(family)).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_string();
+            if !drop.contains(&name.as_str()) {
+                std::fs::copy(&path, dir.join(&name)).unwrap();
+            }
+        }
+        Copy(dir)
+    }
+}
+
+impl Drop for Copy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn load_error(family: &str, drop: &[&str]) -> String {
+    let copy = Copy::without(family, drop);
+    match AutoTokenizer::from_dir(&copy.0) {
+        Ok(_) => panic!("{family} without {drop:?} loaded"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn missing_files_are_errors_naming_them() {
+    for (family, drop, named) in [
+        ("t5", "spiece.model", "spiece.model"),
+        ("pegasus", "spiece.model", "spiece.model"),
+        (
+            "mbart",
+            "sentencepiece.bpe.model",
+            "sentencepiece.bpe.model",
+        ),
+        ("nllb", "sentencepiece.bpe.model", "sentencepiece.bpe.model"),
+        ("m2m100", "vocab.json", "vocab.json"),
+        (
+            "m2m100",
+            "sentencepiece.bpe.model",
+            "sentencepiece.bpe.model",
+        ),
+        ("marian", "vocab.json", "vocab.json"),
+        ("marian", "target.spm", "target.spm"),
+        ("marian", "source.spm", "source.spm"),
+    ] {
+        let err = load_error(family, &[drop]);
+        assert!(
+            err.contains(named),
+            "{family} without {drop}: the error names {named}: {err}"
+        );
+    }
+}
+
+#[test]
+fn corrupt_model_is_an_error_naming_the_file() {
+    let copy = Copy::without("t5", &[]);
+    std::fs::write(
+        copy.0.join("spiece.model"),
+        b"\x0a\xff\xff\xff not a protobuf",
+    )
+    .unwrap();
+    let err = AutoTokenizer::from_dir(&copy.0).unwrap_err().to_string();
+    assert!(
+        err.contains("spiece.model") && err.contains("SentencePiece"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tokenizer_json_keeps_precedence() {
+    // A tokenizer.json next to the SentencePiece files is what loads: here a WordPiece one,
+    // whose ids differ from the T5 model's.
+    let copy = Copy::without("t5", &[]);
+    let tokenizer_json =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/encoders/bert-base/tokenizer.json");
+    std::fs::copy(&tokenizer_json, copy.0.join("tokenizer.json")).unwrap();
+    let json = AutoTokenizer::from_dir(&copy.0).unwrap();
+    let spm = load("t5");
+    let opts = EncodeOptions::default();
+    let a = json.encode("hello world", &opts).unwrap()[0].tokens.clone();
+    let b = spm.encode("hello world", &opts).unwrap()[0].tokens.clone();
+    assert_ne!(a, b);
+    assert!(json.source().join("tokenizer.json").is_file());
+    assert!(!a.iter().any(|t| t.starts_with('▁')), "{a:?}");
+}
