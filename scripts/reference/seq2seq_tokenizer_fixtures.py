@@ -318,6 +318,50 @@ def marian():
     record("marian", out, target=True)
 
 
+def variant(base, name, tokenizer_config, config_json=None, **record_kwargs):
+    """A copy of `base`'s model files with other configuration files: the older hub layouts
+    (no tokenizer class, no special_tokens_map.json, class defaults) and the settings that
+    change the layout (`legacy`, `legacy_behaviour`)."""
+    out = fresh_dir(name)
+    src = os.path.join(ROOT, base)
+    for f in os.listdir(src):
+        if f.endswith((".model", ".spm")) or f == "vocab.json":
+            shutil.copy(os.path.join(src, f), os.path.join(out, f))
+    with open(os.path.join(out, "tokenizer_config.json"), "w") as f:
+        json.dump(tokenizer_config, f, indent=2)
+    if config_json is not None:
+        with open(os.path.join(out, "config.json"), "w") as f:
+            json.dump(config_json, f, indent=2)
+    record(name, out, **record_kwargs)
+
+
+def variants():
+    # t5-small's layout: no class (config.json's model type), 100 sentinels by default.
+    variant("t5", "t5-hub", {"model_max_length": 512}, {"model_type": "t5"})
+    # `legacy: false`: only the first word gets the prefix space.
+    variant("t5", "t5-nonlegacy", {"tokenizer_class": "T5Tokenizer", "extra_ids": 10, "legacy": False})
+    # opus-mt's layout: languages only, special tokens from the class.
+    variant("marian", "marian-hub", {"source_lang": "en", "target_lang": "de"}, {"model_type": "marian"}, target=True)
+    nllb_codes = transformers.models.nllb.tokenization_nllb.FAIRSEQ_LANGUAGE_CODES
+    # The old NLLB layout: `X </s> lang`.
+    variant(
+        "nllb",
+        "nllb-legacy",
+        {"tokenizer_class": "NllbTokenizer", "legacy_behaviour": True, "src_lang": "eng_Latn"},
+        src_langs=["fra_Latn"],
+        lang_codes=[(c, c) for c in nllb_codes],
+    )
+    mbart50_codes = transformers.models.mbart50.tokenization_mbart50.FAIRSEQ_LANGUAGE_CODES
+    # Only the class and the source language: the codes and specials come from the class.
+    variant(
+        "mbart50",
+        "mbart50-hub",
+        {"tokenizer_class": "MBart50Tokenizer", "src_lang": "de_DE"},
+        src_langs=["en_XX"],
+        lang_codes=[(c, c) for c in mbart50_codes],
+    )
+
+
 if __name__ == "__main__":
     t5()
     pegasus()
@@ -326,3 +370,4 @@ if __name__ == "__main__":
     nllb()
     m2m100()
     marian()
+    variants()

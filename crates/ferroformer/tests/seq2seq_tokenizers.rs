@@ -328,8 +328,8 @@ fn tokenizer_json_keeps_precedence() {
     // A tokenizer.json next to the SentencePiece files is what loads: here a WordPiece one,
     // whose ids differ from the T5 model's.
     let copy = Copy::without("t5", &[]);
-    let tokenizer_json =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/encoders/bert-base/tokenizer.json");
+    let tokenizer_json = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/encoders/bert-base/tokenizer.json");
     std::fs::copy(&tokenizer_json, copy.0.join("tokenizer.json")).unwrap();
     let json = AutoTokenizer::from_dir(&copy.0).unwrap();
     let spm = load("t5");
@@ -339,4 +339,38 @@ fn tokenizer_json_keeps_precedence() {
     assert_ne!(a, b);
     assert!(json.source().join("tokenizer.json").is_file());
     assert!(!a.iter().any(|t| t.starts_with('▁')), "{a:?}");
+}
+
+#[test]
+fn t5_hub_layout_uses_class_defaults() {
+    // No tokenizer class (config.json's model type), no special tokens configured: 100
+    // sentinels, `</s>` / `<unk>` / `<pad>` from the class.
+    check_family("t5-hub");
+    let tok = load("t5-hub");
+    assert_eq!(tok.pad_token(), Some("<pad>"));
+    assert_eq!(tok.model_max_length(), Some(512));
+    assert!(tok.token_to_id("<extra_id_99>").is_some());
+}
+
+#[test]
+fn t5_non_legacy_prepends_only_the_first_word() {
+    check_family("t5-nonlegacy");
+}
+
+#[test]
+fn marian_hub_layout_matches_transformers() {
+    check_family("marian-hub");
+    let tok = load("marian-hub");
+    assert!(tok.target_tokenizer().is_some());
+    assert_eq!(tok.eos_token(), Some("</s>"));
+}
+
+#[test]
+fn nllb_legacy_behaviour_puts_the_language_last() {
+    check_family("nllb-legacy");
+}
+
+#[test]
+fn mbart50_class_defaults_match_transformers() {
+    check_family("mbart50-hub");
 }

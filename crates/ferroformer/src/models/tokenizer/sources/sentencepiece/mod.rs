@@ -397,11 +397,100 @@ pub(in crate::models::tokenizer) struct SpmExtras {
 /// Builds the tokenizer of `spm` with the configuration files of `dir`.
 pub(in crate::models::tokenizer) fn load(spm: &SpmFiles, dir: &Path) -> Result<Backend> {
     let mut files = TokenizerFiles::read(dir, None)?;
-    files.set_family(Family::Other);
+    class_defaults(spm.family, &mut files);
     match spm.family {
         SpmFamily::M2M100 | SpmFamily::Marian => load_slow(spm, &spm.model, files, true),
         family => load_converted(family, &spm.model, files),
     }
+}
+
+/// The slow and fast classes' `__init__` defaults: special tokens the files do not name,
+/// additional special tokens (T5's sentinels, Pegasus's `<unk_N>`, the language codes).
+fn class_defaults(family: SpmFamily, files: &mut TokenizerFiles) {
+    const FAIRSEQ: [(&str, &str); 7] = [
+        ("bos", "<s>"),
+        ("eos", "</s>"),
+        ("sep", "</s>"),
+        ("cls", "<s>"),
+        ("unk", "<unk>"),
+        ("pad", "<pad>"),
+        ("mask", "<mask>"),
+    ];
+    let configured = files.additional_special_contents();
+    match family {
+        SpmFamily::T5 => {
+            let extra_ids = files
+                .config
+                .get("extra_ids")
+                .and_then(Value::as_u64)
+                .unwrap_or(100);
+            // Configured tokens without sentinels get the sentinels after them.
+            let mut additional = configured.clone();
+            if !configured.iter().any(|t| t.contains("<extra_id_")) {
+                additional.extend((0..extra_ids).map(|i| format!("<extra_id_{i}>")));
+            }
+            files.class_defaults(
+                &[("eos", "</s>"), ("unk", "<unk>"), ("pad", "<pad>")],
+                Vec::new(),
+            );
+            let refs: Vec<&str> = additional.iter().map(String::as_str).collect();
+            files.prepend_additional(&refs);
+        }
+        SpmFamily::Pegasus => {
+            let offset = files
+                .config
+                .get("offset")
+                .and_then(Value::as_u64)
+                .unwrap_or(103);
+            let sent = config_str(files, "mask_token_sent", "<mask_1>");
+            let additional = sent
+                .into_iter()
+                .chain((2..offset).map(|i| format!("<unk_{i}>")))
+                .collect();
+            files.class_defaults(
+                &[
+                    ("pad", "<pad>"),
+                    ("eos", "</s>"),
+                    ("unk", "<unk>"),
+                    ("mask", "<mask_2>"),
+                ],
+                additional,
+            );
+        }
+        SpmFamily::MBart | SpmFamily::MBart50 => {
+            files.class_defaults(&FAIRSEQ, Vec::new());
+            let codes: &[&str] = if family == SpmFamily::MBart {
+                &lang_codes::MBART
+            } else {
+                &lang_codes::MBART50
+            };
+            files.prepend_additional(codes);
+            files.mask_lstrip();
+        }
+        SpmFamily::Nllb => {
+            files.class_defaults(
+                &FAIRSEQ,
+                lang_codes::NLLB.iter().map(|c| c.to_string()).collect(),
+            );
+            files.mask_lstrip();
+        }
+        SpmFamily::M2M100 => files.class_defaults(
+            &[
+                ("bos", "<s>"),
+                ("eos", "</s>"),
+                ("sep", "</s>"),
+                ("pad", "<pad>"),
+                ("unk", "<unk>"),
+            ],
+            Vec::new(),
+        ),
+        SpmFamily::Marian => files.class_defaults(
+            &[("unk", "<unk>"), ("eos", "</s>"), ("pad", "<pad>")],
+            Vec::new(),
+        ),
+        SpmFamily::Other => {}
+    }
+    files.set_family(Family::Other);
 }
 
 /// A config string with a default (`None` when set to null).
@@ -948,9 +1037,11 @@ fn load_slow(spm: &SpmFiles, model: &Path, files: TokenizerFiles, main: bool) ->
             .iter()
             .map(|c| (c.to_string(), format!("__{c}__")))
             .collect();
+        // Special only when the config lists them as additional special tokens (the hub's
+        // configs do; the class's own loop never adds them).
         let tokens: Vec<AddedToken> = lang_tokens
             .iter()
-            .map(|(_, t)| AddedToken::from(t.clone(), true).normalized(false))
+            .map(|(_, t)| AddedToken::from(t.clone(), specials.contains(t)).normalized(false))
             .collect();
         tokenizer.add_tokens(&tokens);
     }
@@ -1029,10 +1120,7 @@ fn load_slow(spm: &SpmFiles, model: &Path, files: TokenizerFiles, main: bool) ->
         .filter(|p| p.piece_type() != proto::UNKNOWN)
         .map(|p| (p.text().to_string(), p.piece_type() == proto::CONTROL))
         .collect();
-    let mut special_set: HashSet<String> = specials.iter().cloned().collect();
-    if let Some(languages) = &extras.languages {
-        special_set.extend(languages.codes.iter().map(|(_, t, _)| t.clone()));
-    }
+    let special_set: HashSet<String> = specials.iter().cloned().collect();
     extras.slow_decode = Some(SlowDecode {
         family,
         id_to_token,
@@ -1045,7 +1133,8 @@ fn load_slow(spm: &SpmFiles, model: &Path, files: TokenizerFiles, main: bool) ->
 
     if main {
         if let (Some(target), SpmFamily::Marian) = (&spm.target, family) {
-            let target_files = TokenizerFiles::read(&files.dir, None)?;
+            let mut target_files = TokenizerFiles::read(&files.dir, None)?;
+            class_defaults(family, &mut target_files);
             // Its own decoding uses its own model, which is the target one too.
             let side = load_slow(spm, target, target_files, false)?;
             extras.target = Some(Box::new(side));
