@@ -168,10 +168,19 @@ def encode_cases(tok):
                 "text": text,
                 "ids": ids,
                 "decoded": tok.decode(ids, skip_special_tokens=True),
+                "decoded_with_special": tok.decode(ids, skip_special_tokens=False),
                 "truncated": tok(text, truncation=True, max_length=MAX_LEN).input_ids,
             }
         )
     return cases
+
+
+# Pairs (the second text after the first, with the family's special tokens).
+PAIRS = [("Hello world", "Das ist gut."), ("Москва", "東京 😀")]
+
+
+def pair_cases(tok):
+    return [{"a": a, "b": b, "ids": tok(a, b).input_ids} for a, b in PAIRS]
 
 
 def record(family, out, src_langs=(), lang_codes=None, target=False):
@@ -180,6 +189,7 @@ def record(family, out, src_langs=(), lang_codes=None, target=False):
         "class": type(tok).__name__,
         "max_length": MAX_LEN,
         "cases": encode_cases(tok),
+        "pairs": pair_cases(tok),
     }
     if lang_codes is not None:
         expected["lang_codes"] = {code: tok.convert_tokens_to_ids(token) for code, token in lang_codes}
@@ -272,7 +282,9 @@ def m2m100():
     out = fresh_dir("m2m100")
     spm_path = os.path.join(out, "sentencepiece.bpe.model")
     write_model(out, "sentencepiece.bpe.model", fairseq_bpe("m2m100"))
-    vocab = shuffled_vocab(["<s>", "<pad>", "</s>", "<unk>"], spm_pieces(spm_path), [], seed=1)
+    # "🦀" is no piece of the model: the slow class looks the text SentencePiece cannot
+    # segment up in vocab.json, where a fairseq dictionary may have it.
+    vocab = shuffled_vocab(["<s>", "<pad>", "</s>", "<unk>"], spm_pieces(spm_path) + ["🦀"], [], seed=1)
     vocab_path = os.path.join(out, "vocab.json")
     with open(vocab_path, "w", encoding="utf-8") as f:
         json.dump(vocab, f, ensure_ascii=False)
@@ -309,7 +321,7 @@ def marian():
     pieces = spm_pieces(src) + spm_pieces(tgt)
     # opus-mt vocabularies: </s>=0, <unk>=1, the pieces of both sides, multilingual target
     # codes, <pad> last.
-    vocab = shuffled_vocab(["</s>", "<unk>"], pieces, [">>fra<<", ">>deu<<", "<pad>"], seed=2)
+    vocab = shuffled_vocab(["</s>", "<unk>"], pieces + ["🦀"], [">>fra<<", ">>deu<<", "<pad>"], seed=2)
     vocab_path = os.path.join(out, "vocab.json")
     with open(vocab_path, "w", encoding="utf-8") as f:
         json.dump(vocab, f, ensure_ascii=False)

@@ -81,12 +81,14 @@ fn check_cases(
                 "{what} truncated ids of {text:?}:\n  got  {got_trunc:?}\n  want {want_trunc:?}"
             ));
         }
-        let want_text = case["decoded"].as_str().expect("decoded");
-        let got_text = tok.decode(&want, true).expect("decode");
-        if got_text != want_text {
-            mismatches.push(format!(
-                "{what} decode of {text:?}:\n  got  {got_text:?}\n  want {want_text:?}"
-            ));
+        for (key, skip) in [("decoded", true), ("decoded_with_special", false)] {
+            let want_text = case[key].as_str().expect("decoded text");
+            let got_text = tok.decode(&want, skip).expect("decode");
+            if got_text != want_text {
+                mismatches.push(format!(
+                    "{what} decode (skip_special_tokens={skip}) of {text:?}:\n  got  {got_text:?}\n  want {want_text:?}"
+                ));
+            }
         }
     }
     assert!(
@@ -115,6 +117,19 @@ fn check_family(family: &str) {
     let max_length = exp["max_length"].as_u64().unwrap() as usize;
     let n = check_cases(family, "default", &tok, &exp["cases"], max_length);
     assert!(n >= 10, "{family}: only {n} cases");
+    for pair in exp["pairs"].as_array().expect("pairs") {
+        let (a, b) = (pair["a"].as_str().unwrap(), pair["b"].as_str().unwrap());
+        let got = tok
+            .encode_pair(a, b, &EncodeOptions::default())
+            .expect("encode_pair")[0]
+            .ids
+            .clone();
+        assert_eq!(
+            got,
+            ids_of(&pair["ids"]),
+            "{family}: ids of the pair {a:?}, {b:?}"
+        );
+    }
     if let Some(blocks) = exp.get("src_lang").and_then(Value::as_array) {
         for block in blocks {
             let code = block["src_lang"].as_str().unwrap();

@@ -366,18 +366,30 @@ pub(in crate::models::tokenizer) struct VocabLookup {
     ids: HashMap<String, u32>,
     /// The unknown token's id.
     unk: u32,
+    /// The unknown token (what the BPE model names text it cannot segment).
+    unk_token: String,
     /// Ids of the pieces `vocab.json` lacks (empty when none).
     missing: std::ops::Range<u32>,
 }
 
 impl VocabLookup {
-    /// The id the slow tokenizer gives a token the backend encoded as `id`.
-    pub(in crate::models::tokenizer) fn id(&self, id: u32, token: &str) -> u32 {
-        if id == self.unk || self.missing.contains(&id) {
-            self.ids.get(token).copied().unwrap_or(self.unk)
-        } else {
-            id
+    /// The id the slow tokenizer gives a token the backend encoded as `id` (`token`); for
+    /// BPE, whose unknown token stands for the text, `surface` gives that text.
+    pub(in crate::models::tokenizer) fn id(
+        &self,
+        id: u32,
+        token: &str,
+        surface: impl FnOnce() -> Option<String>,
+    ) -> u32 {
+        if id != self.unk && !self.missing.contains(&id) {
+            return id;
         }
+        let found = if token == self.unk_token {
+            surface().and_then(|s| self.ids.get(&s).copied())
+        } else {
+            self.ids.get(token).copied()
+        };
+        found.unwrap_or(self.unk)
     }
 }
 
@@ -1069,6 +1081,7 @@ fn load_slow(spm: &SpmFiles, model: &Path, files: TokenizerFiles, main: bool) ->
                 .map(|(t, id)| (t.to_string(), *id))
                 .collect(),
             unk: unk_id,
+            unk_token: unk.clone(),
             missing: missing_ids,
         }),
         ..Default::default()
