@@ -383,25 +383,3 @@ impl<K: Seq2SeqTask> PipelineTask for Seq2SeqPipeline<K> {
         Ok(answers)
     }
 }
-
-// TEMPORARY: stands in for the tokenizer's language-code methods until they land.
-trait Languages {
-    fn lang_codes(&self) -> Vec<String>;
-    fn with_src_lang(&self, code: &str) -> Result<AutoTokenizer>;
-    fn lang_code_id(&self, code: &str) -> Result<u32>;
-    fn target_tokenizer(&self) -> Option<&AutoTokenizer>;
-}
-impl Languages for AutoTokenizer {
-    fn lang_codes(&self) -> Vec<String> {
-        Vec::new()
-    }
-    fn with_src_lang(&self, code: &str) -> Result<AutoTokenizer> {
-        Err(Error::Invalid(format!("no language {code}")))
-    }
-    fn lang_code_id(&self, code: &str) -> Result<u32> {
-        Err(Error::Invalid(format!("no language {code}")))
-    }
-    fn target_tokenizer(&self) -> Option<&AutoTokenizer> {
-        None
-    }
-}

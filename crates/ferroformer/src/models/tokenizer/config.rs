@@ -384,6 +384,64 @@ impl TokenizerFiles {
         Ok(())
     }
 
+    /// Class defaults of a tokenizer class `Family` does not model (the SentencePiece
+    /// sequence-to-sequence classes): `named` fills the special tokens the files do not
+    /// mention at all, `additional` the additional special tokens when none are configured.
+    /// Call before [`Self::set_family`].
+    pub(super) fn class_defaults(
+        &mut self,
+        named: &[(&'static str, &str)],
+        additional: Vec<String>,
+    ) {
+        for (name, content) in named {
+            self.special
+                .entry(name)
+                .or_insert_with(|| Some(TokenSpec::plain(content)));
+        }
+        if self.additional_special.is_empty() {
+            self.additional_special = additional.iter().map(|t| TokenSpec::plain(t)).collect();
+        }
+    }
+
+    /// The additional special tokens' contents (`additional_special_tokens`).
+    pub(super) fn additional_special_contents(&self) -> Vec<String> {
+        self.additional_special
+            .iter()
+            .map(|t| t.content.clone())
+            .collect()
+    }
+
+    /// Puts `first` before the other configured additional special tokens, as mBART's
+    /// `__init__` puts its language codes first; a configured token keeps its flags.
+    pub(super) fn prepend_additional(&mut self, first: &[&str]) {
+        let mut rest = std::mem::take(&mut self.additional_special);
+        let mut ordered = Vec::with_capacity(first.len() + rest.len());
+        for t in first {
+            match rest.iter().position(|r| r.content == *t) {
+                Some(i) => ordered.push(rest.remove(i)),
+                None => ordered.push(TokenSpec::plain(t)),
+            }
+        }
+        ordered.extend(rest);
+        self.additional_special = ordered;
+    }
+
+    /// A mask token given as a plain string becomes an `AddedToken` that swallows the space
+    /// before it (`lstrip=True`), as mBART's and NLLB's `__init__` make it.
+    pub(super) fn mask_lstrip(&mut self) {
+        if let Some(Some(t)) = self.special.get_mut("mask") {
+            if t.flags.is_none() {
+                t.flags = Some(TokenFlags {
+                    single_word: false,
+                    lstrip: true,
+                    rstrip: false,
+                    normalized: Some(true),
+                    special: true,
+                });
+            }
+        }
+    }
+
     /// Settles the tokenizer class: its `__init__` defaults fill the special tokens the files
     /// do not mention at all (an explicit null stays unset).
     pub(super) fn set_family(&mut self, family: Family) {

@@ -3,7 +3,7 @@
 //! `add_prefix_space`, `do_lower_case`, `strip_accents`, `trim_offsets` win over the
 //! serialized pipeline, and the settings (sides, maximum length, clean-up) are read.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use tokenizers::{NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper};
@@ -26,6 +26,7 @@ pub(super) fn finish(backend: Backend) -> Result<AutoTokenizer> {
         tokenizer_json,
         converted,
         clean_up_default,
+        spm,
     } = backend;
     let tokenizer_json = tokenizer_json.as_ref();
     let cfg = &files.config_path;
@@ -165,6 +166,11 @@ pub(super) fn finish(backend: Backend) -> Result<AutoTokenizer> {
         .map(|n| (*n, files.token(n).map(|t| t.content.clone())))
         .collect();
     let all_special = files.all_special().into_iter().map(|t| t.content).collect();
+    let spm = spm.unwrap_or_default();
+    let target = match spm.target {
+        Some(side) => Some(Box::new(finish(*side)?)),
+        None => None,
+    };
     Ok(AutoTokenizer {
         tokenizer,
         source: files.dir,
@@ -174,6 +180,10 @@ pub(super) fn finish(backend: Backend) -> Result<AutoTokenizer> {
         padding_side,
         truncation_side,
         clean_up_tokenization_spaces,
+        languages: spm.languages,
+        target,
+        slow_decode: spm.slow_decode.map(Arc::new),
+        vocab_lookup: spm.vocab_lookup.map(Arc::new),
         truncating: Mutex::new(Vec::new()),
     })
 }

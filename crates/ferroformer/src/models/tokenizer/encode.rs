@@ -126,7 +126,8 @@ impl AutoTokenizer {
     /// included.
     pub fn encode_batch(&self, texts: &[&str], opts: &EncodeOptions) -> Result<BatchEncoding> {
         let inputs = texts.iter().map(|t| EncodeInput::from(*t)).collect();
-        self.run(inputs, opts, false)
+        let sources = texts.iter().map(|t| [*t, ""]).collect();
+        self.run(inputs, sources, opts, false)
     }
 
     /// Encodes a batch of text pairs; padding applies across the whole batch, overflow windows
@@ -140,14 +141,17 @@ impl AutoTokenizer {
             .iter()
             .map(|&(a, b)| EncodeInput::from((a, b)))
             .collect();
-        self.run(inputs, opts, true)
+        let sources = pairs.iter().map(|&(a, b)| [a, b]).collect();
+        self.run(inputs, sources, opts, true)
     }
 
     /// `transformers`' `_batch_encode_plus`: settle strategies and lengths, encode the batch
     /// with character offsets, pad, then flatten each input's overflow windows after it.
+    /// `sources` are the texts of each input (for the slow SentencePiece families' lookup).
     fn run(
         &self,
         inputs: Vec<EncodeInput<'_>>,
+        sources: Vec<[&str; 2]>,
         opts: &EncodeOptions,
         is_pair: bool,
     ) -> Result<BatchEncoding> {
@@ -250,12 +254,35 @@ impl AutoTokenizer {
         let mut encodings = Vec::with_capacity(encoded.len());
         for (sample, mut e) in encoded.into_iter().enumerate() {
             let overflow = e.take_overflowing();
-            encodings.push(Encoding::from_hf(e, sample));
+            let texts = sources[sample];
+            encodings.push(self.row(e, sample, texts));
             if opts.return_overflowing_tokens {
-                encodings.extend(overflow.into_iter().map(|o| Encoding::from_hf(o, sample)));
+                encodings.extend(overflow.into_iter().map(|o| self.row(o, sample, texts)));
             }
         }
         Ok(BatchEncoding { encodings })
+    }
+
+    /// One output row, with the ids a slow SentencePiece tokenizer's `vocab.json` lookup gives
+    /// (see `VocabLookup`); `texts` are the input's texts, for the text behind an unknown token.
+    fn row(&self, e: tokenizers::Encoding, sample: usize, texts: [&str; 2]) -> Encoding {
+        let mut row = Encoding::from_hf(e, sample);
+        if let Some(lookup) = &self.vocab_lookup {
+            for i in 0..row.ids.len() {
+                let surface = || {
+                    let text = texts[row.sequence_ids[i]?];
+                    let (start, end) = row.offsets[i];
+                    Some(
+                        text.chars()
+                            .skip(start)
+                            .take(end - start)
+                            .collect::<String>(),
+                    )
+                };
+                row.ids[i] = lookup.id(row.ids[i], &row.tokens[i], surface);
+            }
+        }
+        row
     }
 
     /// The backend configured for one truncation setting (from the cache, or a new copy).

@@ -46,6 +46,7 @@ pub use encode::{EncodeOptions, PaddingStrategy, Side, TruncationStrategy};
 pub use encoding::{BatchEncoding, Encoding};
 
 use encode::TruncationKey;
+use sources::sentencepiece::{Languages, SlowDecode, VocabLookup};
 use sources::TokenizerSource;
 
 /// A pretrained tokenizer loaded as `transformers`' `AutoTokenizer.from_pretrained` loads it
@@ -77,6 +78,14 @@ pub struct AutoTokenizer {
     padding_side: Side,
     truncation_side: Side,
     clean_up_tokenization_spaces: bool,
+    /// The language codes of mBART, mBART-50, NLLB and M2M100, and the current source language.
+    languages: Option<Languages>,
+    /// Marian's target side (`target.spm`).
+    target: Option<Box<AutoTokenizer>>,
+    /// How the slow-only SentencePiece families (M2M100, Marian) decode.
+    slow_decode: Option<Arc<SlowDecode>>,
+    /// The `vocab.json` lookup of the slow-only SentencePiece families.
+    vocab_lookup: Option<Arc<VocabLookup>>,
     /// Copies of the backend configured for recent truncation settings: truncation happens
     /// inside `tokenizers`' encode (before the template adds special tokens), so it needs a
     /// tokenizer configured for it, and `&self` encoding must not reconfigure the shared one.
@@ -94,6 +103,10 @@ impl Clone for AutoTokenizer {
             padding_side: self.padding_side,
             truncation_side: self.truncation_side,
             clean_up_tokenization_spaces: self.clean_up_tokenization_spaces,
+            languages: self.languages.clone(),
+            target: self.target.clone(),
+            slow_decode: self.slow_decode.clone(),
+            vocab_lookup: self.vocab_lookup.clone(),
             truncating: Mutex::new(Vec::new()),
         }
     }
@@ -129,8 +142,12 @@ impl AutoTokenizer {
 
     /// Loads the tokenizer in `dir`: `tokenizer.json` if present, else a WordPiece tokenizer
     /// built from `vocab.txt`, else a byte-level BPE tokenizer built from `vocab.json` +
-    /// `merges.txt`; with `tokenizer_config.json`, `special_tokens_map.json` and
-    /// `added_tokens.json` applied.
+    /// `merges.txt`, else a SentencePiece tokenizer (T5 and Pegasus `spiece.model`, mBART,
+    /// mBART-50 and NLLB `sentencepiece.bpe.model`, M2M100 `sentencepiece.bpe.model` +
+    /// `vocab.json`, Marian `source.spm` + `target.spm` + `vocab.json`) built as
+    /// `transformers` builds it; with `tokenizer_config.json`, `special_tokens_map.json` and
+    /// `added_tokens.json` applied. A SentencePiece family whose files are incomplete is an
+    /// error naming the missing file.
     pub fn from_dir(dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
             return Err(Error::file(dir, "not a directory"));
@@ -149,11 +166,17 @@ impl AutoTokenizer {
     /// Turns ids back into text, optionally without special tokens, then applies
     /// `transformers`' `clean_up_tokenization` (" ." → ".", " n't" → "n't", ...) when the
     /// tokenizer config asks for it. Unknown ids are skipped.
+    ///
+    /// M2M100 and Marian decode as their slow classes do (Marian with its target-side
+    /// SentencePiece model, as `MarianTokenizer.decode`).
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
-        let text = self
-            .tokenizer
-            .decode(ids, skip_special_tokens)
-            .map_err(|e| Error::Invalid(format!("decoding failed: {e}")))?;
+        let text = match &self.slow_decode {
+            Some(slow) => slow.decode(ids, skip_special_tokens),
+            None => self
+                .tokenizer
+                .decode(ids, skip_special_tokens)
+                .map_err(|e| Error::Invalid(format!("decoding failed: {e}")))?,
+        };
         Ok(if self.clean_up_tokenization_spaces {
             clean_up_tokenization(&text)
         } else {
@@ -205,7 +228,77 @@ impl AutoTokenizer {
 
     /// The token string of an id, if the id is in the vocabulary.
     pub fn id_to_token(&self, id: u32) -> Option<String> {
+        if let Some(token) = self.slow_decode.as_ref().and_then(|s| s.token(id)) {
+            return Some(token.to_string());
+        }
         self.tokenizer.id_to_token(id)
+    }
+
+    // ----- sequence-to-sequence: languages and the target side -----
+
+    /// The language codes of a multilingual sequence-to-sequence tokenizer, as
+    /// [`lang_code_id`](Self::lang_code_id) and [`with_src_lang`](Self::with_src_lang) take
+    /// them (`transformers`' `src_lang` / `tgt_lang`): mBART and mBART-50 `en_XX`, NLLB
+    /// `eng_Latn`, M2M100 `en` (whose token is `__en__`). Empty for other tokenizers.
+    pub fn lang_codes(&self) -> Vec<String> {
+        self.languages
+            .as_ref()
+            .map(|l| l.codes.iter().map(|(c, _, _)| c.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The token id of a language code (as `src_lang` / `tgt_lang` take it: `ro_RO`,
+    /// `fra_Latn`, or `fr` for M2M100's `__fr__`), e.g. the `forced_bos_token_id` of the target
+    /// language. An unknown code (or a tokenizer without languages) is an error listing the
+    /// valid codes.
+    pub fn lang_code_id(&self, code: &str) -> Result<u32> {
+        match &self.languages {
+            Some(l) => Ok(l.lookup(code)?.1),
+            None => Err(Error::Invalid(format!(
+                "unknown language code `{code}`: this tokenizer has no language codes"
+            ))),
+        }
+    }
+
+    /// The source language whose special tokens encoding adds now (`src_lang`), for the
+    /// multilingual tokenizers.
+    pub fn src_lang(&self) -> Option<&str> {
+        self.languages.as_ref().map(|l| l.current.as_str())
+    }
+
+    /// This tokenizer with `code` as source language: [`encode`](Self::encode) and
+    /// [`encode_batch`](Self::encode_batch) then add the special tokens `transformers` adds
+    /// after `tokenizer.src_lang = code` (mBART `X </s> en_XX`, mBART-50 `en_XX X </s>`,
+    /// NLLB `eng_Latn X </s>` (`X </s> eng_Latn` with `legacy_behaviour`), M2M100
+    /// `__en__ X </s>`). An unknown code is an error listing the valid ones.
+    pub fn with_src_lang(&self, code: &str) -> Result<AutoTokenizer> {
+        let mut tok = self.clone();
+        tok.set_src_lang(code)?;
+        Ok(tok)
+    }
+
+    /// Sets the source language in place (see [`with_src_lang`](Self::with_src_lang)).
+    pub fn set_src_lang(&mut self, code: &str) -> Result<()> {
+        let Some(languages) = self.languages.as_mut() else {
+            return Err(Error::Invalid(format!(
+                "cannot set the source language `{code}`: this tokenizer has no language codes"
+            )));
+        };
+        let post = languages.template(code)?;
+        languages.current = code.to_string();
+        self.tokenizer.with_post_processor(Some(post));
+        self.truncating
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
+        Ok(())
+    }
+
+    /// Marian's target side: `target.spm` with the shared `vocab.json`, which encodes target
+    /// texts (`tokenizer(text_target=...)`) and decodes generated ids as
+    /// `MarianTokenizer.decode` does. `None` for tokenizers with one side.
+    pub fn target_tokenizer(&self) -> Option<&AutoTokenizer> {
+        self.target.as_deref()
     }
 
     // ----- special tokens and settings -----

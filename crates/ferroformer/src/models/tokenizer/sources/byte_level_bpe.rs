@@ -36,6 +36,7 @@ pub(super) fn load(vocab_json: &Path, merges_txt: &Path, dir: &Path) -> Result<B
         tokenizer_json: None,
         converted: true,
         clean_up_default,
+        spm: None,
     })
 }
 

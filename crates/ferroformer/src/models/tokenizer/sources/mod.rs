@@ -18,13 +18,16 @@ use super::config::TokenizerFiles;
 use crate::error::{Error, Result};
 
 mod byte_level_bpe;
+pub(super) mod sentencepiece;
 mod tokenizer_json;
 mod wordpiece;
 
 /// The file sets [`TokenizerSource::find`] looks for, in its order, for the error that names
 /// them when a directory has none.
 const LOOKED_FOR: &str =
-    "tokenizer.json, vocab.txt (WordPiece), and vocab.json + merges.txt (byte-level BPE)";
+    "tokenizer.json, vocab.txt (WordPiece), vocab.json + merges.txt (byte-level \
+     BPE), and the SentencePiece files spiece.model, sentencepiece.bpe.model (+ vocab.json) and \
+     source.spm + target.spm + vocab.json";
 
 /// The files a tokenizer is loaded from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +43,9 @@ pub(super) enum TokenizerSource {
         /// `merges.txt`.
         merges: PathBuf,
     },
+    /// A SentencePiece model (T5, Pegasus, mBART, NLLB), with `vocab.json` for M2M100, and
+    /// both sides for Marian.
+    SentencePiece(sentencepiece::SpmFiles),
 }
 
 /// A backend built from a [`TokenizerSource`], with the configuration files read for it and
@@ -56,12 +62,15 @@ pub(super) struct Backend {
     pub(super) converted: bool,
     /// The `clean_up_tokenization_spaces` default when the config does not set it.
     pub(super) clean_up_default: bool,
+    /// What a SentencePiece checkpoint adds (languages, Marian's target side, slow decoding).
+    pub(super) spm: Option<sentencepiece::SpmExtras>,
 }
 
 impl TokenizerSource {
     /// The tokenizer files of `dir`, in `AutoTokenizer`'s order of preference:
-    /// `tokenizer.json`, then `vocab.txt`, then `vocab.json` + `merges.txt`. Errors name the
-    /// directory and what was looked for.
+    /// `tokenizer.json`, then `vocab.txt`, then `vocab.json` + `merges.txt`, then the
+    /// SentencePiece files. Errors name the directory and what was looked for, or the file a
+    /// SentencePiece family lacks.
     pub(super) fn find(dir: &Path) -> Result<Self> {
         let json = dir.join("tokenizer.json");
         if json.is_file() {
@@ -72,21 +81,25 @@ impl TokenizerSource {
             return Ok(Self::WordPiece(vocab_txt));
         }
         let vocab_json = dir.join("vocab.json");
-        if vocab_json.is_file() {
-            let merges = dir.join("merges.txt");
-            if !merges.is_file() {
-                return Err(Error::file(
-                    dir,
-                    format!(
-                        "has vocab.json but no merges.txt (looked for {})",
-                        merges.display()
-                    ),
-                ));
-            }
+        let merges = dir.join("merges.txt");
+        if vocab_json.is_file() && merges.is_file() {
             return Ok(Self::ByteLevelBpe {
                 vocab: vocab_json,
                 merges,
             });
+        }
+        if let Some(spm) = sentencepiece::find(dir)? {
+            return Ok(Self::SentencePiece(spm));
+        }
+        if vocab_json.is_file() {
+            return Err(Error::file(
+                dir,
+                format!(
+                    "has vocab.json but neither merges.txt (looked for {}) nor a SentencePiece \
+                     model (source.spm, sentencepiece.bpe.model)",
+                    merges.display()
+                ),
+            ));
         }
         Err(Error::file(
             dir,
@@ -100,6 +113,7 @@ impl TokenizerSource {
             Self::TokenizerJson(path) => tokenizer_json::load(path, dir),
             Self::WordPiece(vocab) => wordpiece::load(vocab, dir),
             Self::ByteLevelBpe { vocab, merges } => byte_level_bpe::load(vocab, merges, dir),
+            Self::SentencePiece(spm) => sentencepiece::load(spm, dir),
         }
     }
 }

@@ -29,6 +29,7 @@ pub(super) fn load(path: &Path, dir: &Path) -> Result<Backend> {
         tokenizer_json: Some(value),
         converted: false,
         clean_up_default: false,
+        spm: None,
     })
 }
 

@@ -35,6 +35,7 @@ pub(super) fn load(vocab_txt: &Path, dir: &Path) -> Result<Backend> {
         tokenizer_json: None,
         converted: true,
         clean_up_default,
+        spm: None,
     })
 }
 
