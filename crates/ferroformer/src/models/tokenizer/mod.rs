@@ -3,7 +3,8 @@
 //!
 //! A checkpoint directory holds either a serialized `tokenizer.json`, or the vocabulary files
 //! of a "slow" tokenizer (`vocab.txt` for BERT's WordPiece, `vocab.json` + `merges.txt` for
-//! byte-level BPE), next to `tokenizer_config.json` and `special_tokens_map.json`.
+//! byte-level BPE, a SentencePiece model for T5, Pegasus, mBART, NLLB, M2M100 and Marian),
+//! next to `tokenizer_config.json` and `special_tokens_map.json`.
 //! [`AutoTokenizer`] loads any of these into a [`tokenizers::Tokenizer`], then applies the same
 //! corrections `transformers`' `PreTrainedTokenizerFast` applies on load (special tokens from
 //! the configs added to the vocabulary, `do_lower_case` and `add_prefix_space` from the config
@@ -17,7 +18,8 @@
 //!
 //! - `sources`: finding a checkpoint's tokenizer files and building the `tokenizers` backend
 //!   from them, one submodule per kind of file set (`tokenizer.json`, WordPiece `vocab.txt`,
-//!   byte-level BPE `vocab.json` + `merges.txt`);
+//!   byte-level BPE `vocab.json` + `merges.txt`, SentencePiece models with the language codes
+//!   and target side of the sequence-to-sequence families);
 //! - `config`: `tokenizer_config.json`, `special_tokens_map.json` and `added_tokens.json`
 //!   (special tokens, added tokens, the tokenizer class);
 //! - `corrections`: what `PreTrainedTokenizerFast.__init__` changes once the backend exists;

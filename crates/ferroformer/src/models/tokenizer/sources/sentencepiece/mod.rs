@@ -776,14 +776,17 @@ fn converter_normalizer(proto: &ModelProto, path: &Path) -> Result<NormalizerWra
 }
 
 /// SentencePiece's own normalization, as the slow tokenizers run it: the charsmap, then
-/// `remove_extra_whitespaces` (both ends stripped, runs of spaces made one).
+/// (with `remove_extra_whitespaces`, the default) both ends stripped and runs of spaces made
+/// one.
 fn spm_normalizer(proto: &ModelProto, path: &Path) -> Result<NormalizerWrapper> {
     let mut steps: Vec<NormalizerWrapper> = Vec::new();
     if let Some(p) = precompiled(proto, path)? {
         steps.push(p.into());
     }
-    steps.push(Strip::new(true, true).into());
-    steps.push(spaces(" ")?.into());
+    if proto.remove_extra_whitespaces() {
+        steps.push(Strip::new(true, true).into());
+        steps.push(spaces(" ")?.into());
+    }
     Ok(NormalizerSequence::new(steps).into())
 }
 
@@ -1027,14 +1030,16 @@ fn load_slow(spm: &SpmFiles, model: &Path, files: TokenizerFiles, main: bool) ->
     };
     let mut tokenizer = Tokenizer::new(segmenter);
     tokenizer.with_normalizer(Some(spm_normalizer(&proto, model)?));
-    tokenizer.with_pre_tokenizer(Some(Metaspace::new(
-        SPIECE_UNDERLINE,
-        PrependScheme::Always,
-        true,
-    )));
+    // SentencePiece's dummy prefix: a `▁` before each text it segments.
+    let prepend = if proto.add_dummy_prefix() {
+        PrependScheme::Always
+    } else {
+        PrependScheme::Never
+    };
+    tokenizer.with_pre_tokenizer(Some(Metaspace::new(SPIECE_UNDERLINE, prepend, true)));
     tokenizer.with_decoder(Some(DecoderWrapper::from(MetaspaceDecoder::new(
         SPIECE_UNDERLINE,
-        PrependScheme::Always,
+        prepend,
         true,
     ))));
 

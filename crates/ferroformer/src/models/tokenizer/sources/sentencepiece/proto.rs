@@ -88,6 +88,13 @@ pub(super) struct NormalizerSpec {
     /// `optional bytes precompiled_charsmap = 2`: the compiled normalization rules.
     #[prost(bytes = "vec", optional, tag = "2")]
     pub(super) precompiled_charsmap: Option<Vec<u8>>,
+    /// `optional bool add_dummy_prefix = 3 [default = true]`: a `▁` before the text.
+    #[prost(bool, optional, tag = "3")]
+    pub(super) add_dummy_prefix: Option<bool>,
+    /// `optional bool remove_extra_whitespaces = 4 [default = true]`: ends stripped, runs of
+    /// spaces collapsed.
+    #[prost(bool, optional, tag = "4")]
+    pub(super) remove_extra_whitespaces: Option<bool>,
 }
 
 impl ModelProto {
@@ -128,6 +135,22 @@ impl ModelProto {
             .as_ref()
             .and_then(|t| t.unk_piece.clone())
             .unwrap_or_else(|| "<unk>".to_string())
+    }
+
+    /// `normalizer_spec.add_dummy_prefix` (true when absent).
+    pub(super) fn add_dummy_prefix(&self) -> bool {
+        self.normalizer_spec
+            .as_ref()
+            .and_then(|n| n.add_dummy_prefix)
+            .unwrap_or(true)
+    }
+
+    /// `normalizer_spec.remove_extra_whitespaces` (true when absent).
+    pub(super) fn remove_extra_whitespaces(&self) -> bool {
+        self.normalizer_spec
+            .as_ref()
+            .and_then(|n| n.remove_extra_whitespaces)
+            .unwrap_or(true)
     }
 
     /// `normalizer_spec.precompiled_charsmap` (empty when absent).
