@@ -225,3 +225,53 @@ fn pipelines_refuse_models_that_are_not_encoder_decoder() {
         "{err}"
     );
 }
+
+#[test]
+fn multilingual_translation_names_the_language_codes() {
+    let pipe = pipeline_with(
+        "translation",
+        dir("nllb").to_str().unwrap(),
+        &PipelineConfig::default(),
+    )
+    .unwrap();
+    let input = [PipelineInput::text("Hello")];
+    // Without languages: an error listing the valid codes.
+    let err = pipe
+        .run(&input, &TaskOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--src-lang") && err.contains("eng_Latn"),
+        "{err}"
+    );
+    // A wrong target code: the error names it and lists the valid ones.
+    let mut options = TaskOptions::default();
+    options.translation.src_lang = Some("eng_Latn".into());
+    options.translation.tgt_lang = Some("klingon".into());
+    let err = pipe.run(&input, &options).unwrap_err().to_string();
+    assert!(err.contains("klingon") && err.contains("deu_Latn"), "{err}");
+}
+
+#[test]
+fn missing_sentencepiece_files_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    for f in [
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "vocab.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
+        std::fs::copy(dir("marian").join(f), tmp.path().join(f)).unwrap();
+    }
+    let err = match pipeline_with(
+        "translation",
+        tmp.path().to_str().unwrap(),
+        &PipelineConfig::default(),
+    ) {
+        Ok(_) => panic!("loaded without source.spm"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("source.spm"), "{err}");
+}

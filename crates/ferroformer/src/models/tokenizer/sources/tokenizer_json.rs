@@ -23,13 +23,21 @@ pub(super) fn load(path: &Path, dir: &Path) -> Result<Backend> {
         .map_err(|e| Error::file(path, format!("invalid tokenizer: {e}")))?;
     let mut files = TokenizerFiles::read(dir, Some((path, &value)))?;
     files.set_family(files.family);
+    // mBART, mBART-50 and NLLB: the saved post-processor holds one source language; the
+    // codes let `src_lang` pick another.
+    let spm = super::sentencepiece::fast_languages(&tokenizer, &files, dir)?.map(|languages| {
+        super::sentencepiece::SpmExtras {
+            languages: Some(languages),
+            ..Default::default()
+        }
+    });
     Ok(Backend {
         tokenizer,
         files,
         tokenizer_json: Some(value),
         converted: false,
         clean_up_default: false,
-        spm: None,
+        spm,
     })
 }
 

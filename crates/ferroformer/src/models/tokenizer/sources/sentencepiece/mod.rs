@@ -676,30 +676,13 @@ fn load_converted(family: SpmFamily, path: &Path, files: TokenizerFiles) -> Resu
             .map_err(|e| Error::file(path, format!("cannot build the template: {e}")))?,
         ),
         SpmFamily::MBart | SpmFamily::MBart50 | SpmFamily::Nllb => {
-            let (codes, default, layout): (&[&str], &str, LangLayout) = match family {
-                SpmFamily::MBart => (&lang_codes::MBART, "en_XX", LangLayout::Suffix),
-                SpmFamily::MBart50 => (&lang_codes::MBART50, "en_XX", LangLayout::Prefix),
-                _ => {
-                    let legacy = files.bool("legacy_behaviour").unwrap_or(false);
-                    let layout = if legacy {
-                        LangLayout::Suffix
-                    } else {
-                        LangLayout::Prefix
-                    };
-                    (&lang_codes::NLLB, "eng_Latn", layout)
+            match language_setup(family, &tokenizer, &files, (eos.clone(), eos_id))? {
+                Some((languages, post)) => {
+                    extras.languages = Some(languages);
+                    Some(post)
                 }
-            };
-            let languages = languages(
-                &tokenizer,
-                codes.iter().map(|c| (c.to_string(), c.to_string())),
-                layout,
-                (eos, eos_id),
-                &files,
-                default,
-            )?;
-            let post = languages.template(&languages.current)?;
-            extras.languages = Some(languages);
-            Some(post)
+                None => None,
+            }
         }
         _ => None,
     };
@@ -714,6 +697,64 @@ fn load_converted(family: SpmFamily, path: &Path, files: TokenizerFiles) -> Resu
         clean_up_default: false,
         spm: Some(extras),
     })
+}
+
+/// The language codes and the source-language template of the multilingual fast classes
+/// (mBART, mBART-50, NLLB), from the codes present in `tokenizer`'s vocabulary; `None` for
+/// other families.
+fn language_setup(
+    family: SpmFamily,
+    tokenizer: &Tokenizer,
+    files: &TokenizerFiles,
+    eos: (String, u32),
+) -> Result<Option<(Languages, TemplateProcessing)>> {
+    let (codes, default, layout): (&[&str], &str, LangLayout) = match family {
+        SpmFamily::MBart => (&lang_codes::MBART, "en_XX", LangLayout::Suffix),
+        SpmFamily::MBart50 => (&lang_codes::MBART50, "en_XX", LangLayout::Prefix),
+        SpmFamily::Nllb => {
+            let legacy = files.bool("legacy_behaviour").unwrap_or(false);
+            let layout = if legacy {
+                LangLayout::Suffix
+            } else {
+                LangLayout::Prefix
+            };
+            (&lang_codes::NLLB, "eng_Latn", layout)
+        }
+        _ => return Ok(None),
+    };
+    let languages = languages(
+        tokenizer,
+        codes.iter().map(|c| (c.to_string(), c.to_string())),
+        layout,
+        eos,
+        files,
+        default,
+    )?;
+    let post = languages.template(&languages.current)?;
+    Ok(Some((languages, post)))
+}
+
+/// A `tokenizer.json` of a multilingual class (`tokenizer_config.json`'s
+/// `tokenizer_class` mBART, mBART-50 or NLLB): its language codes, so that `src_lang` can
+/// change the special tokens as the fast class's `set_src_lang_special_tokens` does.
+pub(in crate::models::tokenizer) fn fast_languages(
+    tokenizer: &Tokenizer,
+    files: &TokenizerFiles,
+    dir: &Path,
+) -> Result<Option<Languages>> {
+    let class = read_json(&dir.join("tokenizer_config.json"))?.and_then(|c| {
+        c.get("tokenizer_class")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
+    let Some(family) = class.as_deref().and_then(SpmFamily::from_class) else {
+        return Ok(None);
+    };
+    let eos = special(files, "eos", "</s>");
+    let Some(eos_id) = tokenizer.token_to_id(&eos) else {
+        return Ok(None);
+    };
+    Ok(language_setup(family, tokenizer, files, (eos, eos_id))?.map(|(l, _)| l))
 }
 
 /// The family's languages present in the vocabulary, with the source language of the config
