@@ -33,14 +33,13 @@ const EOS: u32 = 2;
 const DIGITS: std::ops::Range<u32> = 3..13;
 const VOCAB: usize = 13;
 
+/// Token ids, one row per sequence.
+type Rows = Vec<Vec<u32>>;
+
 /// A batch of `n` random digit sequences of length `len`: encoder ids `<s> x </s>`, decoder
 /// inputs `</s> <s> reversed(x)` and labels `<s> reversed(x) </s>` (teacher forcing: the
 /// decoder reads the answer shifted right by the start token).
-fn batch(
-    rng: &mut impl Rng,
-    n: usize,
-    len: usize,
-) -> (Vec<Vec<u32>>, Vec<Vec<u32>>, Vec<Vec<u32>>) {
+fn batch(rng: &mut impl Rng, n: usize, len: usize) -> (Rows, Rows, Rows) {
     let (mut src, mut dec, mut labels) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..n {
         let x: Vec<u32> = (0..len).map(|_| rng.random_range(DIGITS)).collect();

@@ -117,6 +117,9 @@ impl AutoModelForSeq2SeqLM {
     }
 }
 
+/// A finished beam hypothesis: its tokens and score.
+type Hypothesis = (Vec<u32>, f32);
+
 /// The decoder's side of a batch: the encoder output of every row and the decoder caches.
 struct DecoderState<'m> {
     model: &'m EncoderDecoderTransformer,
@@ -317,7 +320,7 @@ pub fn generate_seq2seq(
         let mut prompts: Vec<Option<BeamPrompt>> = (0..input_ids.len())
             .map(|_| Some(BeamPrompt::new(&[start], cfg, &proc, &stop, max_len)))
             .collect();
-        let mut results: Vec<Option<Vec<(Vec<u32>, f32)>>> = vec![None; input_ids.len()];
+        let mut results: Vec<Option<Vec<Hypothesis>>> = vec![None; input_ids.len()];
         // Inputs still decoding, in batch order (input i holds rows i*nb..(i+1)*nb).
         let mut active: Vec<usize> = (0..input_ids.len()).collect();
         let mut tokens = vec![start; active.len() * nb];

@@ -284,13 +284,13 @@ impl<K: Seq2SeqTask> PipelineTask for Seq2SeqPipeline<K> {
             };
             source_tokenizer = Some(self.tokenizer.with_src_lang(&src)?);
             generation.forced_bos_token_id = Some(self.tokenizer.lang_code_id(&tgt)?);
-        } else if options.src_lang.is_some() || options.tgt_lang.is_some() {
-            if K::TASK != Task::Translation {
-                return Err(Error::Invalid(format!(
-                    "{} takes no source or target language",
-                    K::TASK.name()
-                )));
-            }
+        } else if (options.src_lang.is_some() || options.tgt_lang.is_some())
+            && K::TASK != Task::Translation
+        {
+            return Err(Error::Invalid(format!(
+                "{} takes no source or target language",
+                K::TASK.name()
+            )));
         }
         Ok(Params {
             generation,
