@@ -232,6 +232,25 @@ impl KvCache {
         ))
     }
 
+    /// A cache holding `k` and `v`, each `(batch, kv_heads, len, head_dim)`, with room to
+    /// grow: continuous batching assembles the cache of a batch from the caches of its
+    /// sequences (left-padded to one length) and takes rows out when they finish.
+    pub fn from_tensors(k: &Tensor, v: &Tensor) -> Result<Self> {
+        let (b, h, n, d) = k.dims4()?;
+        if v.dims() != k.dims() {
+            return Err(Error::shape(
+                "cached values",
+                format!("({b}, {h}, {n}, {d}) like the keys"),
+                v.dims(),
+            ));
+        }
+        let mut cache = Self::new();
+        if n > 0 {
+            cache.append(k.clone(), v.clone())?;
+        }
+        Ok(cache)
+    }
+
     fn append(&mut self, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
         let (b, h, n, d) = k.dims4()?;
         let needed = self.len + n;
