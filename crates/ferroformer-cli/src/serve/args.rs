@@ -52,6 +52,10 @@ pub struct ServeArgs {
     /// Seconds SIGTERM waits for in-flight requests before exiting.
     #[arg(long, default_value_t = 30)]
     pub shutdown_timeout: u64,
+    /// Milliseconds to sleep after each decoding step (tests: makes generation slow enough
+    /// to disconnect in the middle of it).
+    #[arg(long, default_value_t = 0, hide = true)]
+    pub step_delay_ms: u64,
     #[command(flatten)]
     pub device: DeviceArgs,
     /// The server's generation defaults (each request may override the OpenAI ones).

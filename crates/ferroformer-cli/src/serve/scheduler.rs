@@ -96,6 +96,8 @@ pub struct Limits {
     pub max_queue: usize,
     /// KV-cache bytes at most.
     pub kv_budget: usize,
+    /// Pause after each step (tests only).
+    pub step_delay: std::time::Duration,
 }
 
 /// Starts the scheduler thread of `lm`.
@@ -267,6 +269,9 @@ fn run(lm: &LanguageModel, rx: std_mpsc::Receiver<Job>, limits: Limits, metrics:
                 for (r, mut s) in running.iter_mut().zip(scores) {
                     let t = r.job.sampler.choose(&r.ids, &mut s);
                     r.emit(t, metrics);
+                }
+                if !limits.step_delay.is_zero() {
+                    std::thread::sleep(limits.step_delay);
                 }
             }
             Err(e) => {

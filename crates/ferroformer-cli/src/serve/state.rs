@@ -218,6 +218,7 @@ fn lm_entry(
             max_running: args.max_concurrent_sequences,
             max_queue: args.max_queue,
             kv_budget: args.kv_cache_mb * 1024 * 1024,
+            step_delay: std::time::Duration::from_millis(args.step_delay_ms),
         },
         Arc::clone(metrics),
     )?;
