@@ -33,9 +33,10 @@ fn batched(
     let mut step = 0;
     while out.iter().zip(new).any(|(o, &n)| o.len() < n) {
         // Rows with all their tokens leave; new prompts are prefilled and join.
-        let keep: Vec<bool> = running
+        let leaving: Vec<u64> = running
             .iter()
-            .map(|(i, _, _)| out[*i].len() < new[*i])
+            .filter(|(i, _, _)| out[*i].len() >= new[*i])
+            .map(|(i, _, _)| *i as u64)
             .collect();
         let mut joining = Vec::new();
         let mut joined = Vec::new();
@@ -51,17 +52,19 @@ fn batched(
                 out[i].push(t);
                 let mut seq = p.clone();
                 seq.push(t);
-                joining.push(cache);
+                joining.push((i as u64, cache));
                 joined.push((i, seq, s));
             }
         }
-        batch.update(&keep, joining).unwrap();
-        let mut k = keep.into_iter();
-        running.retain(|_| k.next().unwrap());
+        batch.update(&leaving, joining).unwrap();
+        running.retain(|(i, _, _)| !leaving.contains(&(*i as u64)));
         running.extend(joined);
         assert_eq!(batch.rows(), running.len());
         if batch.rows() > 0 {
-            let tokens: Vec<u32> = running.iter().map(|(_, s, _)| *s.last().unwrap()).collect();
+            let tokens: Vec<(u64, u32)> = running
+                .iter()
+                .map(|(i, s, _)| (*i as u64, *s.last().unwrap()))
+                .collect();
             let scores = batch.step(&tokens).unwrap();
             for ((i, seq, s), mut sc) in running.iter_mut().zip(scores) {
                 let t = s.choose(seq, &mut sc).token;
@@ -81,12 +84,39 @@ fn rows_joining_and_leaving_get_the_tokens_they_get_alone() {
     let prompts: Vec<Vec<u32>> = vec![
         vec![5, 17, 42, 9, 3, 11, 8],
         vec![2, 7],
-        vec![30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41],
+        vec![30, 31, 32, 33, 34],
         vec![12, 4, 19, 25],
+        (1..=30).collect(),
     ];
-    let joins = [0, 0, 3, 5];
-    let new = [9, 4, 7, 6];
+    // Prompt 2 joins into the slot prompt 1 left at step 3 (it fits the batch's width of 10);
+    // prompt 4 is wider than the batch and makes it rebuild.
+    let joins = [0, 0, 3, 5, 7];
+    let new = [9, 4, 7, 6, 5];
     for family in FAMILIES {
+        let m = model(family);
+        let got = batched(m.decoder(), &prompts, &joins, &new);
+        for (i, p) in prompts.iter().enumerate() {
+            let alone = generate_stream(
+                m.decoder(),
+                p,
+                &GenerationConfig::greedy(new[i]),
+                None,
+                |_| Ok(true),
+            )
+            .unwrap();
+            assert_eq!(got[i], alone.tokens, "{family} prompt {i}");
+        }
+    }
+}
+
+#[test]
+fn a_batch_cut_narrower_keeps_every_rows_tokens() {
+    // The long row leaves while the short one, which pads most of the batch's width, goes on:
+    // the batch is rebuilt without the columns nobody needs.
+    let prompts: Vec<Vec<u32>> = vec![vec![3, 9], vec![7, 1, 22], vec![5, 6, 7, 8]];
+    let joins = [0, 80, 85];
+    let new = [100, 25, 30];
+    for family in ["llama", "llama3"] {
         let m = model(family);
         let got = batched(m.decoder(), &prompts, &joins, &new);
         for (i, p) in prompts.iter().enumerate() {

@@ -126,6 +126,8 @@ pub fn start(
 
 /// A running sequence.
 struct Running {
+    /// Its row id in the batch.
+    id: u64,
     job: Job,
     ids: Vec<u32>,
     generated: usize,
@@ -165,6 +167,7 @@ fn run(lm: &LanguageModel, rx: std_mpsc::Receiver<Job>, limits: Limits, metrics:
     let bpp = batch.bytes_per_position();
     let mut pending: VecDeque<Job> = VecDeque::new();
     let mut running: Vec<Running> = Vec::new();
+    let mut next_id = 0u64;
     let cancel = |job: &Job| {
         if !job.ended_by_request.load(Relaxed) {
             metrics.cancelled.fetch_add(1, Relaxed);
@@ -182,25 +185,20 @@ fn run(lm: &LanguageModel, rx: std_mpsc::Receiver<Job>, limits: Limits, metrics:
             pending.push_back(job);
         }
         // Finished and cancelled rows leave.
-        let keep: Vec<bool> = running
-            .iter()
-            .map(|r| {
-                let left = !r.done && r.left();
-                if left {
-                    cancel(&r.job);
-                }
-                !r.done && !left
-            })
-            .collect();
-        let kept = keep.iter().filter(|&&k| k).count();
+        let mut leaving = Vec::new();
+        running.retain(|r| {
+            let left = !r.done && r.left();
+            if left {
+                cancel(&r.job);
+            }
+            if r.done || left {
+                leaving.push(r.id);
+            }
+            !r.done && !left
+        });
+        let kept = running.len();
         // The longest sequence a kept row may reach: every row is padded to it.
-        let mut longest = running
-            .iter()
-            .zip(&keep)
-            .filter(|(_, &k)| k)
-            .map(|(r, _)| r.job.positions())
-            .max()
-            .unwrap_or(0);
+        let mut longest = running.iter().map(|r| r.job.positions()).max().unwrap_or(0);
         let mut joining = Vec::new();
         let mut joined = Vec::new();
         while kept + joined.len() < limits.max_running {
@@ -226,7 +224,9 @@ fn run(lm: &LanguageModel, rx: std_mpsc::Receiver<Job>, limits: Limits, metrics:
             match batch.prefill(&job.prompt) {
                 Ok((cache, mut scores)) => {
                     let t = job.sampler.choose(&job.prompt, &mut scores);
+                    next_id += 1;
                     let mut r = Running {
+                        id: next_id,
                         ids: job.prompt.clone(),
                         job,
                         generated: 0,
@@ -234,7 +234,7 @@ fn run(lm: &LanguageModel, rx: std_mpsc::Receiver<Job>, limits: Limits, metrics:
                     };
                     if !r.emit(t, metrics) {
                         longest = wide;
-                        joining.push(cache);
+                        joining.push((r.id, cache));
                         joined.push(r);
                     }
                 }
@@ -243,13 +243,12 @@ fn run(lm: &LanguageModel, rx: std_mpsc::Receiver<Job>, limits: Limits, metrics:
                 }
             }
         }
-        if let Err(e) = batch.update(&keep, joining) {
+        if let Err(e) = batch.update(&leaving, joining) {
             fail_all(&mut running, &e.to_string());
+            fail_all(&mut joined, &e.to_string());
             batch = BatchDecoder::new(lm.decoder());
             continue;
         }
-        let mut k = keep.into_iter();
-        running.retain(|_| k.next().unwrap_or(false));
         running.extend(joined);
         metrics.running.store(running.len() as u64, Relaxed);
         metrics
@@ -258,9 +257,9 @@ fn run(lm: &LanguageModel, rx: std_mpsc::Receiver<Job>, limits: Limits, metrics:
         if running.is_empty() {
             continue;
         }
-        let tokens: Vec<u32> = running
+        let tokens: Vec<(u64, u32)> = running
             .iter()
-            .map(|r| *r.ids.last().expect("a prompt token at least"))
+            .map(|r| (r.id, *r.ids.last().expect("a prompt token at least")))
             .collect();
         match batch.step(&tokens) {
             Ok(scores) => {

@@ -6,8 +6,9 @@
 //! the mask (as in [`super::generate_ids`]' left-padded batches), so each row computes what
 //! it would compute alone: the greedy tokens of a sequence do not depend on who else is in
 //! the batch. A sequence is prefilled alone ([`BatchDecoder::prefill`]) and joins between
-//! steps; rows leave between steps too ([`BatchDecoder::update`]), and the columns no row
-//! needs any more are cut off, so the cache holds only what the running rows use.
+//! steps, into the slot of a row that finished when it fits; rows leave between steps too
+//! ([`BatchDecoder::update`]); the batch is rebuilt narrower once every row pads enough
+//! columns, so the cache holds about what the running rows use.
 //!
 //! [`SequenceSampler`] chooses each row's next token with its own settings and random
 //! generator: [`GenerationConfig`]'s processors and warpers, plus the OpenAI API's
@@ -44,14 +45,26 @@ impl SequenceCache {
     }
 }
 
+/// Positions of room a rebuilt batch cache gets before its buffer grows; also how many
+/// leading columns every row may pad before the batch is rebuilt narrower.
+const ROOM: usize = 64;
+
 /// Several sequences decoding together over one model (see the module documentation).
+///
+/// Rows live in slots. A finished row frees its slot; a new sequence no longer than the
+/// batch's width is written into a free slot in place (its columns before its own are
+/// masked), so sequences coming and going cost no copy of the batch. The cache is rebuilt
+/// (rows compacted, leading columns that every row pads cut off) only when a new sequence is
+/// longer than the width, when free slots outnumber running rows, or when every row pads
+/// [`ROOM`] columns or more.
 pub struct BatchDecoder<'m> {
     model: &'m DecoderOnlyTransformer,
-    /// One cache per layer, `(rows, kv_heads, width, head_dim)`.
+    /// One cache per layer, `(slots, kv_heads, width, head_dim)`.
     caches: Vec<LayerCache>,
-    /// Leading padding columns of each row.
-    pads: Vec<usize>,
-    /// Cached columns (the longest row's length).
+    /// Each slot's row id and cached length (its real positions, right-aligned); `None`
+    /// when free.
+    slots: Vec<Option<(u64, usize)>>,
+    /// Cached columns.
     width: usize,
 }
 
@@ -61,7 +74,7 @@ impl<'m> BatchDecoder<'m> {
         Self {
             model,
             caches: model.new_caches(),
-            pads: Vec::new(),
+            slots: Vec::new(),
             width: 0,
         }
     }
@@ -73,13 +86,13 @@ impl<'m> BatchDecoder<'m> {
 
     /// Running rows.
     pub fn rows(&self) -> usize {
-        self.pads.len()
+        self.slots.iter().filter(|s| s.is_some()).count()
     }
 
-    /// Cached positions of the batch, padding included (`rows × width`): what the cache
-    /// occupies.
+    /// Cached positions of the batch, padding and free slots included (`slots × width`):
+    /// what the cache occupies.
     pub fn cached_positions(&self) -> usize {
-        self.pads.len() * self.width
+        self.slots.len() * self.width
     }
 
     /// Bytes one cached position takes (keys and values of every layer, in f32).
@@ -112,42 +125,91 @@ impl<'m> BatchDecoder<'m> {
         ))
     }
 
-    /// Rebuilds the batch between steps: keeps the rows whose `keep` flag is set (in
-    /// order), then appends `joining` (in order). Columns that every remaining row pads are
-    /// cut off, so a finished row's memory is freed at once.
-    pub fn update(&mut self, keep: &[bool], joining: Vec<SequenceCache>) -> Result<()> {
-        if keep.len() != self.pads.len() {
-            return Err(Error::Invalid(format!(
-                "{} keep flags for {} rows",
-                keep.len(),
-                self.pads.len()
-            )));
+    /// Between steps: the rows `leaving` (by the ids they joined with) leave, `joining`
+    /// (id, prefilled sequence) join. A finished row's slot is reused at once, and its
+    /// memory freed when the batch is next rebuilt.
+    pub fn update(&mut self, leaving: &[u64], joining: Vec<(u64, SequenceCache)>) -> Result<()> {
+        for id in leaving {
+            let slot = self.slot_of(*id)?;
+            self.slots[slot] = None;
         }
-        if keep.iter().all(|&k| k) && joining.is_empty() {
-            return Ok(());
+        let mut pending = Vec::new();
+        for (id, seq) in joining {
+            if self.slots.iter().flatten().any(|(i, _)| *i == id) {
+                return Err(Error::Invalid(format!("row id {id} is already running")));
+            }
+            let free = self.slots.iter().position(|s| s.is_none());
+            match free {
+                Some(slot) if seq.len <= self.width => {
+                    for (layer, cache) in self.caches.iter_mut().enumerate() {
+                        let Some((k, v)) = seq.caches[layer].self_attention.get() else {
+                            return Err(Error::Invalid(
+                                "a joining sequence has no cached positions".into(),
+                            ));
+                        };
+                        cache
+                            .self_attention
+                            .write_row(slot, self.width - seq.len, &k, &v)?;
+                    }
+                    self.slots[slot] = Some((id, seq.len));
+                }
+                _ => pending.push((id, seq)),
+            }
         }
-        let kept: Vec<usize> = (0..keep.len()).filter(|&i| keep[i]).collect();
-        let mut pads: Vec<usize> = kept.iter().map(|&i| self.pads[i]).collect();
-        // Real lengths of the kept rows, then of the joining ones.
-        let mut lens: Vec<usize> = pads.iter().map(|p| self.width - p).collect();
-        lens.extend(joining.iter().map(|s| s.len));
-        let width = lens.iter().copied().max().unwrap_or(0);
-        pads.clear();
-        pads.extend(lens.iter().map(|l| width - l));
+        let live = self.rows() + pending.len();
+        let free = self.slots.len() - self.rows();
+        let min_pad = self
+            .slots
+            .iter()
+            .flatten()
+            .map(|(_, l)| self.width - l)
+            .min()
+            .unwrap_or(self.width);
+        if !pending.is_empty() || free > live || (live > 0 && min_pad >= ROOM) || live == 0 {
+            self.rebuild(pending)?;
+        }
+        Ok(())
+    }
+
+    fn slot_of(&self, id: u64) -> Result<usize> {
+        self.slots
+            .iter()
+            .position(|s| s.is_some_and(|(i, _)| i == id))
+            .ok_or_else(|| Error::Invalid(format!("no running row has id {id}")))
+    }
+
+    /// Compacts the running rows (in slot order) and appends `joining`, at the narrowest
+    /// width.
+    fn rebuild(&mut self, joining: Vec<(u64, SequenceCache)>) -> Result<()> {
+        let kept: Vec<(usize, u64, usize)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.map(|(id, l)| (i, id, l)))
+            .collect();
+        let rows: Vec<(u64, usize)> = kept
+            .iter()
+            .map(|&(_, id, l)| (id, l))
+            .chain(joining.iter().map(|(id, s)| (*id, s.len)))
+            .collect();
+        let width = rows.iter().map(|r| r.1).max().unwrap_or(0);
         let mut caches = Vec::with_capacity(self.caches.len());
         for (layer, cache) in self.caches.iter().enumerate() {
             let mut ks = Vec::new();
             let mut vs = Vec::new();
             if let Some((k, v)) = cache.self_attention.get() {
-                // Kept rows: cut the columns they all pad, or pad them to the new width.
-                for &i in &kept {
-                    let (k, v) =
-                        fit_width(k.narrow(0, i, 1)?, v.narrow(0, i, 1)?, self.width, width)?;
+                for &(i, _, len) in &kept {
+                    // Each kept row: its own positions, left-padded to the new width.
+                    let (k, v) = (
+                        k.narrow(0, i, 1)?.narrow(2, self.width - len, len)?,
+                        v.narrow(0, i, 1)?.narrow(2, self.width - len, len)?,
+                    );
+                    let (k, v) = fit_width(k, v, len, width)?;
                     ks.push(k);
                     vs.push(v);
                 }
             }
-            for seq in &joining {
+            for (_, seq) in &joining {
                 let Some((k, v)) = seq.caches[layer].self_attention.get() else {
                     return Err(Error::Invalid(
                         "a joining sequence has no cached positions".into(),
@@ -161,41 +223,56 @@ impl<'m> BatchDecoder<'m> {
             if !ks.is_empty() {
                 let k = Tensor::cat(&ks, 0)?;
                 let v = Tensor::cat(&vs, 0)?;
-                new.self_attention = KvCache::from_tensors(&k, &v)?;
+                new.self_attention = KvCache::from_tensors(&k, &v, ROOM)?;
             }
             caches.push(new);
         }
         self.caches = caches;
-        self.pads = pads;
-        self.width = if self.pads.is_empty() { 0 } else { width };
+        self.slots = rows.into_iter().map(Some).collect();
+        self.width = if self.slots.is_empty() { 0 } else { width };
         Ok(())
     }
 
-    /// One decoding step: feeds `tokens` (one per row, in row order) and returns each row's
-    /// next-token scores (`f32`).
-    pub fn step(&mut self, tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
-        let rows = self.pads.len();
-        if tokens.len() != rows {
+    /// One decoding step: feeds `tokens` (row id, token) — one for every running row, in
+    /// any order — and returns each one's next-token scores (`f32`), in the same order.
+    pub fn step(&mut self, tokens: &[(u64, u32)]) -> Result<Vec<Vec<f32>>> {
+        let n = self.slots.len();
+        if tokens.len() != self.rows() {
             return Err(Error::Invalid(format!(
-                "{} tokens for {rows} rows",
+                "a step needs one token for each of the {} running rows, found {} tokens",
+                self.rows(),
                 tokens.len()
             )));
         }
-        if rows == 0 {
+        if tokens.is_empty() {
             return Ok(Vec::new());
         }
+        let slots = tokens
+            .iter()
+            .map(|&(id, _)| self.slot_of(id))
+            .collect::<Result<Vec<_>>>()?;
+        let mut input = vec![0u32; n];
+        for (&s, &(_, t)) in slots.iter().zip(tokens) {
+            input[s] = t;
+        }
         let device = self.model.device();
-        let input = Tensor::new(tokens, device)?.unsqueeze(1)?;
+        let input = Tensor::new(input.as_slice(), device)?.unsqueeze(1)?;
         let cols = self.width + 1;
-        let mask = if self.pads.iter().all(|&p| p == 0) {
+        let full = self
+            .slots
+            .iter()
+            .all(|s| s.is_some_and(|(_, l)| l == self.width));
+        let mask = if full {
             // No padding: the unmasked path, as a sequence alone runs.
             None
         } else {
-            let mut m = Vec::with_capacity(rows * cols);
-            for &p in &self.pads {
-                m.extend((0..cols).map(|c| u32::from(c >= p)));
+            let mut m = Vec::with_capacity(n * cols);
+            for s in &self.slots {
+                // A free slot attends to its own new position only.
+                let pad = s.map_or(self.width, |(_, l)| self.width - l);
+                m.extend((0..cols).map(|c| u32::from(c >= pad)));
             }
-            Some(Tensor::from_vec(m, (rows, cols), device)?)
+            Some(Tensor::from_vec(m, (n, cols), device)?)
         };
         let logits = self
             .model
@@ -205,13 +282,20 @@ impl<'m> BatchDecoder<'m> {
             Err(e) => {
                 // A failed pass may have cached part of its input: the batch is lost.
                 self.caches = self.model.new_caches();
-                self.pads.clear();
+                self.slots.clear();
                 self.width = 0;
                 return Err(e);
             }
         };
         self.width += 1;
-        Ok(logits.to_dtype(DType::F32)?.to_vec2::<f32>()?)
+        for (_, l) in self.slots.iter_mut().flatten() {
+            *l += 1;
+        }
+        let logits = logits.to_dtype(DType::F32)?;
+        slots
+            .iter()
+            .map(|&s| Ok(logits.get(s)?.to_vec1::<f32>()?))
+            .collect()
     }
 }
 
