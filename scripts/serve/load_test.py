@@ -13,8 +13,8 @@ What it does:
 4. throughput: --throughput-requests requests with 1 stream, then with 16 concurrent streams
    (generated tokens per second, wall clock);
 5. with --llama-cpp (and `llama_cpp.server` importable: `pip install llama-cpp-python[server]`),
-   the same throughput run against llama.cpp's server with the same GGUF file, 16 parallel
-   slots and --threads threads.
+   the same throughput run against llama-cpp-python's server with the same GGUF file and
+   --threads threads (that server runs one request at a time: it has no parallel slots).
 
 Prints one JSON report on stdout (progress on stderr). Only loopback addresses are used.
 
@@ -53,10 +53,12 @@ def free_port():
     return port
 
 
-def wait_ready(base, path, timeout=300):
+def wait_ready(base, path, timeout=300, proc=None):
     u = urlparse(base)
     t0 = time.time()
     while time.time() - t0 < timeout:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"the server exited with status {proc.returncode}")
         try:
             c = http.client.HTTPConnection(u.hostname, u.port, timeout=2)
             c.request("GET", path)
@@ -201,7 +203,7 @@ def main():
         log("starting:", " ".join(cmd))
         server = subprocess.Popen(cmd, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     try:
-        wait_ready(base, "/health")
+        wait_ready(base, "/health", proc=server)
         report = {"base_url": base, "model": args.model}
         # The pool: prompts of 3..60 words, mixed max_tokens, greedy.
         pool = []
@@ -267,11 +269,11 @@ def llama_cpp(args, pool):
     base = f"http://127.0.0.1:{port}"
     cmd = [args.llama_cpp_python, "-m", "llama_cpp.server", "--model", args.model,
            "--host", "127.0.0.1", "--port", str(port), "--n_threads", str(args.threads),
-           "--n_ctx", "8192"]
+           "--n_ctx", "4096", "--interrupt_requests", "False"]
     log("starting:", " ".join(cmd))
     p = subprocess.Popen(cmd, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     try:
-        wait_ready(base, "/v1/models")
+        wait_ready(base, "/v1/models", timeout=120, proc=p)
         return throughput(base, pool, args.throughput_requests, "llama.cpp")
     finally:
         p.terminate()

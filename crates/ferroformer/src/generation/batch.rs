@@ -251,6 +251,22 @@ impl<'m> BatchDecoder<'m> {
             .iter()
             .map(|&(id, _)| self.slot_of(id))
             .collect::<Result<Vec<_>>>()?;
+        // A full buffer would grow by hundreds of positions for every slot: rebuild it with
+        // room for the next few dozen steps instead (and without the columns nobody needs).
+        let full_buffer = self
+            .caches
+            .first()
+            .is_some_and(|c| c.self_attention.capacity() <= self.width);
+        let (slots, n) = if full_buffer {
+            self.rebuild(Vec::new())?;
+            let slots = tokens
+                .iter()
+                .map(|&(id, _)| self.slot_of(id))
+                .collect::<Result<Vec<_>>>()?;
+            (slots, self.slots.len())
+        } else {
+            (slots, n)
+        };
         let mut input = vec![0u32; n];
         for (&s, &(_, t)) in slots.iter().zip(tokens) {
             input[s] = t;

@@ -200,6 +200,14 @@ impl KvCache {
         self.len == 0
     }
 
+    /// Positions the buffer holds before it must grow (0 when empty).
+    pub fn capacity(&self) -> usize {
+        self.buf
+            .as_ref()
+            .and_then(|b| b.k.dims4().ok())
+            .map_or(0, |(_, _, cap, _)| cap)
+    }
+
     /// Forgets everything.
     pub fn reset(&mut self) {
         self.buf = None;
