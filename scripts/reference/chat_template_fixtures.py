@@ -9,13 +9,20 @@ Templates:
 - chatml: Qwen2-Instruct's ChatML template (a default system prompt when there is none);
 - chatml_tools: a Qwen2.5-style ChatML template with tools (`tojson`, `is defined`,
   `loop.index0`, assistant tool calls, `-` whitespace control);
+- qwen3_coder_tools: a Qwen3-Coder-style template: `tools` set to `[]` when undefined, then
+  `tools is iterable and tools | length > 0` (false for the `tools=None` transformers passes
+  when there are no tools: Jinja2's `none` is not iterable), each tool's parameters walked
+  with `|items` and printed with `tojson`, tool calls as `<function=...>` / `<parameter=...>`
+  blocks, consecutive tool results grouped in one user turn;
 - alternating: a Mistral-style template that calls `raise_exception` on a bad role order;
 - python_features: Python string and dict methods, `namespace`, `break`, `selectattr`,
   `tojson(indent=...)`, printed booleans, None and lists (Python's `str()`), a `{% generation %}`
   block, and `trim_blocks` / `lstrip_blocks` on multi-line blocks.
 
 Each case is a conversation rendered with and without `add_generation_prompt`; a case whose
-template raises records the error message instead.
+template raises records the error message instead. Messages and tools keep their keys in the
+order written (tool schemas are not in sorted order), as a client's JSON does: the Rust side
+must keep that order end to end for `tojson` to print what Python prints.
 
 Usage: python scripts/reference/chat_template_fixtures.py [--fixtures tests/fixtures] [--gguf FILE]
 """
@@ -197,23 +204,89 @@ json={{ meta | tojson(indent=2) }}
 {% endif %}
 """
 
+QWEN3_CODER_TOOLS = """{%- if messages[0]["role"] == "system" %}
+    {%- set system_message = messages[0]["content"] %}
+    {%- set loop_messages = messages[1:] %}
+{%- else %}
+    {%- set loop_messages = messages %}
+{%- endif %}
+{%- if not tools is defined %}
+    {%- set tools = [] %}
+{%- endif %}
+{%- if system_message is defined %}
+    {{- "<|im_start|>system\\n" + system_message }}
+{%- elif tools is iterable and tools | length > 0 %}
+    {{- "<|im_start|>system\\nYou are a coding assistant." }}
+{%- endif %}
+{%- if tools is iterable and tools | length > 0 %}
+    {{- "\\n\\n# Tools\\n\\n<tools>" }}
+    {%- for tool in tools %}
+        {%- if tool.function is defined %}
+            {%- set tool = tool.function %}
+        {%- endif %}
+        {{- "\\n<function>\\n<name>" ~ tool.name ~ "</name>" }}
+        {{- "\\n<description>" ~ (tool.description | trim) ~ "</description>" }}
+        {{- "\\n<parameters>" }}
+        {%- for name, spec in tool.parameters.properties | items %}
+            {{- "\\n<parameter>\\n<name>" ~ name ~ "</name>" }}
+            {{- "\\n<schema>" ~ (spec | tojson) ~ "</schema>\\n</parameter>" }}
+        {%- endfor %}
+        {{- "\\n</parameters>\\n<full>" ~ (tool | tojson) ~ "</full>\\n</function>" }}
+    {%- endfor %}
+    {{- "\\n</tools>" }}
+{%- endif %}
+{%- if system_message is defined or (tools is iterable and tools | length > 0) %}
+    {{- "<|im_end|>\\n" }}
+{%- endif %}
+{%- for message in loop_messages %}
+    {%- if message.role == "assistant" and message.tool_calls is defined and message.tool_calls is iterable and message.tool_calls | length > 0 %}
+        {{- "<|im_start|>assistant" }}
+        {%- if message.content is string and message.content | trim | length > 0 %}
+            {{- "\\n" + message.content | trim }}
+        {%- endif %}
+        {%- for tool_call in message.tool_calls %}
+            {%- if tool_call.function is defined %}
+                {%- set tool_call = tool_call.function %}
+            {%- endif %}
+            {{- "\\n<tool_call>\\n<function=" + tool_call.name + ">\\n" }}
+            {%- for k, v in tool_call.arguments | items %}
+                {{- "<parameter=" + k + ">\\n" }}
+                {%- if v is mapping or (v is sequence and v is not string) %}
+                    {{- v | tojson }}
+                {%- else %}
+                    {{- v | string }}
+                {%- endif %}
+                {{- "\\n</parameter>\\n" }}
+            {%- endfor %}
+            {{- "</function>\\n</tool_call>" }}
+        {%- endfor %}
+        {{- "<|im_end|>\\n" }}
+    {%- elif message.role == "tool" %}
+        {%- if loop.first or loop_messages[loop.index0 - 1].role != "tool" %}
+            {{- "<|im_start|>user" }}
+        {%- endif %}
+        {{- "\\n<tool_response>\\n" + message.content + "\\n</tool_response>" }}
+        {%- if loop.last or loop_messages[loop.index0 + 1].role != "tool" %}
+            {{- "<|im_end|>\\n" }}
+        {%- endif %}
+    {%- else %}
+        {{- "<|im_start|>" + message.role + "\\n" + message.content + "<|im_end|>\\n" }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- "<|im_start|>assistant\\n" }}
+{%- endif %}
+"""
+
 TEMPLATES = {
     # name -> (template, bos_token, eos_token); smollm2 is read from the GGUF.
     "llama3": (LLAMA3, "<|begin_of_text|>", "<|eot_id|>"),
     "chatml": (CHATML, "<|endoftext|>", "<|im_end|>"),
     "chatml_tools": (CHATML_TOOLS, "<|endoftext|>", "<|im_end|>"),
+    "qwen3_coder_tools": (QWEN3_CODER_TOOLS, "<|endoftext|>", "<|im_end|>"),
     "alternating": (ALTERNATING, "<s>", "</s>"),
     "python_features": (PYTHON_FEATURES, "<s>", "</s>"),
 }
-
-
-def sorted_keys(v):
-    """JSON objects with their keys in sorted order (what serde_json's map holds)."""
-    if isinstance(v, dict):
-        return {k: sorted_keys(v[k]) for k in sorted(v)}
-    if isinstance(v, list):
-        return [sorted_keys(x) for x in v]
-    return v
 
 
 SYSTEM = {"role": "system", "content": "You are a concise assistant. Answer in one sentence."}
@@ -237,6 +310,24 @@ WEATHER_TOOL = {
             "type": "object",
             "properties": {"city": {"type": "string"}, "days": {"type": "integer", "default": 1}},
             "required": ["city"],
+        },
+    },
+}
+
+# Keys in no sorted order: `tojson` must print them as written.
+SEARCH_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "search_code",
+        "description": "  Search the repository.  ",
+        "parameters": {
+            "type": "object",
+            "required": ["query"],
+            "properties": {
+                "query": {"type": "string", "description": "What to look for"},
+                "limit": {"type": "integer", "minimum": 1, "default": 10},
+                "paths": {"type": "array", "items": {"type": "string"}},
+            },
         },
     },
 }
@@ -284,8 +375,7 @@ def main():
 
     def add(name, conv_name, messages, agp, kwargs=None):
         template, bos, eos = templates[name]
-        kwargs = sorted_keys(kwargs or {})
-        messages = sorted_keys(messages)
+        kwargs = kwargs or {}
         case = {"template": name, "conversation": conv_name, "messages": messages,
                 "add_generation_prompt": agp, "kwargs": kwargs}
         case.update(render(template, bos, eos, messages, agp, kwargs))
@@ -303,6 +393,10 @@ def main():
         add("chatml_tools", "tools", TOOL_CONVERSATION, agp, {"tools": [WEATHER_TOOL]})
         add("chatml_tools", "tools with system", [SYSTEM] + TOOL_CONVERSATION[:1], agp,
             {"tools": [WEATHER_TOOL]})
+        add("qwen3_coder_tools", "tools", TOOL_CONVERSATION, agp,
+            {"tools": [WEATHER_TOOL, SEARCH_TOOL]})
+        add("qwen3_coder_tools", "tools with system", [SYSTEM] + TOOL_CONVERSATION, agp,
+            {"tools": [SEARCH_TOOL]})
     # A bad role for the alternating template (its error path).
     add("alternating", "bad role", [USER, {"role": "tool", "content": "x"}], True)
 

@@ -16,6 +16,7 @@ mod generate_cmd;
 mod generation_args;
 mod pipeline_cmd;
 mod progress;
+mod serve;
 mod train_classifier_cmd;
 
 /// Tensors of many megabytes are allocated and freed on every layer; the system allocator
@@ -79,6 +80,10 @@ enum Command {
     /// Run a task pipeline (text-classification, ner, question-answering, fill-mask,
     /// feature-extraction, zero-shot-classification) on inputs.
     Pipeline(Box<pipeline_cmd::PipelineArgs>),
+    /// Serve models over HTTP: the OpenAI API (chat completions, completions, embeddings,
+    /// models), tokenize / detokenize, Prometheus metrics, and the pipelines with Hugging
+    /// Face's inference API body; concurrent requests decode together (continuous batching).
+    Serve(Box<serve::ServeArgs>),
     /// Score predictions against references (accuracy, precision, recall, f1, exact_match,
     /// squad, bleu, sacrebleu, chrf, rouge, meteor) with the reference implementations' keys;
     /// score texts with a model (perplexity); or run a pipeline over labelled data and score
@@ -290,6 +295,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => generate_cmd::generate(*args),
         Command::Chat(args) => generate_cmd::chat(*args),
         Command::Pipeline(args) => pipeline_cmd::run(*args),
+        Command::Serve(args) => serve::run(*args),
         Command::Evaluate(args) => evaluate_cmd::run(*args),
         Command::Perplexity {
             model,

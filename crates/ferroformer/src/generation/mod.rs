@@ -8,12 +8,16 @@
 //!   new token handed to a callback as it is chosen; [`TextStreamer`] turns the tokens into
 //!   text pieces (the CLI's `generate` and `chat`). [`generate_stream_cached`] keeps the KV
 //!   cache in a [`PromptCache`] between calls, so a chat runs each turn's new messages only.
+//! - [`BatchDecoder`]: continuous batching, sequences of different lengths decoding
+//!   together one forward pass per step (the server's scheduler); [`SequenceSampler`]
+//!   chooses each one's tokens with its own settings.
 //! - [`fit_to_context`]: what happens to a prompt longer than the model's context
 //!   ([`Truncation`]).
 //!
 //! One module serves every decoder family (they all run on
 //! [`crate::arch::DecoderOnlyTransformer`]).
 
+pub mod batch;
 mod beam;
 pub mod causal_lm;
 pub mod config;
@@ -25,6 +29,9 @@ pub mod search;
 pub mod seq2seq;
 pub mod stream;
 
+pub use batch::{
+    BatchDecoder, ExtraSampling, SampledToken, SequenceCache, SequenceSampler, TokenLogprob,
+};
 pub use causal_lm::AutoModelForCausalLM;
 pub use config::{EarlyStopping, GenerationConfig};
 pub use context::{fit_to_context, ContextFit, Truncation};

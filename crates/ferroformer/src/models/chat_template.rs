@@ -7,9 +7,13 @@
 //! [`minijinja`] set up like `transformers`' sandboxed Jinja environment:
 //!
 //! - `trim_blocks` and `lstrip_blocks` on, the template's final newline dropped;
-//! - the context: `messages`, `add_generation_prompt`, `tools` and `documents` (none unless
-//!   given), the tokenizer's special tokens (`bos_token`, `eos_token`, ...) and any extra
-//!   keyword arguments;
+//! - the context: `messages`, `add_generation_prompt`, `tools` and `documents` (`none` unless
+//!   given, as `transformers` passes them), the tokenizer's special tokens (`bos_token`,
+//!   `eos_token`, ...) and any extra keyword arguments; JSON objects keep their keys in the
+//!   order given (serde_json's `preserve_order`), so `tojson` prints a tool schema as Python
+//!   prints the same dict;
+//! - Jinja2's `iterable` test (`none` is not iterable), so `tools is iterable and tools |
+//!   length > 0` is false without tools, as in Python;
 //! - `raise_exception(message)` (rendering fails with an error carrying the message),
 //!   `strftime_now(format)`, and `transformers`' `tojson` filter (`json.dumps` with
 //!   `ensure_ascii=False`, `indent`, `separators`, `sort_keys`);
@@ -136,6 +140,7 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.set_formatter(python_formatter);
         env.add_filter("tojson", tojson);
+        env.add_test("iterable", is_iterable);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
         let compiled = rewrite_generation_tags(&source).into_owned();
@@ -671,6 +676,14 @@ fn python_float(f: f64) -> String {
         let sign = if e < 0 { '-' } else { '+' };
         format!("{mantissa}e{sign}{:02}", e.abs())
     }
+}
+
+/// Jinja2's `iterable` test: `none` is not iterable there (minijinja iterates it as empty),
+/// so `tools is iterable and tools | length > 0` (Qwen3-Coder's templates) is false for the
+/// `tools=None` that `transformers` passes when a conversation has no tools, instead of
+/// taking the length of `none`.
+fn is_iterable(v: &Value) -> bool {
+    !v.is_none() && v.try_iter().is_ok()
 }
 
 /// `transformers`' `tojson` filter: `json.dumps(x, ensure_ascii=False, indent=None,

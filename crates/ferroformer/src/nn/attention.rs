@@ -202,6 +202,14 @@ impl KvCache {
         self.len == 0
     }
 
+    /// Positions the buffer holds before it must grow (0 when empty).
+    pub fn capacity(&self) -> usize {
+        self.buf
+            .as_ref()
+            .and_then(|b| b.k.dims4().ok())
+            .map_or(0, |(_, _, cap, _)| cap)
+    }
+
     /// Forgets everything.
     pub fn reset(&mut self) {
         self.buf = None;
@@ -252,6 +260,74 @@ impl KvCache {
             buf.k.narrow(2, 0, self.len).ok()?,
             buf.v.narrow(2, 0, self.len).ok()?,
         ))
+    }
+
+    /// A cache holding `k` and `v`, each `(batch, kv_heads, len, head_dim)`, with room for
+    /// `room` more positions before its buffer grows: continuous batching assembles the
+    /// cache of a batch from the caches of its sequences (left-padded to one length).
+    pub fn from_tensors(k: &Tensor, v: &Tensor, room: usize) -> Result<Self> {
+        let (b, h, n, d) = k.dims4()?;
+        if v.dims() != k.dims() {
+            return Err(Error::shape(
+                "cached values",
+                format!("({b}, {h}, {n}, {d}) like the keys"),
+                v.dims(),
+            ));
+        }
+        if n == 0 {
+            return Ok(Self::new());
+        }
+        let cap = n + room.max(1);
+        let buf = KvBuffer {
+            k: Tensor::zeros((b, h, cap, d), k.dtype(), k.device())?,
+            v: Tensor::zeros((b, h, cap, d), v.dtype(), v.device())?,
+        };
+        buf.k.slice_set(&k.contiguous()?, 2, 0)?;
+        buf.v.slice_set(&v.contiguous()?, 2, 0)?;
+        Ok(Self {
+            buf: Some(Arc::new(buf)),
+            len: n,
+            copy_on_append: false,
+            tight: false,
+        })
+    }
+
+    /// Overwrites row `row`'s positions `start..start + n` with `k` and `v`, each
+    /// `(1, kv_heads, n, head_dim)`, in place (within the cached length): continuous
+    /// batching puts a new sequence into the row of one that finished instead of rebuilding
+    /// the cache of the whole batch.
+    pub fn write_row(&mut self, row: usize, start: usize, k: &Tensor, v: &Tensor) -> Result<()> {
+        let (_, h, n, d) = k.dims4()?;
+        let Some(buf) = self.buf.as_mut() else {
+            return Err(Error::Invalid("write_row: the cache is empty".into()));
+        };
+        let (b, bh, _, bd) = buf.k.dims4()?;
+        if row >= b || (h, d) != (bh, bd) || start + n > self.len || v.dims() != k.dims() {
+            return Err(Error::shape(
+                "write_row keys and values",
+                format!(
+                    "(1, {bh}, n <= {} - {start}, {bd}) for a row below {b}",
+                    self.len
+                ),
+                k.dims(),
+            ));
+        }
+        if Arc::get_mut(buf).is_none() || self.copy_on_append {
+            // Shared with a clone (or views past a truncation): write into a copy.
+            let (k0, v0) = self.get().expect("a non-empty cache");
+            let len = self.len;
+            self.reset();
+            self.append(k0.contiguous()?, v0.contiguous()?)?;
+            debug_assert_eq!(self.len, len);
+        }
+        let buf = self.buf.as_ref().expect("a non-empty cache");
+        buf.k
+            .narrow(0, row, 1)?
+            .slice_set(&k.contiguous()?, 2, start)?;
+        buf.v
+            .narrow(0, row, 1)?
+            .slice_set(&v.contiguous()?, 2, start)?;
+        Ok(())
     }
 
     fn append(&mut self, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
