@@ -1,0 +1,157 @@
+//! Tiny random `qwen2`, `qwen3` and `llama` (Llama 3: `llama-bpe` pre-tokenizer, `rope_freqs`)
+//! GGUF files, made by `transformers` and converted with llama.cpp's own
+//! `convert_hf_to_gguf.py` at F32 and Q8_0, against llama.cpp (llama-cpp-python) on the same
+//! files: token ids of a mixed text set, logits of every position of a prompt, greedy tokens.
+//! Fixtures: tests/fixtures/gguf/{qwen2,qwen3,llama3}/ from
+//! scripts/reference/gguf_tiny_fixtures.py.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor, D};
+use ferroformer::models::gguf::GgufModel;
+use serde_json::Value as Json;
+
+/// Largest |Δ logit| allowed against llama.cpp. Measured: see the report of each test (the
+/// logits reach about ±5 in these models).
+const LOGIT_TOL: f32 = 2e-3;
+
+fn dir(family: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/gguf")
+        .join(family)
+}
+
+fn fixture(family: &str) -> Json {
+    let path = dir(family).join("llama_cpp.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn ids(v: &Json) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// Checks one family at every stored type: tokenizer ids, prompt logits, greedy tokens.
+fn check(family: &str, arch: &str) {
+    let fx = fixture(family);
+    let files = fx["files"].as_object().unwrap();
+    assert_eq!(files.len(), 2, "f32 and q8_0 files expected");
+    for (ty, rec) in files {
+        let path = dir(family).join(rec["file"].as_str().unwrap());
+        let model = GgufModel::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(model.config().architecture, arch);
+        let tok = model.tokenizer();
+        assert_eq!(
+            tok.adds_bos(),
+            rec["add_bos"].as_bool().unwrap(),
+            "{family}/{ty}: add_bos"
+        );
+
+        // Token ids: llama_tokenize(add_bos = false, parse_special = true).
+        let cases = rec["tokens"].as_array().unwrap();
+        assert!(cases.len() >= 10);
+        for case in cases {
+            let text = case["text"].as_str().unwrap();
+            let got = tok.encode(text, false).unwrap();
+            assert_eq!(got, ids(&case["ids"]), "{family}/{ty}: tokens of {text:?}");
+        }
+
+        // Logits of every prompt position.
+        let prompt = ids(&rec["prompt_ids"]);
+        assert_eq!(
+            tok.encode("def fib(n):\n    return the quick brown fox", false)
+                .unwrap(),
+            prompt
+        );
+        let x = Tensor::new(prompt.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let logits = model
+            .forward(&x, None, None)
+            .unwrap()
+            .logits
+            .squeeze(0)
+            .unwrap();
+        let want: Vec<Vec<f32>> = rec["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap() as f32)
+                    .collect()
+            })
+            .collect();
+        let want = Tensor::new(want, &Device::Cpu).unwrap();
+        let diff = common::max_abs_diff(&logits, &want);
+        let scale = common::max_abs("llama.cpp logits", &want);
+        eprintln!("{family}/{ty}: max |Δ logit| {diff:.2e} (logits up to {scale:.2})");
+        assert!(
+            diff <= LOGIT_TOL,
+            "{family}/{ty}: max |Δ logit| {diff} > {LOGIT_TOL}"
+        );
+
+        // Greedy continuation with the KV cache, one token at a time.
+        let greedy = rec["greedy"].as_array().unwrap();
+        let mut caches = model.new_caches();
+        let mut out = model.forward(&x, None, Some(&mut caches)).unwrap().logits;
+        let mut agree = 0;
+        for (i, g) in greedy.iter().enumerate() {
+            let last = out.narrow(1, out.dim(1).unwrap() - 1, 1).unwrap();
+            let next = last
+                .flatten_all()
+                .unwrap()
+                .argmax(D::Minus1)
+                .unwrap()
+                .to_scalar::<u32>()
+                .unwrap();
+            let want = g["id"].as_u64().unwrap() as u32;
+            let lead = g["lead"].as_f64().unwrap() as f32;
+            // A near-tie (lead within the logit tolerance) may go either way.
+            if next == want {
+                agree += 1;
+            } else {
+                assert!(
+                    lead <= 2.0 * LOGIT_TOL,
+                    "{family}/{ty}: greedy token {i}: {next}, llama.cpp {want} (lead {lead})"
+                );
+            }
+            // Follow llama.cpp's choice so the sequences stay comparable.
+            let step = Tensor::new(&[want], &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            out = model
+                .forward(&step, None, Some(&mut caches))
+                .unwrap()
+                .logits;
+        }
+        eprintln!("{family}/{ty}: greedy {agree}/{} equal", greedy.len());
+        assert!(agree * 100 >= greedy.len() * 95, "{family}/{ty}: {agree}");
+    }
+}
+
+#[test]
+fn qwen2_matches_llama_cpp() {
+    check("qwen2", "qwen2");
+}
+
+#[test]
+fn qwen3_matches_llama_cpp() {
+    check("qwen3", "qwen3");
+}
+
+#[test]
+fn llama3_matches_llama_cpp() {
+    check("llama3", "llama");
+}
