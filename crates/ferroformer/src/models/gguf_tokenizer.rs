@@ -123,7 +123,10 @@ const PRE_TOKENIZERS: &[(&[&str], &[&str])] = &[
     (&["llama3", "llama-v3", "llama-bpe"], &[LLAMA3_REGEX]),
     (&["qwen2", "deepseek-r1-qwen"], &[QWEN2_REGEX]),
     // GPT-2 alone.
-    (&["gpt2", "mpt", "olmo", "jais", "trillion"], &[GPT2_REGEX]),
+    (
+        &["gpt-2", "gpt2", "phi-2", "mpt", "olmo", "jais", "trillion"],
+        &[GPT2_REGEX],
+    ),
     // Every digit on its own, then GPT-2's split (StarCoder's tokenizer, SmolLM's).
     (
         &[
@@ -354,6 +357,14 @@ impl GgufTokenizer {
             .map_err(|e| Error::Invalid(format!("cannot tokenize: {e}")))?
             .get_ids()
             .to_vec())
+    }
+
+    /// Whether [`GgufTokenizer::encode`] turns control tokens written in the text into
+    /// their ids (`true`, the default) or tokenizes them as text, as llama.cpp's
+    /// `parse_special` argument does. User-defined tokens are matched either way, as in
+    /// llama.cpp.
+    pub fn set_parse_special(&mut self, parse: bool) {
+        self.tokenizer.set_encode_special_tokens(!parse);
     }
 
     /// Text of `ids` (special tokens dropped with `skip_special_tokens`).
