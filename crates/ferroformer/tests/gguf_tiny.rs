@@ -9,13 +9,25 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use candle_core::quantized::gguf_file::{self, Content, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor, D};
 use ferroformer::models::gguf::GgufModel;
 use serde_json::Value as Json;
 
-/// Largest |Δ logit| allowed against llama.cpp. Measured: see the report of each test (the
-/// logits reach about ±5 in these models).
-const LOGIT_TOL: f32 = 2e-3;
+/// Largest |Δ logit| allowed against llama.cpp (logits reach about ±4 in these models; the
+/// fixture rounds them to 5 decimals, ±5e-6). Measured: Q8_0 files ≤ 5.1e-6 (llama.cpp's
+/// arithmetic reproduced to the last bit); F32 files ≤ 6.2e-6 except qwen3 (8.9e-4 at a few
+/// late positions, where a last-bit difference in a dense f32 product flips the f16
+/// rounding of a cached key; llama.cpp itself moves these logits by up to 2.5e-3 with an
+/// f32 KV cache and 4e-3 with flash attention).
+fn logit_tol(ty: &str) -> f32 {
+    if ty == "q8_0" {
+        2e-5
+    } else {
+        1e-3
+    }
+}
 
 fn dir(family: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -96,10 +108,8 @@ fn check(family: &str, arch: &str) {
         let diff = common::max_abs_diff(&logits, &want);
         let scale = common::max_abs("llama.cpp logits", &want);
         eprintln!("{family}/{ty}: max |Δ logit| {diff:.2e} (logits up to {scale:.2})");
-        assert!(
-            diff <= LOGIT_TOL,
-            "{family}/{ty}: max |Δ logit| {diff} > {LOGIT_TOL}"
-        );
+        let tol = logit_tol(ty);
+        assert!(diff <= tol, "{family}/{ty}: max |Δ logit| {diff} > {tol}");
 
         // Greedy continuation with the KV cache, one token at a time.
         let greedy = rec["greedy"].as_array().unwrap();
@@ -122,7 +132,7 @@ fn check(family: &str, arch: &str) {
                 agree += 1;
             } else {
                 assert!(
-                    lead <= 2.0 * LOGIT_TOL,
+                    lead <= 2.0 * tol,
                     "{family}/{ty}: greedy token {i}: {next}, llama.cpp {want} (lead {lead})"
                 );
             }
@@ -233,5 +243,131 @@ fn llama_cpp_tokenizer_test_vocabularies() {
     ] {
         let n = check_vocab(models, name);
         eprintln!("{name}: {n} cases equal");
+    }
+}
+
+/// A copy of fixture `family/file` in `dir` with its metadata edited by `edit`.
+fn edited(
+    dir: &Path,
+    family: &str,
+    file: &str,
+    edit: impl Fn(&mut Vec<(String, Value)>),
+) -> PathBuf {
+    rewrite(dir, family, file, edit, |_| {})
+}
+
+/// A copy of fixture `family/file` in `dir` with its tensors edited by `edit`.
+fn edited_tensors(
+    dir: &Path,
+    family: &str,
+    file: &str,
+    edit: impl Fn(&mut Vec<(String, QTensor)>),
+) -> PathBuf {
+    rewrite(dir, family, file, |_| {}, edit)
+}
+
+fn rewrite(
+    dir: &Path,
+    family: &str,
+    file: &str,
+    edit: impl Fn(&mut Vec<(String, Value)>),
+    edit_tensors: impl Fn(&mut Vec<(String, QTensor)>),
+) -> PathBuf {
+    let src = self::dir(family).join(file);
+    let mut f = std::fs::File::open(&src).unwrap();
+    let content = Content::read(&mut f).unwrap();
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    let mut tensors: Vec<(String, QTensor)> = names
+        .iter()
+        .map(|n| {
+            (
+                n.to_string(),
+                content.tensor(&mut f, n, &Device::Cpu).unwrap(),
+            )
+        })
+        .collect();
+    let mut md: Vec<(String, Value)> = content.metadata.clone().into_iter().collect();
+    edit(&mut md);
+    edit_tensors(&mut tensors);
+    let out = dir.join(file);
+    let mut w = std::fs::File::create(&out).unwrap();
+    let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let t_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    gguf_file::write(&mut w, &md_refs, &t_refs).unwrap();
+    out
+}
+
+fn set(md: &mut Vec<(String, Value)>, key: &str, value: Value) {
+    md.retain(|(k, _)| k != key);
+    md.push((key.to_string(), value));
+}
+
+#[test]
+fn unsupported_architecture_names_the_key_and_the_supported_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = edited(tmp.path(), "qwen2", "qwen2-q8_0.gguf", |md| {
+        set(md, "general.architecture", Value::String("qwen2moe".into()))
+    });
+    let err = GgufModel::load(&path).unwrap_err().to_string();
+    for want in [
+        "general.architecture",
+        "qwen2moe",
+        "llama, qwen2, qwen3, gemma3",
+        "qwen2-q8_0.gguf",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from: {err}");
+    }
+}
+
+#[test]
+fn unsupported_pre_tokenizer_names_the_key_and_the_supported_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = edited(tmp.path(), "qwen3", "qwen3-q8_0.gguf", |md| {
+        set(
+            md,
+            "tokenizer.ggml.pre",
+            Value::String("deepseek-v3".into()),
+        )
+    });
+    let err = GgufModel::load(&path).unwrap_err().to_string();
+    for want in [
+        "tokenizer.ggml.pre",
+        "deepseek-v3",
+        "llama-bpe",
+        "qwen2",
+        "smollm",
+        "qwen3-q8_0.gguf",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from: {err}");
+    }
+}
+
+#[test]
+fn unsupported_rope_scaling_type_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = edited(tmp.path(), "llama3", "llama3-q8_0.gguf", |md| {
+        set(md, "llama.rope.scaling.type", Value::String("yarn".into()))
+    });
+    let err = GgufModel::load(&path).unwrap_err().to_string();
+    for want in ["llama.rope.scaling.type", "yarn", "rope_freqs"] {
+        assert!(err.contains(want), "{want:?} missing from: {err}");
+    }
+}
+
+#[test]
+fn rope_freqs_of_the_wrong_length_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = edited_tensors(tmp.path(), "llama3", "llama3-q8_0.gguf", |ts| {
+        let short = Tensor::new(&[1f32, 2., 4.], &Device::Cpu).unwrap();
+        for (name, t) in ts.iter_mut() {
+            if name == "rope_freqs.weight" {
+                *t = QTensor::quantize(&short, GgmlDType::F32).unwrap();
+            }
+        }
+    });
+    let err = GgufModel::load(&path).unwrap_err().to_string();
+    for want in ["rope_freqs.weight", "[4]", "[3]", "llama3-q8_0.gguf"] {
+        assert!(err.contains(want), "{want:?} missing from: {err}");
     }
 }
