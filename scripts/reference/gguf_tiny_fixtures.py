@@ -22,6 +22,7 @@ Usage:
   /root/venvs/gguf/bin/python scripts/reference/gguf_tiny_fixtures.py record
 """
 import argparse
+import ctypes
 import json
 import os
 import sys
@@ -42,8 +43,17 @@ FAMILIES = {
     "qwen2": dict(pre="qwen2", regex=QWEN2_RE, specials=QWEN_SPECIALS, tie=False),
     "qwen3": dict(pre="qwen2", regex=QWEN2_RE, specials=QWEN_SPECIALS, tie=True),
     "llama3": dict(pre="llama-bpe", regex=LLAMA3_RE, specials=LLAMA3_SPECIALS, tie=False),
+    # K-quants need rows of 256 values: one wider layer, quantized by llama.cpp itself
+    # (llama_model_quantize) from an F32 conversion that is not kept.
+    "llama3-kquant": dict(pre="llama-bpe", regex=LLAMA3_RE, specials=LLAMA3_SPECIALS, tie=True,
+                          sizes=dict(hidden_size=256, intermediate_size=256, num_hidden_layers=1),
+                          quantize=["q4_k_m", "q6_k"]),
 }
 TYPES = ["f32", "q8_0"]
+
+
+def types(family):
+    return FAMILIES[family].get("quantize", TYPES)
 VOCAB = 384
 
 CORPUS = [
@@ -104,9 +114,9 @@ def build(args):
             tok.train_from_iterator(CORPUS * 4, trainer)
             tok.add_special_tokens(spec["specials"])
             n_vocab = tok.get_vocab_size()
-            eos = spec["specials"][0] if family != "llama3" else "<|end_of_text|>"
+            eos = "<|end_of_text|>" if family.startswith("llama3") else spec["specials"][0]
             kw = dict(tokenizer_object=tok, eos_token=eos)
-            if family == "llama3":
+            if family.startswith("llama3"):
                 kw["bos_token"] = "<|begin_of_text|>"
             PreTrainedTokenizerFast(**kw).save_pretrained(hf)
 
@@ -114,10 +124,11 @@ def build(args):
             common = dict(vocab_size=n_vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                           rms_norm_eps=1e-6, tie_word_embeddings=spec["tie"], torch_dtype="float32")
-            if family == "qwen2":
+            common.update(spec.get("sizes", {}))
+            if family.startswith("qwen2"):
                 cfg = transformers.Qwen2Config(**common, rope_theta=10000.0)
                 model = transformers.Qwen2ForCausalLM(cfg)
-            elif family == "qwen3":
+            elif family.startswith("qwen3"):
                 cfg = transformers.Qwen3Config(**common, head_dim=16, rope_theta=10000.0)
                 model = transformers.Qwen3ForCausalLM(cfg)
             else:
@@ -135,7 +146,7 @@ def build(args):
             model.save_pretrained(hf, safe_serialization=True)
 
             conv_base.TextModel.get_vocab_base_pre = lambda self, tokenizer, _p=spec["pre"]: _p
-            for t in TYPES:
+            for t in (["f32"] if "quantize" in spec else TYPES):
                 dst = os.path.join(out, f"{family}-{t}.gguf")
                 sys.argv = ["convert_hf_to_gguf.py", hf, "--outtype", t, "--outfile", dst]
                 convert_hf_to_gguf.main()
@@ -151,7 +162,17 @@ def record(args):
         out = os.path.join(OUT, family)
         result = {"source": {"llama_cpp_python": llama_cpp.__version__, "n_ctx": 256, "n_threads": 2},
                   "files": {}}
-        for t in TYPES:
+        spec = FAMILIES[family]
+        source = os.path.join(out, f"{family}-f32.gguf")
+        for t in spec.get("quantize", []):
+            params = llama_cpp.llama_model_quantize_default_params()
+            params.ftype = getattr(llama_cpp, "LLAMA_FTYPE_MOSTLY_" + t.upper())
+            dst = os.path.join(out, f"{family}-{t}.gguf")
+            if llama_cpp.llama_model_quantize(source.encode(), dst.encode(), ctypes.byref(params)) != 0:
+                raise SystemExit(f"llama_model_quantize failed for {dst}")
+        if "quantize" in spec:
+            os.remove(source)
+        for t in types(family):
             path = os.path.join(out, f"{family}-{t}.gguf")
             llm = Llama(model_path=path, n_ctx=256, n_threads=2, n_threads_batch=2, logits_all=True,
                         seed=0, verbose=False)
