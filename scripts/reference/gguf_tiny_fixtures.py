@@ -148,7 +148,9 @@ def build(args):
             conv_base.TextModel.get_vocab_base_pre = lambda self, tokenizer, _p=spec["pre"]: _p
             for t in (["f32"] if "quantize" in spec else TYPES):
                 dst = os.path.join(out, f"{family}-{t}.gguf")
-                sys.argv = ["convert_hf_to_gguf.py", hf, "--outtype", t, "--outfile", dst]
+                # A fixed name (the default is the directory's, a random temporary one).
+                sys.argv = ["convert_hf_to_gguf.py", hf, "--outtype", t, "--outfile", dst,
+                            "--model-name", f"tiny-{family}"]
                 convert_hf_to_gguf.main()
                 print(f"wrote {dst} ({os.path.getsize(dst)} bytes)")
 
