@@ -293,6 +293,22 @@ impl Embeddings {
         })
     }
 
+    /// Divides the rotary frequencies by `factors` (one per rotated pair), as llama.cpp
+    /// applies a GGUF file's `rope_freqs` tensor (see [`RotaryEmbedding::with_freq_factors`]).
+    /// An error for embeddings without rotary positions.
+    pub fn with_rope_freq_factors(mut self, factors: Vec<f32>) -> Result<Self> {
+        self.positions = match self.positions {
+            Positions::Rotary(r) => Positions::Rotary(r.with_freq_factors(factors)?),
+            _ => {
+                return Err(Error::config(
+                    "rope_freqs",
+                    "frequency factors need rotary positions",
+                ))
+            }
+        };
+        Ok(self)
+    }
+
     /// The token embedding table `(vocab, d_model)` (tied LM heads reuse it).
     pub fn word_embeddings(&self) -> &WeightMatrix {
         &self.word

@@ -29,7 +29,7 @@ use crate::nn::{
 };
 
 /// The `general.architecture` values this loader understands.
-pub const SUPPORTED_GGUF_ARCHITECTURES: &[&str] = &["llama", "gemma3"];
+pub const SUPPORTED_GGUF_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3", "gemma3"];
 
 /// An opened GGUF file: its metadata and tensor directory, checked against the file.
 #[derive(Debug)]
@@ -315,7 +315,7 @@ impl GgufConfig {
     pub fn from_file(file: &GgufFile) -> Result<Self> {
         let arch = file.architecture()?.to_string();
         let (decoder, query_scale) = match arch.as_str() {
-            "llama" | "gemma3" => decoder_config(file, &arch)?,
+            "llama" | "qwen2" | "qwen3" | "gemma3" => decoder_config(file, &arch)?,
             other => {
                 return Err(Error::file(
                     file.path(),
@@ -340,7 +340,9 @@ impl GgufConfig {
 }
 
 /// Llama-style metadata (`{arch}.block_count`, ...) to a decoder config, with what differs
-/// per architecture (`llama`, `gemma3`), and the query scale (see [`GgufConfig`]).
+/// per architecture (`llama`, `qwen2`, `qwen3`, `gemma3`), and the query scale (see
+/// [`GgufConfig`]). Qwen2's q/k/v biases and Qwen3's per-head q/k norms are found by their
+/// tensors (`blk.0.attn_q.bias`, `blk.0.attn_q_norm.weight`) when the blocks are loaded.
 fn decoder_config(file: &GgufFile, arch: &str) -> Result<(DecoderConfig, Option<f64>)> {
     let gemma3 = arch == "gemma3";
     let key = |k: &str| format!("{arch}.{k}");
@@ -383,7 +385,10 @@ fn decoder_config(file: &GgufFile, arch: &str) -> Result<(DecoderConfig, Option<
         if kind != "none" {
             return Err(file.err(
                 &key("rope.scaling.type"),
-                format!("RoPE scaling `{kind}` is not supported"),
+                format!(
+                    "RoPE scaling `{kind}` is not supported; supported: none (Llama 3's scaling \
+                     comes as the `rope_freqs` tensor)"
+                ),
             ));
         }
     }
@@ -432,6 +437,14 @@ fn decoder_config(file: &GgufFile, arch: &str) -> Result<(DecoderConfig, Option<
         // heads NEOX-style, pairs (x[i], x[i + d/2]), since its converter leaves Gemma's q
         // and k rows as they are.
         ffn.activation = Activation::GeluTanh;
+        PositionalKind::Rotary {
+            base,
+            layout: RopeLayout::HalfSplit,
+            scaling: None,
+        }
+    } else if arch == "qwen2" || arch == "qwen3" {
+        // `LLAMA_ROPE_TYPE_NEOX`: the converter leaves Qwen's q and k rows as
+        // `transformers` has them, pairs (x[i], x[i + d/2]).
         PositionalKind::Rotary {
             base,
             layout: RopeLayout::HalfSplit,
@@ -771,13 +784,23 @@ fn load_llama(
     } else {
         LmHead::new(file.linear("output", d, vocab)?)
     };
-    let embeddings = Embeddings::from_table(
+    let mut embeddings = Embeddings::from_table(
         table,
         &cfg.embeddings,
         attn.head_dim,
         DType::F32,
         &Device::Cpu,
     )?;
+    // Llama 3.x's `rope_scaling` (`rope_type: llama3`): the converter stores one divisor per
+    // rotated pair, which llama.cpp applies to every layer's angles (`rope_freqs`).
+    if file.has_tensor("rope_freqs.weight") {
+        let factors = file
+            .dense_tensor("rope_freqs.weight", &[attn.head_dim / 2])?
+            .to_vec1::<f32>()?;
+        embeddings = embeddings
+            .with_rope_freq_factors(factors)
+            .map_err(ctx("rope_freqs.weight".into()))?;
+    }
     DecoderOnlyTransformer::from_parts(cfg, embeddings, stack, lm_head)
 }
 
@@ -892,7 +915,9 @@ pub fn gguf_file(model: &str) -> Result<Option<PathBuf>> {
 /// Builds the decoder of an opened GGUF file.
 pub fn load_decoder(file: &GgufFile, config: &GgufConfig) -> Result<DecoderOnlyTransformer> {
     match config.architecture.as_str() {
-        "llama" | "gemma3" => load_llama(file, &config.decoder, config.query_scale),
+        "llama" | "qwen2" | "qwen3" | "gemma3" => {
+            load_llama(file, &config.decoder, config.query_scale)
+        }
         other => Err(Error::file(
             file.path(),
             format!(

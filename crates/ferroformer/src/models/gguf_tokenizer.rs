@@ -8,7 +8,8 @@
 //!   the other, each splitting the pieces the previous one produced, and keeps the text
 //!   between matches as pieces too; that is a sequence of `Split(regex, Isolated)`
 //!   pre-tokenizers followed by the byte-level mapping. The regexes are llama.cpp's
-//!   (`llama-vocab.cpp`).
+//!   (`llama-vocab.cpp`): `gpt2`, `smollm` and the StarCoder family, `llama-bpe` (Llama 3,
+//!   which also looks whole pieces up before merging) and `qwen2`.
 //! - `tokenizer.ggml.model = llama` (SentencePiece BPE: Llama 2, Mistral, Gemma): llama.cpp
 //!   merges the adjacent pair whose joined text is the highest-scoring token until none is
 //!   left, and spells characters outside the vocabulary as `<0xXX>` byte tokens. That is a
@@ -104,10 +105,28 @@ const EOG_TEXTS: &[&str] = &[
 /// GPT-2's split: contractions, letters, digits, other symbols, whitespace.
 const GPT2_REGEX: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
 
+/// Llama 3's split (`LLAMA_VOCAB_PRE_TYPE_LLAMA3`): case-insensitive contractions, a letter
+/// run with one leading non-letter, digits in groups of up to three, symbols with trailing
+/// newlines, newline runs, whitespace.
+const LLAMA3_REGEX: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Qwen2's split (`LLAMA_VOCAB_PRE_TYPE_QWEN2`): Llama 3's with every digit on its own.
+const QWEN2_REGEX: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// `tokenizer.ggml.pre` values whose words llama.cpp looks up whole before merging
+/// (`ignore_merges`: a piece that is itself a token is that token); these are also the
+/// ones for which llama.cpp adds BOS by default.
+const IGNORE_MERGES: &[&str] = &["llama3", "llama-v3", "llama-bpe"];
+
 /// `tokenizer.ggml.pre` values and the regexes llama.cpp splits with, in order.
 const PRE_TOKENIZERS: &[(&[&str], &[&str])] = &[
+    (&["llama3", "llama-v3", "llama-bpe"], &[LLAMA3_REGEX]),
+    (&["qwen2", "deepseek-r1-qwen"], &[QWEN2_REGEX]),
     // GPT-2 alone.
-    (&["gpt2", "mpt", "olmo", "jais", "trillion"], &[GPT2_REGEX]),
+    (
+        &["gpt-2", "gpt2", "phi-2", "mpt", "olmo", "jais", "trillion"],
+        &[GPT2_REGEX],
+    ),
     // Every digit on its own, then GPT-2's split (StarCoder's tokenizer, SmolLM's).
     (
         &[
@@ -256,7 +275,10 @@ impl GgufTokenizer {
                 }
             }
         }
-        let add_bos = file.bool_or("tokenizer.ggml.add_bos_token", false)?;
+        let add_bos = file.bool_or(
+            "tokenizer.ggml.add_bos_token",
+            default_add_bos(file, model)?,
+        )?;
         let add_eos = file.bool_or("tokenizer.ggml.add_eos_token", false)?;
         let mut template: Vec<String> = Vec::new();
         let mut template_tokens: Vec<(String, u32)> = Vec::new();
@@ -337,6 +359,14 @@ impl GgufTokenizer {
             .to_vec())
     }
 
+    /// Whether [`GgufTokenizer::encode`] turns control tokens written in the text into
+    /// their ids (`true`, the default) or tokenizes them as text, as llama.cpp's
+    /// `parse_special` argument does. User-defined tokens are matched either way, as in
+    /// llama.cpp.
+    pub fn set_parse_special(&mut self, parse: bool) {
+        self.tokenizer.set_encode_special_tokens(!parse);
+    }
+
     /// Text of `ids` (special tokens dropped with `skip_special_tokens`).
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
         self.tokenizer
@@ -379,6 +409,20 @@ impl GgufTokenizer {
     }
 }
 
+/// Whether llama.cpp adds BOS when the file does not say (`tokenizer.ggml.add_bos_token`
+/// absent): always for SentencePiece, for byte-level BPE only with the pre-tokenizers that
+/// set it in `llama_vocab::impl::load` (Llama 3's among them).
+fn default_add_bos(file: &GgufFile, model: &str) -> Result<bool> {
+    if model == "llama" {
+        return Ok(true);
+    }
+    let pre = match file.get("tokenizer.ggml.pre") {
+        Some(_) => file.str_value("tokenizer.ggml.pre")?,
+        None => "",
+    };
+    Ok(IGNORE_MERGES.contains(&pre))
+}
+
 /// Byte-level BPE (`tokenizer.ggml.model = gpt2`): the file's merges, the pre-tokenizer
 /// `tokenizer.ggml.pre` names.
 fn gpt2_tokenizer(file: &GgufFile, vocab: Vocab) -> Result<Tokenizer> {
@@ -399,15 +443,16 @@ fn gpt2_tokenizer(file: &GgufFile, vocab: Vocab) -> Result<Tokenizer> {
         })
         .collect::<Result<Vec<_>>>()?;
 
-    let bpe = BPE::builder()
-        .vocab_and_merges(vocab, merges)
-        .build()
-        .map_err(|e| err("tokenizer.ggml.merges", e.to_string()))?;
-
     let pre_name = match file.get("tokenizer.ggml.pre") {
         Some(_) => file.str_value("tokenizer.ggml.pre")?,
         None => "gpt2",
     };
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .ignore_merges(IGNORE_MERGES.contains(&pre_name))
+        .build()
+        .map_err(|e| err("tokenizer.ggml.merges", e.to_string()))?;
+
     let regexes = PRE_TOKENIZERS
         .iter()
         .find(|(names, _)| names.contains(&pre_name))

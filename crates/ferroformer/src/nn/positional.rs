@@ -511,6 +511,8 @@ impl RopeScaling {
 pub struct RotaryEmbedding {
     inv_freq: Vec<f32>,
     rescaled: bool,
+    /// llama.cpp's per-frequency divisors (a GGUF file's `rope_freqs` tensor), if any.
+    freq_factors: Option<Vec<f32>>,
     head_dim: usize,
     max_positions: usize,
     layout: RopeLayout,
@@ -576,6 +578,7 @@ impl RotaryEmbedding {
         Ok(Self {
             inv_freq,
             rescaled: scaling.is_some(),
+            freq_factors: None,
             head_dim,
             max_positions,
             layout,
@@ -583,6 +586,36 @@ impl RotaryEmbedding {
             dtype,
             device: device.clone(),
         })
+    }
+
+    /// Divides frequency `i` by `factors[i]`, as llama.cpp applies a GGUF file's
+    /// `rope_freqs` tensor (how its converter stores Llama 3's `rope_scaling`): under
+    /// [`Arithmetic::Ggml`] the angle is llama.cpp's `theta / factor` in f32, otherwise
+    /// `p × (f / factor)`. Replaces any `scaling` given at construction.
+    pub fn with_freq_factors(mut self, factors: Vec<f32>) -> Result<Self> {
+        if factors.len() != self.head_dim / 2 {
+            return Err(Error::shape(
+                "rotary frequency factors",
+                format!("({})", self.head_dim / 2),
+                &[factors.len()],
+            ));
+        }
+        if let Some(bad) = factors.iter().find(|f| !(f.is_finite() && **f > 0.0)) {
+            return Err(Error::config(
+                "rope_freqs",
+                format!("frequency factors must be finite and > 0, found {bad}"),
+            ));
+        }
+        let half = self.head_dim / 2;
+        self.inv_freq = (0..half)
+            .map(|i| {
+                let f = 1.0 / (self.base.powf((2 * i) as f64 / self.head_dim as f64)) as f32;
+                f / factors[i]
+            })
+            .collect();
+        self.rescaled = true;
+        self.freq_factors = Some(factors);
+        Ok(self)
     }
 
     /// The head dimension this embedding rotates.
@@ -627,6 +660,7 @@ impl RotaryEmbedding {
             &self.inv_freq,
             self.base,
             self.rescaled,
+            self.freq_factors.as_deref(),
             positions,
             arithmetic,
         );

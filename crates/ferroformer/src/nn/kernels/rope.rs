@@ -24,16 +24,26 @@ pub(crate) fn reference_tables(inv_freq: &[f32], positions: &[u32]) -> (Vec<f32>
 /// Cosines and sines of `positions` for `head_dim / 2` frequencies, as
 /// `ggml_rope_cache_init` builds them: `theta_scale = powf(base, -2/d)`, the angle of pair
 /// `i` is `p × theta_scale^i` by repeated f32 multiplication, `cosf` / `sinf` of it.
-pub(crate) fn ggml_tables(head_dim: usize, base: f64, positions: &[u32]) -> (Vec<f32>, Vec<f32>) {
+pub(crate) fn ggml_tables(
+    head_dim: usize,
+    base: f64,
+    freq_factors: Option<&[f32]>,
+    positions: &[u32],
+) -> (Vec<f32>, Vec<f32>) {
     let half = head_dim / 2;
     let theta_scale = (base as f32).powf(-2.0 / head_dim as f32);
     let mut cos = Vec::with_capacity(positions.len() * half);
     let mut sin = Vec::with_capacity(positions.len() * half);
     for &p in positions {
         let mut theta = p as f32;
-        for _ in 0..half {
-            cos.push(theta.cos());
-            sin.push(theta.sin());
+        for i in 0..half {
+            // `rope_yarn(theta_extrap / ff, ...)` with freq_scale 1 and no extrapolation mix.
+            let angle = match freq_factors {
+                Some(ff) => theta / ff[i],
+                None => theta,
+            };
+            cos.push(angle.cos());
+            sin.push(angle.sin());
             theta *= theta_scale;
         }
     }

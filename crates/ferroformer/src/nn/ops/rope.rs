@@ -10,16 +10,23 @@ use crate::nn::positional::RopeLayout;
 
 /// Cosines and sines, `positions.len()` rows of `inv_freq.len()`: llama.cpp's tables
 /// (angles by repeated multiplication) under [`Arithmetic::Ggml`] when the frequencies are
-/// the plain `base^(-2i/d)` ones (`rescaled` false), the reference's `p × f` otherwise.
+/// the plain `base^(-2i/d)` ones (`rescaled` false) or divided by llama.cpp's
+/// `freq_factors`, the reference's `p × f` otherwise.
 pub(crate) fn rope_angles(
     inv_freq: &[f32],
     base: f64,
     rescaled: bool,
+    freq_factors: Option<&[f32]>,
     positions: &[u32],
     arithmetic: Arithmetic,
 ) -> (Vec<f32>, Vec<f32>) {
-    match (arithmetic, rescaled) {
-        (Arithmetic::Ggml, false) => kernels::ggml_tables(2 * inv_freq.len(), base, positions),
+    match (arithmetic, rescaled, freq_factors) {
+        (Arithmetic::Ggml, false, _) => {
+            kernels::ggml_tables(2 * inv_freq.len(), base, None, positions)
+        }
+        (Arithmetic::Ggml, true, Some(ff)) => {
+            kernels::ggml_tables(2 * inv_freq.len(), base, Some(ff), positions)
+        }
         _ => kernels::reference_tables(inv_freq, positions),
     }
 }
