@@ -99,13 +99,7 @@ impl Fields<'_> {
         let x = v
             .as_f64()
             .ok_or_else(|| wrong(k, &format!("a number in [{lo}, {hi}]"), v))?;
-        if !(lo..=hi).contains(&x) {
-            return Err(ApiError::invalid(
-                k,
-                format!("`{k}` must be in [{lo}, {hi}], found {x}"),
-            ));
-        }
-        Ok(Some(x))
+        in_range(k, x, lo, hi).map(Some)
     }
 
     /// A whole number.
@@ -116,13 +110,7 @@ impl Fields<'_> {
         let x = v
             .as_u64()
             .ok_or_else(|| wrong(k, &format!("a whole number in [{lo}, {hi}]"), v))?;
-        if !(lo..=hi).contains(&x) {
-            return Err(ApiError::invalid(
-                k,
-                format!("`{k}` must be in [{lo}, {hi}], found {x}"),
-            ));
-        }
-        Ok(Some(x))
+        in_range(k, x, lo, hi).map(Some)
     }
 
     /// A string.
@@ -1144,4 +1132,20 @@ fn stream_answer(
         }
     });
     Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+/// `x` when it lies in `[lo, hi]`, else an error naming the field and the range.
+fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
+    k: &str,
+    x: T,
+    lo: T,
+    hi: T,
+) -> Result<T, ApiError> {
+    if !(lo..=hi).contains(&x) {
+        return Err(ApiError::invalid(
+            k,
+            format!("`{k}` must be in [{lo}, {hi}], found {x}"),
+        ));
+    }
+    Ok(x)
 }

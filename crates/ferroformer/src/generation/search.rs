@@ -98,37 +98,37 @@ impl StopStrings<'_> {
     }
 }
 
-pub(super) fn check_inputs(
-    model: &DecoderOnlyTransformer,
+/// Checks that `input_ids` are non-empty rows of one length (padded on the `side` the
+/// caller says) and that `attention_mask` matches them with a real token in every row;
+/// returns the row length.
+pub(super) fn check_rows(
     input_ids: &[Vec<u32>],
     attention_mask: Option<&[Vec<u32>]>,
-    cfg: &GenerationConfig,
-    tokenizer: Option<&tokenizers::Tokenizer>,
-) -> Result<(usize, usize)> {
-    cfg.validate()?;
+    side: &str,
+) -> Result<usize> {
     let Some(first) = input_ids.first() else {
         return Err(Error::Invalid(
-            "input_ids is empty: give at least one prompt".into(),
+            "input_ids is empty: give at least one input".into(),
         ));
     };
-    let prompt_len = first.len();
-    if prompt_len == 0 {
+    let len = first.len();
+    if len == 0 {
         return Err(Error::Invalid(
-            "the prompt is empty: give at least one token".into(),
+            "an input is empty: give at least one token".into(),
         ));
     }
-    if let Some(row) = input_ids.iter().find(|r| r.len() != prompt_len) {
+    if let Some(row) = input_ids.iter().find(|r| r.len() != len) {
         return Err(Error::shape(
             "input_ids",
-            format!("rows of equal length {prompt_len} (left-pad them)"),
+            format!("rows of equal length {len} ({side}-pad them)"),
             &[input_ids.len(), row.len()],
         ));
     }
     if let Some(mask) = attention_mask {
-        if mask.len() != input_ids.len() || mask.iter().any(|r| r.len() != prompt_len) {
+        if mask.len() != input_ids.len() || mask.iter().any(|r| r.len() != len) {
             return Err(Error::shape(
                 "attention_mask",
-                format!("({}, {prompt_len}) like input_ids", input_ids.len()),
+                format!("({}, {len}) like input_ids", input_ids.len()),
                 &[mask.len(), mask.first().map_or(0, Vec::len)],
             ));
         }
@@ -138,6 +138,18 @@ pub(super) fn check_inputs(
             ));
         }
     }
+    Ok(len)
+}
+
+pub(super) fn check_inputs(
+    model: &DecoderOnlyTransformer,
+    input_ids: &[Vec<u32>],
+    attention_mask: Option<&[Vec<u32>]>,
+    cfg: &GenerationConfig,
+    tokenizer: Option<&tokenizers::Tokenizer>,
+) -> Result<(usize, usize)> {
+    cfg.validate()?;
+    let prompt_len = check_rows(input_ids, attention_mask, "left")?;
     let vocab = model.config().embeddings.vocab_size;
     let check_token = |what: &str, t: u32| {
         if t as usize >= vocab {

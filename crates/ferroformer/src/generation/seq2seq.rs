@@ -173,38 +173,7 @@ fn check_inputs(
     cfg: &GenerationConfig,
 ) -> Result<(u32, usize)> {
     cfg.validate()?;
-    let Some(first) = input_ids.first() else {
-        return Err(Error::Invalid(
-            "input_ids is empty: give at least one input".into(),
-        ));
-    };
-    let len = first.len();
-    if len == 0 {
-        return Err(Error::Invalid(
-            "an input is empty: give at least one token".into(),
-        ));
-    }
-    if let Some(row) = input_ids.iter().find(|r| r.len() != len) {
-        return Err(Error::shape(
-            "input_ids",
-            format!("rows of equal length {len} (pad them)"),
-            &[input_ids.len(), row.len()],
-        ));
-    }
-    if let Some(mask) = attention_mask {
-        if mask.len() != input_ids.len() || mask.iter().any(|r| r.len() != len) {
-            return Err(Error::shape(
-                "attention_mask",
-                format!("({}, {len}) like input_ids", input_ids.len()),
-                &[mask.len(), mask.first().map_or(0, Vec::len)],
-            ));
-        }
-        if mask.iter().any(|r| r.iter().all(|&m| m == 0)) {
-            return Err(Error::Invalid(
-                "attention_mask has a row without any real token".into(),
-            ));
-        }
-    }
+    let len = super::search::check_rows(input_ids, attention_mask, "right")?;
     let cfg_model = model.config();
     let max_src = cfg_model.encoder_embeddings.max_positions;
     if len > max_src {

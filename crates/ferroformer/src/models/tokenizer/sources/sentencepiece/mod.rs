@@ -612,14 +612,7 @@ fn load_converted(family: SpmFamily, path: &Path, files: TokenizerFiles) -> Resu
             for (i, (token, _)) in vocab.iter().enumerate() {
                 ids.insert(token.clone(), i as u32);
             }
-            BPE::builder()
-                .vocab_and_merges(ids, merges)
-                .unk_token(proto.unk_piece())
-                .fuse_unk(true)
-                .byte_fallback(false)
-                .build()
-                .map_err(|e| Error::file(path, format!("cannot build the BPE model: {e}")))?
-                .into()
+            spm_bpe(ids, merges, &proto.unk_piece(), path)?.into()
         }
         other => {
             return Err(Error::file(
@@ -784,6 +777,17 @@ fn languages(
         .lookup(&languages.current)
         .map_err(|e| Error::file(&files.config_path, format!("`src_lang`: {e}")))?;
     Ok(languages)
+}
+
+/// A BPE model as SentencePiece's BPE runs: unknown pieces fused, no byte fallback.
+fn spm_bpe(ids: TokenMap, merges: Vec<(String, String)>, unk: &str, path: &Path) -> Result<BPE> {
+    BPE::builder()
+        .vocab_and_merges(ids, merges)
+        .unk_token(unk.to_string())
+        .fuse_unk(true)
+        .byte_fallback(false)
+        .build()
+        .map_err(|e| Error::file(path, format!("cannot build the BPE model: {e}")))
 }
 
 /// A proto id as a vocabulary index.
@@ -1051,14 +1055,7 @@ fn load_slow(spm: &SpmFiles, model: &Path, files: TokenizerFiles, main: bool) ->
                         && ids.contains_key(&format!("{l}{r}"))
                 })
                 .collect();
-            BPE::builder()
-                .vocab_and_merges(ids, merges)
-                .unk_token(unk.clone())
-                .fuse_unk(true)
-                .byte_fallback(false)
-                .build()
-                .map_err(|e| Error::file(model, format!("cannot build the BPE model: {e}")))?
-                .into()
+            spm_bpe(ids, merges, &unk, model)?.into()
         }
         other => {
             return Err(Error::file(
