@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use ferroformer::generation::{AutoModelForSeq2SeqLM, GenerationConfig};
+use ferroformer::generation::{right_pad, AutoModelForSeq2SeqLM, GenerationConfig};
 use ferroformer::models::LoadOptions;
 
 #[global_allocator]
@@ -45,23 +45,7 @@ fn main() -> anyhow::Result<()> {
     cfg.early_stopping = ferroformer::generation::EarlyStopping::Done;
     cfg.forced_eos_token_id.clear();
     let pad = cfg.pad_token_id.unwrap_or(0);
-    let width = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let ids: Vec<Vec<u32>> = rows
-        .iter()
-        .map(|r| {
-            let mut r = r.clone();
-            r.resize(width, pad);
-            r
-        })
-        .collect();
-    let mask: Vec<Vec<u32>> = rows
-        .iter()
-        .map(|r| {
-            let mut m = vec![1; r.len()];
-            m.resize(width, 0);
-            m
-        })
-        .collect();
+    let (ids, mask) = right_pad(&rows, pad);
     let mut times = Vec::new();
     let mut generated = 0;
     for _ in 0..iters {

@@ -204,7 +204,9 @@ fn run(lm: &LanguageModel, rx: std_mpsc::Receiver<Job>, limits: Limits, metrics:
         while kept + joined.len() < limits.max_running {
             let Some(front) = pending.front() else { break };
             if front.events.is_closed() {
-                let job = pending.pop_front().expect("front exists");
+                let Some(job) = pending.pop_front() else {
+                    break;
+                };
                 metrics.queue_depth.fetch_sub(1, Relaxed);
                 cancel(&job);
                 continue;
@@ -216,7 +218,9 @@ fn run(lm: &LanguageModel, rx: std_mpsc::Receiver<Job>, limits: Limits, metrics:
             if rows > 1 && rows * wide * bpp > limits.kv_budget {
                 break;
             }
-            let mut job = pending.pop_front().expect("front exists");
+            let Some(mut job) = pending.pop_front() else {
+                break;
+            };
             metrics.queue_depth.fetch_sub(1, Relaxed);
             metrics
                 .prompt_tokens

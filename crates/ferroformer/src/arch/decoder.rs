@@ -258,11 +258,7 @@ impl DecoderOnlyTransformer {
 
     /// The device the parameters live on (inputs must be created there).
     pub fn device(&self) -> &candle_core::Device {
-        match self.embeddings.word_embeddings() {
-            crate::nn::WeightMatrix::Dense(t) => t.device(),
-            // Quantized tables live on the CPU.
-            crate::nn::WeightMatrix::Quantized(_) => &candle_core::Device::Cpu,
-        }
+        self.embeddings.word_embeddings().device()
     }
 
     /// Fresh KV caches for incremental decoding.

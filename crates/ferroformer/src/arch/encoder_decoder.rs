@@ -191,10 +191,7 @@ impl EncoderDecoderTransformer {
 
     /// The device the parameters live on (inputs must be created there).
     pub fn device(&self) -> &candle_core::Device {
-        match self.encoder_embeddings.word_embeddings() {
-            crate::nn::WeightMatrix::Dense(t) => t.device(),
-            crate::nn::WeightMatrix::Quantized(_) => &candle_core::Device::Cpu,
-        }
+        self.encoder_embeddings.word_embeddings().device()
     }
 
     /// Fresh decoder caches (self-attention keys and values grow with each step; the

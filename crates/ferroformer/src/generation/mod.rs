@@ -38,7 +38,7 @@ pub use context::{fit_to_context, ContextFit, Truncation};
 pub use loaded::{LanguageModel, LmTokenizer, ModelSource};
 pub use logits::LogitsProcessor;
 pub use perplexity::{perplexity, text_perplexities, Perplexity, TextPerplexities};
-pub use search::{generate_ids, left_pad, GenerateOutput};
+pub use search::{generate_ids, left_pad, right_pad, GenerateOutput};
 pub use seq2seq::{generate_seq2seq, AutoModelForSeq2SeqLM};
 pub use stream::{
     generate_stream, generate_stream_cached, PromptCache, StopReason, StreamOutput, TextStreamer,

@@ -40,26 +40,35 @@ impl GenerateOutput {
     }
 }
 
-/// Left-pads `prompts` with `pad` to a rectangle; returns the ids and the attention mask
-/// (1 = real token).
+/// Left-pads `prompts` with `pad` to a rectangle (decoder-only prompts); returns the ids and
+/// the attention mask (1 = real token).
 pub fn left_pad(prompts: &[Vec<u32>], pad: u32) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
-    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    let mut ids = Vec::with_capacity(prompts.len());
-    let mut mask = Vec::with_capacity(prompts.len());
-    for p in prompts {
-        let n = width - p.len();
-        ids.push(
-            std::iter::repeat_n(pad, n)
-                .chain(p.iter().copied())
-                .collect(),
-        );
-        mask.push(
-            std::iter::repeat_n(0, n)
-                .chain(std::iter::repeat_n(1, p.len()))
-                .collect(),
-        );
-    }
-    (ids, mask)
+    pad_rows(prompts, pad, true)
+}
+
+/// Right-pads `inputs` with `pad` to a rectangle (encoder inputs); returns the ids and the
+/// attention mask (1 = real token).
+pub fn right_pad(inputs: &[Vec<u32>], pad: u32) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
+    pad_rows(inputs, pad, false)
+}
+
+fn pad_rows(rows: &[Vec<u32>], pad: u32, left: bool) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
+    let width = rows.iter().map(Vec::len).max().unwrap_or(0);
+    rows.iter()
+        .map(|r| {
+            let fill = width - r.len();
+            let mut ids = r.clone();
+            let mut mask = vec![1u32; r.len()];
+            if left {
+                ids.splice(0..0, std::iter::repeat_n(pad, fill));
+                mask.splice(0..0, std::iter::repeat_n(0, fill));
+            } else {
+                ids.resize(width, pad);
+                mask.resize(width, 0);
+            }
+            (ids, mask)
+        })
+        .unzip()
 }
 
 /// Decides whether a sequence hit a stop string: the text must contain the stop string
@@ -141,6 +150,46 @@ pub(super) fn check_rows(
     Ok(len)
 }
 
+/// An id below `vocab`, or an error naming the option it came from.
+pub(super) fn check_token(what: &str, t: u32, vocab: usize) -> Result<()> {
+    if t as usize >= vocab {
+        return Err(Error::config(
+            what,
+            format!("token id {t} is outside the vocabulary (0..{vocab})"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks every token id `cfg` names (end of sequence, padding, decoder start, forced first
+/// and last tokens, bad words) against the vocabulary the model generates from: a processor
+/// given an id past it would silently force or ban nothing.
+pub(super) fn check_config_tokens(cfg: &GenerationConfig, vocab: usize) -> Result<()> {
+    let named = [
+        ("eos_token_id", &cfg.eos_token_id[..]),
+        ("forced_eos_token_id", &cfg.forced_eos_token_id[..]),
+    ];
+    for (what, ids) in named {
+        for &t in ids {
+            check_token(what, t, vocab)?;
+        }
+    }
+    let single = [
+        ("pad_token_id", cfg.pad_token_id),
+        ("decoder_start_token_id", cfg.decoder_start_token_id),
+        ("forced_bos_token_id", cfg.forced_bos_token_id),
+    ];
+    for (what, t) in single {
+        if let Some(t) = t {
+            check_token(what, t, vocab)?;
+        }
+    }
+    for &t in cfg.bad_words_ids.iter().flatten() {
+        check_token("bad_words_ids", t, vocab)?;
+    }
+    Ok(())
+}
+
 pub(super) fn check_inputs(
     model: &DecoderOnlyTransformer,
     input_ids: &[Vec<u32>],
@@ -151,25 +200,10 @@ pub(super) fn check_inputs(
     cfg.validate()?;
     let prompt_len = check_rows(input_ids, attention_mask, "left")?;
     let vocab = model.config().embeddings.vocab_size;
-    let check_token = |what: &str, t: u32| {
-        if t as usize >= vocab {
-            Err(Error::config(
-                what,
-                format!("token id {t} is outside the vocabulary (0..{vocab})"),
-            ))
-        } else {
-            Ok(())
-        }
-    };
     for &t in input_ids.iter().flatten() {
-        check_token("input_ids", t)?;
+        check_token("input_ids", t, vocab)?;
     }
-    for &t in &cfg.eos_token_id {
-        check_token("eos_token_id", t)?;
-    }
-    if let Some(p) = cfg.pad_token_id {
-        check_token("pad_token_id", p)?;
-    }
+    check_config_tokens(cfg, vocab)?;
     if !cfg.stop_strings.is_empty() && tokenizer.is_none() {
         return Err(Error::config(
             "stop_strings",

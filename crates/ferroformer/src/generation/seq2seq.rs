@@ -18,7 +18,7 @@ use serde_json::Value;
 use super::beam::{pad_hypotheses, BeamPrompt};
 use super::config::GenerationConfig;
 use super::logits::{self, LogitsProcessor};
-use super::search::{GenerateOutput, StopStrings};
+use super::search::{check_config_tokens, check_token, GenerateOutput, StopStrings};
 use crate::arch::EncoderDecoderTransformer;
 use crate::error::{Error, Result};
 use crate::models::{seq2seq_lm_from_dir, LoadOptions};
@@ -182,16 +182,6 @@ fn check_inputs(
         )));
     }
     let vocab = cfg_model.decoder_embeddings.vocab_size;
-    let check_token = |what: &str, t: u32| {
-        if t as usize >= vocab {
-            Err(Error::config(
-                what,
-                format!("token id {t} is outside the vocabulary (0..{vocab})"),
-            ))
-        } else {
-            Ok(())
-        }
-    };
     let start = cfg
         .decoder_start_token_id
         .or(cfg.bos_token_id)
@@ -202,13 +192,8 @@ fn check_inputs(
                  decoder_start_token_id in the generation config)",
             )
         })?;
-    check_token("decoder_start_token_id", start)?;
-    for &t in cfg.eos_token_id.iter().chain(&cfg.forced_eos_token_id) {
-        check_token("eos_token_id", t)?;
-    }
-    for &t in cfg.forced_bos_token_id.iter().chain(&cfg.pad_token_id) {
-        check_token("forced_bos_token_id / pad_token_id", t)?;
-    }
+    check_token("decoder_start_token_id", start, vocab)?;
+    check_config_tokens(cfg, vocab)?;
     if !cfg.stop_strings.is_empty() {
         return Err(Error::config(
             "stop_strings",

@@ -314,13 +314,18 @@ impl KvCache {
         }
         if Arc::get_mut(buf).is_none() || self.copy_on_append {
             // Shared with a clone (or views past a truncation): write into a copy.
-            let (k0, v0) = self.get().expect("a non-empty cache");
+            let (k0, v0) = self
+                .get()
+                .ok_or_else(|| Error::Invalid("write_row: the cache is empty".into()))?;
             let len = self.len;
             self.reset();
             self.append(k0.contiguous()?, v0.contiguous()?)?;
             debug_assert_eq!(self.len, len);
         }
-        let buf = self.buf.as_ref().expect("a non-empty cache");
+        let buf = self
+            .buf
+            .as_ref()
+            .ok_or_else(|| Error::Invalid("write_row: the cache is empty".into()))?;
         buf.k
             .narrow(0, row, 1)?
             .slice_set(&k.contiguous()?, 2, start)?;

@@ -83,6 +83,14 @@ impl WeightMatrix {
         }
     }
 
+    /// The device the matrix lives on (quantized matrices live on the CPU).
+    pub fn device(&self) -> &candle_core::Device {
+        match self {
+            WeightMatrix::Dense(t) => t.device(),
+            WeightMatrix::Quantized(_) => &candle_core::Device::Cpu,
+        }
+    }
+
     /// The dense tensor, `None` when quantized.
     pub fn as_dense(&self) -> Option<&Tensor> {
         match self {

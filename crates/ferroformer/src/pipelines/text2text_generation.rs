@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 use super::driver::{self, PipelineTask, Prepared};
 use super::{PipelineConfig, PipelineInput, Task};
 use crate::error::{Error, Result};
-use crate::generation::{generate_seq2seq, AutoModelForSeq2SeqLM, GenerationConfig};
+use crate::generation::{generate_seq2seq, right_pad, AutoModelForSeq2SeqLM, GenerationConfig};
 use crate::models::tokenizer::{AutoTokenizer, EncodeOptions, TruncationStrategy};
 use crate::models::LoadOptions;
 
@@ -344,17 +344,7 @@ impl<K: Seq2SeqTask> PipelineTask for Seq2SeqPipeline<K> {
             .pad_token_id()
             .or(params.generation.pad_token_id)
             .unwrap_or(0);
-        let width = rows.iter().map(Vec::len).max().unwrap_or(0);
-        let mut ids = Vec::with_capacity(rows.len());
-        let mut mask = Vec::with_capacity(rows.len());
-        for r in rows {
-            let mut row = r.clone();
-            row.resize(width, pad);
-            ids.push(row);
-            let mut m = vec![1u32; r.len()];
-            m.resize(width, 0);
-            mask.push(m);
-        }
+        let (ids, mask) = right_pad(rows, pad);
         let out = generate_seq2seq(self.model.model(), &ids, Some(&mask), &params.generation)?;
         let n = out.sequences.len() / rows.len().max(1);
         let mut seqs = out.sequences.into_iter();

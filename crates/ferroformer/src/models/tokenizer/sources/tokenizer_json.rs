@@ -25,7 +25,7 @@ pub(super) fn load(path: &Path, dir: &Path) -> Result<Backend> {
     files.set_family(files.family);
     // mBART, mBART-50 and NLLB: the saved post-processor holds one source language; the
     // codes let `src_lang` pick another.
-    let spm = super::sentencepiece::fast_languages(&tokenizer, &files, dir)?.map(|languages| {
+    let spm = super::sentencepiece::fast_languages(&tokenizer, &files)?.map(|languages| {
         super::sentencepiece::SpmExtras {
             languages: Some(languages),
             ..Default::default()

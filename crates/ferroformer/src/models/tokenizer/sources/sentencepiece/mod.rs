@@ -733,14 +733,9 @@ fn language_setup(
 pub(in crate::models::tokenizer) fn fast_languages(
     tokenizer: &Tokenizer,
     files: &TokenizerFiles,
-    dir: &Path,
 ) -> Result<Option<Languages>> {
-    let class = read_json(&dir.join("tokenizer_config.json"))?.and_then(|c| {
-        c.get("tokenizer_class")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    });
-    let Some(family) = class.as_deref().and_then(SpmFamily::from_class) else {
+    let class = files.config.get("tokenizer_class").and_then(Value::as_str);
+    let Some(family) = class.and_then(SpmFamily::from_class) else {
         return Ok(None);
     };
     let eos = special(files, "eos", "</s>");
