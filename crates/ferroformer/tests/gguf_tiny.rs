@@ -221,16 +221,37 @@ fn check_vocab(models: &Path, name: &str) -> usize {
     inputs.len()
 }
 
-/// llama.cpp's own tokenizer test vocabularies of the families read here. Too large to
-/// commit (qwen2 5.9 MB, llama-bpe 7.8 MB): set `FERROFORMER_LLAMA_CPP_MODELS` to the
-/// `models/` directory of llama.cpp's source (vendored in llama-cpp-python's source package)
-/// and run with `--ignored`; without it the test fails.
+/// Where llama.cpp's tokenizer test vocabularies are: `FERROFORMER_LLAMA_CPP_MODELS` (llama.cpp's
+/// `models/` directory), else where `scripts/fetch_models.py llama-cpp-vocab` puts them (the
+/// data cache: `$FERROFORMER_DATA`, else `~/.cache/ferroformer/datasets`).
+fn llama_cpp_models_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("FERROFORMER_LLAMA_CPP_MODELS") {
+        return PathBuf::from(dir);
+    }
+    let data = std::env::var("FERROFORMER_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            let cache = std::env::var("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache"));
+            cache.join("ferroformer").join("datasets")
+        });
+    data.join("llama_cpp_python-0.3.36").join("models")
+}
+
+/// llama.cpp's own tokenizer test vocabularies of the families read here (too large to
+/// commit: qwen2 5.9 MB, llama-bpe 7.8 MB). `scripts/test.sh` fetches them from
+/// llama-cpp-python's source package; without them the test fails and says how to get them.
 #[test]
-#[ignore = "needs llama.cpp's models/ directory in FERROFORMER_LLAMA_CPP_MODELS"]
 fn llama_cpp_tokenizer_test_vocabularies() {
-    let models = std::env::var("FERROFORMER_LLAMA_CPP_MODELS")
-        .expect("set FERROFORMER_LLAMA_CPP_MODELS to llama.cpp's models/ directory");
-    let models = Path::new(&models);
+    let models = llama_cpp_models_dir();
+    assert!(
+        models.join("ggml-vocab-qwen2.gguf").is_file(),
+        "llama.cpp's test vocabularies are not in {}: run `python3 scripts/fetch_models.py \
+         llama-cpp-vocab` or set FERROFORMER_LLAMA_CPP_MODELS to llama.cpp's models/ directory",
+        models.display()
+    );
+    let models = models.as_path();
     for name in [
         "qwen2",
         "llama-bpe",
