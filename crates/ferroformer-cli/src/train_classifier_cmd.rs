@@ -142,7 +142,8 @@ pub fn run_token(args: TrainTokenClassifierArgs) -> anyhow::Result<()> {
     })
 }
 
-type Train<'a> = dyn FnMut(&FineTuneEvent) + 'a;
+/// Where a run's events go.
+type EventSink<'a> = dyn FnMut(&FineTuneEvent) + 'a;
 
 /// Runs a fine-tuning with a progress bar (or JSON lines with `--json`) and the final
 /// report on stderr.
@@ -150,7 +151,7 @@ fn run_with(
     args: &FineTuneArgs,
     train: impl FnOnce(
         &std::sync::atomic::AtomicBool,
-        &mut Train<'_>,
+        &mut EventSink<'_>,
         &candle_core::Device,
     ) -> anyhow::Result<FineTuneRun>,
 ) -> anyhow::Result<()> {

@@ -1,5 +1,5 @@
 //! Fine-tuning token classifiers: the aligned labels and the training steps against PyTorch
-//! + `transformers` (fixtures from scripts/reference/token_classifier_fixtures.py), the
+//! and `transformers` (fixtures from scripts/reference/token_classifier_fixtures.py), the
 //! exported checkpoint against `transformers`' tensor names and the trained logits, the
 //! entity metrics against `seqeval`, resume, frozen parameters and bad input.
 
