@@ -640,3 +640,26 @@ fn integer_tags_and_a_validation_fraction() {
     // The default metric is seqeval's entity F1.
     assert_eq!(r.best.unwrap().metric, "f1");
 }
+
+/// A sentence whose words all vanish in the tokenizer (control characters) is left out
+/// rather than giving a row without a labelled token.
+#[test]
+fn sentences_without_tokens_are_left_out() {
+    let sentence = |words: &[&str]| TaggedSentence {
+        tokens: words.iter().map(|w| w.to_string()).collect(),
+        tags: vec!["O".to_string(); words.len()],
+        file: PathBuf::from("x.jsonl"),
+        lines: vec![1; words.len()],
+    };
+    let sentences = [sentence(&["\u{7}", "\u{0}"]), sentence(&["Paris", "\u{7}"])];
+    let rows = tokenized(&dir().join("bert-init"), &sentences);
+    assert_eq!(rows.len(), 1);
+    // The second sentence keeps its one word that has tokens.
+    let labelled: Vec<i64> = rows[0]
+        .labels
+        .iter()
+        .copied()
+        .filter(|&l| l != IGNORE_LABEL)
+        .collect();
+    assert_eq!(labelled, [4]);
+}

@@ -332,7 +332,9 @@ pub fn align_labels(word_ids: &[Option<u32>], word_labels: &[usize]) -> Vec<i64>
 }
 
 /// Tokenizes tagged sentences word by word (truncated to `max_length`, special tokens
-/// added, no padding) with their tags aligned to the tokens.
+/// added, no padding) with their tags aligned to the tokens. A sentence none of whose words
+/// leaves a token (every character removed by the normalizer) is left out: it has nothing
+/// to learn or score, and a batch of only such rows would have no loss.
 pub fn tokenize_tagged(
     tokenizer: &AutoTokenizer,
     sentences: &[TaggedSentence],
@@ -349,8 +351,12 @@ pub fn tokenize_tagged(
         let words: Vec<Vec<String>> = chunk.iter().map(|s| s.tokens.clone()).collect();
         let enc = tokenizer.encode_words_batch(&words, &opts)?;
         for (e, word_labels) in enc.encodings.into_iter().zip(labels) {
+            let labels = align_labels(&e.word_ids, word_labels);
+            if labels.iter().all(|&l| l == IGNORE_LABEL) {
+                continue;
+            }
             out.push(Tokenized {
-                labels: align_labels(&e.word_ids, word_labels),
+                labels,
                 ids: e.ids,
                 type_ids: e.type_ids,
             });
