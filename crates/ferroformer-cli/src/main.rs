@@ -142,6 +142,8 @@ enum TrainCmd {
     Lm(TrainLmArgs),
     /// Fine-tune a pretrained encoder for sequence classification.
     Classifier(Box<train_classifier_cmd::TrainClassifierArgs>),
+    /// Fine-tune a pretrained encoder for token classification (NER, tagging).
+    TokenClassifier(Box<train_classifier_cmd::TrainTokenClassifierArgs>),
 }
 
 #[derive(clap::Args)]
@@ -291,6 +293,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train { what } => match what {
             TrainCmd::Lm(args) => train_lm(args),
             TrainCmd::Classifier(args) => train_classifier_cmd::run(*args),
+            TrainCmd::TokenClassifier(args) => train_classifier_cmd::run_token(*args),
         },
         Command::Generate(args) => generate_cmd::generate(*args),
         Command::Chat(args) => generate_cmd::chat(*args),

@@ -11,8 +11,10 @@ use ferroformer::pipelines::text_classification::{
     ClassificationFunction, TextClassificationPipeline,
 };
 use ferroformer::pipelines::PipelineConfig;
-use ferroformer::train::classifier::{
-    train_classifier, Batch, ClassifierConfig, ClassifierEvent, ClassifierModel, FineTuner,
+use ferroformer::train::classifier::{train_classifier, ClassifierConfig};
+use ferroformer::train::finetune::{
+    Batch, FineTuneConfig, FineTuneEvent as ClassifierEvent, FineTuneModel, FineTuneRun, FineTuner,
+    HeadKind, Tokenized,
 };
 use ferroformer::train::optim::{linear_schedule, AdamWConfig};
 
@@ -51,6 +53,7 @@ fn fixture_batch(io: &HashMap<String, Tensor>, prefix: &str) -> Batch {
         attention_mask: u32s(&io[&format!("{prefix}.attention_mask")]),
         token_type_ids: Some(u32s(&io[&format!("{prefix}.token_type_ids")])),
         labels: u32s(&io[&format!("{prefix}.labels")]),
+        label_positions: None,
     }
 }
 
@@ -60,9 +63,14 @@ fn fixture_batch(io: &HashMap<String, Tensor>, prefix: &str) -> Batch {
 fn three_adamw_steps_match_pytorch() {
     let dir = fixtures().join("classifier");
     let io = candle_core::safetensors::load(dir.join("parity.safetensors"), &Device::Cpu).unwrap();
-    let model =
-        ClassifierModel::from_pretrained(&dir.join("bert-init"), &labels(), 0, &Device::Cpu)
-            .unwrap();
+    let model = FineTuneModel::from_pretrained(
+        HeadKind::Sequence,
+        &dir.join("bert-init"),
+        &labels(),
+        0,
+        &Device::Cpu,
+    )
+    .unwrap();
     let adam = AdamWConfig {
         beta1: 0.9,
         beta2: 0.999,
@@ -108,23 +116,26 @@ fn three_adamw_steps_match_pytorch() {
 fn config(model: &Path, out: &Path) -> ClassifierConfig {
     let dir = fixtures().join("classifier");
     ClassifierConfig {
-        model: model.display().to_string(),
-        data: dir.join("train.csv"),
-        eval_data: Some(dir.join("eval.jsonl")),
-        out: out.to_path_buf(),
-        epochs: 3,
-        lr: 1e-3,
-        batch_size: 4,
-        weight_decay: 0.01,
-        warmup_ratio: 0.2,
-        metric: vec!["accuracy".into(), "f1".into()],
-        seed: 7,
-        log_every: 1,
+        common: FineTuneConfig {
+            model: model.display().to_string(),
+            data: dir.join("train.csv"),
+            eval_data: Some(dir.join("eval.jsonl")),
+            out: out.to_path_buf(),
+            epochs: 3,
+            lr: 1e-3,
+            batch_size: 4,
+            weight_decay: 0.01,
+            warmup_ratio: 0.2,
+            metric: vec!["accuracy".into(), "f1".into()],
+            seed: 7,
+            log_every: 1,
+            ..Default::default()
+        },
         ..Default::default()
     }
 }
 
-fn run(cfg: &ClassifierConfig) -> ferroformer::train::classifier::ClassifierRun {
+fn run(cfg: &ClassifierConfig) -> FineTuneRun {
     train_classifier(
         cfg,
         false,
@@ -185,8 +196,8 @@ fn saved_checkpoint_runs_in_the_pipeline_with_the_trained_logits() {
         let tmp = tempfile::tempdir().unwrap();
         let base = fixtures().join("encoders").join(family);
         let mut cfg = config(&base, tmp.path());
-        cfg.eval_strategy = "no".into();
-        cfg.epochs = 2;
+        cfg.common.eval_strategy = "no".into();
+        cfg.common.epochs = 2;
         let report = run(&cfg);
         assert_eq!(report.steps, 6);
         let out = tmp.path();
@@ -209,7 +220,9 @@ fn saved_checkpoint_runs_in_the_pipeline_with_the_trained_logits() {
         }
 
         // The trained parameters, as the resumable checkpoint holds them.
-        let model = ClassifierModel::from_pretrained(&base, &labels(), 0, &Device::Cpu).unwrap();
+        let model =
+            FineTuneModel::from_pretrained(HeadKind::Sequence, &base, &labels(), 0, &Device::Cpu)
+                .unwrap();
         model
             .load_parameters(&out.join("checkpoint/model.safetensors"))
             .unwrap();
@@ -222,10 +235,10 @@ fn saved_checkpoint_runs_in_the_pipeline_with_the_trained_logits() {
         let scores = pipe.scores(&texts, ClassificationFunction::None).unwrap();
         for (text, got) in texts.iter().zip(scores) {
             let enc = tok.encode(text, &Default::default()).unwrap().remove(0);
-            let rows = [&ferroformer::train::classifier::Tokenized {
+            let rows = [&Tokenized {
                 type_ids: enc.type_ids.clone(),
                 ids: enc.ids,
-                label: 0,
+                labels: vec![0],
             }];
             let want = model
                 .logits(&model.batch(&rows, &Device::Cpu).unwrap(), false)
@@ -242,7 +255,9 @@ fn saved_checkpoint_runs_in_the_pipeline_with_the_trained_logits() {
             }
         }
         // The head was trained: the pipeline's logits are not those of the initial model.
-        let init = ClassifierModel::from_pretrained(&base, &labels(), 7, &Device::Cpu).unwrap();
+        let init =
+            FineTuneModel::from_pretrained(HeadKind::Sequence, &base, &labels(), 7, &Device::Cpu)
+                .unwrap();
         assert!(init.hf_tensors().iter().any(|(k, t)| {
             let s = &saved[k];
             (t - s)
@@ -266,14 +281,12 @@ fn stop_and_resume_equals_uninterrupted() {
     let base = fixtures().join("encoders/bert-base");
     let a = tempfile::tempdir().unwrap();
     let mut cfg = config(&base, a.path());
-    cfg.save_steps = 2;
+    cfg.common.save_steps = 2;
     run(&cfg);
 
     let b = tempfile::tempdir().unwrap();
-    let cfg_b = ClassifierConfig {
-        out: b.path().to_path_buf(),
-        ..cfg.clone()
-    };
+    let mut cfg_b = cfg.clone();
+    cfg_b.common.out = b.path().to_path_buf();
     let stop = AtomicBool::new(false);
     let r = train_classifier(
         &cfg_b,
@@ -300,10 +313,8 @@ fn stop_and_resume_equals_uninterrupted() {
 
     // Killed: the checkpoint of step 2 is restored under the files of a finished run.
     let c = tempfile::tempdir().unwrap();
-    let cfg_c = ClassifierConfig {
-        out: c.path().to_path_buf(),
-        ..cfg.clone()
-    };
+    let mut cfg_c = cfg.clone();
+    cfg_c.common.out = c.path().to_path_buf();
     let snapshot = tempfile::tempdir().unwrap();
     let mut copied = false;
     train_classifier(
@@ -387,8 +398,8 @@ fn frozen_parameters_stay_bit_identical() {
 
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = config(&base, tmp.path());
-    cfg.freeze_base = true;
-    cfg.eval_strategy = "no".into();
+    cfg.common.freeze_base = true;
+    cfg.common.eval_strategy = "no".into();
     run(&cfg);
     let saved = load(&tmp.path().join("model.safetensors"));
     for name in original.keys() {
@@ -397,8 +408,8 @@ fn frozen_parameters_stay_bit_identical() {
 
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = config(&base, tmp.path());
-    cfg.train_last_layers = Some(1);
-    cfg.eval_strategy = "no".into();
+    cfg.common.train_last_layers = Some(1);
+    cfg.common.eval_strategy = "no".into();
     run(&cfg);
     let saved = load(&tmp.path().join("model.safetensors"));
     for name in original.keys() {
@@ -413,11 +424,11 @@ fn best_checkpoint_and_early_stopping() {
     let base = fixtures().join("classifier/bert-init");
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = config(&base, tmp.path());
-    cfg.epochs = 20;
-    cfg.lr = 0.0;
-    cfg.eval_strategy = "steps".into();
-    cfg.eval_steps = 3;
-    cfg.early_stopping_patience = Some(2);
+    cfg.common.epochs = 20;
+    cfg.common.lr = 0.0;
+    cfg.common.eval_strategy = "steps".into();
+    cfg.common.eval_steps = 3;
+    cfg.common.early_stopping_patience = Some(2);
     // A learning rate of 0 is refused: nothing would be trained.
     let err = train_classifier(
         &cfg,
@@ -429,7 +440,7 @@ fn best_checkpoint_and_early_stopping() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("lr"), "{err}");
-    cfg.lr = 1e-9;
+    cfg.common.lr = 1e-9;
     let r = run(&cfg);
     // Nothing improves after the first evaluation (step 3): stopped after two more.
     assert_eq!(r.steps, 9);
@@ -464,21 +475,21 @@ fn bad_input_errors_name_file_line_and_column() {
     let mut cfg = config(&base, &tmp.path().join("run"));
     let good = fixtures().join("classifier/train.csv");
 
-    cfg.data = write(tmp.path(), "nolabel.csv", "text,sentiment\nhello,pos\n");
+    cfg.common.data = write(tmp.path(), "nolabel.csv", "text,sentiment\nhello,pos\n");
     let e = error_of(&cfg);
     assert!(
         e.contains("nolabel.csv") && e.contains("line 1") && e.contains("`label`"),
         "{e}"
     );
 
-    cfg.data = write(tmp.path(), "empty.csv", "text,label\nhello,pos\n\"bye\",\n");
+    cfg.common.data = write(tmp.path(), "empty.csv", "text,label\nhello,pos\n\"bye\",\n");
     let e = error_of(&cfg);
     assert!(
         e.contains("empty.csv") && e.contains("line 3") && e.contains("`label` is empty"),
         "{e}"
     );
 
-    cfg.data = write(
+    cfg.common.data = write(
         tmp.path(),
         "num.jsonl",
         "{\"text\": \"a\", \"label\": \"pos\"}\n{\"text\": 5, \"label\": \"neg\"}\n",
@@ -492,8 +503,8 @@ fn bad_input_errors_name_file_line_and_column() {
         "{e}"
     );
 
-    cfg.data = good.clone();
-    cfg.eval_data = Some(write(
+    cfg.common.data = good.clone();
+    cfg.common.eval_data = Some(write(
         tmp.path(),
         "eval.jsonl",
         "{\"text\": \"a\", \"label\": \"pos\"}\n{\"text\": \"b\", \"label\": \"meh\"}\n",
@@ -507,15 +518,15 @@ fn bad_input_errors_name_file_line_and_column() {
         "{e}"
     );
 
-    cfg.eval_data = Some(write(tmp.path(), "nolabel.jsonl", "{\"text\": \"a\"}\n"));
+    cfg.common.eval_data = Some(write(tmp.path(), "nolabel.jsonl", "{\"text\": \"a\"}\n"));
     let e = error_of(&cfg);
     assert!(
         e.contains("nolabel.jsonl") && e.contains("line 1") && e.contains("`label`"),
         "{e}"
     );
 
-    cfg.eval_data = None;
-    cfg.metric = vec!["bleu".into()];
+    cfg.common.eval_data = None;
+    cfg.common.metric = vec!["bleu".into()];
     let e = error_of(&cfg);
     assert!(e.contains("metric") && e.contains("bleu"), "{e}");
     // Nothing was written for any of these.
@@ -539,14 +550,17 @@ fn pairs_with_integer_labels_and_a_validation_fraction() {
     let base = fixtures().join("encoders/bert-base");
     let out = tmp.path().join("run");
     let cfg = ClassifierConfig {
-        model: base.display().to_string(),
-        data,
-        val_fraction: 0.25,
+        common: FineTuneConfig {
+            model: base.display().to_string(),
+            data,
+            val_fraction: 0.25,
+            out: out.clone(),
+            epochs: 1,
+            batch_size: 4,
+            ..Default::default()
+        },
         text_column: "premise".into(),
         text_pair_column: Some("hypothesis".into()),
-        out: out.clone(),
-        epochs: 1,
-        batch_size: 4,
         ..Default::default()
     };
     let mut examples = (0, 0);

@@ -13,6 +13,7 @@
 //!   and chrF, sharing the 13a tokenizer.
 //! - [`rouge`]: `rouge_score`'s ROUGE-1/2/L/Lsum with NLTK's Porter stemmer ([`porter`]).
 //! - [`meteor`]: NLTK's METEOR, with WordNet synonyms read by [`wordnet`].
+//! - [`seqeval`]: `seqeval`'s entity precision, recall and F1 of tag sequences.
 
 pub mod bleu;
 pub mod classification;
@@ -20,6 +21,7 @@ pub mod exact_match;
 pub mod meteor;
 pub mod porter;
 pub mod rouge;
+pub mod seqeval;
 pub mod wordnet;
 
 use std::path::PathBuf;

@@ -77,10 +77,20 @@ fn model_type_of_architecture(arch: &str) -> Option<&'static str> {
 /// The `…ForSequenceClassification` class of a `model_type` (`BertForSequenceClassification`
 /// for `bert`), as `architectures` names it.
 pub fn sequence_classification_architecture(model_type: &str) -> Option<String> {
+    head_architecture(model_type, "ForSequenceClassification")
+}
+
+/// The `…ForTokenClassification` class of a `model_type` (`BertForTokenClassification` for
+/// `bert`), as `architectures` names it.
+pub fn token_classification_architecture(model_type: &str) -> Option<String> {
+    head_architecture(model_type, "ForTokenClassification")
+}
+
+fn head_architecture(model_type: &str, head: &str) -> Option<String> {
     FAMILY_CLASS_PREFIXES
         .iter()
         .find(|(t, _)| *t == model_type)
-        .map(|(_, prefix)| format!("{prefix}ForSequenceClassification"))
+        .map(|(_, prefix)| format!("{prefix}{head}"))
 }
 
 /// The most classes a `config.json` may declare with `num_labels` (far more than any
@@ -591,6 +601,21 @@ pub struct AutoModelForTokenClassification {
     config: PretrainedConfig,
     model: EncoderModel,
     head: TokenClassificationHead,
+    /// Dropout on the last hidden state in training passes.
+    head_dropout: f64,
+}
+
+/// The dropout probability `transformers`' token-classification heads apply to the last
+/// hidden state in training: DistilBERT's `dropout`, the others' `classifier_dropout`, else
+/// `hidden_dropout_prob`.
+fn token_head_dropout(config: &PretrainedConfig) -> f64 {
+    let num = |k: &str| config.raw.get(k).and_then(|v| v.as_f64());
+    if config.model_type == "distilbert" {
+        return num("dropout").unwrap_or(0.1);
+    }
+    num("classifier_dropout")
+        .or_else(|| num("hidden_dropout_prob"))
+        .unwrap_or(0.1)
 }
 
 auto_loading!(AutoModelForTokenClassification);
@@ -604,6 +629,7 @@ impl AutoModelForTokenClassification {
             config: config.clone(),
             model: EncoderModel::load_with(w, spec, PoolerLoad::Skip)?,
             head,
+            head_dropout: token_head_dropout(config),
         })
     }
 
@@ -614,9 +640,25 @@ impl AutoModelForTokenClassification {
         attention_mask: Option<&Tensor>,
         token_type_ids: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let hidden = self
-            .model
-            .hidden_states(input_ids, attention_mask, token_type_ids)?;
+        self.forward_with(input_ids, attention_mask, token_type_ids, Pass::INFERENCE)
+    }
+
+    /// [`AutoModelForTokenClassification::forward`] for a given pass: a training pass
+    /// applies the configuration's dropout in the body and on the hidden states the head
+    /// reads, as `transformers` does in `train()` mode.
+    pub fn forward_with(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        token_type_ids: Option<&Tensor>,
+        pass: Pass,
+    ) -> Result<Tensor> {
+        let mut hidden =
+            self.model
+                .hidden_states_with(input_ids, attention_mask, token_type_ids, pass)?;
+        if pass.train && self.head_dropout > 0.0 {
+            hidden = crate::nn::dropout::dropout(&hidden, self.head_dropout)?;
+        }
         self.head.forward(&hidden)
     }
 }

@@ -229,7 +229,16 @@ pub fn from_toml_file<T: Serialize + serde::de::DeserializeOwned + Default>(
     for key in table.keys() {
         check_key_in(key, &path.display().to_string(), &known)?;
     }
-    toml::from_str(&text).map_err(|e| Error::file(path, e))
+    // Deserialized on its own first for errors that name the line and the key.
+    toml::from_str::<T>(&text).map_err(|e| Error::file(path, e))?;
+    // The file's keys go over `T::default()`'s values: a configuration that flattens shared
+    // settings in may give them defaults of its own, which deserializing the file alone
+    // would replace by the shared ones.
+    let mut json = serde_json::to_value(T::default()).map_err(|e| Error::Invalid(e.to_string()))?;
+    for (key, value) in table {
+        json[&key] = serde_json::to_value(value).map_err(|e| Error::file(path, e))?;
+    }
+    serde_json::from_value(json).map_err(|e| Error::file(path, e))
 }
 
 /// Sets one key of a configuration from its string form (a `--flag value` or `key=value`):

@@ -72,7 +72,8 @@ impl DataFormat {
     }
 }
 
-fn at(path: &Path, line: usize, what: String) -> Error {
+/// An error about line `line` of `path`.
+pub(crate) fn at(path: &Path, line: usize, what: String) -> Error {
     Error::file(path, format!("line {line}: {what}"))
 }
 
@@ -312,7 +313,12 @@ fn read_delimited(path: &Path, text: &str, delim: u8, columns: &Columns) -> Resu
 /// The label set of a training set, sorted (numerically when every label is an integer id,
 /// so that ids keep their values), in class-id order.
 pub fn label_set(examples: &[Example]) -> Vec<String> {
-    let set: BTreeSet<&str> = examples.iter().map(|e| e.label.as_str()).collect();
+    sorted_labels(examples.iter().map(|e| e.label.as_str()))
+}
+
+/// The distinct labels of `labels`, sorted as [`label_set`] sorts them.
+pub fn sorted_labels<'a>(labels: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let set: BTreeSet<&str> = labels.collect();
     let mut labels: Vec<String> = set.into_iter().map(str::to_string).collect();
     if labels.iter().all(|l| l.parse::<i64>().is_ok()) {
         labels.sort_by_key(|l| l.parse::<i64>().unwrap_or(0));
@@ -346,11 +352,7 @@ pub fn label_ids(
 
 /// Splits off a seeded random `fraction` of `examples` for evaluation:
 /// `(train, eval)`, each in file order.
-pub fn split_off(
-    examples: Vec<Example>,
-    fraction: f64,
-    seed: u64,
-) -> Result<(Vec<Example>, Vec<Example>)> {
+pub fn split_off<T>(examples: Vec<T>, fraction: f64, seed: u64) -> Result<(Vec<T>, Vec<T>)> {
     if !(0.0..1.0).contains(&fraction) {
         return Err(Error::config(
             "val_fraction",

@@ -96,6 +96,47 @@ impl Default for EncodeOptions {
     }
 }
 
+/// What the offsets of an input's tokens point into: its texts (by sequence id), or its
+/// words (by word id) when it was given split into words.
+#[derive(Debug, Clone, Copy)]
+enum Sources<'a> {
+    Texts([&'a str; 2]),
+    Words(&'a [String]),
+}
+
+/// A copy of `tok` whose byte-level pre-tokenizer adds a prefix space, if it has one that
+/// does not (`transformers` refuses split words without it: the first word of a text would
+/// be the only one tokenized without its space).
+fn with_prefix_space(tok: &Tokenizer) -> Option<Tokenizer> {
+    fn set(v: &mut serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::Object(m) => {
+                let mut changed = false;
+                if m.get("type").and_then(|t| t.as_str()) == Some("ByteLevel")
+                    && m.get("add_prefix_space") == Some(&serde_json::Value::Bool(false))
+                {
+                    m.insert("add_prefix_space".into(), true.into());
+                    changed = true;
+                }
+                for x in m.values_mut() {
+                    changed |= set(x);
+                }
+                changed
+            }
+            serde_json::Value::Array(a) => a.iter_mut().fold(false, |c, x| set(x) | c),
+            _ => false,
+        }
+    }
+    let mut json = serde_json::to_value(tok.get_pre_tokenizer()?).ok()?;
+    if !set(&mut json) {
+        return None;
+    }
+    let pre: tokenizers::pre_tokenizers::PreTokenizerWrapper = serde_json::from_value(json).ok()?;
+    let mut out = tok.clone();
+    out.with_pre_tokenizer(Some(pre));
+    Some(out)
+}
+
 /// Cache key of a tokenizer configured for one truncation setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct TruncationKey {
@@ -126,7 +167,28 @@ impl AutoTokenizer {
     /// included.
     pub fn encode_batch(&self, texts: &[&str], opts: &EncodeOptions) -> Result<BatchEncoding> {
         let inputs = texts.iter().map(|t| EncodeInput::from(*t)).collect();
-        let sources = texts.iter().map(|t| [*t, ""]).collect();
+        let sources = texts.iter().map(|t| Sources::Texts([*t, ""])).collect();
+        self.run(inputs, sources, opts, false)
+    }
+
+    /// Encodes a batch of texts already split into words (`transformers`'
+    /// `is_split_into_words=True`): each word is pre-tokenized on its own, and
+    /// [`Encoding::word_ids`] index the words. A byte-level BPE tokenizer (RoBERTa, GPT-2)
+    /// encodes every word with a leading space, as `transformers` requires of it
+    /// (`add_prefix_space=True`), so that words are tokenized as they are inside a text.
+    pub fn encode_words_batch(
+        &self,
+        sentences: &[Vec<String>],
+        opts: &EncodeOptions,
+    ) -> Result<BatchEncoding> {
+        let inputs = sentences
+            .iter()
+            .map(|w| EncodeInput::from(w.as_slice()))
+            .collect();
+        let sources = sentences
+            .iter()
+            .map(|w| Sources::Words(w.as_slice()))
+            .collect();
         self.run(inputs, sources, opts, false)
     }
 
@@ -141,7 +203,7 @@ impl AutoTokenizer {
             .iter()
             .map(|&(a, b)| EncodeInput::from((a, b)))
             .collect();
-        let sources = pairs.iter().map(|&(a, b)| [a, b]).collect();
+        let sources = pairs.iter().map(|&(a, b)| Sources::Texts([a, b])).collect();
         self.run(inputs, sources, opts, true)
     }
 
@@ -151,7 +213,7 @@ impl AutoTokenizer {
     fn run(
         &self,
         inputs: Vec<EncodeInput<'_>>,
-        sources: Vec<[&str; 2]>,
+        sources: Vec<Sources<'_>>,
         opts: &EncodeOptions,
         is_pair: bool,
     ) -> Result<BatchEncoding> {
@@ -229,6 +291,16 @@ impl AutoTokenizer {
             }
         };
 
+        let prefixed;
+        let words = matches!(sources.first(), Some(Sources::Words(_)));
+        let tokenizer: &Tokenizer = match words.then(|| with_prefix_space(tokenizer)).flatten() {
+            Some(t) => {
+                prefixed = t;
+                &prefixed
+            }
+            None => tokenizer,
+        };
+
         // `tokenizers` asserts that each window leaves room beyond the stride, which depends
         // on every input's length (Python surfaces it as a PanicException): make it an error.
         let add_special = opts.add_special_tokens;
@@ -265,12 +337,15 @@ impl AutoTokenizer {
 
     /// One output row, with the ids a slow SentencePiece tokenizer's `vocab.json` lookup gives
     /// (see `VocabLookup`); `texts` are the input's texts, for the text behind an unknown token.
-    fn row(&self, e: tokenizers::Encoding, sample: usize, texts: [&str; 2]) -> Encoding {
+    fn row(&self, e: tokenizers::Encoding, sample: usize, texts: Sources<'_>) -> Encoding {
         let mut row = Encoding::from_hf(e, sample);
         if let Some(lookup) = &self.vocab_lookup {
             for i in 0..row.ids.len() {
                 let surface = || {
-                    let text = texts[row.sequence_ids[i]?];
+                    let text = match texts {
+                        Sources::Texts(t) => t[row.sequence_ids[i]?],
+                        Sources::Words(w) => w.get(row.word_ids[i]? as usize)?.as_str(),
+                    };
                     let (start, end) = row.offsets[i];
                     Some(
                         text.chars()
