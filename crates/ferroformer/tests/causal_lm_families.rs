@@ -182,6 +182,11 @@ fn bad_configs_name_the_field() {
     });
     assert_mentions(&load_err(&t), &["query_pre_attn_scalar", "config.json"]);
 
+    let t = edited("gemma3_text", |c| {
+        c["use_bidirectional_attention"] = true.into()
+    });
+    assert_mentions(&load_err(&t), &["use_bidirectional_attention"]);
+
     let t = edited("gemma2", |c| c["attn_logit_softcapping"] = (-1.0).into());
     assert_mentions(&load_err(&t), &["softcap", "-1"]);
 }

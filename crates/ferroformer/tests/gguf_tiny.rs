@@ -421,13 +421,25 @@ fn gemma2_and_phi3_metadata_become_the_shared_blocks() {
 }
 
 #[test]
-fn gemma2_bad_soft_cap_and_fused_qkv_shape_are_named() {
+fn gemma2_and_phi3_bad_metadata_is_named() {
     let tmp = tempfile::tempdir().unwrap();
     let path = edited(tmp.path(), "gemma2", "gemma2-q8_0.gguf", |md| {
         set(md, "gemma2.attn_logit_softcapping", Value::F32(f32::NAN))
     });
     let err = GgufModel::load(&path).unwrap_err().to_string();
     for want in ["gemma2.attn_logit_softcapping", "NaN", "gemma2-q8_0.gguf"] {
+        assert!(err.contains(want), "{want:?} missing from: {err}");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let path = edited_tensors(tmp.path(), "phi3", "phi3-q8_0.gguf", |ts| {
+        let ones = Tensor::ones(2, candle_core::DType::F32, &Device::Cpu).unwrap();
+        ts.push((
+            "rope_factors_long.weight".into(),
+            QTensor::quantize(&ones, GgmlDType::F32).unwrap(),
+        ));
+    });
+    let err = GgufModel::load(&path).unwrap_err().to_string();
+    for want in ["rope_factors_long.weight", "longrope", "phi3-q8_0.gguf"] {
         assert!(err.contains(want), "{want:?} missing from: {err}");
     }
     let tmp = tempfile::tempdir().unwrap();

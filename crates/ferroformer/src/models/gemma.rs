@@ -95,6 +95,9 @@ pub struct GemmaConfig {
     /// Whether the LM head shares the token embeddings.
     #[serde(default = "default_true")]
     pub tie_word_embeddings: bool,
+    /// Gemma 3 (EmbeddingGemma): attention without the causal mask; not supported.
+    #[serde(default)]
+    pub use_bidirectional_attention: bool,
 }
 
 impl GemmaConfig {
@@ -112,6 +115,12 @@ impl GemmaConfig {
                      weights, `gemma3`, is not a text-only model)",
                     self.model_type
                 ),
+            ));
+        }
+        if self.use_bidirectional_attention {
+            return Err(Error::config(
+                "use_bidirectional_attention",
+                "true (an encoder, EmbeddingGemma); only causal Gemma models are supported",
             ));
         }
         let heads = self.num_attention_heads;

@@ -393,6 +393,18 @@ fn decoder_config(file: &GgufFile, arch: &str) -> Result<(DecoderConfig, Option<
             ),
         ));
     }
+    // Phi-3's 128k models (`longrope`): llama.cpp picks the short or long factors by the
+    // context size and scales attention by `rope.scaling.attn_factor`; not built here.
+    for t in ["rope_factors_long.weight", "rope_factors_short.weight"] {
+        if file.has_tensor(t) {
+            return Err(Error::file(
+                file.path(),
+                format!(
+                    "tensor `{t}`: per-frequency RoPE factors chosen by context length                      (Phi-3 `longrope`) are not supported"
+                ),
+            ));
+        }
+    }
     if let Some(Value::String(kind)) = file.get(&key("rope.scaling.type")) {
         if kind != "none" {
             return Err(file.err(
@@ -490,26 +502,23 @@ fn decoder_config(file: &GgufFile, arch: &str) -> Result<(DecoderConfig, Option<
     let mut query_scale = None;
     if gemma {
         // llama.cpp's defaults when the keys are absent: 50 and 30 for Gemma 2; Gemma 3
-        // has no soft caps.
-        let (attn_cap, final_cap) = if gemma3 { (0.0, 0.0) } else { (50.0, 30.0) };
-        let attn_cap = file.f64_or(&key("attn_logit_softcapping"), attn_cap)?;
-        let final_cap = file.f64_or(&key("final_logit_softcapping"), final_cap)?;
+        // has no score cap (llama.cpp ignores the key) and a final cap only when the file
+        // gives one.
+        let attn_cap = if gemma3 {
+            0.0
+        } else {
+            file.f64_or(&key("attn_logit_softcapping"), 50.0)?
+        };
+        let final_cap = file.f64_or(
+            &key("final_logit_softcapping"),
+            if gemma3 { 0.0 } else { 30.0 },
+        )?;
         for (k, cap) in [
             ("attn_logit_softcapping", attn_cap),
             ("final_logit_softcapping", final_cap),
         ] {
-            if !(cap.is_finite() && cap >= 0.0) || (gemma3 && cap != 0.0) {
-                return Err(file.err(
-                    &key(k),
-                    format!(
-                        "{cap}; expected {}",
-                        if gemma3 {
-                            "0 (Gemma 3 has no soft cap)"
-                        } else {
-                            "a finite number >= 0"
-                        }
-                    ),
-                ));
+            if !(cap.is_finite() && cap >= 0.0) {
+                return Err(file.err(&key(k), format!("{cap}; expected a finite number >= 0")));
             }
         }
         cfg.stack.layer.self_attention.softcap = (attn_cap > 0.0).then_some(attn_cap);

@@ -187,7 +187,9 @@ impl<'a> BiasView<'a> {
 /// Scaled dot-product attention with `arithmetic`'s loop ([`attention_into`] or
 /// [`ggml_attention_into`]); returns `(batch, q_len, heads * head_dim)`. `biases` are
 /// additive tensors broadcastable to `(batch, heads, q_len, k_len)`. `None` when an operand
-/// is not f32 on the CPU.
+/// is not f32 on the CPU. `softcap` (llama.cpp's loop only: `None` is returned for the
+/// reference loop, which the composed ops replace) bends the products before the scale.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn attention(
     q: Heads,
     k: Heads,
