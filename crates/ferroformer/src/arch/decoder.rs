@@ -134,8 +134,9 @@ pub struct DecoderOnlyTransformer {
     local_rope: Option<RotaryEmbedding>,
 }
 
-/// Checks the sliding-window layers against the stack, and builds the rotary embedding of
-/// the local layers when they have their own base.
+/// Checks what the stack's config cannot check itself (the final logit cap, the
+/// sliding-window layers against the stack), and builds the rotary embedding of the local
+/// layers when they have their own base. Every constructor goes through here.
 fn local_rope(
     cfg: &DecoderConfig,
     dtype: candle_core::DType,
