@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Tiny random GGUF checkpoints of the `qwen2`, `qwen3` and `llama` (Llama 3, `llama-bpe`
-pre-tokenizer, `rope_scaling` llama3) architectures, and what llama.cpp does with them, for
-crates/ferroformer/tests/gguf_tiny.rs. Fixtures go to tests/fixtures/gguf/<family>/.
+pre-tokenizer, `rope_scaling` llama3; Mistral, SentencePiece), `gemma2` and `phi3`
+architectures, and what llama.cpp does with them, for crates/ferroformer/tests/gguf_tiny.rs.
+Fixtures go to tests/fixtures/gguf/<family>/.
 
 Two stages, two virtual environments:
 
   build   (transformers + torch: /root/venvs/ref) makes a tiny byte-level BPE tokenizer with
           the family's pre-tokenizer regex and special tokens, a tiny random
           Qwen2ForCausalLM / Qwen3ForCausalLM / LlamaForCausalLM (fixed seed), and converts
-          them with llama.cpp's own convert_hf_to_gguf.py (from llama-cpp-python's source
+          them with llama.cpp's own convert_hf_to_gguf.py (Mistral, Gemma 2 and Phi-3 get a
+          tiny SentencePiece BPE model with byte fallback, `tokenizer.model`, instead) (from llama-cpp-python's source
           package: `pip download --no-deps --no-binary :all: llama-cpp-python==0.3.36`,
           unpacked; pass its vendor/llama.cpp as --llama-cpp) to F32 and Q8_0 GGUF files.
           The converter names the pre-tokenizer by hashing what the tokenizer makes of a test
@@ -48,6 +50,16 @@ FAMILIES = {
     "llama3-kquant": dict(pre="llama-bpe", regex=LLAMA3_RE, specials=LLAMA3_SPECIALS, tie=True,
                           sizes=dict(hidden_size=256, intermediate_size=256, num_hidden_layers=1),
                           quantize=["q4_k_m", "q6_k"]),
+    # SentencePiece families: the converter reads tokenizer.model.
+    "mistral": dict(spm="llama", tie=False),
+    "gemma2": dict(spm="gemma", tie=True),
+    # Phi-3's chat tokens: llama.cpp strips the spaces after them (`phi3` in the name).
+    "phi3": dict(spm="llama", tie=False,
+                 specials=["<|endoftext|>", "<|assistant|>", "<|system|>", "<|end|>", "<|user|>"]),
+    "gemma2-kquant": dict(spm="gemma", tie=True,
+                          sizes=dict(hidden_size=256, intermediate_size=256, num_hidden_layers=1,
+                                     head_dim=64),
+                          quantize=["q4_k_m", "q6_k"]),
 }
 TYPES = ["f32", "q8_0"]
 
@@ -79,17 +91,66 @@ TEXTS = [
     "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n",
     "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi!<|eot_id|>",
     "first document<|endoftext|>second<|end_of_text|>third",
+    "<|user|>\nHi there!<|end|>\n<|assistant|>  \n Hello<|end|>\n<|endoftext|>  x",
     "",
 ]
 PROMPT = "def fib(n):\n    return the quick brown fox"
 GREEDY = 24
 
 
+def spm_tokenizer(hf, kind, specials=()):
+    """A tiny SentencePiece BPE model (byte fallback, digits split, no normalization, as
+    Llama's and Gemma's), saved in `hf` with the `transformers` tokenizer files."""
+    import io
+    import sentencepiece as spm
+    import transformers
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS * 4), model_writer=buf, vocab_size=400, model_type="bpe",
+        byte_fallback=True, split_digits=True, character_coverage=1.0,
+        normalization_rule_name="identity", remove_extra_whitespaces=False,
+        allow_whitespace_only_pieces=True, add_dummy_prefix=(kind == "llama"),
+        hard_vocab_limit=False, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2)
+    path = os.path.join(hf, "tokenizer.model")
+    with open(path, "wb") as f:
+        f.write(buf.getvalue())
+    cls = transformers.GemmaTokenizer if kind == "gemma" else transformers.LlamaTokenizer
+    tok = cls(vocab_file=path)
+    if specials:
+        tok.add_special_tokens({"additional_special_tokens": list(specials)})
+    tok.save_pretrained(hf)
+    return len(tok)
+
+
+def bpe_tokenizer(hf, family, spec):
+    """A tiny byte-level BPE tokenizer with the family's pre-tokenizer regex and special
+    tokens, saved in `hf`."""
+    from tokenizers import Tokenizer, models, trainers, pre_tokenizers, decoders, Regex
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(spec["regex"]), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB - len(spec["specials"]),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(CORPUS * 4, trainer)
+    tok.add_special_tokens(spec["specials"])
+    eos = "<|end_of_text|>" if family.startswith("llama3") else spec["specials"][0]
+    kw = dict(tokenizer_object=tok, eos_token=eos)
+    if family.startswith("llama3"):
+        kw["bos_token"] = "<|begin_of_text|>"
+    PreTrainedTokenizerFast(**kw).save_pretrained(hf)
+    return tok.get_vocab_size()
+
+
 def build(args):
     import torch
     import transformers
-    from tokenizers import Tokenizer, models, trainers, pre_tokenizers, decoders, Regex
-    from transformers import PreTrainedTokenizerFast
 
     vendor = os.path.abspath(args.llama_cpp)
     sys.path.insert(0, os.path.join(vendor, "gguf-py"))
@@ -102,30 +163,34 @@ def build(args):
         out = os.path.join(OUT, family)
         os.makedirs(out, exist_ok=True)
         with tempfile.TemporaryDirectory() as hf:
-            tok = Tokenizer(models.BPE())
-            tok.pre_tokenizer = pre_tokenizers.Sequence([
-                pre_tokenizers.Split(Regex(spec["regex"]), behavior="isolated"),
-                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-            ])
-            tok.decoder = decoders.ByteLevel()
-            trainer = trainers.BpeTrainer(vocab_size=VOCAB - len(spec["specials"]),
-                                          initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                          show_progress=False)
-            tok.train_from_iterator(CORPUS * 4, trainer)
-            tok.add_special_tokens(spec["specials"])
-            n_vocab = tok.get_vocab_size()
-            eos = "<|end_of_text|>" if family.startswith("llama3") else spec["specials"][0]
-            kw = dict(tokenizer_object=tok, eos_token=eos)
-            if family.startswith("llama3"):
-                kw["bos_token"] = "<|begin_of_text|>"
-            PreTrainedTokenizerFast(**kw).save_pretrained(hf)
+            if "spm" in spec:
+                n_vocab = spm_tokenizer(hf, spec["spm"], spec.get("specials", ()))
+            else:
+                n_vocab = bpe_tokenizer(hf, family, spec)
 
             torch.manual_seed(0)
             common = dict(vocab_size=n_vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                           rms_norm_eps=1e-6, tie_word_embeddings=spec["tie"], torch_dtype="float32")
             common.update(spec.get("sizes", {}))
-            if family.startswith("qwen2"):
+            if family == "mistral":
+                cfg = transformers.MistralConfig(**common, rope_theta=10000.0)
+                model = transformers.MistralForCausalLM(cfg)
+            elif family.startswith("gemma2"):
+                # Soft caps low enough to bend these scores and logits; a window shorter
+                # than the prompt; a head width that is not hidden/heads.
+                kw = dict(head_dim=16, query_pre_attn_scalar=16)
+                kw.update({k: v for k, v in common.items()})
+                if "head_dim" in common:
+                    kw["query_pre_attn_scalar"] = common["head_dim"]
+                cfg = transformers.Gemma2Config(**kw, sliding_window=6, attn_logit_softcapping=3.0,
+                                                final_logit_softcapping=5.0, rope_theta=10000.0)
+                model = transformers.Gemma2ForCausalLM(cfg)
+            elif family == "phi3":
+                cfg = transformers.Phi3Config(**common, partial_rotary_factor=0.5, rope_theta=10000.0,
+                                              pad_token_id=0, bos_token_id=1, eos_token_id=2)
+                model = transformers.Phi3ForCausalLM(cfg)
+            elif family.startswith("qwen2"):
                 cfg = transformers.Qwen2Config(**common, rope_theta=10000.0)
                 model = transformers.Qwen2ForCausalLM(cfg)
             elif family.startswith("qwen3"):
@@ -140,12 +205,14 @@ def build(args):
             with torch.no_grad():
                 for name, p in model.named_parameters():
                     if "norm" in name:
-                        p.copy_(1.0 + 0.1 * torch.randn_like(p))
+                        # Gemma's norms store weight - 1.
+                        p.copy_((0.0 if "gemma" in family else 1.0) + 0.1 * torch.randn_like(p))
                     else:
                         p.copy_(torch.randn_like(p) * (0.5 if p.dim() == 1 else 1.0 / p.shape[-1] ** 0.5))
             model.save_pretrained(hf, safe_serialization=True)
 
-            conv_base.TextModel.get_vocab_base_pre = lambda self, tokenizer, _p=spec["pre"]: _p
+            if "pre" in spec:
+                conv_base.TextModel.get_vocab_base_pre = lambda self, tokenizer, _p=spec["pre"]: _p
             for t in (["f32"] if "quantize" in spec else TYPES):
                 dst = os.path.join(out, f"{family}-{t}.gguf")
                 # A fixed name (the default is the directory's, a random temporary one).

@@ -1,9 +1,11 @@
-//! Tiny random `qwen2`, `qwen3` and `llama` (Llama 3: `llama-bpe` pre-tokenizer, `rope_freqs`)
-//! GGUF files, made by `transformers` and converted with llama.cpp's own
-//! `convert_hf_to_gguf.py` at F32 and Q8_0 (and a one-layer Llama 3 of width 256 that
-//! llama.cpp quantized to Q4_K_M and Q6_K), against llama.cpp (llama-cpp-python) on the same
-//! files: token ids of a mixed text set, logits of every position of a prompt, greedy tokens.
-//! Fixtures: tests/fixtures/gguf/{qwen2,qwen3,llama3,llama3-kquant}/ from
+//! Tiny random `qwen2`, `qwen3`, `llama` (Llama 3: `llama-bpe` pre-tokenizer, `rope_freqs`;
+//! Mistral: SentencePiece), `gemma2` (soft caps, sliding window, head width ≠ hidden/heads)
+//! and `phi3` (fused q/k/v and gate/up, partial rotary, special tokens that strip the
+//! spaces after them) GGUF files, made by `transformers` and converted with llama.cpp's own
+//! `convert_hf_to_gguf.py` at F32 and Q8_0 (and a one-layer Llama 3 and Gemma 2 of width 256
+//! that llama.cpp quantized to Q4_K_M and Q6_K), against llama.cpp (llama-cpp-python) on the
+//! same files: token ids of a mixed text set, logits of every position of a prompt, greedy
+//! tokens. Fixtures: tests/fixtures/gguf/<family>/ from
 //! scripts/reference/gguf_tiny_fixtures.py.
 
 mod common;
@@ -18,7 +20,8 @@ use serde_json::Value as Json;
 
 /// Largest |Δ logit| allowed against llama.cpp (logits reach about ±4 in these models; the
 /// fixture rounds them to 5 decimals, ±5e-6). Measured: Q8_0, Q4_K_M (Q4_K + Q6_K) and Q6_K
-/// files ≤ 5.8e-6 (llama.cpp's arithmetic reproduced to the last bit); F32 files ≤ 6.2e-6 except qwen3 (8.9e-4 at a few
+/// files ≤ 5.8e-6 (llama.cpp's arithmetic reproduced to the last bit); F32 files ≤ 7.8e-6
+/// except gemma2 (9.3e-5), phi3 (1.8e-4) and qwen3 (8.9e-4 at a few
 /// late positions, where a last-bit difference in a dense f32 product flips the f16
 /// rounding of a cached key; llama.cpp itself moves these logits by up to 2.5e-3 with an
 /// f32 KV cache and 4e-3 with flash attention).
@@ -335,7 +338,7 @@ fn unsupported_architecture_names_the_key_and_the_supported_ones() {
     for want in [
         "general.architecture",
         "qwen2moe",
-        "llama, qwen2, qwen3, gemma3",
+        "llama, qwen2, qwen3, gemma2, gemma3, phi3",
         "qwen2-q8_0.gguf",
     ] {
         assert!(err.contains(want), "{want:?} missing from: {err}");
@@ -397,4 +400,79 @@ fn rope_freqs_of_the_wrong_length_is_named() {
 #[test]
 fn llama3_k_quants_match_llama_cpp() {
     check("llama3-kquant", "llama");
+}
+
+#[test]
+fn mistral_matches_llama_cpp() {
+    // `MistralForCausalLM` converts to `llama` with a SentencePiece vocabulary.
+    check("mistral", "llama");
+}
+
+#[test]
+fn gemma2_matches_llama_cpp() {
+    check("gemma2", "gemma2");
+}
+
+#[test]
+fn gemma2_k_quants_match_llama_cpp() {
+    check("gemma2-kquant", "gemma2");
+}
+
+#[test]
+fn phi3_matches_llama_cpp() {
+    check("phi3", "phi3");
+}
+
+#[test]
+fn gemma2_and_phi3_metadata_become_the_shared_blocks() {
+    let g = GgufModel::load(dir("gemma2").join("gemma2-q8_0.gguf")).unwrap();
+    let cfg = &g.config().decoder;
+    let attn = &cfg.stack.layer.self_attention;
+    assert_eq!((attn.head_dim, attn.softcap), (16, Some(3.0)));
+    assert_eq!(cfg.final_logit_softcap, Some(5.0));
+    let sw = cfg.stack.sliding_window.as_ref().unwrap();
+    assert_eq!((sw.window, sw.layers.clone()), (6, vec![true, false]));
+    assert_eq!(g.config().query_scale, Some(0.25));
+
+    let p = GgufModel::load(dir("phi3").join("phi3-q8_0.gguf")).unwrap();
+    let cfg = &p.config().decoder;
+    // Rotary on 4 of 8 dims; llama.cpp runs Phi-3 without its sliding window.
+    assert_eq!(cfg.stack.layer.self_attention.rotary_dim, Some(4));
+    assert!(cfg.stack.sliding_window.is_none());
+}
+
+#[test]
+fn gemma2_and_phi3_bad_metadata_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = edited(tmp.path(), "gemma2", "gemma2-q8_0.gguf", |md| {
+        set(md, "gemma2.attn_logit_softcapping", Value::F32(f32::NAN))
+    });
+    let err = GgufModel::load(&path).unwrap_err().to_string();
+    for want in ["gemma2.attn_logit_softcapping", "NaN", "gemma2-q8_0.gguf"] {
+        assert!(err.contains(want), "{want:?} missing from: {err}");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let path = edited_tensors(tmp.path(), "phi3", "phi3-q8_0.gguf", |ts| {
+        let ones = Tensor::ones(2, candle_core::DType::F32, &Device::Cpu).unwrap();
+        ts.push((
+            "rope_factors_long.weight".into(),
+            QTensor::quantize(&ones, GgmlDType::F32).unwrap(),
+        ));
+    });
+    let err = GgufModel::load(&path).unwrap_err().to_string();
+    for want in ["rope_factors_long.weight", "longrope", "phi3-q8_0.gguf"] {
+        assert!(err.contains(want), "{want:?} missing from: {err}");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let path = edited(tmp.path(), "phi3", "phi3-q8_0.gguf", |md| {
+        set(md, "phi3.attention.head_count_kv", Value::U32(4))
+    });
+    let err = GgufModel::load(&path).unwrap_err().to_string();
+    for want in [
+        "blk.0.attn_qkv.weight",
+        "phi3.attention.head_count_kv",
+        "[64, 32]",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from: {err}");
+    }
 }

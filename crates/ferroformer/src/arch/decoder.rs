@@ -9,6 +9,7 @@ use super::stack::LocalAttention;
 use super::stack::{LayerStack, StackConfig, StackContext, StackNames};
 use crate::error::{Error, Result};
 use crate::nn::mask::{attention_bias, sliding_window_bias};
+use crate::nn::ops::soft_cap;
 use crate::nn::{
     Activation, Arithmetic, LayerCache, LayerConfig, LayerNames, Mode, Pass, RotaryEmbedding,
 };
@@ -28,6 +29,9 @@ pub struct DecoderConfig {
     /// Whose arithmetic every op of the model follows: the reference for `transformers`
     /// checkpoints, llama.cpp's for GGUF files. Chosen once, here.
     pub arithmetic: Arithmetic,
+    /// Soft cap on the logits, `cap · tanh(logit / cap)` (Gemma 2's
+    /// `final_logit_softcapping`); `None` leaves them as the head computes them.
+    pub final_logit_softcap: Option<f64>,
 }
 
 impl DecoderConfig {
@@ -71,6 +75,7 @@ impl DecoderConfig {
             tie_word_embeddings: false,
             lm_head_bias: true,
             arithmetic: Default::default(),
+            final_logit_softcap: None,
         })
     }
 }
@@ -129,13 +134,22 @@ pub struct DecoderOnlyTransformer {
     local_rope: Option<RotaryEmbedding>,
 }
 
-/// Checks the sliding-window layers against the stack, and builds the rotary embedding of
-/// the local layers when they have their own base.
+/// Checks what the stack's config cannot check itself (the final logit cap, the
+/// sliding-window layers against the stack), and builds the rotary embedding of the local
+/// layers when they have their own base. Every constructor goes through here.
 fn local_rope(
     cfg: &DecoderConfig,
     dtype: candle_core::DType,
     device: &candle_core::Device,
 ) -> Result<Option<RotaryEmbedding>> {
+    if let Some(cap) = cfg.final_logit_softcap {
+        if !(cap.is_finite() && cap > 0.0) {
+            return Err(Error::config(
+                "final_logit_softcapping",
+                format!("must be a finite number > 0, found {cap}"),
+            ));
+        }
+    }
     let Some(sw) = &cfg.stack.sliding_window else {
         return Ok(None);
     };
@@ -167,7 +181,7 @@ fn local_rope(
     // Local layers rotate with the plain frequencies of their own base (Gemma 3 scales only
     // the global layers' frequencies, and llama.cpp's `rope_freq_scale_train_swa` is 1).
     Ok(Some(RotaryEmbedding::with_scaling(
-        cfg.stack.layer.self_attention.head_dim,
+        cfg.stack.layer.self_attention.rotary_width(),
         cfg.embeddings.max_positions,
         base,
         layout,
@@ -198,7 +212,7 @@ impl DecoderOnlyTransformer {
                 "a decoder-only model has no cross-attention",
             ));
         }
-        let head_dim = cfg.stack.layer.self_attention.head_dim;
+        let head_dim = cfg.stack.layer.self_attention.rotary_width();
         let embeddings =
             Embeddings::load_with_rotary(w, &cfg.embeddings, &names.embeddings, head_dim)?;
         let stack = LayerStack::load(w, &cfg.stack, &names.stack)?;
@@ -378,6 +392,10 @@ impl DecoderOnlyTransformer {
             self.lm_head.forward(&out.hidden.narrow(1, s - 1, 1)?)?
         } else {
             self.lm_head.forward(&out.hidden)?
+        };
+        let logits = match self.cfg.final_logit_softcap {
+            Some(cap) => soft_cap(&logits, cap as f32, mode.arithmetic)?,
+            None => logits,
         };
         Ok(DecoderOutput {
             logits,

@@ -5,13 +5,23 @@ use std::path::Path;
 
 use candle_core::{DType, Device};
 
-use super::{course::CourseConfig, gpt2, llama, read_config, Gpt2Config, LlamaConfig};
+use super::{course::CourseConfig, gemma, gpt2, llama, phi3, read_config, Gpt2Config};
 use crate::arch::{DecoderConfig, DecoderNames, DecoderOnlyTransformer};
 use crate::error::{Error, Result};
 use crate::weights::Weights;
 
 /// The causal-LM families `from_dir` understands.
-pub const SUPPORTED_CAUSAL_LM: &[&str] = &["gpt2", "llama", "mistral", "qwen2", "ferroformer"];
+pub const SUPPORTED_CAUSAL_LM: &[&str] = &[
+    "gpt2",
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gemma2",
+    "gemma3_text",
+    "phi3",
+    "ferroformer",
+];
 
 /// A family's decoder configuration, its tensor names, and where the body sits in the file.
 pub struct CausalLmSpec {
@@ -44,11 +54,29 @@ pub fn causal_lm_spec_from_json(raw: &serde_json::Value, source: &Path) -> Resul
                 body_prefix: "transformer",
             })
         }
-        "llama" | "mistral" | "qwen2" => {
-            let c: LlamaConfig = parse(raw, source)?;
-            let config = c.decoder_config()?;
+        "llama" | "mistral" | "qwen2" | "qwen3" => {
+            let c: llama::LlamaFamilyConfig = parse(raw, source)?;
+            let config = c.decoder_config().map_err(|e| Error::file(source, e))?;
             Ok(CausalLmSpec {
-                names: llama::llama_names(&config),
+                names: llama::llama_names_with(&config, c.qk_norms()),
+                config,
+                body_prefix: "model",
+            })
+        }
+        "gemma2" | "gemma3_text" => {
+            let c: gemma::GemmaConfig = parse(raw, source)?;
+            let config = c.decoder_config().map_err(|e| Error::file(source, e))?;
+            Ok(CausalLmSpec {
+                names: c.names(&config),
+                config,
+                body_prefix: "model",
+            })
+        }
+        "phi3" => {
+            let c: phi3::Phi3Config = parse(raw, source)?;
+            let config = c.decoder_config().map_err(|e| Error::file(source, e))?;
+            Ok(CausalLmSpec {
+                names: phi3::Phi3Config::names(&config),
                 config,
                 body_prefix: "model",
             })

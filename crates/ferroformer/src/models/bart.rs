@@ -270,6 +270,8 @@ impl BartConfig {
                     cross_attention_norm: cross.map(|_| "encoder_attn_layer_norm".into()),
                     feed_forward: FeedForwardNames::two_layer("fc1", "fc2", true),
                     feed_forward_norm: "final_layer_norm".into(),
+                    qk_norms: None,
+                    post_norms: None,
                 },
                 final_norm: v.final_norms.then(|| format!("{side}.layer_norm")),
             };

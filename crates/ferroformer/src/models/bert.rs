@@ -189,6 +189,8 @@ pub fn bert_names(cfg: &EncoderConfig) -> EncoderNames {
                     true,
                 ),
                 feed_forward_norm: "output.LayerNorm".into(),
+                qk_norms: None,
+                post_norms: None,
             },
             final_norm: None,
         },

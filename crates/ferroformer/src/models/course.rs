@@ -102,6 +102,7 @@ impl CourseConfig {
             kind: self.norm,
             eps: 1e-5,
             bias: self.bias,
+            weight_offset: 0.0,
         };
         Ok(DecoderConfig {
             embeddings: EmbeddingConfig {
@@ -139,6 +140,7 @@ impl CourseConfig {
             tie_word_embeddings: self.tie_word_embeddings,
             lm_head_bias: self.bias,
             arithmetic: Default::default(),
+            final_logit_softcap: None,
         })
     }
 

@@ -160,6 +160,8 @@ pub fn distilbert_names(cfg: &EncoderConfig) -> EncoderNames {
                 cross_attention_norm: None,
                 feed_forward: FeedForwardNames::two_layer("ffn.lin1", "ffn.lin2", true),
                 feed_forward_norm: "output_layer_norm".into(),
+                qk_norms: None,
+                post_norms: None,
             },
             final_norm: None,
         },

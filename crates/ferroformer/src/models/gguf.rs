@@ -29,7 +29,8 @@ use crate::nn::{
 };
 
 /// The `general.architecture` values this loader understands.
-pub const SUPPORTED_GGUF_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3", "gemma3"];
+pub const SUPPORTED_GGUF_ARCHITECTURES: &[&str] =
+    &["llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"];
 
 /// An opened GGUF file: its metadata and tensor directory, checked against the file.
 #[derive(Debug)]
@@ -315,7 +316,9 @@ impl GgufConfig {
     pub fn from_file(file: &GgufFile) -> Result<Self> {
         let arch = file.architecture()?.to_string();
         let (decoder, query_scale) = match arch.as_str() {
-            "llama" | "qwen2" | "qwen3" | "gemma3" => decoder_config(file, &arch)?,
+            "llama" | "qwen2" | "qwen3" | "gemma2" | "gemma3" | "phi3" => {
+                decoder_config(file, &arch)?
+            }
             other => {
                 return Err(Error::file(
                     file.path(),
@@ -340,11 +343,19 @@ impl GgufConfig {
 }
 
 /// Llama-style metadata (`{arch}.block_count`, ...) to a decoder config, with what differs
-/// per architecture (`llama`, `qwen2`, `qwen3`, `gemma3`), and the query scale (see
-/// [`GgufConfig`]). Qwen2's q/k/v biases and Qwen3's per-head q/k norms are found by their
-/// tensors (`blk.0.attn_q.bias`, `blk.0.attn_q_norm.weight`) when the blocks are loaded.
+/// per architecture (`llama` — Llama 2/3 and Mistral, whose converter writes it as `llama`
+/// —, `qwen2`, `qwen3`, `gemma2`, `gemma3`, `phi3`), and the query scale (see
+/// [`GgufConfig`]). Qwen2's q/k/v biases, Qwen3's per-head q/k norms and Phi-3's fused
+/// q/k/v and gate/up projections are found by their tensors (`blk.0.attn_q.bias`,
+/// `blk.0.attn_q_norm.weight`, `blk.0.attn_qkv.weight`, no `blk.0.ffn_gate.weight`) when the
+/// blocks are loaded.
+///
+/// Sliding windows follow llama.cpp, the reference for a GGUF file: Gemma 2/3 have them;
+/// `llama` (Mistral) and `phi3` files are run without one even when the metadata names a
+/// window (llama.cpp's `llama` graph never masks by it, and it disables Phi-3's).
 fn decoder_config(file: &GgufFile, arch: &str) -> Result<(DecoderConfig, Option<f64>)> {
     let gemma3 = arch == "gemma3";
+    let gemma = gemma3 || arch == "gemma2";
     let key = |k: &str| format!("{arch}.{k}");
     let d_model = file.usize_value(&key("embedding_length"))?;
     let heads = file.usize_value(&key("attention.head_count"))?;
@@ -374,12 +385,25 @@ fn decoder_config(file: &GgufFile, arch: &str) -> Result<(DecoderConfig, Option<
         ));
     }
     let rope_dims = file.usize_or(&key("rope.dimension_count"), head_dim)?;
-    if rope_dims != head_dim {
-        // Partial rotary (rotating only some dimensions of each head) is not built here.
+    if rope_dims == 0 || rope_dims > head_dim || rope_dims % 2 != 0 {
         return Err(file.err(
             &key("rope.dimension_count"),
-            format!("{rope_dims} rotated dimensions per head of {head_dim} are not supported"),
+            format!(
+                "{rope_dims} rotated dimensions per head; expected an even number in 2..={head_dim}"
+            ),
         ));
+    }
+    // Phi-3's 128k models (`longrope`): llama.cpp picks the short or long factors by the
+    // context size and scales attention by `rope.scaling.attn_factor`; not built here.
+    for t in ["rope_factors_long.weight", "rope_factors_short.weight"] {
+        if file.has_tensor(t) {
+            return Err(Error::file(
+                file.path(),
+                format!(
+                    "tensor `{t}`: per-frequency RoPE factors chosen by context length                      (Phi-3 `longrope`) are not supported"
+                ),
+            ));
+        }
     }
     if let Some(Value::String(kind)) = file.get(&key("rope.scaling.type")) {
         if kind != "none" {
@@ -424,15 +448,18 @@ fn decoder_config(file: &GgufFile, arch: &str) -> Result<(DecoderConfig, Option<
         head_dim,
         qkv_bias: file.has_tensor("blk.0.attn_q.bias"),
         out_bias: file.has_tensor("blk.0.attn_output.bias"),
-        // Gemma 3 scales the queries instead (below).
-        scale: gemma3.then_some(1.0),
+        // Gemma and Phi-3 scale the queries instead (below).
+        scale: (gemma || arch == "phi3").then_some(1.0),
         dropout: 0.0,
+        softcap: None,
+        // Partial rotary (Phi-3's `partial_rotary_factor`): llama.cpp's `n_rot`.
+        rotary_dim: (rope_dims != head_dim).then_some(rope_dims),
     };
     attention
         .validate()
         .map_err(|e| Error::file(file.path(), e))?;
     let mut ffn = FeedForwardConfig::swiglu(d_model, d_ff);
-    let positional = if gemma3 {
+    let positional = if gemma {
         // GELU-tanh gate (`LLM_FFN_GELU` with a parallel gate); llama.cpp rotates Gemma's
         // heads NEOX-style, pairs (x[i], x[i + d/2]), since its converter leaves Gemma's q
         // and k rows as they are.
@@ -442,8 +469,8 @@ fn decoder_config(file: &GgufFile, arch: &str) -> Result<(DecoderConfig, Option<
             layout: RopeLayout::HalfSplit,
             scaling: None,
         }
-    } else if arch == "qwen2" || arch == "qwen3" {
-        // `LLAMA_ROPE_TYPE_NEOX`: the converter leaves Qwen's q and k rows as
+    } else if matches!(arch, "qwen2" | "qwen3" | "phi3") {
+        // `LLAMA_ROPE_TYPE_NEOX`: the converter leaves Qwen's and Phi-3's q and k rows as
         // `transformers` has them, pairs (x[i], x[i + d/2]).
         PositionalKind::Rotary {
             base,
@@ -473,25 +500,48 @@ fn decoder_config(file: &GgufFile, arch: &str) -> Result<(DecoderConfig, Option<
         positional,
     );
     let mut query_scale = None;
-    if gemma3 {
-        let cap = file.f64_or(&key("final_logit_softcapping"), 0.0)?;
-        if cap != 0.0 {
-            return Err(file.err(
-                &key("final_logit_softcapping"),
-                format!("logit soft-capping ({cap}) is not supported"),
-            ));
+    if gemma {
+        // llama.cpp's defaults when the keys are absent: 50 and 30 for Gemma 2; Gemma 3
+        // has no score cap (llama.cpp ignores the key) and a final cap only when the file
+        // gives one.
+        let attn_cap = if gemma3 {
+            0.0
+        } else {
+            file.f64_or(&key("attn_logit_softcapping"), 50.0)?
+        };
+        let final_cap = file.f64_or(
+            &key("final_logit_softcapping"),
+            if gemma3 { 0.0 } else { 30.0 },
+        )?;
+        for (k, cap) in [
+            ("attn_logit_softcapping", attn_cap),
+            ("final_logit_softcapping", final_cap),
+        ] {
+            if !(cap.is_finite() && cap >= 0.0) {
+                return Err(file.err(&key(k), format!("{cap}; expected a finite number >= 0")));
+            }
         }
+        cfg.stack.layer.self_attention.softcap = (attn_cap > 0.0).then_some(attn_cap);
+        cfg.final_logit_softcap = (final_cap > 0.0).then_some(final_cap);
         // `ggml_scale(inpL, sqrtf(n_embd))`: the f32 square root, exact in f64.
         cfg.embeddings.scale = Some((d_model as f32).sqrt() as f64);
-        // llama.cpp's `f_attention_scale`: 1/sqrt(head_dim), except for the 27B model
-        // (62 layers), which uses 1/sqrt(embedding_length / head_count).
-        let width = if layers == 62 {
+        // llama.cpp's `f_attention_scale`: 1/sqrt(head_dim), except for the 27B models
+        // (Gemma 2: 46 layers, Gemma 3: 62), which use 1/sqrt(embedding_length / head_count).
+        let big = if gemma3 { 62 } else { 46 };
+        let width = if layers == big {
             d_model / heads
         } else {
             head_dim
         };
         query_scale = Some((1.0f32 / (width as f32).sqrt()) as f64);
-        cfg.stack.sliding_window = gemma3_sliding_window(file, arch, layers)?;
+        cfg.stack.sliding_window = if gemma3 {
+            gemma_sliding_window(file, arch, layers, (0, 6), Some(10_000.0))?
+        } else {
+            gemma_sliding_window(file, arch, layers, (4096, 2), None)?
+        };
+    } else if arch == "phi3" {
+        // `ggml_scale(Qcur, 1/sqrtf(n_embd_head))`, then 1 inside the softmax.
+        query_scale = Some((1.0f32 / (head_dim as f32).sqrt()) as f64);
     }
     // llama.cpp's arithmetic in every op, so that the logits are llama.cpp's own (see
     // `nn::ops`): the reference for a GGUF file is the program it was made for. The one
@@ -500,17 +550,21 @@ fn decoder_config(file: &GgufFile, arch: &str) -> Result<(DecoderConfig, Option<
     Ok((cfg, query_scale))
 }
 
-/// Gemma 3's local layers, as llama.cpp reads them: `{arch}.attention.sliding_window`
-/// keys (absent or 0: every layer global), every layer but each 6th local (or the
+/// Gemma's local layers, as llama.cpp reads them: `{arch}.attention.sliding_window` keys
+/// (absent: `defaults.0` — Gemma 3 0, Gemma 2 4096; 0: every layer global), every layer but
+/// each `defaults.1`-th local (Gemma 3: 6, Gemma 2: 2; or the
 /// `{arch}.attention.sliding_window_pattern` the file gives: a period, or one flag per
-/// layer), RoPE base `{arch}.rope.freq_base_swa` (default 10 000) on local layers.
-fn gemma3_sliding_window(
+/// layer), RoPE base `{arch}.rope.freq_base_swa` on local layers (absent: `local_base`,
+/// Gemma 3 10 000; `None`: the global base, as Gemma 2).
+fn gemma_sliding_window(
     file: &GgufFile,
     arch: &str,
     layers: usize,
+    defaults: (usize, usize),
+    local_base: Option<f64>,
 ) -> Result<Option<SlidingWindow>> {
     let key = |k: &str| format!("{arch}.{k}");
-    let window = file.usize_or(&key("attention.sliding_window"), 0)?;
+    let window = file.usize_or(&key("attention.sliding_window"), defaults.0)?;
     if window == 0 {
         return Ok(None);
     }
@@ -541,9 +595,12 @@ fn gemma3_sliding_window(
             }
         }
         Some(_) => SlidingWindow::every_but_nth(window, layers, file.usize_value(&pattern_key)?),
-        None => SlidingWindow::every_but_nth(window, layers, 6),
+        None => SlidingWindow::every_but_nth(window, layers, defaults.1),
     };
-    let local_base = file.f64_or(&key("rope.freq_base_swa"), 10_000.0)?;
+    let local_base = match (file.get(&key("rope.freq_base_swa")), local_base) {
+        (None, None) => return Ok(Some(sw)),
+        (_, default) => file.f64_or(&key("rope.freq_base_swa"), default.unwrap_or(10_000.0))?,
+    };
     if !(local_base.is_finite() && local_base > 0.0) {
         return Err(file.err(
             &key("rope.freq_base_swa"),
@@ -660,13 +717,29 @@ fn check_llama_sizes(file: &GgufFile, arch: &str, s: &LlamaSizes) -> Result<usiz
             s.head_dim,
             key("attention.key_length")
         );
-        for (tensor, want, keys) in [
-            (
+        let heads_keys = format!(
+            "`{}` {} and `{}` {} × {head_dim}",
+            key("attention.head_count"),
+            s.heads,
+            key("attention.head_count_kv"),
+            s.kv_heads
+        );
+        let ff_key = format!("`{}` {}", key("feed_forward_length"), s.d_ff);
+        let mut checks = Vec::new();
+        // Phi-3 stores q, k and v in one tensor, and the gate and up projections in one.
+        if file.has_tensor("blk.0.attn_qkv.weight") {
+            checks.push((
+                "blk.0.attn_qkv.weight",
+                [q_dim + 2 * kv_dim, s.d_model],
+                heads_keys,
+            ));
+        } else {
+            checks.push((
                 "blk.0.attn_q.weight",
                 [q_dim, s.d_model],
                 format!("`{}` {} × {head_dim}", key("attention.head_count"), s.heads),
-            ),
-            (
+            ));
+            checks.push((
                 "blk.0.attn_k.weight",
                 [kv_dim, s.d_model],
                 format!(
@@ -674,13 +747,14 @@ fn check_llama_sizes(file: &GgufFile, arch: &str, s: &LlamaSizes) -> Result<usiz
                     key("attention.head_count_kv"),
                     s.kv_heads
                 ),
-            ),
-            (
-                "blk.0.ffn_gate.weight",
-                [s.d_ff, s.d_model],
-                format!("`{}` {}", key("feed_forward_length"), s.d_ff),
-            ),
-        ] {
+            ));
+        }
+        if file.has_tensor("blk.0.ffn_gate.weight") {
+            checks.push(("blk.0.ffn_gate.weight", [s.d_ff, s.d_model], ff_key));
+        } else {
+            checks.push(("blk.0.ffn_up.weight", [2 * s.d_ff, s.d_model], ff_key));
+        }
+        for (tensor, want, keys) in checks {
             let (dims, _) = file.tensor_info(tensor)?;
             if dims != want {
                 return Err(Error::file(
@@ -734,12 +808,16 @@ fn load_llama(
     let mut layers = Vec::with_capacity(cfg.stack.num_layers.min(file.content.tensor_infos.len()));
     for i in 0..cfg.stack.num_layers {
         let p = format!("blk.{i}");
-        let qkv = Linear::fuse(&[
-            file.linear(&format!("{p}.attn_q"), d, q_dim)?,
-            file.linear(&format!("{p}.attn_k"), d, kv_dim)?,
-            file.linear(&format!("{p}.attn_v"), d, kv_dim)?,
-        ])
-        .map_err(ctx(format!("{p}.attn_q/k/v")))?;
+        let qkv = if file.has_tensor(&format!("{p}.attn_qkv.weight")) {
+            file.linear(&format!("{p}.attn_qkv"), d, q_dim + 2 * kv_dim)?
+        } else {
+            Linear::fuse(&[
+                file.linear(&format!("{p}.attn_q"), d, q_dim)?,
+                file.linear(&format!("{p}.attn_k"), d, kv_dim)?,
+                file.linear(&format!("{p}.attn_v"), d, kv_dim)?,
+            ])
+            .map_err(ctx(format!("{p}.attn_q/k/v")))?
+        };
         let out = file.linear(&format!("{p}.attn_output"), q_dim, d)?;
         let mut attention =
             MultiHeadAttention::from_parts(attn, qkv, out).map_err(ctx(format!("{p}.attn")))?;
@@ -752,11 +830,16 @@ fn load_llama(
         if let Some(s) = query_scale {
             attention = attention.with_query_scale(s);
         }
-        let up = Linear::fuse(&[
-            file.linear(&format!("{p}.ffn_gate"), d, d_ff)?,
-            file.linear(&format!("{p}.ffn_up"), d, d_ff)?,
-        ])
-        .map_err(ctx(format!("{p}.ffn_gate/up")))?;
+        let up = if file.has_tensor(&format!("{p}.ffn_gate.weight")) {
+            Linear::fuse(&[
+                file.linear(&format!("{p}.ffn_gate"), d, d_ff)?,
+                file.linear(&format!("{p}.ffn_up"), d, d_ff)?,
+            ])
+            .map_err(ctx(format!("{p}.ffn_gate/up")))?
+        } else {
+            // Phi-3: gate and up stacked in `ffn_up`, gate first (`ggml_swiglu`'s halves).
+            file.linear(&format!("{p}.ffn_up"), d, 2 * d_ff)?
+        };
         let down = file.linear(&format!("{p}.ffn_down"), d_ff, d)?;
         let ffn = FeedForward::from_parts(&layer_cfg.feed_forward, up, down)
             .map_err(ctx(format!("{p}.ffn")))?;
@@ -787,7 +870,7 @@ fn load_llama(
     let mut embeddings = Embeddings::from_table(
         table,
         &cfg.embeddings,
-        attn.head_dim,
+        attn.rotary_width(),
         DType::F32,
         &Device::Cpu,
     )?;
@@ -795,7 +878,7 @@ fn load_llama(
     // rotated pair, which llama.cpp applies to every layer's angles (`rope_freqs`).
     if file.has_tensor("rope_freqs.weight") {
         let factors = file
-            .dense_tensor("rope_freqs.weight", &[attn.head_dim / 2])?
+            .dense_tensor("rope_freqs.weight", &[attn.rotary_width() / 2])?
             .to_vec1::<f32>()?;
         embeddings = embeddings
             .with_rope_freq_factors(factors)
@@ -830,6 +913,8 @@ pub fn gguf_names(cfg: &DecoderConfig) -> DecoderNames {
                 cross_attention_norm: None,
                 feed_forward: FeedForwardNames::gated("ffn_gate", "ffn_up", "ffn_down", false),
                 feed_forward_norm: "ffn_norm".into(),
+                qk_norms: None,
+                post_norms: None,
             },
             final_norm: Some("output_norm".into()),
         },
@@ -915,7 +1000,7 @@ pub fn gguf_file(model: &str) -> Result<Option<PathBuf>> {
 /// Builds the decoder of an opened GGUF file.
 pub fn load_decoder(file: &GgufFile, config: &GgufConfig) -> Result<DecoderOnlyTransformer> {
     match config.architecture.as_str() {
-        "llama" | "qwen2" | "qwen3" | "gemma3" => {
+        "llama" | "qwen2" | "qwen3" | "gemma2" | "gemma3" | "phi3" => {
             load_llama(file, &config.decoder, config.query_scale)
         }
         other => Err(Error::file(

@@ -237,17 +237,31 @@ impl GgufTokenizer {
 
         // Control tokens (`<|im_start|>`) are matched in the text before anything else, as
         // llama.cpp does when asked to parse special tokens; user-defined ones as well.
+        // llama.cpp recognizes Phi-3 by its `general.name` and strips the whitespace after
+        // its special tokens (`LLAMA_TOKEN_ATTR_RSTRIP`), except after `<unk>`, `<s>` and
+        // `<|endoftext|>`.
+        let phi3 = matches!(file.get("general.name"), Some(Value::String(n))
+            if { let n = n.to_lowercase(); n.contains("phi-3") || n.contains("phi3") });
+        let rstrip = |s: &str| phi3 && !matches!(s, "<unk>" | "<s>" | "<|endoftext|>");
         let specials: Vec<AddedToken> = tokens
             .iter()
             .zip(&types)
             .filter(|(_, t)| matches!(**t, token_type::CONTROL | token_type::UNKNOWN))
-            .map(|(s, _)| AddedToken::from(s.to_string(), true).normalized(false))
+            .map(|(s, _)| {
+                AddedToken::from(s.to_string(), true)
+                    .normalized(false)
+                    .rstrip(rstrip(s))
+            })
             .collect();
         let user: Vec<AddedToken> = tokens
             .iter()
             .zip(&types)
             .filter(|(_, t)| **t == token_type::USER_DEFINED)
-            .map(|(s, _)| AddedToken::from(s.to_string(), false).normalized(false))
+            .map(|(s, _)| {
+                AddedToken::from(s.to_string(), false)
+                    .normalized(false)
+                    .rstrip(rstrip(s))
+            })
             .collect();
         tokenizer.add_special_tokens(&specials);
         tokenizer.add_tokens(&user);

@@ -103,6 +103,7 @@ impl Gpt2Config {
             tie_word_embeddings: self.tie_word_embeddings,
             lm_head_bias: false,
             arithmetic: Default::default(),
+            final_logit_softcap: None,
         })
     }
 }
@@ -132,6 +133,8 @@ pub fn gpt2_names() -> DecoderNames {
                     down: ParamNames::conv1d("mlp.c_proj"),
                 },
                 feed_forward_norm: "ln_2".into(),
+                qk_norms: None,
+                post_norms: None,
             },
             final_norm: Some("ln_f".into()),
         },

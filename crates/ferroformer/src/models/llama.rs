@@ -1,10 +1,12 @@
-//! The Llama family (`LlamaForCausalLM`: Llama 2/3, SmolLM2; Mistral and Qwen2 share the
-//! layout): rotary positions, RMSNorm, SwiGLU, grouped-query attention, optional q/k/v
-//! biases, tied or untied LM head — all on the shared decoder-only architecture.
+//! The Llama family (`LlamaForCausalLM`: Llama 2/3, SmolLM2; `MistralForCausalLM`,
+//! `Qwen2ForCausalLM` and `Qwen3ForCausalLM` share the layout): rotary positions, RMSNorm,
+//! SwiGLU, grouped-query attention, optional q/k/v biases (Qwen2), per-head q/k norms
+//! (Qwen3), sliding-window attention (Mistral; Qwen's `layer_types`), tied or untied LM head
+//! — all on the shared decoder-only architecture.
 
 use crate::arch::{
     DecoderConfig, DecoderNames, DecoderOnlyTransformer, EmbeddingConfig, EmbeddingNames,
-    PositionalKind, StackConfig, StackNames,
+    PositionalKind, SlidingWindow, StackConfig, StackNames,
 };
 use crate::error::{Error, Result};
 use crate::nn::{
@@ -69,9 +71,80 @@ pub struct LlamaConfig {
     /// RoPE frequency scaling (`{"rope_type": "llama3", "factor": …}`), or `null`.
     #[serde(default)]
     pub rope_scaling: Option<serde_json::Value>,
-    /// `model_type` (`llama`, `mistral`, `qwen2`).
+    /// `model_type` (`llama`, `mistral`, `qwen2`, `qwen3`).
     #[serde(default)]
     pub model_type: Option<String>,
+}
+
+/// `config.json` of a Mistral or Qwen2/3 checkpoint: Llama's fields and where the sliding
+/// window applies.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+pub struct LlamaFamilyConfig {
+    /// The fields Llama shares.
+    #[serde(flatten)]
+    pub base: LlamaConfig,
+    /// Keys a query sees in sliding-window layers (Mistral: every layer when set; Qwen2/3:
+    /// the layers `layer_types` or `use_sliding_window` make local).
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+    /// Qwen2/3: whether any layer uses the sliding window.
+    #[serde(default)]
+    pub use_sliding_window: bool,
+    /// Qwen2/3: layers from this index on are local when `use_sliding_window` is set and
+    /// `layer_types` is absent.
+    #[serde(default)]
+    pub max_window_layers: Option<usize>,
+    /// `"full_attention"` or `"sliding_attention"` per layer (written by `transformers` ≥ 4.53).
+    #[serde(default)]
+    pub layer_types: Option<Vec<String>>,
+}
+
+/// Reads `layer_types` (one `"full_attention"` / `"sliding_attention"` per layer) into
+/// sliding-window flags, checking its length against `num_hidden_layers`.
+pub(crate) fn layer_type_flags(types: &[String], num_layers: usize) -> Result<Vec<bool>> {
+    if types.len() != num_layers {
+        return Err(Error::config(
+            "layer_types",
+            format!(
+                "{} entries, but num_hidden_layers is {num_layers}",
+                types.len()
+            ),
+        ));
+    }
+    types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| match t.as_str() {
+            "full_attention" => Ok(false),
+            "sliding_attention" => Ok(true),
+            other => Err(Error::config(
+                "layer_types",
+                format!("entry {i}: `{other}`; expected full_attention or sliding_attention"),
+            )),
+        })
+        .collect()
+}
+
+/// The sliding window of a stack whose local layers are `flags`: `None` when no layer is
+/// local; an error naming `sliding_window` when some are and it is missing or 0.
+pub(crate) fn sliding_window(
+    window: Option<usize>,
+    flags: Vec<bool>,
+) -> Result<Option<SlidingWindow>> {
+    if !flags.iter().any(|&f| f) {
+        return Ok(None);
+    }
+    match window {
+        Some(w) if w > 0 => Ok(Some(SlidingWindow {
+            window: w,
+            layers: flags,
+            local_rope_base: None,
+        })),
+        other => Err(Error::config(
+            "sliding_window",
+            format!("sliding-window layers need a window > 0, found {other:?}"),
+        )),
+    }
 }
 
 impl LlamaConfig {
@@ -92,6 +165,8 @@ impl LlamaConfig {
             out_bias: self.attention_bias,
             scale: None,
             dropout: self.attention_dropout,
+            softcap: None,
+            rotary_dim: None,
         };
         attention.validate()?;
         let mut ffn = FeedForwardConfig::swiglu(self.hidden_size, self.intermediate_size);
@@ -112,6 +187,35 @@ impl LlamaConfig {
                 scaling: RopeScaling::from_json(self.rope_scaling.as_ref())?,
             },
         ))
+    }
+}
+
+impl LlamaFamilyConfig {
+    /// The decoder configuration these values describe: Llama's, with the sliding window.
+    pub fn decoder_config(&self) -> Result<DecoderConfig> {
+        let mut cfg = self.base.decoder_config()?;
+        let model_type = self.base.model_type.as_deref().unwrap_or("llama");
+        let n = self.base.num_hidden_layers;
+        let flags = match (model_type, &self.layer_types) {
+            // `MistralModel` masks every layer by the window when one is set.
+            ("mistral", _) => vec![self.sliding_window.is_some(); n],
+            ("qwen2" | "qwen3", Some(types)) => layer_type_flags(types, n)?,
+            // `Qwen2Config`: layers from `max_window_layers` on, with `use_sliding_window`.
+            ("qwen2" | "qwen3", None) => {
+                let from = self.max_window_layers.unwrap_or(n);
+                (0..n)
+                    .map(|i| self.use_sliding_window && i >= from)
+                    .collect()
+            }
+            _ => vec![false; n],
+        };
+        cfg.stack.sliding_window = sliding_window(self.sliding_window, flags)?;
+        Ok(cfg)
+    }
+
+    /// Whether each attention head has its own q and k RMS norms (Qwen3).
+    pub fn qk_norms(&self) -> bool {
+        self.base.model_type.as_deref() == Some("qwen3")
     }
 }
 
@@ -160,7 +264,18 @@ pub(crate) fn llama_decoder(
         tie_word_embeddings: shape.tie_word_embeddings,
         lm_head_bias: false,
         arithmetic: Default::default(),
+        final_logit_softcap: None,
     }
+}
+
+/// Llama's tensor names, relative to `model.` (the LM head is `lm_head` at the root), with
+/// Qwen3's per-head q/k norms (`self_attn.q_norm`, `self_attn.k_norm`) when `qk_norms`.
+pub fn llama_names_with(cfg: &DecoderConfig, qk_norms: bool) -> DecoderNames {
+    let mut names = llama_names(cfg);
+    if qk_norms {
+        names.stack.layer.qk_norms = Some(("self_attn.q_norm".into(), "self_attn.k_norm".into()));
+    }
+    names
 }
 
 /// Llama's tensor names, relative to `model.` (the LM head is `lm_head` at the root).
@@ -195,6 +310,8 @@ pub fn llama_names(cfg: &DecoderConfig) -> DecoderNames {
                     false,
                 ),
                 feed_forward_norm: "post_attention_layernorm".into(),
+                qk_norms: None,
+                post_norms: None,
             },
             final_norm: Some("norm".into()),
         },
@@ -210,5 +327,17 @@ impl super::causal_lm::CausalLmFamily for LlamaConfig {
     fn load_decoder(&self, w: &Weights) -> Result<DecoderOnlyTransformer> {
         let cfg = self.decoder_config()?;
         DecoderOnlyTransformer::load_split(&w.pp("model"), w, &cfg, &llama_names(&cfg))
+    }
+}
+
+/// A Mistral or Qwen2/3 model with its language-model head.
+pub type LlamaFamilyForCausalLm = super::causal_lm::CausalLm<LlamaFamilyConfig>;
+
+impl super::causal_lm::CausalLmFamily for LlamaFamilyConfig {
+    /// The body sits under `model.`, the LM head (`lm_head`) at the root.
+    fn load_decoder(&self, w: &Weights) -> Result<DecoderOnlyTransformer> {
+        let cfg = self.decoder_config()?;
+        let names = llama_names_with(&cfg, self.qk_norms());
+        DecoderOnlyTransformer::load_split(&w.pp("model"), w, &cfg, &names)
     }
 }

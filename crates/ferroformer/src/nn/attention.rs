@@ -32,6 +32,12 @@ pub struct AttentionConfig {
     pub scale: Option<f64>,
     /// Dropout on the attention weights during training.
     pub dropout: f64,
+    /// Soft cap on the scaled scores, `cap · tanh(score / cap)`, before the masks (Gemma 2's
+    /// `attn_logit_softcapping`); `None` leaves them as they are.
+    pub softcap: Option<f64>,
+    /// Dimensions of each query and key head that the rotary embedding rotates, the first
+    /// ones (Phi-3's `partial_rotary_factor`); `None` rotates all `head_dim`.
+    pub rotary_dim: Option<usize>,
 }
 
 impl AttentionConfig {
@@ -58,6 +64,8 @@ impl AttentionConfig {
             out_bias: true,
             scale: None,
             dropout: 0.0,
+            softcap: None,
+            rotary_dim: None,
         })
     }
 
@@ -85,6 +93,25 @@ impl AttentionConfig {
                 ),
             ));
         }
+        if let Some(r) = self.rotary_dim {
+            if r == 0 || r > self.head_dim || !r.is_multiple_of(2) {
+                return Err(Error::config(
+                    "rotary_dim",
+                    format!(
+                        "must be even and in 2..={} (head_dim), found {r}",
+                        self.head_dim
+                    ),
+                ));
+            }
+        }
+        if let Some(c) = self.softcap {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(Error::config(
+                    "softcap",
+                    format!("must be a finite number > 0, found {c}"),
+                ));
+            }
+        }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(Error::config(
                 "dropout",
@@ -92,6 +119,11 @@ impl AttentionConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Width of the rotated part of each head: `rotary_dim`, else `head_dim`.
+    pub fn rotary_width(&self) -> usize {
+        self.rotary_dim.unwrap_or(self.head_dim)
     }
 
     fn q_dim(&self) -> usize {
@@ -568,6 +600,7 @@ impl MultiHeadAttention {
             head_dim: hd,
             biases: &biases,
             scale: cfg.scale,
+            softcap: cfg.softcap,
             packed: ctx.packed,
             dropout: cfg.dropout,
             mode: ctx.mode,

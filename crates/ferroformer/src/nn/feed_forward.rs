@@ -96,7 +96,8 @@ impl FeedForwardConfig {
 pub struct FeedForwardNames {
     /// First projection (`linear1`, `fc1`, `up_proj`, `c_fc`).
     pub up: ParamNames,
-    /// Gate projection, gated form only (`gate_proj`).
+    /// Gate projection, gated form only (`gate_proj`); `None` in the gated form: `up` holds
+    /// the gate and up projections stacked, gate first (Phi-3's `gate_up_proj`).
     pub gate: Option<ParamNames>,
     /// Second projection (`linear2`, `fc2`, `down_proj`, `c_proj`).
     pub down: ParamNames,
@@ -107,6 +108,16 @@ impl FeedForwardNames {
     pub fn two_layer(up: &str, down: &str, bias: bool) -> Self {
         Self {
             up: ParamNames::linear(up, bias),
+            gate: None,
+            down: ParamNames::linear(down, bias),
+        }
+    }
+
+    /// Gated, with the gate and up projections stacked in one tensor `{gate_up}` (gate
+    /// rows first), and `{down}`.
+    pub fn gated_packed(gate_up: &str, down: &str, bias: bool) -> Self {
+        Self {
+            up: ParamNames::linear(gate_up, bias),
             gate: None,
             down: ParamNames::linear(down, bias),
         }
@@ -142,12 +153,8 @@ impl FeedForward {
                 Linear::load(w, cfg.d_model, cfg.d_ff, gate)?,
                 Linear::load(w, cfg.d_model, cfg.d_ff, &names.up)?,
             ])?,
-            (true, None) => {
-                return Err(Error::config(
-                    "gated",
-                    "a gated feed-forward needs the name of its gate projection",
-                ))
-            }
+            // Gate and up stacked in one tensor, gate first (Phi-3's `gate_up_proj`).
+            (true, None) => Linear::load(w, cfg.d_model, 2 * cfg.d_ff, &names.up)?,
             (false, _) => Linear::load(w, cfg.d_model, cfg.d_ff, &names.up)?,
         };
         let down = Linear::load(w, cfg.d_ff, cfg.d_model, &names.down)?;

@@ -77,6 +77,12 @@ pub struct LayerNames {
     pub feed_forward: FeedForwardNames,
     /// Norm of the feed-forward sublayer.
     pub feed_forward_norm: String,
+    /// Norms of each self-attention query and key head, before the rotation (Qwen3's and
+    /// Gemma 3's `self_attn.q_norm` / `self_attn.k_norm`), configured as the layer's norms.
+    pub qk_norms: Option<(String, String)>,
+    /// Norms of the self-attention and feed-forward outputs before each residual addition
+    /// (Gemma 2/3's `post_attention_layernorm` / `post_feedforward_layernorm`).
+    pub post_norms: Option<(String, String)>,
 }
 
 impl LayerNames {
@@ -91,6 +97,8 @@ impl LayerNames {
             cross_attention_norm: cross.map(|_| "norm2".into()),
             feed_forward: FeedForwardNames::two_layer("linear1", "linear2", cfg.feed_forward.bias),
             feed_forward_norm: if cross.is_some() { "norm3" } else { "norm2" }.into(),
+            qk_norms: None,
+            post_norms: None,
         }
     }
 }
@@ -155,8 +163,15 @@ impl TransformerLayer {
     /// Loads (or creates) a layer from the names a family provides.
     pub fn load(w: &Weights, cfg: &LayerConfig, names: &LayerNames) -> Result<Self> {
         let d = cfg.self_attention.d_model;
-        let self_attention =
+        let mut self_attention =
             MultiHeadAttention::load(w, &cfg.self_attention, &names.self_attention)?;
+        if let Some((q, k)) = &names.qk_norms {
+            let hd = cfg.self_attention.head_dim;
+            self_attention = self_attention.with_qk_norms(
+                Norm::load(w, hd, &cfg.norm, q)?,
+                Norm::load(w, hd, &cfg.norm, k)?,
+            )?;
+        }
         let self_attention_norm = Norm::load(w, d, &cfg.norm, &names.self_attention_norm)?;
         let cross = match (
             &cfg.cross_attention,
@@ -177,7 +192,7 @@ impl TransformerLayer {
         };
         let feed_forward = FeedForward::load(w, &cfg.feed_forward, &names.feed_forward)?;
         let feed_forward_norm = Norm::load(w, d, &cfg.norm, &names.feed_forward_norm)?;
-        Ok(Self {
+        let layer = Self {
             cfg: cfg.clone(),
             self_attention,
             self_attention_norm,
@@ -185,7 +200,14 @@ impl TransformerLayer {
             feed_forward,
             feed_forward_norm,
             post_norms: None,
-        })
+        };
+        match &names.post_norms {
+            Some((attn, ffn)) => layer.with_post_norms(
+                Norm::load(w, d, &cfg.norm, attn)?,
+                Norm::load(w, d, &cfg.norm, ffn)?,
+            ),
+            None => Ok(layer),
+        }
     }
 
     /// Assembles a layer without cross-attention from its sublayers and norms.

@@ -26,6 +26,9 @@ pub struct NormConfig {
     pub eps: f64,
     /// Whether a LayerNorm has a bias (ignored for RMSNorm).
     pub bias: bool,
+    /// Added to the stored weight when it is loaded: Gemma's norms multiply by
+    /// `1 + weight` (`Gemma2RMSNorm`), so their checkpoints store the weight minus 1.
+    pub weight_offset: f64,
 }
 
 impl NormConfig {
@@ -35,6 +38,7 @@ impl NormConfig {
             kind: NormKind::LayerNorm,
             eps,
             bias: true,
+            weight_offset: 0.0,
         }
     }
 
@@ -44,6 +48,7 @@ impl NormConfig {
             kind: NormKind::RmsNorm,
             eps,
             bias: false,
+            weight_offset: 0.0,
         }
     }
 }
@@ -72,7 +77,13 @@ impl Norm {
     /// checkpoints name them `gamma`/`beta`; [`Weights`] resolves those for every model.
     pub fn load(w: &Weights, dim: usize, cfg: &NormConfig, prefix: &str) -> Result<Self> {
         let wp = w.pp(prefix);
-        let weight = wp.get_init(dim, "weight", Init::Const(1.0))?;
+        let weight = wp.get_init(dim, "weight", Init::Const(1.0 - cfg.weight_offset))?;
+        // `1 + w` in f32 once here, as Gemma's norms compute it on every call.
+        let weight = if cfg.weight_offset != 0.0 {
+            (weight + cfg.weight_offset)?
+        } else {
+            weight
+        };
         let bias = if cfg.kind == NormKind::LayerNorm && cfg.bias {
             Some(wp.get_init(dim, "bias", Init::Const(0.0))?)
         } else {

@@ -393,6 +393,12 @@ pub enum RopeScaling {
         /// Context length the model was pre-trained on.
         original_max_position_embeddings: usize,
     },
+    /// Position interpolation (`rope_type: "linear"`, Gemma 3 4B+): every frequency divided
+    /// by `factor`.
+    Linear {
+        /// Context extension factor.
+        factor: f64,
+    },
 }
 
 impl RopeScaling {
@@ -428,9 +434,16 @@ impl RopeScaling {
                 s.validate()?;
                 Ok(Some(s))
             }
+            "linear" => {
+                let s = RopeScaling::Linear {
+                    factor: num("factor")?,
+                };
+                s.validate()?;
+                Ok(Some(s))
+            }
             other => Err(Error::config(
                 "rope_scaling.rope_type",
-                format!("`{other}` is not supported (supported: llama3, default)"),
+                format!("`{other}` is not supported (supported: llama3, linear, default)"),
             )),
         }
     }
@@ -438,6 +451,15 @@ impl RopeScaling {
     /// Rejects values `transformers` rejects.
     pub fn validate(&self) -> Result<()> {
         match *self {
+            RopeScaling::Linear { factor } => {
+                if !(factor.is_finite() && factor > 0.0) {
+                    return Err(Error::config(
+                        "rope_scaling.factor",
+                        format!("must be a finite number > 0, found {factor}"),
+                    ));
+                }
+                Ok(())
+            }
             RopeScaling::Llama3 {
                 factor,
                 low_freq_factor,
@@ -474,6 +496,12 @@ impl RopeScaling {
     /// `_compute_llama3_parameters` (so the tables match it bit for bit).
     pub fn apply(&self, inv_freq: &mut [f32]) {
         match *self {
+            RopeScaling::Linear { factor } => {
+                let factor = factor as f32;
+                for f in inv_freq.iter_mut() {
+                    *f /= factor;
+                }
+            }
             RopeScaling::Llama3 {
                 factor,
                 low_freq_factor,
@@ -677,16 +705,29 @@ impl RotaryEmbedding {
 
 impl RopeTables {
     /// Rotates `x` of shape `(batch, heads, seq, head_dim)` (see [`ops::rope`](super::ops)).
+    /// Tables narrower than the head rotate its first dimensions and pass the rest through
+    /// (partial rotary, Phi-3's `partial_rotary_factor`, llama.cpp's `n_rot`).
     pub fn apply(&self, x: &Tensor, arithmetic: Arithmetic) -> Result<Tensor> {
         let (b, _h, s, d) = x.dims4()?;
         let (cb, cs, half) = self.cos.dims3()?;
-        if cb != b || cs != s || half * 2 != d {
+        if cb != b || cs != s || half * 2 > d {
             return Err(Error::shape(
                 "rotary embedding input",
-                format!("(batch={cb}, heads, seq={cs}, head_dim={})", half * 2),
+                format!("(batch={cb}, heads, seq={cs}, head_dim>={})", half * 2),
                 x.dims(),
             ));
         }
-        ops::rope(x, &self.cos, &self.sin, self.layout, arithmetic)
+        if half * 2 == d {
+            return ops::rope(x, &self.cos, &self.sin, self.layout, arithmetic);
+        }
+        let rotated = ops::rope(
+            &x.narrow(3, 0, half * 2)?,
+            &self.cos,
+            &self.sin,
+            self.layout,
+            arithmetic,
+        )?;
+        let rest = x.narrow(3, half * 2, d - half * 2)?;
+        Ok(Tensor::cat(&[&rotated, &rest], 3)?)
     }
 }

@@ -187,7 +187,9 @@ impl<'a> BiasView<'a> {
 /// Scaled dot-product attention with `arithmetic`'s loop ([`attention_into`] or
 /// [`ggml_attention_into`]); returns `(batch, q_len, heads * head_dim)`. `biases` are
 /// additive tensors broadcastable to `(batch, heads, q_len, k_len)`. `None` when an operand
-/// is not f32 on the CPU.
+/// is not f32 on the CPU. `softcap` (llama.cpp's loop only: `None` is returned for the
+/// reference loop, which the composed ops replace) bends the products before the scale.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn attention(
     q: Heads,
     k: Heads,
@@ -195,6 +197,7 @@ pub(crate) fn attention(
     dims: AttentionDims,
     biases: &[&Tensor],
     scale: f32,
+    softcap: Option<f32>,
     arithmetic: Arithmetic,
 ) -> Result<Option<Tensor>> {
     let AttentionDims {
@@ -228,10 +231,13 @@ pub(crate) fn attention(
         .collect::<Result<_>>()?;
     let (data, layouts) = ([qd, kd, vd], [q.layout, k.layout, v.layout]);
     match arithmetic {
+        Arithmetic::Reference if softcap.is_some() => return Ok(None),
         Arithmetic::Reference => {
             attention_into(&mut out, data, layouts, dims, &bias_views, scale, None)?
         }
-        Arithmetic::Ggml => ggml_attention_into(&mut out, data, layouts, dims, &bias_views, scale)?,
+        Arithmetic::Ggml => {
+            ggml_attention_into(&mut out, data, layouts, dims, &bias_views, scale, softcap)?
+        }
     }
     drop(guards);
     Ok(Some(Tensor::from_vec(
@@ -562,6 +568,7 @@ pub(crate) fn ggml_attention_into(
     dims: AttentionDims,
     biases: &[BiasView],
     scale: f32,
+    softcap: Option<f32>,
 ) -> Result<()> {
     check_operands(out, data, layouts, dims)?;
     let AttentionDims {
@@ -578,6 +585,7 @@ pub(crate) fn ggml_attention_into(
         biases,
         dims,
         scale,
+        softcap,
     };
     let tasks: Vec<(usize, usize)> = (0..b)
         .flat_map(|bi| (0..h).map(move |hi| (bi, hi)))
@@ -607,6 +615,8 @@ struct HeadInputs<'a> {
     biases: &'a [BiasView<'a>],
     dims: AttentionDims,
     scale: f32,
+    /// Gemma 2's `cap · tanh(kq / cap)` on the products, before the scale and biases.
+    softcap: Option<f32>,
 }
 
 fma_dispatch!(attention_head => attention_head_body(inputs: &HeadInputs, task: (usize, usize)) -> Vec<f32>);
@@ -620,6 +630,7 @@ fn attention_head_body(inputs: &HeadInputs, (bi, hi): (usize, usize)) -> Vec<f32
         biases,
         dims,
         scale,
+        softcap,
     } = *inputs;
     let AttentionDims {
         heads: h,
@@ -650,7 +661,13 @@ fn attention_head_body(inputs: &HeadInputs, (bi, hi): (usize, usize)) -> Vec<f32
         }
         for (j, s) in scores.iter_mut().enumerate() {
             if *s > f32::MIN / 2.0 {
-                *s += dot_lanes(key(j), &q16) * scale;
+                let kq = dot_lanes(key(j), &q16);
+                // llama.cpp: `ggml_scale(kq, 1/cap)`, `ggml_tanh`, `ggml_scale(kq, cap)`.
+                let kq = match softcap {
+                    Some(cap) => (kq * (1.0 / cap)).tanh() * cap,
+                    None => kq,
+                };
+                *s += kq * scale;
             }
         }
         let start = scores.iter().position(|s| *s > f32::MIN / 2.0).unwrap_or(0);
@@ -1246,7 +1263,7 @@ mod tests {
         for ggml in [false, true] {
             let run = |out: &mut [f32], data: [&[f32]; 3], sizes| {
                 if ggml {
-                    ggml_attention_into(out, data, [layout; 3], sizes, &[], 1.0)
+                    ggml_attention_into(out, data, [layout; 3], sizes, &[], 1.0, None)
                 } else {
                     attention_into(out, data, [layout; 3], sizes, &[], 1.0, None)
                 }

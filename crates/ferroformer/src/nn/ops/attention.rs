@@ -40,6 +40,9 @@ pub(crate) struct AttentionCall<'a> {
     /// Score scale; `None` is `1 / sqrt(head_dim)` (computed in f32 under
     /// [`Arithmetic::Ggml`], as llama.cpp does).
     pub scale: Option<f64>,
+    /// Soft cap on the scaled scores, `cap · tanh(score / cap)`, applied before the biases
+    /// (Gemma 2).
+    pub softcap: Option<f64>,
     /// Self-attention over sequences packed end to end: `(1, tokens, ...)` input holding
     /// sequences of these lengths, each attending only to itself.
     pub packed: Option<&'a [usize]>,
@@ -77,6 +80,7 @@ pub(crate) fn attention(call: AttentionCall) -> Result<(Tensor, Option<Tensor>)>
         head_dim: hd,
         biases,
         scale,
+        softcap,
         packed,
         dropout,
         mode,
@@ -101,7 +105,12 @@ pub(crate) fn attention(call: AttentionCall) -> Result<(Tensor, Option<Tensor>)>
     // Dropout on the probabilities runs inside the training op (its mask regenerated in
     // backward); elsewhere it needs the composed ops.
     let dropping = mode.train && dropout > 0.0;
-    let composed_only = mode.need_weights || (dropping && route != Path::Autograd);
+    // A soft cap runs in llama.cpp's loop ([`Arithmetic::Ggml`]) or the composed ops.
+    let capped_elsewhere =
+        softcap.is_some() && (mode.arithmetic == Arithmetic::Reference || route != Path::Kernel);
+    let composed_only =
+        mode.need_weights || capped_elsewhere || (dropping && route != Path::Autograd);
+    let softcap = softcap.map(|c| c as f32);
     let mut all_biases = biases.clone();
     let block_mask;
     if let Some(lengths) = packed {
@@ -137,7 +146,7 @@ pub(crate) fn attention(call: AttentionCall) -> Result<(Tensor, Option<Tensor>)>
                 Heads::packed(t, q_dim + kv_dim, hd)?,
             );
             if let Some(out) =
-                kernels::attention(q, k, v, dims, &all_biases, scale, mode.arithmetic)?
+                kernels::attention(q, k, v, dims, &all_biases, scale, None, mode.arithmetic)?
             {
                 return Ok((out, None));
             }
@@ -152,9 +161,16 @@ pub(crate) fn attention(call: AttentionCall) -> Result<(Tensor, Option<Tensor>)>
             if let (Some(qh), Some(kh), Some(vh)) =
                 (Heads::bhsd(&q), Heads::bhsd(&k), Heads::bhsd(&v))
             {
-                if let Some(out) =
-                    kernels::attention(qh, kh, vh, dims, &all_biases, scale, mode.arithmetic)?
-                {
+                if let Some(out) = kernels::attention(
+                    qh,
+                    kh,
+                    vh,
+                    dims,
+                    &all_biases,
+                    scale,
+                    softcap,
+                    mode.arithmetic,
+                )? {
                     return Ok((out, None));
                 }
             }
@@ -178,7 +194,7 @@ pub(crate) fn attention(call: AttentionCall) -> Result<(Tensor, Option<Tensor>)>
         }
         _ => {}
     }
-    composed(qkv, dims, &all_biases, scale, dropout, mode)
+    composed(qkv, dims, &all_biases, scale, softcap, dropout, mode)
 }
 
 /// Sizes of the call, from q, k and v.
@@ -278,6 +294,7 @@ fn composed(
     dims: AttentionDims,
     biases: &[&Tensor],
     scale: f32,
+    softcap: Option<f32>,
     dropout: f64,
     mode: Mode,
 ) -> Result<(Tensor, Option<Tensor>)> {
@@ -296,6 +313,9 @@ fn composed(
     );
     let q = if scale == 1.0 { q } else { (q * scale as f64)? };
     let mut scores = q.matmul(&k.t()?)?;
+    if let Some(cap) = softcap {
+        scores = soft_cap(&scores, cap, mode.arithmetic)?;
+    }
     for bias in biases {
         scores = scores.broadcast_add(bias)?;
     }
@@ -310,6 +330,16 @@ fn composed(
         .transpose(1, 2)?
         .reshape((batch, q_len, heads * head_dim))?;
     Ok((context, mode.need_weights.then_some(weights)))
+}
+
+/// `cap · tanh(x / cap)`: Gemma 2's soft cap on attention scores and final logits. Under
+/// [`Arithmetic::Ggml`] the division is llama.cpp's product by the f32 reciprocal.
+pub fn soft_cap(x: &Tensor, cap: f32, arithmetic: Arithmetic) -> Result<Tensor> {
+    let scaled = match arithmetic {
+        Arithmetic::Ggml => (x * (1.0f32 / cap) as f64)?,
+        Arithmetic::Reference => (x / cap as f64)?,
+    };
+    Ok((scaled.tanh()? * cap as f64)?)
 }
 
 /// Softmax over the last dimension: candle's fused kernel for inference, the

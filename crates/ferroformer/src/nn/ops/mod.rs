@@ -30,8 +30,8 @@ mod linear;
 mod norm;
 mod rope;
 
-pub use attention::softmax_last_dim;
 pub(crate) use attention::{attention, kv_values, to_heads, AttentionCall, Qkv};
+pub use attention::{soft_cap, softmax_last_dim};
 pub use glu::activation;
 pub(crate) use glu::glu;
 pub(crate) use linear::linear;
