@@ -121,6 +121,37 @@ fn gemma2_matches_transformers() {
     );
 }
 
+/// `Gemma2Config`'s defaults when the soft caps are absent (final 30, attention 50); `null`
+/// means none; Gemma 3 has none by default.
+#[test]
+fn gemma_soft_caps_default_as_transformers() {
+    let t = edited("gemma2", |c| {
+        let c = c.as_object_mut().unwrap();
+        c.remove("final_logit_softcapping");
+        c.remove("attn_logit_softcapping");
+    });
+    let cfg = load(t.path()).unwrap().config().clone();
+    assert_eq!(cfg.final_logit_softcap, Some(30.0));
+    assert_eq!(cfg.stack.layer.self_attention.softcap, Some(50.0));
+
+    let t = edited("gemma2", |c| {
+        c["final_logit_softcapping"] = serde_json::Value::Null;
+        c["attn_logit_softcapping"] = serde_json::Value::Null;
+    });
+    let cfg = load(t.path()).unwrap().config().clone();
+    assert_eq!(cfg.final_logit_softcap, None);
+    assert_eq!(cfg.stack.layer.self_attention.softcap, None);
+
+    let t = edited("gemma3_text", |c| {
+        let c = c.as_object_mut().unwrap();
+        c.remove("final_logit_softcapping");
+        c.remove("attn_logit_softcapping");
+    });
+    let cfg = load(t.path()).unwrap().config().clone();
+    assert_eq!(cfg.final_logit_softcap, None);
+    assert_eq!(cfg.stack.layer.self_attention.softcap, None);
+}
+
 #[test]
 fn gemma3_text_matches_transformers() {
     check("gemma3_text");

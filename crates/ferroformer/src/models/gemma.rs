@@ -83,12 +83,14 @@ pub struct GemmaConfig {
     /// Gemma 3 without `layer_types`: every `sliding_window_pattern`-th layer is global.
     #[serde(default)]
     pub sliding_window_pattern: Option<usize>,
-    /// Soft cap on the final logits (Gemma 2: 30), or `null`.
-    #[serde(default)]
-    pub final_logit_softcapping: Option<f64>,
-    /// Soft cap on the attention scores (Gemma 2: 50), or `null`.
-    #[serde(default)]
-    pub attn_logit_softcapping: Option<f64>,
+    /// Soft cap on the final logits, or `null`; absent: `transformers`' default for the
+    /// family (Gemma 2: 30, Gemma 3: none), see [`GemmaConfig::final_softcap`].
+    #[serde(default, deserialize_with = "present")]
+    pub final_logit_softcapping: Option<Option<f64>>,
+    /// Soft cap on the attention scores, or `null`; absent: the family's default (Gemma 2:
+    /// 50, Gemma 3: none), see [`GemmaConfig::attn_softcap`].
+    #[serde(default, deserialize_with = "present")]
+    pub attn_logit_softcapping: Option<Option<f64>>,
     /// q/k/v/o biases.
     #[serde(default)]
     pub attention_bias: bool,
@@ -100,9 +102,32 @@ pub struct GemmaConfig {
     pub use_bidirectional_attention: bool,
 }
 
+/// A key that is present (`Some`), whether its value is `null` (`Some(None)`) or a number;
+/// an absent key stays `None` through `#[serde(default)]`.
+fn present<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Option<f64>>, D::Error> {
+    use serde::Deserialize;
+    Option::<f64>::deserialize(d).map(Some)
+}
+
 impl GemmaConfig {
     fn gemma3(&self) -> bool {
         self.model_type == "gemma3_text"
+    }
+
+    /// The final logit soft cap: the config's value (`null`: none), else `Gemma2Config`'s
+    /// default 30 (`Gemma3TextConfig`'s is none).
+    pub fn final_softcap(&self) -> Option<f64> {
+        self.final_logit_softcapping
+            .unwrap_or(if self.gemma3() { None } else { Some(30.0) })
+    }
+
+    /// The attention score soft cap: the config's value (`null`: none), else
+    /// `Gemma2Config`'s default 50 (`Gemma3TextConfig`'s is none).
+    pub fn attn_softcap(&self) -> Option<f64> {
+        self.attn_logit_softcapping
+            .unwrap_or(if self.gemma3() { None } else { Some(50.0) })
     }
 
     /// The decoder configuration these values describe.
@@ -145,7 +170,7 @@ impl GemmaConfig {
             out_bias: self.attention_bias,
             scale: Some(self.query_pre_attn_scalar.powf(-0.5)),
             dropout: 0.0,
-            softcap: self.attn_logit_softcapping,
+            softcap: self.attn_softcap(),
             rotary_dim: None,
         };
         attention.validate()?;
@@ -176,7 +201,7 @@ impl GemmaConfig {
         cfg.stack.layer.norm.weight_offset = 1.0;
         // `hidden_size ** 0.5`, rounded to the activations' dtype.
         cfg.embeddings.scale = Some((self.hidden_size as f64).sqrt() as f32 as f64);
-        cfg.final_logit_softcap = self.final_logit_softcapping;
+        cfg.final_logit_softcap = self.final_softcap();
         let n = self.num_hidden_layers;
         let flags = match &self.layer_types {
             Some(types) => layer_type_flags(types, n)?,
