@@ -213,6 +213,75 @@ fn chat_completion_whole_and_streamed() {
 }
 
 #[test]
+fn json_object_output() {
+    // tests/fixtures/serve-json-llama: the same random weights with a vocabulary that holds
+    // the JSON punctuation; left alone it writes no JSON.
+    let json_llama = fixtures().join("serve-json-llama");
+    let s = Server::start(&["--model", json_llama.to_str().unwrap(), "--alias", "jl"]);
+    let body = |extra: Value| {
+        let mut b = json!({"model": "jl",
+                           "messages": [{"role": "user", "content": "a json object please"}],
+                           "max_tokens": 40});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    let content = |v: &Value| {
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let is_object = |t: &str| matches!(serde_json::from_str::<Value>(t), Ok(Value::Object(_)));
+    let free = s.ok("/v1/chat/completions", &body(json!({"temperature": 0})));
+    assert!(!is_object(&content(&free)), "{free}");
+    let fmt = json!({"type": "json_object"});
+    let v = s.ok(
+        "/v1/chat/completions",
+        &body(json!({"temperature": 0, "response_format": fmt})),
+    );
+    assert!(is_object(&content(&v)), "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+    // Sampled and streamed, several choices, a stop string that must not cut the object.
+    let chunks = s.stream(
+        "/v1/chat/completions",
+        &body(
+            json!({"temperature": 1.2, "seed": 3, "n": 3, "stream": true, "stop": [":"],
+                     "response_format": fmt}),
+        ),
+    );
+    let mut texts = vec![String::new(); 3];
+    for c in &chunks[..chunks.len() - 1] {
+        let c: Value = serde_json::from_str(c).unwrap();
+        for ch in c["choices"].as_array().unwrap() {
+            if let Some(t) = ch["delta"]["content"].as_str() {
+                texts[ch["index"].as_u64().unwrap() as usize].push_str(t);
+            }
+        }
+    }
+    for t in &texts {
+        assert!(is_object(t), "{t:?}");
+    }
+    // `text` is accepted; `json_schema` is refused by name.
+    s.ok(
+        "/v1/chat/completions",
+        &body(json!({"max_tokens": 2, "response_format": {"type": "text"}})),
+    );
+    let (st, e) = s.post(
+        "/v1/chat/completions",
+        &body(json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}})),
+    );
+    assert_eq!(st, 400, "{e}");
+    let e = error_of(&e);
+    assert_eq!(e["param"], "response_format");
+    assert!(
+        e["message"].as_str().unwrap().contains("`json_schema`"),
+        "{e}"
+    );
+}
+
+#[test]
 fn sampling_options_logprobs_n_and_stop() {
     let s = Server::start(&[]);
     let body = |seed: u64| {
