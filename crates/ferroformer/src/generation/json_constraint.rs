@@ -33,6 +33,9 @@ pub struct TokenBytes {
     /// Tokens that can sit inside a string unchanged: complete UTF-8, no `"`, no backslash,
     /// no control character (the fast path of a step inside a string).
     plain: Vec<bool>,
+    /// The allowed tokens by first byte, in increasing id order: outside strings most
+    /// first bytes are refused at once, and their tokens are never looked at.
+    by_first: Vec<Vec<u32>>,
 }
 
 impl TokenBytes {
@@ -41,10 +44,12 @@ impl TokenBytes {
         let mut data = Vec::new();
         let mut spans = Vec::with_capacity(pieces.len());
         let mut plain = Vec::with_capacity(pieces.len());
-        for p in pieces {
+        let mut by_first = vec![Vec::new(); 256];
+        for (id, p) in pieces.into_iter().enumerate() {
             match p {
                 // An empty piece would let the model stall without writing anything.
                 Some(b) if !b.is_empty() => {
+                    by_first[b[0] as usize].push(id as u32);
                     let start = data.len() as u32;
                     data.extend_from_slice(&b);
                     spans.push(Some((start, data.len() as u32)));
@@ -59,7 +64,12 @@ impl TokenBytes {
                 }
             }
         }
-        Self { data, spans, plain }
+        Self {
+            data,
+            spans,
+            plain,
+            by_first,
+        }
     }
 
     /// Each of `vocab_size` token ids' bytes under `tokenizer` (ids past the tokenizer's
@@ -719,22 +729,42 @@ impl JsonConstraint {
                 ..
             }
         );
-        let cost_here = self.state.bytes_to_close();
-        for id in 0..t.len() {
-            let Some((a, b)) = t.spans[id] else { continue };
-            let cost = if in_plain_string && t.plain[id] {
-                // Text inside a string leaves the automaton where it is.
-                Some(cost_here)
-            } else {
-                self.state
-                    .try_bytes(&t.data[a as usize..b as usize], &mut self.scratch)
-            };
-            if let Some(c) = cost {
-                if budget.is_none_or(|r| c <= r) {
+        let fits = |c: Option<usize>| c.is_some_and(|c| budget.is_none_or(|r| c <= r));
+        if in_plain_string {
+            let cost_here = self.state.bytes_to_close();
+            for id in 0..t.len() {
+                let Some((a, b)) = t.spans[id] else { continue };
+                let cost = if t.plain[id] {
+                    // Text inside a string leaves the automaton where it is.
+                    Some(cost_here)
+                } else {
+                    self.state
+                        .try_bytes(&t.data[a as usize..b as usize], &mut self.scratch)
+                };
+                if fits(cost) {
                     self.allowed.push(id as u32);
                 }
             }
+            return;
         }
+        for first in 0..=255u8 {
+            let ids = &t.by_first[first as usize];
+            if ids.is_empty() || self.state.try_bytes(&[first], &mut self.scratch).is_none() {
+                continue;
+            }
+            for &id in ids {
+                let Some((a, b)) = t.spans[id as usize] else {
+                    continue;
+                };
+                let cost = self
+                    .state
+                    .try_bytes(&t.data[a as usize..b as usize], &mut self.scratch);
+                if fits(cost) {
+                    self.allowed.push(id);
+                }
+            }
+        }
+        self.allowed.sort_unstable();
     }
 
     /// Sets every score but the allowed tokens' to `-inf` (see [`JsonConstraint::allowed`]).
