@@ -97,6 +97,24 @@ fn greedy_output_is_an_object_only_when_constrained() {
         assert!(out.tokens.len() <= max_new);
         assert!(s.json().unwrap().is_complete());
     }
+    // Alternatives reported with each token are tokens the constraint allows.
+    let extra = ExtraSampling {
+        top_logprobs: 5,
+        ..Default::default()
+    };
+    let mut s = SequenceSampler::new(cfg.clone(), extra, prompt.len())
+        .with_json(JsonConstraint::new(Arc::clone(&t), &[EOS]).unwrap());
+    let ids = prompt.clone();
+    let mut scores = {
+        let (_, sc) = BatchDecoder::new(m).prefill(&prompt).unwrap();
+        sc
+    };
+    let first = s.choose(&ids, &mut scores);
+    // Whitespace or the opening brace: nothing else starts a JSON object.
+    let piece = lm.tokenizer.decode(&[first.token], true).unwrap();
+    assert!(matches!(piece.trim_start(), "" | "{"), "{piece:?}");
+    assert!(!first.top.is_empty());
+    assert!(first.top.iter().all(|a| a.logprob.is_finite()), "{first:?}");
 }
 
 #[test]

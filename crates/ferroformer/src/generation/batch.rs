@@ -363,7 +363,8 @@ pub struct ExtraSampling {
     pub frequency_penalty: f32,
     /// Added to the given tokens' scores.
     pub logit_bias: HashMap<u32, f32>,
-    /// How many alternatives to report with each token (0: none).
+    /// How many alternatives to report with each token (0: none); tokens that cannot be
+    /// chosen (score `-inf`) are left out, so there may be fewer.
     pub top_logprobs: usize,
 }
 
@@ -454,6 +455,9 @@ impl SequenceSampler {
                 logprobs[b].total_cmp(&logprobs[a])
             });
             order.truncate(k);
+            // Masked tokens (a JSON constraint, banned words) are no alternatives: their
+            // -inf would reach clients as `null`.
+            order.retain(|&i| logprobs[i].is_finite());
             order.sort_by(|&a, &b| logprobs[b].total_cmp(&logprobs[a]).then(a.cmp(&b)));
             order
                 .into_iter()
