@@ -580,6 +580,52 @@ fn models_tokenize_detokenize_health_pipeline() {
 }
 
 #[test]
+fn pipeline_text_generation_runs_in_the_scheduler_and_answers_as_the_cli() {
+    let s = Server::start(&[]);
+    let steps_before = s.metric("ferroformer_decode_steps_total", None);
+    let p = s.ok(
+        "/pipeline/text-generation",
+        &json!({"model": "llama", "inputs": ["hello there", "a b c"],
+                "parameters": {"max_new_tokens": 10}}),
+    );
+    // The scheduler decoded them (the pipeline alone counts no steps).
+    assert!(s.metric("ferroformer_decode_steps_total", None) > steps_before);
+    let out = Command::new(env!("CARGO_BIN_EXE_ferroformer"))
+        .args(["pipeline", "text-generation", "--model"])
+        .arg(fixtures().join("serve-llama"))
+        .args(["--max-new-tokens", "10", "--json", "hello there", "a b c"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(p, cli);
+    let cont = s.ok(
+        "/pipeline/text-generation",
+        &json!({"model": "llama", "inputs": "hello there",
+                "parameters": {"max_new_tokens": 10, "return_full_text": false}}),
+    );
+    let full = cli[0][0]["generated_text"].as_str().unwrap();
+    assert_eq!(
+        format!("hello there{}", cont[0][0]["generated_text"].as_str().unwrap()),
+        full
+    );
+    // Beam search is not the scheduler's: the pipeline runs it, as before.
+    let beams = s.ok(
+        "/pipeline/text-generation",
+        &json!({"model": "llama", "inputs": "hello",
+                "parameters": {"max_new_tokens": 4, "num_beams": 2}}),
+    );
+    assert!(beams[0][0]["generated_text"]
+        .as_str()
+        .unwrap()
+        .starts_with("hello"));
+}
+
+#[test]
 fn every_error_status() {
     let s = Server::start(&["--max-tokens-cap", "50", "--payload-limit", "2000"]);
     let check = |status: u16, path: &str, body: &str, param: Option<&str>| {
