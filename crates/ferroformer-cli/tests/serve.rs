@@ -610,7 +610,10 @@ fn pipeline_text_generation_runs_in_the_scheduler_and_answers_as_the_cli() {
     );
     let full = cli[0][0]["generated_text"].as_str().unwrap();
     assert_eq!(
-        format!("hello there{}", cont[0][0]["generated_text"].as_str().unwrap()),
+        format!(
+            "hello there{}",
+            cont[0][0]["generated_text"].as_str().unwrap()
+        ),
         full
     );
     // Beam search is not the scheduler's: the pipeline runs it, as before.
