@@ -72,7 +72,8 @@ def main():
         server = subprocess.Popen(cmd)
         base = f"http://127.0.0.1:{port}"
         wait_ready("127.0.0.1", port)
-        chat_model, embed_model = "chat", "embed"
+        # Without --embedding-model no encoder is served: skip the embeddings checks.
+        chat_model, embed_model = "chat", ("embed" if args.embedding_model else None)
     else:
         base = args.base_url
         chat_model, embed_model = args.model, args.embedding_model
@@ -107,6 +108,17 @@ def main():
         check(finish == r.choices[0].finish_reason, "streamed finish_reason")
         check(usage is not None and usage.completion_tokens == u.completion_tokens,
               "stream_options.include_usage")
+
+        j = client.chat.completions.create(
+            model=chat_model, max_tokens=64, temperature=0, response_format={"type": "json_object"},
+            messages=[{"role": "user", "content": "Describe a cat as a JSON object."}])
+        jtext = j.choices[0].message.content
+        try:
+            parsed = json.loads(jtext)
+        except ValueError:
+            parsed = None
+        check(isinstance(parsed, dict), f"response_format json_object gives a JSON object: {jtext!r}")
+        summary["json_object"] = jtext
 
         c = client.completions.create(model=chat_model, prompt="The capital of France is",
                                       max_tokens=12, temperature=0, echo=True)

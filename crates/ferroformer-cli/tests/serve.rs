@@ -213,6 +213,75 @@ fn chat_completion_whole_and_streamed() {
 }
 
 #[test]
+fn json_object_output() {
+    // tests/fixtures/serve-json-llama: the same random weights with a vocabulary that holds
+    // the JSON punctuation; left alone it writes no JSON.
+    let json_llama = fixtures().join("serve-json-llama");
+    let s = Server::start(&["--model", json_llama.to_str().unwrap(), "--alias", "jl"]);
+    let body = |extra: Value| {
+        let mut b = json!({"model": "jl",
+                           "messages": [{"role": "user", "content": "a json object please"}],
+                           "max_tokens": 40});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    let content = |v: &Value| {
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let is_object = |t: &str| matches!(serde_json::from_str::<Value>(t), Ok(Value::Object(_)));
+    let free = s.ok("/v1/chat/completions", &body(json!({"temperature": 0})));
+    assert!(!is_object(&content(&free)), "{free}");
+    let fmt = json!({"type": "json_object"});
+    let v = s.ok(
+        "/v1/chat/completions",
+        &body(json!({"temperature": 0, "response_format": fmt})),
+    );
+    assert!(is_object(&content(&v)), "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+    // Sampled and streamed, several choices, a stop string that must not cut the object.
+    let chunks = s.stream(
+        "/v1/chat/completions",
+        &body(
+            json!({"temperature": 1.2, "seed": 3, "n": 3, "stream": true, "stop": [":"],
+                     "response_format": fmt}),
+        ),
+    );
+    let mut texts = vec![String::new(); 3];
+    for c in &chunks[..chunks.len() - 1] {
+        let c: Value = serde_json::from_str(c).unwrap();
+        for ch in c["choices"].as_array().unwrap() {
+            if let Some(t) = ch["delta"]["content"].as_str() {
+                texts[ch["index"].as_u64().unwrap() as usize].push_str(t);
+            }
+        }
+    }
+    for t in &texts {
+        assert!(is_object(t), "{t:?}");
+    }
+    // `text` is accepted; `json_schema` is refused by name.
+    s.ok(
+        "/v1/chat/completions",
+        &body(json!({"max_tokens": 2, "response_format": {"type": "text"}})),
+    );
+    let (st, e) = s.post(
+        "/v1/chat/completions",
+        &body(json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}})),
+    );
+    assert_eq!(st, 400, "{e}");
+    let e = error_of(&e);
+    assert_eq!(e["param"], "response_format");
+    assert!(
+        e["message"].as_str().unwrap().contains("`json_schema`"),
+        "{e}"
+    );
+}
+
+#[test]
 fn sampling_options_logprobs_n_and_stop() {
     let s = Server::start(&[]);
     let body = |seed: u64| {
@@ -508,6 +577,55 @@ fn models_tokenize_detokenize_health_pipeline() {
     let (st, e) = s.post("/pipeline/no-such-task", &json!({"inputs": "x"}));
     assert_eq!(st, 404, "{e}");
     error_of(&e);
+}
+
+#[test]
+fn pipeline_text_generation_runs_in_the_scheduler_and_answers_as_the_cli() {
+    let s = Server::start(&[]);
+    let steps_before = s.metric("ferroformer_decode_steps_total", None);
+    let p = s.ok(
+        "/pipeline/text-generation",
+        &json!({"model": "llama", "inputs": ["hello there", "a b c"],
+                "parameters": {"max_new_tokens": 10}}),
+    );
+    // The scheduler decoded them (the pipeline alone counts no steps).
+    assert!(s.metric("ferroformer_decode_steps_total", None) > steps_before);
+    let out = Command::new(env!("CARGO_BIN_EXE_ferroformer"))
+        .args(["pipeline", "text-generation", "--model"])
+        .arg(fixtures().join("serve-llama"))
+        .args(["--max-new-tokens", "10", "--json", "hello there", "a b c"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(p, cli);
+    let cont = s.ok(
+        "/pipeline/text-generation",
+        &json!({"model": "llama", "inputs": "hello there",
+                "parameters": {"max_new_tokens": 10, "return_full_text": false}}),
+    );
+    let full = cli[0][0]["generated_text"].as_str().unwrap();
+    assert_eq!(
+        format!(
+            "hello there{}",
+            cont[0][0]["generated_text"].as_str().unwrap()
+        ),
+        full
+    );
+    // Beam search is not the scheduler's: the pipeline runs it, as before.
+    let beams = s.ok(
+        "/pipeline/text-generation",
+        &json!({"model": "llama", "inputs": "hello",
+                "parameters": {"max_new_tokens": 4, "num_beams": 2}}),
+    );
+    assert!(beams[0][0]["generated_text"]
+        .as_str()
+        .unwrap()
+        .starts_with("hello"));
 }
 
 #[test]

@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ferroformer::generation::{ExtraSampling, GenerationConfig, SequenceSampler};
+use ferroformer::generation::{ExtraSampling, GenerationConfig, JsonConstraint, SequenceSampler};
 use futures_util::stream::{self, Stream};
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
@@ -139,6 +139,8 @@ struct Sampling {
     /// Log-probabilities wanted (chat: `logprobs: true`; completions: `logprobs: k`).
     logprobs: bool,
     seeded: bool,
+    /// `response_format: {"type": "json_object"}`: the output is one JSON object.
+    json: bool,
 }
 
 fn sampling(state: &AppState, lm: &LmEntry, f: &Fields, chat: bool) -> Result<Sampling, ApiError> {
@@ -267,24 +269,38 @@ fn sampling(state: &AppState, lm: &LmEntry, f: &Fields, chat: bool) -> Result<Sa
         Some(Value::Object(o)) => Fields(o).bool("include_usage")?.unwrap_or(false),
         Some(other) => return Err(wrong("stream_options", "an object", other)),
     };
-    if let Some(rf) = f.value("response_format") {
-        let kind = rf.get("type").and_then(|t| t.as_str());
-        match kind {
-            Some("text") => {}
-            Some(k @ ("json_object" | "json_schema")) => {
+    let json = match f.value("response_format") {
+        None => false,
+        Some(rf) => match rf.get("type").and_then(|t| t.as_str()) {
+            Some("text") => false,
+            Some("json_object") => {
+                if cfg.eos_token_id.is_empty() {
+                    return Err(ApiError::invalid(
+                        "response_format",
+                        "`response_format` `json_object` needs an end-of-sequence token to end \
+                         the object with, and this model has none",
+                    ));
+                }
+                true
+            }
+            Some("json_schema") => {
                 return Err(ApiError::invalid(
                     "response_format",
-                    format!("`response_format` `{k}` (constrained JSON output) is not supported by this server yet; use `text`"),
+                    "`response_format` `json_schema` (output following a JSON schema) is not \
+                     supported by this server; use `json_object` (any JSON object) or `text`",
                 ))
             }
             _ => {
                 return Err(ApiError::invalid(
                     "response_format",
-                    format!("`response_format` must be {{\"type\": \"text\"}}, found `{rf}`"),
+                    format!(
+                        "`response_format` must be {{\"type\": \"text\"}} or \
+                         {{\"type\": \"json_object\"}}, found `{rf}`"
+                    ),
                 ))
             }
-        }
-    }
+        },
+    };
     cfg.validate()
         .map_err(|e| ApiError::bad_request(format!("invalid sampling options: {e}")))?;
     Ok(Sampling {
@@ -297,6 +313,7 @@ fn sampling(state: &AppState, lm: &LmEntry, f: &Fields, chat: bool) -> Result<Sa
         include_usage,
         logprobs,
         seeded,
+        json,
     })
 }
 
@@ -408,9 +425,15 @@ fn spawn_choice(
     cfg.max_new_tokens = Some(max_new);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let ended = Arc::new(AtomicBool::new(false));
+    let mut sampler = SequenceSampler::new(cfg.clone(), s.extra.clone(), prompt.len());
+    if s.json {
+        let constraint = JsonConstraint::new(lm.json_table(), &cfg.eos_token_id)
+            .map_err(|e| ApiError::invalid("response_format", e.to_string()))?;
+        sampler = sampler.with_json(constraint);
+    }
     lm.scheduler.submit(Job {
         prompt: prompt.to_vec(),
-        sampler: SequenceSampler::new(cfg.clone(), s.extra.clone(), prompt.len()),
+        sampler,
         max_new,
         eos: cfg.eos_token_id.clone(),
         events: tx,
@@ -421,7 +444,9 @@ fn spawn_choice(
         ids: Vec::new(),
         text: String::new(),
         emitted: 0,
-        stop: s.stop.clone(),
+        // A stop string must not cut a JSON object short: the object ends the output (its
+        // end-of-sequence token is the only one allowed once it is complete).
+        stop: if s.json { Vec::new() } else { s.stop.clone() },
     };
     let want_logprobs = s.logprobs;
     let metrics = Arc::clone(&state.metrics);

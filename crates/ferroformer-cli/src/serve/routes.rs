@@ -1,6 +1,7 @@
 //! The router, the middleware (request metrics, CORS, API key) and the endpoints besides
 //! generation: models, tokenize / detokenize, health, metrics, embeddings, pipelines.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -12,16 +13,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
+use ferroformer::generation::{ExtraSampling, SequenceSampler};
 use ferroformer::models::tokenizer::EncodeOptions;
 use ferroformer::pipelines::{
-    AggregationStrategy, ClassificationFunction, Pipeline, PipelineConfig, PipelineInput, Pooling,
-    Task, TaskOptions, TopK,
+    generated_text, prepare_prompt, text_generation_config, AggregationStrategy,
+    ClassificationFunction, Pipeline, PipelineConfig, PipelineInput, Pooling, Task, TaskOptions,
+    TextGenerationOptions, TopK,
 };
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
 use super::openai::{self, json_body, type_name, Fields};
-use super::state::{AppState, ModelKind};
+use super::scheduler::{Event, Job};
+use super::state::{AppState, LmEntry, ModelKind};
 
 /// Every route, with the middleware.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -577,6 +581,13 @@ async fn pipeline(
             .or(state.models.first())
             .ok_or_else(|| ApiError::unknown_model("(any)", &[]))?,
     };
+    if let (Task::TextGeneration, ModelKind::Lm(entry)) = (task, &served.kind) {
+        if let Some(out) =
+            scheduled_text_generation(&state, entry, &inputs, &options.text_generation).await?
+        {
+            return Ok(Json(Value::Array(out)));
+        }
+    }
     let source = served.source.clone();
     let st = Arc::clone(&state);
     let out = tokio::task::spawn_blocking(move || -> Result<Vec<Value>, ApiError> {
@@ -619,6 +630,98 @@ async fn pipeline(
     .await
     .map_err(|e| ApiError::internal(format!("the pipeline task failed: {e}")))??;
     Ok(Json(Value::Array(out)))
+}
+
+/// `text-generation` on a served causal LM through its scheduler, so that it decodes in the
+/// same batch as chat and completion requests, under the same KV-cache budget and queue, and
+/// with no second copy of the model: the prompts are prepared and the answers written by the
+/// pipeline's own functions, so the answer is the pipeline's (greedy: token for token).
+/// `None` when the options need what the scheduler does not do (beam search, several
+/// sequences per prompt, stop strings, a forced last token): those run in the pipeline.
+async fn scheduled_text_generation(
+    state: &AppState,
+    entry: &LmEntry,
+    inputs: &[PipelineInput],
+    options: &TextGenerationOptions,
+) -> Result<Option<Vec<Value>>, ApiError> {
+    let lm = &entry.lm;
+    let bad = |field: &str, e: ferroformer::Error| ApiError::invalid(field, e.to_string());
+    let cfg = text_generation_config(lm, options).map_err(|e| bad("parameters", e))?;
+    if cfg.num_beams > 1
+        || cfg.num_return_sequences > 1
+        || !cfg.stop_strings.is_empty()
+        || !cfg.forced_eos_token_id.is_empty()
+    {
+        return Ok(None);
+    }
+    let mut prepared = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let prompt = input
+            .as_text(Task::TextGeneration)
+            .map_err(|e| bad("inputs", e))?
+            .to_string();
+        let (ids, g) =
+            prepare_prompt(lm, &prompt, &cfg, options.truncation).map_err(|e| bad("inputs", e))?;
+        // No room asked or left: the pipeline decides what that means.
+        let Some(max_new) = g.max_new_tokens.filter(|&m| m > 0) else {
+            return Ok(None);
+        };
+        let cap = state.args.max_tokens_cap;
+        if max_new > cap {
+            return Err(ApiError::invalid(
+                "parameters.max_new_tokens",
+                format!("{max_new} new tokens is more than the server's cap of {cap} (--max-tokens-cap)"),
+            ));
+        }
+        let bytes = (ids.len() + max_new) * entry.scheduler.bytes_per_position;
+        if bytes > entry.scheduler.kv_budget {
+            return Err(ApiError::invalid(
+                "inputs",
+                format!(
+                    "a prompt of {} tokens and {max_new} new tokens need {} MiB of KV cache, \
+                     more than the budget of {} MiB (--kv-cache-mb)",
+                    ids.len(),
+                    bytes.div_ceil(1 << 20),
+                    entry.scheduler.kv_budget >> 20
+                ),
+            ));
+        }
+        prepared.push((prompt, ids, g, max_new));
+    }
+    // Every prompt is queued before any is awaited, so they decode together.
+    let mut waiting = Vec::with_capacity(prepared.len());
+    for (prompt, ids, g, max_new) in prepared {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        entry.scheduler.submit(Job {
+            sampler: SequenceSampler::new(g.clone(), ExtraSampling::default(), ids.len()),
+            prompt: ids.clone(),
+            max_new,
+            eos: g.eos_token_id.clone(),
+            events: tx,
+            ended_by_request: Arc::new(AtomicBool::new(false)),
+        })?;
+        waiting.push((prompt, ids, rx));
+    }
+    let deadline = tokio::time::Instant::now() + state.timeout();
+    let mut out = Vec::with_capacity(waiting.len());
+    for (prompt, ids, mut rx) in waiting {
+        let mut tokens = Vec::new();
+        loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Err(_) => return Err(ApiError::timeout(state.args.request_timeout)),
+                Ok(Some(Event::Token(t))) => tokens.push(t.token),
+                Ok(Some(Event::Finished(_))) => break,
+                Ok(Some(Event::Failed(m))) => {
+                    return Err(ApiError::internal(format!("generation failed: {m}")))
+                }
+                Ok(None) => return Err(ApiError::internal("the model's worker stopped")),
+            }
+        }
+        let text = generated_text(lm, &prompt, &ids, &tokens, options.return_full_text)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        out.push(json!([text]));
+    }
+    Ok(Some(out))
 }
 
 #[cfg(test)]

@@ -3,11 +3,11 @@
 //! once it is answered, so replicas behind a load balancer need no shared state.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use ferroformer::generation::{GenerationConfig, LanguageModel};
+use ferroformer::generation::{GenerationConfig, LanguageModel, TokenBytes};
 use ferroformer::models::chat_template::ChatTemplate;
 use ferroformer::models::tokenizer::AutoTokenizer;
 use ferroformer::pipelines::{Pipeline, PipelineConfig};
@@ -28,12 +28,23 @@ pub struct LmEntry {
     pub defaults: GenerationConfig,
     /// Its scheduler.
     pub scheduler: SchedulerHandle,
+    /// Every token's bytes, for JSON output: built on the first request that asks for it,
+    /// then shared by all.
+    pub json_tokens: OnceLock<Arc<TokenBytes>>,
 }
 
 impl LmEntry {
     /// The longest sequence the model takes.
     pub fn context(&self) -> usize {
         self.lm.context_length()
+    }
+
+    /// The token table of JSON output (see [`LmEntry::json_tokens`]).
+    pub fn json_table(&self) -> Arc<TokenBytes> {
+        Arc::clone(self.json_tokens.get_or_init(|| {
+            let vocab = self.lm.decoder().config().embeddings.vocab_size;
+            Arc::new(TokenBytes::from_tokenizer(self.lm.tokenizer.inner(), vocab))
+        }))
     }
 }
 
@@ -227,5 +238,6 @@ fn lm_entry(
         template,
         defaults,
         scheduler,
+        json_tokens: OnceLock::new(),
     })
 }

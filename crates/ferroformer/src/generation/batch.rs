@@ -21,7 +21,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::config::GenerationConfig;
+use super::json_constraint::JsonConstraint;
 use super::logits::{self, LogitsProcessor};
+use super::stream::{StopReason, StreamOutput};
 use crate::arch::DecoderOnlyTransformer;
 use crate::error::{Error, Result};
 use crate::nn::{KvCache, LayerCache};
@@ -361,7 +363,8 @@ pub struct ExtraSampling {
     pub frequency_penalty: f32,
     /// Added to the given tokens' scores.
     pub logit_bias: HashMap<u32, f32>,
-    /// How many alternatives to report with each token (0: none).
+    /// How many alternatives to report with each token (0: none); tokens that cannot be
+    /// chosen (score `-inf`) are left out, so there may be fewer.
     pub top_logprobs: usize,
 }
 
@@ -373,6 +376,7 @@ pub struct SequenceSampler {
     prompt_len: usize,
     rng: ChaCha8Rng,
     counts: HashMap<u32, u32>,
+    json: Option<JsonConstraint>,
 }
 
 impl SequenceSampler {
@@ -386,7 +390,21 @@ impl SequenceSampler {
             prompt_len,
             rng,
             counts: HashMap::new(),
+            json: None,
         }
+    }
+
+    /// Constrains the tokens to one JSON object (see [`JsonConstraint`]): each step masks
+    /// what would not keep the output a JSON-object prefix, and, when `cfg.max_new_tokens`
+    /// is set, what would leave too few tokens to complete the object.
+    pub fn with_json(mut self, constraint: JsonConstraint) -> Self {
+        self.json = Some(constraint);
+        self
+    }
+
+    /// The JSON constraint, when there is one.
+    pub fn json(&self) -> Option<&JsonConstraint> {
+        self.json.as_ref()
     }
 
     /// The configuration.
@@ -411,6 +429,13 @@ impl SequenceSampler {
                 *s += b;
             }
         }
+        if let Some(json) = &mut self.json {
+            // The constraint comes last, so that no processor can bring back a token it
+            // masked; log-probabilities are then those of the constrained distribution.
+            let generated = ids.len().saturating_sub(self.prompt_len);
+            let remaining = self.cfg.max_new_tokens.map(|m| m.saturating_sub(generated));
+            json.mask(scores, remaining);
+        }
         let logprobs = logits::log_softmax(scores);
         let next = if self.cfg.do_sample {
             LogitsProcessor::new(&self.cfg, self.prompt_len).warp(scores);
@@ -419,6 +444,10 @@ impl SequenceSampler {
             logits::argmax(scores)
         };
         *self.counts.entry(next).or_insert(0) += 1;
+        if let Some(json) = &mut self.json {
+            // `next` was allowed: its scores alone were finite.
+            json.advance(next);
+        }
         let top = if x.top_logprobs > 0 {
             let mut order: Vec<usize> = (0..logprobs.len()).collect();
             let k = x.top_logprobs.min(order.len());
@@ -426,6 +455,9 @@ impl SequenceSampler {
                 logprobs[b].total_cmp(&logprobs[a])
             });
             order.truncate(k);
+            // Masked tokens (a JSON constraint, banned words) are no alternatives: their
+            // -inf would reach clients as `null`.
+            order.retain(|&i| logprobs[i].is_finite());
             order.sort_by(|&a, &b| logprobs[b].total_cmp(&logprobs[a]).then(a.cmp(&b)));
             order
                 .into_iter()
@@ -445,6 +477,51 @@ impl SequenceSampler {
                 .unwrap_or(f32::NEG_INFINITY),
             top,
         }
+    }
+}
+
+/// Generates a continuation of `prompt` alone with `sampler` (its settings, penalties and
+/// JSON constraint), through a [`BatchDecoder`] of one row: up to `max_new` tokens, ending
+/// at one of `eos` (kept as the last token). What a request of the server gets when it runs
+/// alone, without the server.
+pub fn generate_with_sampler(
+    model: &DecoderOnlyTransformer,
+    prompt: &[u32],
+    sampler: &mut SequenceSampler,
+    max_new: usize,
+    eos: &[u32],
+) -> Result<StreamOutput> {
+    let mut batch = BatchDecoder::new(model);
+    let mut ids = prompt.to_vec();
+    let mut tokens = Vec::new();
+    if max_new == 0 {
+        return Ok(StreamOutput {
+            tokens,
+            stop_reason: StopReason::Length,
+        });
+    }
+    let (cache, mut scores) = batch.prefill(prompt)?;
+    batch.update(&[], vec![(0, cache)])?;
+    loop {
+        let t = sampler.choose(&ids, &mut scores).token;
+        ids.push(t);
+        tokens.push(t);
+        if eos.contains(&t) {
+            return Ok(StreamOutput {
+                tokens,
+                stop_reason: StopReason::Eos,
+            });
+        }
+        if tokens.len() >= max_new || ids.len() >= model.config().embeddings.max_positions {
+            return Ok(StreamOutput {
+                tokens,
+                stop_reason: StopReason::Length,
+            });
+        }
+        scores = batch
+            .step(&[(0, t)])?
+            .pop()
+            .ok_or_else(|| Error::Invalid("a step returned no scores".into()))?;
     }
 }
 

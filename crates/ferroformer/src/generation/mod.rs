@@ -10,7 +10,8 @@
 //!   cache in a [`PromptCache`] between calls, so a chat runs each turn's new messages only.
 //! - [`BatchDecoder`]: continuous batching, sequences of different lengths decoding
 //!   together one forward pass per step (the server's scheduler); [`SequenceSampler`]
-//!   chooses each one's tokens with its own settings.
+//!   chooses each one's tokens with its own settings, optionally constrained to a JSON
+//!   object ([`JsonConstraint`]); [`generate_with_sampler`] runs one sequence that way.
 //! - [`fit_to_context`]: what happens to a prompt longer than the model's context
 //!   ([`Truncation`]).
 //!
@@ -22,6 +23,7 @@ mod beam;
 pub mod causal_lm;
 pub mod config;
 pub mod context;
+pub mod json_constraint;
 pub mod loaded;
 pub mod logits;
 pub mod perplexity;
@@ -30,11 +32,13 @@ pub mod seq2seq;
 pub mod stream;
 
 pub use batch::{
-    BatchDecoder, ExtraSampling, SampledToken, SequenceCache, SequenceSampler, TokenLogprob,
+    generate_with_sampler, BatchDecoder, ExtraSampling, SampledToken, SequenceCache,
+    SequenceSampler, TokenLogprob,
 };
 pub use causal_lm::AutoModelForCausalLM;
 pub use config::{EarlyStopping, GenerationConfig};
 pub use context::{fit_to_context, ContextFit, Truncation};
+pub use json_constraint::{JsonConstraint, JsonState, TokenBytes};
 pub use loaded::{LanguageModel, LmTokenizer, ModelSource};
 pub use logits::LogitsProcessor;
 pub use perplexity::{perplexity, text_perplexities, Perplexity, TextPerplexities};

@@ -52,7 +52,10 @@ pub use text2text_generation::{
 pub use text_classification::{
     ClassificationFunction, TextClassificationOptions, TextClassificationPipeline, TopK,
 };
-pub use text_generation::{GeneratedText, TextGenerationOptions, TextGenerationPipeline};
+pub use text_generation::{
+    generated_text, prepare_prompt, text_generation_config, GeneratedText, TextGenerationOptions,
+    TextGenerationPipeline,
+};
 pub use token_classification::{
     AggregationStrategy, TokenClassificationOptions, TokenClassificationPipeline,
 };

@@ -77,10 +77,7 @@ impl TextGenerationPipeline {
 
     /// The generation options for `options`: the checkpoint's defaults, then the overrides.
     pub fn generation_config(&self, options: &TextGenerationOptions) -> Result<GenerationConfig> {
-        let mut cfg = self.lm.model.generation_config().clone();
-        cfg.update(&serde_json::Value::Object(options.generate_kwargs.clone()))?;
-        cfg.validate()?;
-        Ok(cfg)
+        text_generation_config(&self.lm, options)
     }
 
     /// Continues every prompt; one list per prompt with `num_return_sequences` texts.
@@ -95,6 +92,70 @@ impl TextGenerationPipeline {
     ) -> Result<Vec<Vec<GeneratedText>>> {
         driver::run(self, prompts, options, self.batch_size)
     }
+}
+
+/// `options`' generation settings for `lm`: its checkpoint's defaults, then the overrides.
+pub fn text_generation_config(
+    lm: &LanguageModel,
+    options: &TextGenerationOptions,
+) -> Result<GenerationConfig> {
+    let mut cfg = lm.model.generation_config().clone();
+    cfg.update(&serde_json::Value::Object(options.generate_kwargs.clone()))?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// A prompt as `text-generation` runs it: its tokens (special tokens added; the first
+/// ones dropped with [`Truncation::Left`]) and `generation` with `max_new_tokens` set to
+/// the room the context leaves. What a caller that runs generation itself (the server's
+/// scheduler) needs to answer as the pipeline does, with [`generated_text`].
+pub fn prepare_prompt(
+    lm: &LanguageModel,
+    prompt: &str,
+    generation: &GenerationConfig,
+    truncation: Truncation,
+) -> Result<(Vec<u32>, GenerationConfig)> {
+    let ids = lm.tokenizer.encode(prompt, true)?;
+    if ids.is_empty() {
+        return Err(Error::Invalid(
+            "text-generation needs a prompt of at least one token".into(),
+        ));
+    }
+    let context = lm.context_length();
+    let wanted = generation
+        .max_total_length(ids.len())
+        .saturating_sub(ids.len());
+    let fit = fit_to_context(ids.len(), wanted, context, truncation)?;
+    let mut generation = generation.clone();
+    if wanted > 0 {
+        generation.max_new_tokens = Some(fit.max_new_tokens);
+    }
+    let ids = ids.get(fit.skip..).unwrap_or_default().to_vec();
+    Ok((ids, generation))
+}
+
+/// The pipeline's text for `new_tokens` after the prompt tokens `ids` of `prompt`: as
+/// `transformers`, the whole sequence decoded and the decoded prompt cut off by its length
+/// in characters; `prompt` first when `return_full_text`.
+pub fn generated_text(
+    lm: &LanguageModel,
+    prompt: &str,
+    ids: &[u32],
+    new_tokens: &[u32],
+    return_full_text: bool,
+) -> Result<GeneratedText> {
+    let prompt_chars = lm.tokenizer.decode(ids, true)?.chars().count();
+    let mut all_ids = ids.to_vec();
+    all_ids.extend_from_slice(new_tokens);
+    let all = lm.tokenizer.decode(&all_ids, true)?;
+    let continuation: String = all.chars().skip(prompt_chars).collect();
+    Ok(GeneratedText {
+        generated_text: if return_full_text {
+            format!("{prompt}{continuation}")
+        } else {
+            continuation
+        },
+    })
 }
 
 fn load_options(config: &PipelineConfig) -> LoadOptions {
@@ -145,23 +206,8 @@ impl PipelineTask for TextGenerationPipeline {
     /// Fits the prompt and its new tokens into the context (the prompt's first tokens
     /// dropped with [`Truncation::Left`]).
     fn preprocess(&self, prompt: &str, params: &Params) -> Result<Prepared<String, PromptRow>> {
-        let ids = self.lm.tokenizer.encode(prompt, true)?;
-        if ids.is_empty() {
-            return Err(Error::Invalid(
-                "text-generation needs a prompt of at least one token".into(),
-            ));
-        }
-        let context = self.lm.context_length();
-        let wanted = params
-            .generation
-            .max_total_length(ids.len())
-            .saturating_sub(ids.len());
-        let fit = fit_to_context(ids.len(), wanted, context, params.truncation)?;
-        let mut generation = params.generation.clone();
-        if wanted > 0 {
-            generation.max_new_tokens = Some(fit.max_new_tokens);
-        }
-        let ids = ids.get(fit.skip..).unwrap_or_default().to_vec();
+        let (ids, generation) =
+            prepare_prompt(&self.lm, prompt, &params.generation, params.truncation)?;
         Ok(Prepared::new(
             vec![PromptRow { ids, generation }],
             prompt.to_string(),
@@ -193,20 +239,14 @@ impl PipelineTask for TextGenerationPipeline {
     ) -> Result<Vec<GeneratedText>> {
         let mut texts = Vec::new();
         for (row, sequences) in rows {
-            let prompt_text = self.lm.tokenizer.decode(&row.ids, true)?;
-            let prompt_chars = prompt_text.chars().count();
             for new_tokens in sequences {
-                let mut ids = row.ids.clone();
-                ids.extend_from_slice(&new_tokens);
-                let all = self.lm.tokenizer.decode(&ids, true)?;
-                let continuation: String = all.chars().skip(prompt_chars).collect();
-                texts.push(GeneratedText {
-                    generated_text: if params.return_full_text {
-                        format!("{prompt}{continuation}")
-                    } else {
-                        continuation
-                    },
-                });
+                texts.push(generated_text(
+                    &self.lm,
+                    &prompt,
+                    &row.ids,
+                    &new_tokens,
+                    params.return_full_text,
+                )?);
             }
         }
         Ok(texts)
