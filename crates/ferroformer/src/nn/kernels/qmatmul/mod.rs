@@ -1,5 +1,5 @@
-//! CPU products of f32 activations with Q4_1, Q5_0 and Q8_0 weight matrices, with
-//! llama.cpp's arithmetic.
+//! CPU products of f32 activations with Q4_1, Q5_0 and Q8_0 weight matrices (here) and the
+//! K-quants ([`kquants`]: Q4_K, Q6_K, ...), with llama.cpp's arithmetic.
 //!
 //! Each activation row is quantized to 8 bits per block of 32 (Q8_1 for Q4_1 weights, Q8_0
 //! for Q5_0 and Q8_0 weights), and every output is an integer dot product per block scaled and
@@ -19,6 +19,8 @@
 
 use rayon::prelude::*;
 
+mod kquants;
+
 /// Bytes of one Q4_1 block: f16 scale, f16 minimum, 16 bytes of nibbles.
 const Q4_1_BYTES: usize = 20;
 /// Bytes of one Q8_0 block: f16 scale, 32 signed bytes.
@@ -37,6 +39,10 @@ pub(crate) enum WeightFormat {
     Q8_0,
     /// 5-bit values (`q - 16`) with a scale per block.
     Q5_0,
+    /// Super-blocks of 256: 4-bit values, 6-bit scales and minimums per 32.
+    Q4K,
+    /// Super-blocks of 256: 6-bit values (`q - 32`), 8-bit scales per 16.
+    Q6K,
 }
 
 /// IEEE half to f32 (exact).
@@ -188,13 +194,20 @@ pub(crate) fn matmul_t(
     format: WeightFormat,
 ) -> Option<Vec<f32>> {
     let level = level()?;
-    if !k.is_multiple_of(QK) || x.len() != m * k {
+    if x.len() != m * k {
+        return None;
+    }
+    if matches!(format, WeightFormat::Q4K | WeightFormat::Q6K) {
+        return kquants::matmul_t(x, m, k, w, n, format);
+    }
+    if !k.is_multiple_of(QK) {
         return None;
     }
     let block_bytes = match format {
         WeightFormat::Q4_1 => Q4_1_BYTES,
         WeightFormat::Q8_0 => Q8_0_BYTES,
         WeightFormat::Q5_0 => Q5_0_BYTES,
+        WeightFormat::Q4K | WeightFormat::Q6K => unreachable!("handled above"),
     };
     let nb = k / QK;
     let row_bytes = nb * block_bytes;
@@ -202,9 +215,24 @@ pub(crate) fn matmul_t(
         return None;
     }
     let xq = quantize_rows(x, format == WeightFormat::Q4_1);
+    Some(by_columns(m, n, |j, i0, rows| {
+        let wrow = &w[j * row_bytes..(j + 1) * row_bytes];
+        dot(level, format, wrow, &xq, i0, rows, nb)
+    }))
+}
+
+/// The `m × n` output of `f(j, i0, rows)`, which gives column `j` of activation rows
+/// `i0..i0 + rows` (`rows <= ROWS`; every group but the last has `ROWS` rows).
+///
+/// Columns are split into chunks over rayon's threads: enough chunks to balance the
+/// threads, each long enough that a chunk's weight rows are reused from cache across the
+/// activation rows. Each output is computed by one call whatever the split, so the result
+/// does not depend on the thread count.
+fn by_columns<F>(m: usize, n: usize, f: F) -> Vec<f32>
+where
+    F: Fn(usize, usize, usize) -> [f32; ROWS] + Sync,
+{
     let mut out = vec![0f32; m * n];
-    // Columns in chunks: enough chunks to balance the threads, each long enough that a
-    // chunk's weight rows are reused from cache across the activation rows.
     let threads = rayon::current_num_threads().max(1);
     let chunk = (n.div_ceil(threads * 4)).clamp(16, 512);
     let out_ptr = SendPtr(out.as_mut_ptr());
@@ -215,8 +243,7 @@ pub(crate) fn matmul_t(
         for i0 in (0..m).step_by(ROWS) {
             let rows = ROWS.min(m - i0);
             for j in j0..j1 {
-                let wrow = &w[j * row_bytes..(j + 1) * row_bytes];
-                let v = dot(level, format, wrow, &xq, i0, rows, nb);
+                let v = f(j, i0, rows);
                 for (r, v) in v.iter().enumerate().take(rows) {
                     // SAFETY: (i0 + r, j) lies in the m × n output and each j belongs to
                     // one chunk, so no two threads write the same element.
@@ -225,7 +252,7 @@ pub(crate) fn matmul_t(
             }
         }
     });
-    Some(out)
+    out
 }
 
 /// A raw output pointer shared by the workers, each writing its own columns.
@@ -264,6 +291,9 @@ fn dot(
                 (WeightFormat::Q8_0, Level::Avx2) => x86::q8_0_avx2(wrow, qs, d, rows, nb),
                 (WeightFormat::Q5_0, Level::Vnni) => x86::q5_0_vnni(wrow, qs, d, rows, nb),
                 (WeightFormat::Q5_0, Level::Avx2) => x86::q5_0_avx2(wrow, qs, d, rows, nb),
+                (WeightFormat::Q4K | WeightFormat::Q6K, _) => {
+                    unreachable!("the K-quants have their own kernels")
+                }
             }
         }
     }
@@ -283,7 +313,7 @@ mod x86 {
     /// ggml's `hsum_float_8`: ((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7)).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn hsum(acc: __m256) -> f32 {
+    pub(super) fn hsum(acc: __m256) -> f32 {
         let mut res = _mm256_extractf128_ps(acc, 1);
         res = _mm_add_ps(res, _mm256_castps256_ps128(acc));
         res = _mm_add_ps(res, _mm_movehl_ps(res, res));
@@ -294,7 +324,7 @@ mod x86 {
     /// IEEE half at `p` to f32 (exact, F16C).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn f16_at(p: *const u8) -> f32 {
+    pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
         let h = std::ptr::read_unaligned(p as *const u16);
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
     }

@@ -1,0 +1,328 @@
+//! Products with K-quant weights (super-blocks of 256 values), with llama.cpp's arithmetic.
+//!
+//! ggml quantizes each activation row to Q8_K (`quantize_row_q8_K_ref`: per 256 values an
+//! f32 scale `1 / (-127 / max)` where `max` is the value of largest magnitude, int8 values
+//! rounded to nearest even, and the sum of every 16 values), multiplies in integers and
+//! scales in f32. Which f32 operations follow depends on the format and on what llama.cpp
+//! does with the weights on an x86 CPU with AVX2 (its default build and settings):
+//!
+//! - **Q4_K** matrices with a multiple of 8 rows are repacked when the model loads
+//!   (`use_extra_bufts`, on by default) and multiplied by `ggml_gemm_q4_K_8x8_q8_K` on each
+//!   full group of 4 activation rows and `ggml_gemv_q4_K_8x8_q8_K` on the rest. Per output
+//!   both compute `Σ (d_w·d_x)·isum − Σ (dmin_w·d_x)·imin` with two fused multiply-add
+//!   chains, gemm once per 64 values, gemv once per 256; so a row's bits depend on whether
+//!   it falls in a full group of 4, exactly as in llama.cpp. (Matrices with other row
+//!   counts are not repacked; candle's product, ggml's `vec_dot` order, serves them.)
+//! - **Q6_K** goes through `ggml_vec_dot_q6_K_q8_K` (AVX2): integer sums in eight lanes,
+//!   one FMA per lane and super-block, `hsum_float_8` at the end. With 8 or more activation
+//!   rows llama.cpp switches to its tiled K-quant matmul, whose order differs: prompt rows
+//!   there agree to rounding, not to the bit.
+//!
+//! The integer parts are exact whichever instructions compute them (no saturation for these
+//! ranges: |q8| ≤ 127, weights ≤ 63), so only the float steps are copied operation for
+//! operation. `tests/qmatmul_kquants.rs` checks the bits against llama.cpp's own functions.
+
+#[cfg(target_arch = "x86_64")]
+use super::{by_columns, ROWS};
+
+/// Values per super-block.
+pub(super) const QK_K: usize = 256;
+/// Bytes of one Q4_K block: f16 d, f16 dmin, 12 bytes of 6-bit scales and mins, 128 of nibbles.
+pub(super) const Q4_K_BYTES: usize = 144;
+/// Bytes of one Q6_K block: 128 bytes of low nibbles, 64 of high bit pairs, 16 i8 scales,
+/// f16 d.
+pub(super) const Q6_K_BYTES: usize = 210;
+
+/// Activation rows quantized to Q8_K: values, the f32 scale of each super-block, and the
+/// sum of each 16 values.
+pub(super) struct Q8K {
+    pub(super) qs: Vec<i8>,
+    pub(super) d: Vec<f32>,
+    pub(super) bsums: Vec<i16>,
+}
+
+/// ggml's `quantize_row_q8_K_ref` on every block of 256 in `x`.
+pub(super) fn quantize_q8k(x: &[f32]) -> Q8K {
+    let blocks = x.len() / QK_K;
+    let mut out = Q8K {
+        qs: vec![0; blocks * QK_K],
+        d: vec![0.0; blocks],
+        bsums: vec![0; blocks * QK_K / 16],
+    };
+    #[cfg(target_arch = "x86_64")]
+    if super::available() {
+        // SAFETY: AVX2 and FMA are present; the same arithmetic, rounded by instructions.
+        unsafe { x86::quantize_q8k(x, &mut out) };
+        return out;
+    }
+    quantize_q8k_blocks(x, &mut out);
+    out
+}
+
+#[inline(always)]
+fn quantize_q8k_blocks(x: &[f32], out: &mut Q8K) {
+    for (b, xs) in x.chunks_exact(QK_K).enumerate() {
+        // The first value of largest magnitude, with its sign.
+        let (mut amax, mut max) = (0f32, 0f32);
+        for &v in xs {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        let qs = &mut out.qs[b * QK_K..(b + 1) * QK_K];
+        if amax == 0.0 {
+            // Zeros everywhere (already so): d = 0, values 0, sums 0.
+            continue;
+        }
+        let iscale = -127.0 / max;
+        for (q, &v) in qs.iter_mut().zip(xs) {
+            // `nearest_int` adds 1.5·2^23 to the rounded product: round half to even.
+            *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+        }
+        for (s, group) in out.bsums[b * 16..(b + 1) * 16]
+            .iter_mut()
+            .zip(qs.chunks_exact(16))
+        {
+            *s = group.iter().map(|&q| q as i16).sum();
+        }
+        out.d[b] = 1.0 / iscale;
+    }
+}
+
+/// `x W^T` for K-quant weights (see [`super::matmul_t`]); `None` where these kernels do
+/// not reproduce llama.cpp (shapes it treats otherwise) or cannot run.
+pub(super) fn matmul_t(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[u8],
+    n: usize,
+    format: super::WeightFormat,
+) -> Option<Vec<f32>> {
+    use super::WeightFormat;
+    if !super::available() || !k.is_multiple_of(QK_K) {
+        return None;
+    }
+    let block_bytes = match format {
+        // llama.cpp repacks (and so multiplies this way) only matrices of 8k rows.
+        WeightFormat::Q4K if n.is_multiple_of(8) => Q4_K_BYTES,
+        WeightFormat::Q6K => Q6_K_BYTES,
+        _ => return None,
+    };
+    let nb = k / QK_K;
+    let row_bytes = nb * block_bytes;
+    if w.len() != n * row_bytes {
+        return None;
+    }
+    let xq = quantize_q8k(x);
+    #[cfg(target_arch = "x86_64")]
+    return Some(by_columns(m, n, |j, i0, rows| {
+        let wrow = &w[j * row_bytes..(j + 1) * row_bytes];
+        // SAFETY: `available()` said AVX2, FMA and F16C are present; `wrow` holds `nb`
+        // blocks and `xq` rows `i0..i0 + rows` of `nb` blocks each.
+        unsafe {
+            match format {
+                WeightFormat::Q4K => x86::q4k(wrow, &xq, i0, rows, nb),
+                _ => x86::q6k(wrow, &xq, i0, rows, nb),
+            }
+        }
+    }));
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (xq, m, row_bytes);
+        unreachable!("`available()` is false off x86")
+    }
+}
+
+/// The 8 six-bit scales and 8 six-bit minimums of a Q4_K (or Q5_K) block, unpacked from
+/// its 12 bytes as ggml's `utmp` shuffle does.
+#[inline(always)]
+pub(super) fn q4k_scales_mins(b: &[u8]) -> ([u8; 8], [u8; 8]) {
+    const KMASK1: u32 = 0x3f3f_3f3f;
+    const KMASK2: u32 = 0x0f0f_0f0f;
+    const KMASK3: u32 = 0x0303_0303;
+    let mut u = [0u32; 4];
+    for (i, word) in u.iter_mut().take(3).enumerate() {
+        *word = u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]);
+    }
+    u[3] = ((u[2] >> 4) & KMASK2) | (((u[1] >> 6) & KMASK3) << 4);
+    let uaux = u[1] & KMASK1;
+    u[1] = (u[2] & KMASK2) | (((u[0] >> 6) & KMASK3) << 4);
+    u[2] = uaux;
+    u[0] &= KMASK1;
+    let mut sc = [0u8; 8];
+    let mut mn = [0u8; 8];
+    sc[..4].copy_from_slice(&u[0].to_le_bytes());
+    sc[4..].copy_from_slice(&u[1].to_le_bytes());
+    mn[..4].copy_from_slice(&u[2].to_le_bytes());
+    mn[4..].copy_from_slice(&u[3].to_le_bytes());
+    (sc, mn)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::super::x86::{f16_at, hsum};
+    use super::{q4k_scales_mins, Q4_K_BYTES, Q6_K_BYTES, Q8K, QK_K, ROWS};
+
+    /// The Q8_K quantizer compiled for AVX2, so rounding is an instruction, not a call.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn quantize_q8k(x: &[f32], out: &mut Q8K) {
+        super::quantize_q8k_blocks(x, out)
+    }
+
+    /// Q4_K with llama.cpp's repacked-weight arithmetic: per output, integer sums of
+    /// `scale × Σ q4·q8` and `min × Σ q8` per 64 values (a full group of `ROWS` = 4 rows,
+    /// `ggml_gemm_q4_K_8x8_q8_K`) or per 256 (the rest, `ggml_gemv_q4_K_8x8_q8_K`), each
+    /// folded in by FMA with `d_w·d_x` and `dmin_w·d_x`; the result is their difference.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q4k(w: &[u8], xq: &Q8K, i0: usize, rows: usize, nb: usize) -> [f32; ROWS] {
+        debug_assert!(w.len() >= nb * Q4_K_BYTES && xq.d.len() >= (i0 + rows) * nb);
+        let m4 = _mm256_set1_epi8(0x0f);
+        let per_64 = rows == ROWS;
+        let mut acc = [0f32; ROWS];
+        let mut acc_min = [0f32; ROWS];
+        let wp = w.as_ptr();
+        let qp = xq.qs.as_ptr();
+        for b in 0..nb {
+            let blk = wp.add(b * Q4_K_BYTES);
+            let dw = f16_at(blk);
+            let dmin = f16_at(blk.add(2));
+            let (sc, mn) = q4k_scales_mins(std::slice::from_raw_parts(blk.add(4), 12));
+            // Sub-block 2j holds the low nibbles of bytes 32j.., sub-block 2j + 1 the high.
+            let mut v = [_mm256_setzero_si256(); 8];
+            let mut s = [_mm256_setzero_si256(); 8];
+            for j in 0..4 {
+                let bits = _mm256_loadu_si256(blk.add(16 + 32 * j) as *const __m256i);
+                v[2 * j] = _mm256_and_si256(bits, m4);
+                v[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+                s[2 * j] = _mm256_set1_epi16(sc[2 * j] as i16);
+                s[2 * j + 1] = _mm256_set1_epi16(sc[2 * j + 1] as i16);
+            }
+            for r in 0..rows {
+                let xb = (i0 + r) * nb + b;
+                let q8 = qp.add(xb * QK_K);
+                let mut p = [_mm256_setzero_si256(); 4];
+                for (sb, p) in p.iter_mut().enumerate() {
+                    let y0 = _mm256_loadu_si256(q8.add(64 * sb) as *const __m256i);
+                    let y1 = _mm256_loadu_si256(q8.add(64 * sb + 32) as *const __m256i);
+                    let a = _mm256_madd_epi16(_mm256_maddubs_epi16(v[2 * sb], y0), s[2 * sb]);
+                    let c =
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(v[2 * sb + 1], y1), s[2 * sb + 1]);
+                    *p = _mm256_add_epi32(a, c);
+                }
+                // Lane sums of the four: [Σp0, Σp1, Σp2, Σp3].
+                let h =
+                    _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+                let h = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+                let mut isum = [0i32; 4];
+                _mm_storeu_si128(isum.as_mut_ptr() as *mut __m128i, h);
+                let bs = xq.bsums.get_unchecked(xb * 16..xb * 16 + 16);
+                let mut imin = [0i32; 4];
+                for (sb, m) in imin.iter_mut().enumerate() {
+                    let pair = |j: usize| bs[2 * j] as i32 + bs[2 * j + 1] as i32;
+                    *m =
+                        mn[2 * sb] as i32 * pair(2 * sb) + mn[2 * sb + 1] as i32 * pair(2 * sb + 1);
+                }
+                let dy = *xq.d.get_unchecked(xb);
+                let dd = dw * dy;
+                let dm = dmin * dy;
+                if per_64 {
+                    for sb in 0..4 {
+                        acc[r] = (isum[sb] as f32).mul_add(dd, acc[r]);
+                        acc_min[r] = (imin[sb] as f32).mul_add(dm, acc_min[r]);
+                    }
+                } else {
+                    let t: i32 = isum.iter().sum();
+                    let tm: i32 = imin.iter().sum();
+                    acc[r] = (t as f32).mul_add(dd, acc[r]);
+                    acc_min[r] = (tm as f32).mul_add(dm, acc_min[r]);
+                }
+            }
+        }
+        let mut out = [0f32; ROWS];
+        for r in 0..rows {
+            out[r] = acc[r] - acc_min[r];
+        }
+        out
+    }
+
+    /// Byte shuffles that spread scales `2c` and `2c + 1` over the two halves of chunk `c`'s
+    /// sixteen 16-bit products (ggml's `get_scale_shuffle`).
+    const SCALE_SHUFFLE: [[u8; 16]; 8] = {
+        let mut t = [[0u8; 16]; 8];
+        let mut c = 0;
+        while c < 8 {
+            let mut e = 0;
+            while e < 16 {
+                t[c][e] = (2 * c + e / 8) as u8;
+                e += 1;
+            }
+            c += 1;
+        }
+        t
+    };
+
+    /// `ggml_vec_dot_q6_K_q8_K` (AVX2): per super-block, eight lanes of
+    /// `Σ scale·q6·q8 − 32·Σ scale·bsum` in integers, `acc = fma(d_x·d_w, lanes, acc)`,
+    /// `hsum_float_8(acc)` at the end.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q6k(w: &[u8], xq: &Q8K, i0: usize, rows: usize, nb: usize) -> [f32; ROWS] {
+        debug_assert!(w.len() >= nb * Q6_K_BYTES && xq.d.len() >= (i0 + rows) * nb);
+        let m3 = _mm256_set1_epi8(3);
+        let m15 = _mm256_set1_epi8(15);
+        let mut acc = [_mm256_setzero_ps(); ROWS];
+        let wp = w.as_ptr();
+        let qp = xq.qs.as_ptr();
+        let bp = xq.bsums.as_ptr();
+        for b in 0..nb {
+            let blk = wp.add(b * Q6_K_BYTES);
+            let dw = f16_at(blk.add(208));
+            let mut q = [_mm256_setzero_si256(); 8];
+            for half in 0..2 {
+                let bits1 = _mm256_loadu_si256(blk.add(64 * half) as *const __m256i);
+                let bits2 = _mm256_loadu_si256(blk.add(64 * half + 32) as *const __m256i);
+                let bh = _mm256_loadu_si256(blk.add(128 + 32 * half) as *const __m256i);
+                let h0 = _mm256_slli_epi16(_mm256_and_si256(bh, m3), 4);
+                let h1 = _mm256_slli_epi16(_mm256_and_si256(bh, _mm256_set1_epi8(12)), 2);
+                let h2 = _mm256_and_si256(bh, _mm256_set1_epi8(48));
+                let h3 = _mm256_srli_epi16(_mm256_and_si256(bh, _mm256_set1_epi8(-64)), 2);
+                q[4 * half] = _mm256_or_si256(_mm256_and_si256(bits1, m15), h0);
+                q[4 * half + 1] = _mm256_or_si256(_mm256_and_si256(bits2, m15), h1);
+                q[4 * half + 2] =
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits1, 4), m15), h2);
+                q[4 * half + 3] =
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits2, 4), m15), h3);
+            }
+            let scales = _mm_loadu_si128(blk.add(192) as *const __m128i);
+            let scales_16 = _mm256_cvtepi8_epi16(scales);
+            let mut s = [_mm256_setzero_si256(); 8];
+            for (c, s) in s.iter_mut().enumerate() {
+                let shuf = _mm_loadu_si128(SCALE_SHUFFLE[c].as_ptr() as *const __m128i);
+                *s = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, shuf));
+            }
+            for r in 0..rows {
+                let xb = (i0 + r) * nb + b;
+                let q8 = qp.add(xb * QK_K);
+                let bsums = _mm256_loadu_si256(bp.add(xb * 16) as *const __m256i);
+                let sub = _mm256_slli_epi32(_mm256_madd_epi16(bsums, scales_16), 5);
+                let mut sumi = _mm256_setzero_si256();
+                for c in 0..8 {
+                    let y = _mm256_loadu_si256(q8.add(32 * c) as *const __m256i);
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q[c], y), s[c]);
+                    sumi = _mm256_add_epi32(sumi, p);
+                }
+                let sumi = _mm256_sub_epi32(sumi, sub);
+                let d = _mm256_set1_ps(*xq.d.get_unchecked(xb) * dw);
+                acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[r]);
+            }
+        }
+        let mut out = [0f32; ROWS];
+        for r in 0..rows {
+            out[r] = hsum(acc[r]);
+        }
+        out
+    }
+}
