@@ -6,14 +6,15 @@ Calls ggml's C functions from llama-cpp-python's shared libraries (0.3.36, built
 llama.cpp's bits, not a re-implementation:
 
 - weights: random f32 rows quantized by `ggml_quantize_chunk` (Q4_K, Q5_K, Q6_K, ...);
-- activations: `quantize_row_q8_K` per row (what `ggml_compute_forward_mul_mat` does with
-  fewer than 8 rows, where the tiled K-quant matmul does not take over);
+- activations: 9 rows of random f32, multiplied as one batch (`y`), the first 5 as one batch
+  (`y_few`) and each row alone (`y_single`), since llama.cpp's order depends on the batch;
 - Q4_K: llama.cpp repacks Q4_K weights with a multiple of 8 rows on AVX2 CPUs (the
   default `use_extra_bufts`), so the products are `ggml_gemm_q4_K_8x8_q8_K` on groups of 4
   activation rows (`ggml_quantize_mat_q8_K_4x8`) and `ggml_gemv_q4_K_8x8_q8_K` on the rest,
-  after the weight rows are interleaved as `make_block_q4_Kx8` does; `y` holds a 5-row
-  product (rows 0..4 by gemm, row 4 by gemv), `y_single` each row alone (gemv);
-- the other K-quants: `ggml_vec_dot_<type>_q8_K` per output.
+  after the weight rows are interleaved as `make_block_q4_Kx8` does;
+- the other K-quants: `ggml_mul_mat` on a ggml CPU graph, which is `ggml_vec_dot_<type>_q8_K`
+  per output below 8 rows (checked against direct calls) and the tiled K-quant matmul
+  (ggml-cpu/tiled/) from 8 rows on.
 
 Usage: /root/venvs/gguf/bin/python scripts/reference/qmatmul_fixtures.py
 Writes tests/fixtures/gguf/qmatmul_kquants.json.
@@ -48,6 +49,44 @@ for f in ("ggml_gemv_q4_K_8x8_q8_K", "ggml_gemm_q4_K_8x8_q8_K"):
 for t in TYPES:
     f = getattr(cpu, f"ggml_vec_dot_{t[:2]}_K_q8_K")
     f.argtypes = [ctypes.c_int, vp, ctypes.c_size_t, vp, ctypes.c_size_t, vp, ctypes.c_size_t, ctypes.c_int]
+
+
+class InitParams(ctypes.Structure):
+    _fields_ = [("mem_size", ctypes.c_size_t), ("mem_buffer", vp), ("no_alloc", ctypes.c_bool)]
+
+
+base.ggml_init.restype = vp
+base.ggml_init.argtypes = [InitParams]
+base.ggml_new_tensor_2d.restype = vp
+base.ggml_new_tensor_2d.argtypes = [vp, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+base.ggml_get_data.restype = vp
+base.ggml_get_data.argtypes = [vp]
+base.ggml_mul_mat.restype = vp
+base.ggml_mul_mat.argtypes = [vp, vp, vp]
+base.ggml_new_graph.restype = vp
+base.ggml_new_graph.argtypes = [vp]
+base.ggml_build_forward_expand.argtypes = [vp, vp]
+base.ggml_free.argtypes = [vp]
+cpu.ggml_graph_compute_with_ctx.argtypes = [vp, vp, ctypes.c_int]
+
+
+def mul_mat(tid, wq, x, n, k):
+    """llama.cpp's own `ggml_mul_mat` on a CPU graph (weights in a plain buffer, not
+    repacked): `vec_dot` below 8 activation rows, the tiled K-quant matmul from 8 on."""
+    m = x.shape[0]
+    ctx = base.ggml_init(InitParams(64 << 20, None, False))
+    w = base.ggml_new_tensor_2d(ctx, tid, k, n)
+    a = base.ggml_new_tensor_2d(ctx, 0, k, m)
+    ctypes.memmove(base.ggml_get_data(w), ptr(wq), wq.size)
+    xs = np.ascontiguousarray(x, dtype=np.float32)
+    ctypes.memmove(base.ggml_get_data(a), ptr(xs), xs.nbytes)
+    y = base.ggml_mul_mat(ctx, w, a)
+    g = base.ggml_new_graph(ctx)
+    base.ggml_build_forward_expand(g, y)
+    assert cpu.ggml_graph_compute_with_ctx(ctx, g, 2) == 0
+    out = np.ctypeslib.as_array(ctypes.cast(base.ggml_get_data(y), ctypes.POINTER(ctypes.c_float)), (m, n)).copy()
+    base.ggml_free(ctx)
+    return out
 
 
 def ptr(a):
@@ -105,48 +144,54 @@ def repack_q4_k(wq, n, k):
     return np.concatenate(out)
 
 
-def products(name, wq, x, n, k):
+def q4_k_batch(packed, x, n, k):
+    """A batch of rows as llama.cpp multiplies repacked Q4_K: gemm on each full group of 4
+    rows (`ggml_quantize_mat_q8_K_4x8` activations), gemv on the rest."""
+    m = x.shape[0]
+    y = np.zeros((m, n), dtype=np.float32)
+    full = m - m % 4
+    for r0 in range(0, full, 4):
+        q = np.zeros(k // QK_K * Q8K_BYTES * 4, dtype=np.uint8)
+        cpu.ggml_quantize_mat_q8_K_4x8(ptr(np.ascontiguousarray(x[r0:r0 + 4])), ptr(q), k)
+        s = np.zeros((4, n), dtype=np.float32)
+        cpu.ggml_gemm_q4_K_8x8_q8_K(k, ptr(s), n, ptr(packed), ptr(q), 4, n)
+        y[r0:r0 + 4] = s
+    for r in range(full, m):
+        q = q8k_row(np.ascontiguousarray(x[r]))
+        s = np.zeros(n, dtype=np.float32)
+        cpu.ggml_gemv_q4_K_8x8_q8_K(k, ptr(s), n, ptr(packed), ptr(q), 1, n)
+        y[r] = s
+    return y
+
+
+def products(name, wq, x, n, k, few):
+    """(all rows as one batch, the first `few` rows as one batch, each row alone)."""
     m = x.shape[0]
     tid, blk = TYPES[name]
-    y = np.zeros((m, n), dtype=np.float32)
     if name == "q4_k":
         packed = repack_q4_k(wq, n, k)
-        full = m - m % 4
-        for r0 in range(0, full, 4):
-            q = np.zeros(k // QK_K * Q8K_BYTES * 4, dtype=np.uint8)
-            cpu.ggml_quantize_mat_q8_K_4x8(ptr(np.ascontiguousarray(x[r0:r0 + 4])), ptr(q), k)
-            s = np.zeros((4, n), dtype=np.float32)
-            cpu.ggml_gemm_q4_K_8x8_q8_K(k, ptr(s), n, ptr(packed), ptr(q), 4, n)
-            y[r0:r0 + 4] = s
-        for r in range(full, m):
+        batch = lambda xs: q4_k_batch(packed, xs, n, k)
+    else:
+        batch = lambda xs: mul_mat(tid, wq, xs, n, k)
+        # Below 8 rows the graph's product is ggml_vec_dot_<type>_q8_K, output for output.
+        dot = getattr(cpu, f"ggml_vec_dot_{name[:2]}_K_q8_K")
+        row_bytes = k // QK_K * blk
+        direct = np.zeros((few, n), dtype=np.float32)
+        for r in range(few):
             q = q8k_row(np.ascontiguousarray(x[r]))
-            s = np.zeros(n, dtype=np.float32)
-            cpu.ggml_gemv_q4_K_8x8_q8_K(k, ptr(s), n, ptr(packed), ptr(q), 1, n)
-            y[r] = s
-        # Every row alone (a decode step): gemv. It accumulates in f32 once per 256 values,
-        # gemm once per 64, so the rows of a full group of 4 differ in the last bits.
-        single = np.zeros((m, n), dtype=np.float32)
-        for r in range(m):
-            q = q8k_row(np.ascontiguousarray(x[r]))
-            cpu.ggml_gemv_q4_K_8x8_q8_K(k, ptr(single[r]), n, ptr(packed), ptr(q), 1, n)
-        return y, single
-        return y
-    dot = getattr(cpu, f"ggml_vec_dot_{name[:2]}_K_q8_K")
-    row_bytes = k // QK_K * blk
-    for r in range(m):
-        q = q8k_row(np.ascontiguousarray(x[r]))
-        for j in range(n):
-            s = np.zeros(1, dtype=np.float32)
-            wrow = wq[j * row_bytes:(j + 1) * row_bytes]
-            dot(k, ptr(s), 0, ptr(wrow), 0, ptr(q), 0, 1)
-            y[r, j] = s[0]
-    return y, y
+            for j in range(n):
+                wrow = wq[j * row_bytes:(j + 1) * row_bytes]
+                dot(k, ptr(direct[r, j:]), 0, ptr(wrow), 0, ptr(q), 0, 1)
+        assert (direct.view(np.uint32) == batch(x[:few]).view(np.uint32)).all(), name
+    single = np.concatenate([batch(x[r:r + 1]) for r in range(m)])
+    return batch(x), batch(x[:few]), single
 
 
 def main():
     rng = np.random.default_rng(12)
-    n, k, m = 8, 512, 5
-    result = {"source": {"llama_cpp_python": llama_cpp.__version__}, "n": n, "k": k, "m": m, "cases": {}}
+    n, k, m, few = 8, 512, 9, 5
+    result = {"source": {"llama_cpp_python": llama_cpp.__version__}, "n": n, "k": k, "m": m,
+              "few": few, "cases": {}}
     x = rng.standard_normal((m, k)).astype(np.float32)
     x[:, ::37] *= 8.0  # a few outliers per block, as in real activations
     x[2, 256:512] = 0.0  # an all-zero activation block
@@ -154,14 +199,16 @@ def main():
     for name in ("q4_k", "q6_k", "q5_k", "q3_k", "q2_k"):
         w = (rng.standard_normal((n, k)) * 0.05).astype(np.float32)
         wq = quantize(TYPES[name][0], w)
-        y, single = products(name, wq, x, n, k)
+        y, y_few, single = products(name, wq, x, n, k, few)
         result["cases"][name] = {
             "w": wq.tobytes().hex(),
             "y": y.tobytes().hex(),
+            "y_few": y_few.tobytes().hex(),
+            "y_single": single.tobytes().hex(),
         }
-        if single is not y:
-            result["cases"][name]["y_single"] = single.tobytes().hex()
-        print(name, "max |y|", float(np.abs(y).max()))
+        same = lambda a, b: int((a.view(np.uint32) == b.view(np.uint32)).sum())
+        print(f"{name}: max |y| {float(np.abs(y).max()):.3f}; {m}-row batch equals rows alone at "
+              f"{same(y, single)}/{y.size}, {few}-row batch at {same(y_few, single[:few])}/{y_few.size}")
     with open(OUT, "w") as f:
         json.dump(result, f, indent=1)
     print("wrote", OUT, os.path.getsize(OUT), "bytes")

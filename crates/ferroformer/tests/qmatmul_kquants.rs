@@ -2,7 +2,8 @@
 //! the same weights and activations: tests/fixtures/gguf/qmatmul_kquants.json from
 //! `scripts/reference/qmatmul_fixtures.py`, which calls ggml's `quantize_row_q8_K`,
 //! `ggml_gemm_q4_K_8x8_q8_K` / `ggml_gemv_q4_K_8x8_q8_K` (Q4_K, as llama.cpp repacks it on
-//! AVX2 CPUs) and `ggml_vec_dot_q6_K_q8_K` from llama-cpp-python 0.3.36's libraries.
+//! AVX2 CPUs) and `ggml_mul_mat` on a ggml graph (Q6_K: `ggml_vec_dot_q6_K_q8_K` below 8
+//! rows, the tiled K-quant matmul from 8 on) from llama-cpp-python 0.3.36's libraries.
 //!
 //! On CPUs with AVX2, FMA and F16C the products run on ferroformer's kernels and must equal
 //! llama.cpp's bit for bit; elsewhere they run on candle's quantized matmul, which follows
@@ -93,22 +94,24 @@ fn compare(what: &str, got: &[f32], want: &[f32]) {
     }
 }
 
-/// Checks one format: the fixture's `m`-row product (llama.cpp's batch of `m` rows) and
-/// every row alone (a decode step).
+/// Checks one format: the fixture's `m`-row product and its first `few` rows (llama.cpp's
+/// batches of that many rows) and every row alone (a decode step).
 fn check(name: &str, dtype: GgmlDType) {
     let fx = fixture();
-    let (n, k, m) = (
-        fx["n"].as_u64().unwrap() as usize,
-        fx["k"].as_u64().unwrap() as usize,
-        fx["m"].as_u64().unwrap() as usize,
-    );
+    let get = |key: &str| fx[key].as_u64().unwrap() as usize;
+    let (n, k, m, few) = (get("n"), get("k"), get("m"), get("few"));
     let x = floats(&fx["x"]);
     assert_eq!(x.len(), m * k);
     let case = &fx["cases"][name];
     let w = matrix(&hex(&case["w"]), n, k, dtype);
     let want = floats(&case["y"]);
     compare(&format!("{name} {m} rows"), &product(&w, &x, m, k), &want);
-    let single = case.get("y_single").map(floats).unwrap_or(want);
+    compare(
+        &format!("{name} {few} rows"),
+        &product(&w, &x[..few * k], few, k),
+        &floats(&case["y_few"]),
+    );
+    let single = floats(&case["y_single"]);
     for r in 0..m {
         let got = product(&w, &x[r * k..(r + 1) * k], 1, k);
         compare(

@@ -13,10 +13,12 @@
 //!   chains, gemm once per 64 values, gemv once per 256; so a row's bits depend on whether
 //!   it falls in a full group of 4, exactly as in llama.cpp. (Matrices with other row
 //!   counts are not repacked; candle's product, ggml's `vec_dot` order, serves them.)
-//! - **Q6_K** goes through `ggml_vec_dot_q6_K_q8_K` (AVX2): integer sums in eight lanes,
-//!   one FMA per lane and super-block, `hsum_float_8` at the end. With 8 or more activation
-//!   rows llama.cpp switches to its tiled K-quant matmul, whose order differs: prompt rows
-//!   there agree to rounding, not to the bit.
+//! - **Q6_K** goes through `ggml_vec_dot_q6_K_q8_K` (AVX2) below 8 activation rows: integer
+//!   sums in eight lanes, one FMA per lane and super-block, `hsum_float_8` at the end. From
+//!   8 rows on llama.cpp switches to its tiled K-quant matmul (ggml-cpu/tiled/), which sums
+//!   each super-block in one integer and accumulates `y = fma(isum · d_w, d_x, y)` (its AVX2
+//!   microkernel, the one llama-cpp-python 0.3.36's build runs here; the AVX-512 VNNI one
+//!   would multiply and add in two roundings).
 //!
 //! The integer parts are exact whichever instructions compute them (no saturation for these
 //! ranges: |q8| ≤ 127, weights ≤ 63), so only the float steps are copied operation for
@@ -32,6 +34,10 @@ pub(super) const Q4_K_BYTES: usize = 144;
 /// Bytes of one Q6_K block: 128 bytes of low nibbles, 64 of high bit pairs, 16 i8 scales,
 /// f16 d.
 pub(super) const Q6_K_BYTES: usize = 210;
+
+/// Activation rows from which llama.cpp's tiled K-quant matmul takes over
+/// (`ggml_tiled_min_batch`).
+const TILED_MIN_ROWS: usize = 8;
 
 /// Activation rows quantized to Q8_K: values, the f32 scale of each super-block, and the
 /// sum of each 16 values.
@@ -116,6 +122,9 @@ pub(super) fn matmul_t(
         return None;
     }
     let xq = quantize_q8k(x);
+    // From 8 activation rows on, llama.cpp multiplies K-quants (other than repacked Q4_K)
+    // with its tiled matmul, in another f32 order.
+    let tiled = m >= TILED_MIN_ROWS;
     #[cfg(target_arch = "x86_64")]
     return Some(by_columns(m, n, |j, i0, rows| {
         let wrow = &w[j * row_bytes..(j + 1) * row_bytes];
@@ -124,13 +133,13 @@ pub(super) fn matmul_t(
         unsafe {
             match format {
                 WeightFormat::Q4K => x86::q4k(wrow, &xq, i0, rows, nb),
-                _ => x86::q6k(wrow, &xq, i0, rows, nb),
+                _ => x86::q6k(wrow, &xq, i0, rows, nb, tiled),
             }
         }
     }));
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (xq, m, row_bytes);
+        let _ = (xq, tiled, row_bytes);
         unreachable!("`available()` is false off x86")
     }
 }
@@ -265,11 +274,29 @@ mod x86 {
         t
     };
 
+    /// Horizontal sum of eight i32 lanes (exact).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn hsum_i32(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        _mm_cvtsi128_si32(s)
+    }
+
     /// `ggml_vec_dot_q6_K_q8_K` (AVX2): per super-block, eight lanes of
     /// `Σ scale·q6·q8 − 32·Σ scale·bsum` in integers, `acc = fma(d_x·d_w, lanes, acc)`,
-    /// `hsum_float_8(acc)` at the end.
+    /// `hsum_float_8(acc)` at the end. `tiled`: the tiled matmul's order instead, the
+    /// lanes summed to one integer and `y = fma(isum·d_w, d_x, y)`.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn q6k(w: &[u8], xq: &Q8K, i0: usize, rows: usize, nb: usize) -> [f32; ROWS] {
+    pub(super) unsafe fn q6k(
+        w: &[u8],
+        xq: &Q8K,
+        i0: usize,
+        rows: usize,
+        nb: usize,
+        tiled: bool,
+    ) -> [f32; ROWS] {
         debug_assert!(w.len() >= nb * Q6_K_BYTES && xq.d.len() >= (i0 + rows) * nb);
         let m3 = _mm256_set1_epi8(3);
         let m15 = _mm256_set1_epi8(15);
@@ -315,14 +342,257 @@ mod x86 {
                     sumi = _mm256_add_epi32(sumi, p);
                 }
                 let sumi = _mm256_sub_epi32(sumi, sub);
-                let d = _mm256_set1_ps(*xq.d.get_unchecked(xb) * dw);
-                acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[r]);
+                let dy = *xq.d.get_unchecked(xb);
+                if tiled {
+                    // Lane 0 of `acc` carries the running sum.
+                    let y = (hsum_i32(sumi) as f32 * dw).mul_add(dy, _mm256_cvtss_f32(acc[r]));
+                    acc[r] = _mm256_set1_ps(y);
+                } else {
+                    let d = _mm256_set1_ps(dy * dw);
+                    acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[r]);
+                }
             }
         }
         let mut out = [0f32; ROWS];
         for r in 0..rows {
-            out[r] = hsum(acc[r]);
+            out[r] = if tiled {
+                _mm256_cvtss_f32(acc[r])
+            } else {
+                hsum(acc[r])
+            };
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, Tensor};
+
+    use super::super::{f16_to_f32, WeightFormat};
+    use super::*;
+
+    #[test]
+    fn q8k_rounds_half_to_even_and_sums_per_16() {
+        // The largest magnitude is -127, so iscale = 1 and the values are the inputs rounded.
+        let mut x = vec![0f32; QK_K];
+        x[0] = 2.5;
+        x[1] = 3.5;
+        x[2] = -0.5;
+        x[3] = 126.6;
+        x[17] = -127.0;
+        let q = quantize_q8k(&x);
+        assert_eq!(q.d, vec![1.0]);
+        assert_eq!(&q.qs[..4], &[2, 4, 0, 127]);
+        assert_eq!(q.qs[17], -127);
+        assert_eq!(q.bsums[0], 2 + 4 + 127);
+        assert_eq!(q.bsums[1], -127);
+        // An all-zero block: scale 0, values 0.
+        let q = quantize_q8k(&[0.0; QK_K]);
+        assert_eq!((q.d[0], q.qs.iter().all(|&v| v == 0)), (0.0, true));
+    }
+
+    /// Random-ish weights quantized by candle (ggml's quantizer) and activations.
+    fn case(dtype: GgmlDType, n: usize, k: usize, m: usize) -> (Vec<u8>, Vec<f32>, Vec<f32>) {
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i as f32 * 0.731).sin() * 0.05) + ((i % 97) as f32 - 48.0) * 1e-4)
+            .collect();
+        let wt = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&wt, dtype).unwrap();
+        let bytes = q.data().unwrap().to_vec();
+        let deq: Vec<f32> = q
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| {
+                let v = (i as f32 * 0.377).cos() * 2.0;
+                if i % 53 == 0 {
+                    v * 9.0
+                } else {
+                    v
+                }
+            })
+            .collect();
+        (bytes, deq, x)
+    }
+
+    /// Within the activations' 8-bit rounding of the f32 product of the dequantized
+    /// weights: per block at most Σ|w| · d/2 (plus f32 rounding).
+    fn check_against_dequantized(dtype: GgmlDType, format: WeightFormat) {
+        let (n, k, m) = (24, 512, 6);
+        let (bytes, deq, x) = case(dtype, n, k, m);
+        if !super::super::available() {
+            assert!(super::super::matmul_t(&x, m, k, &bytes, n, format).is_none());
+            return;
+        }
+        let y = super::super::matmul_t(&x, m, k, &bytes, n, format).unwrap();
+        let xq = quantize_q8k(&x);
+        for i in 0..m {
+            for j in 0..n {
+                let (mut exact, mut bound) = (0f64, 0f64);
+                for b in 0..k / QK_K {
+                    let mut wsum = 0f64;
+                    for e in b * QK_K..(b + 1) * QK_K {
+                        let wv = deq[j * k + e] as f64;
+                        exact += wv * x[i * k + e] as f64;
+                        wsum += wv.abs();
+                    }
+                    bound += wsum * xq.d[i * (k / QK_K) + b].abs() as f64 * 0.5;
+                }
+                let got = y[i * n + j] as f64;
+                assert!(
+                    (got - exact).abs() <= bound * 1.001 + 1e-4,
+                    "{format:?} ({i}, {j}): {got} vs {exact} (bound {bound})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn q4_k_is_the_dequantized_product_within_activation_rounding() {
+        check_against_dequantized(GgmlDType::Q4K, WeightFormat::Q4K);
+    }
+
+    #[test]
+    fn q6_k_is_the_dequantized_product_within_activation_rounding() {
+        check_against_dequantized(GgmlDType::Q6K, WeightFormat::Q6K);
+    }
+
+    /// Q4_K in scalar form: `per_64` is the gemm order (full groups of 4 rows), else gemv.
+    fn reference_q4k(w: &[u8], xq: &Q8K, row: usize, nb: usize, per_64: bool) -> f32 {
+        let (mut acc, mut acc_min) = (0f32, 0f32);
+        for b in 0..nb {
+            let blk = &w[b * Q4_K_BYTES..(b + 1) * Q4_K_BYTES];
+            let dw = f16_to_f32(u16::from_le_bytes([blk[0], blk[1]]));
+            let dmin = f16_to_f32(u16::from_le_bytes([blk[2], blk[3]]));
+            let (sc, mn) = q4k_scales_mins(&blk[4..16]);
+            let xb = row * nb + b;
+            let q8 = &xq.qs[xb * QK_K..(xb + 1) * QK_K];
+            let bs = &xq.bsums[xb * 16..(xb + 1) * 16];
+            let (mut isum, mut imin) = ([0i32; 4], [0i32; 4]);
+            for j in 0..8 {
+                let dot: i32 = (0..32)
+                    .map(|l| {
+                        let byte = blk[16 + 32 * (j / 2) + l];
+                        let v = if j % 2 == 0 { byte & 15 } else { byte >> 4 };
+                        v as i32 * q8[32 * j + l] as i32
+                    })
+                    .sum();
+                isum[j / 2] += sc[j] as i32 * dot;
+                imin[j / 2] += mn[j] as i32 * (bs[2 * j] as i32 + bs[2 * j + 1] as i32);
+            }
+            let (dd, dm) = (dw * xq.d[xb], dmin * xq.d[xb]);
+            if per_64 {
+                for sb in 0..4 {
+                    acc = (isum[sb] as f32).mul_add(dd, acc);
+                    acc_min = (imin[sb] as f32).mul_add(dm, acc_min);
+                }
+            } else {
+                acc = (isum.iter().sum::<i32>() as f32).mul_add(dd, acc);
+                acc_min = (imin.iter().sum::<i32>() as f32).mul_add(dm, acc_min);
+            }
+        }
+        acc - acc_min
+    }
+
+    /// Q6_K in scalar form: `ggml_vec_dot_q6_K_q8_K`'s lanes, or the tiled matmul's order.
+    fn reference_q6k(w: &[u8], xq: &Q8K, row: usize, nb: usize, tiled: bool) -> f32 {
+        let mut acc = [0f32; 8];
+        let mut y = 0f32;
+        for b in 0..nb {
+            let blk = &w[b * Q6_K_BYTES..(b + 1) * Q6_K_BYTES];
+            let dw = f16_to_f32(u16::from_le_bytes([blk[208], blk[209]]));
+            let sc = |i: usize| blk[192 + i] as i8 as i32;
+            let value = |v: usize| -> i32 {
+                let (half, c, l) = (v / 128, (v % 128) / 32, v % 32);
+                let ql = blk[64 * half + 32 * (c % 2) + l];
+                let low = if c < 2 { ql & 15 } else { ql >> 4 };
+                let high = (blk[128 + 32 * half + l] >> (2 * c)) & 3;
+                (low | (high << 4)) as i32
+            };
+            let xb = row * nb + b;
+            let q8 = &xq.qs[xb * QK_K..(xb + 1) * QK_K];
+            let bs = &xq.bsums[xb * 16..(xb + 1) * 16];
+            if tiled {
+                let isum: i32 = (0..QK_K)
+                    .map(|v| sc(v / 16) * (value(v) - 32) * q8[v] as i32)
+                    .sum();
+                y = (isum as f32 * dw).mul_add(xq.d[xb], y);
+                continue;
+            }
+            for (lane, a) in acc.iter_mut().enumerate() {
+                let mut s = 0i32;
+                for c in 0..8 {
+                    for e in 4 * lane..4 * lane + 4 {
+                        s += sc(2 * c + lane / 4) * value(32 * c + e) * q8[32 * c + e] as i32;
+                    }
+                }
+                s -= 32
+                    * (bs[2 * lane] as i32 * sc(2 * lane)
+                        + bs[2 * lane + 1] as i32 * sc(2 * lane + 1));
+                *a = (xq.d[xb] * dw).mul_add(s as f32, *a);
+            }
+        }
+        if tiled {
+            return y;
+        }
+        ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+    }
+
+    /// Every output of an `m`-row product equals its scalar form, and rows that take the same
+    /// path in a batch as alone (Q4_K: outside a full group of 4; Q6_K: under 8 rows) give
+    /// the same bits alone.
+    #[test]
+    fn kernels_equal_their_scalar_forms_for_any_row_count() {
+        let (n, k) = (16, 512);
+        let nb = k / QK_K;
+        for (dtype, format, bytes) in [
+            (GgmlDType::Q4K, WeightFormat::Q4K, Q4_K_BYTES),
+            (GgmlDType::Q6K, WeightFormat::Q6K, Q6_K_BYTES),
+        ] {
+            let (w, _, x) = case(dtype, n, k, 9);
+            if !super::super::available() {
+                assert!(super::super::matmul_t(&x, 9, k, &w, n, format).is_none());
+                continue;
+            }
+            for m in [1, 3, 4, 5, 9] {
+                let y = super::super::matmul_t(&x[..m * k], m, k, &w, n, format).unwrap();
+                let xq = quantize_q8k(&x[..m * k]);
+                for i in 0..m {
+                    let full_group = i < m - m % 4;
+                    for j in 0..n {
+                        let wrow = &w[j * nb * bytes..(j + 1) * nb * bytes];
+                        let want = match format {
+                            WeightFormat::Q4K => reference_q4k(wrow, &xq, i, nb, full_group),
+                            _ => reference_q6k(wrow, &xq, i, nb, m >= TILED_MIN_ROWS),
+                        };
+                        assert_eq!(
+                            y[i * n + j].to_bits(),
+                            want.to_bits(),
+                            "{format:?} m={m} ({i}, {j})"
+                        );
+                    }
+                    let same_path = match format {
+                        WeightFormat::Q4K => !full_group,
+                        _ => m < TILED_MIN_ROWS,
+                    };
+                    if same_path {
+                        let alone =
+                            super::super::matmul_t(&x[i * k..(i + 1) * k], 1, k, &w, n, format)
+                                .unwrap();
+                        assert_eq!(
+                            &alone[..],
+                            &y[i * n..(i + 1) * n],
+                            "{format:?} m={m} row {i}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }
