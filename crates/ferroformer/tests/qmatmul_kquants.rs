@@ -131,3 +131,8 @@ fn q4_k_equals_llama_cpp() {
 fn q6_k_equals_llama_cpp() {
     check("q6_k", GgmlDType::Q6K);
 }
+
+#[test]
+fn q5_k_equals_llama_cpp() {
+    check("q5_k", GgmlDType::Q5K);
+}

@@ -19,6 +19,10 @@
 //!   each super-block in one integer and accumulates `y = fma(isum · d_w, d_x, y)` (its AVX2
 //!   microkernel, the one llama-cpp-python 0.3.36's build runs here; the AVX-512 VNNI one
 //!   would multiply and add in two roundings).
+//! - **Q5_K** likewise: `ggml_vec_dot_q5_K_q8_K` below 8 rows (eight lanes of
+//!   `Σ scale·q5·q8`, FMA per super-block, and the minimums as one scalar FMA chain with
+//!   `−d_x·dmin_w`), the tiled order from 8 on (`r = fma(−dmin_w, imin, isum·d_w)`,
+//!   `y = fma(r, d_x, y)`).
 //!
 //! The integer parts are exact whichever instructions compute them (no saturation for these
 //! ranges: |q8| ≤ 127, weights ≤ 63), so only the float steps are copied operation for
@@ -31,6 +35,9 @@ use super::{by_columns, ROWS};
 pub(super) const QK_K: usize = 256;
 /// Bytes of one Q4_K block: f16 d, f16 dmin, 12 bytes of 6-bit scales and mins, 128 of nibbles.
 pub(super) const Q4_K_BYTES: usize = 144;
+/// Bytes of one Q5_K block: f16 d, f16 dmin, 12 bytes of 6-bit scales and mins, 32 bytes of
+/// fifth bits, 128 of nibbles.
+pub(super) const Q5_K_BYTES: usize = 176;
 /// Bytes of one Q6_K block: 128 bytes of low nibbles, 64 of high bit pairs, 16 i8 scales,
 /// f16 d.
 pub(super) const Q6_K_BYTES: usize = 210;
@@ -113,6 +120,7 @@ pub(super) fn matmul_t(
     let block_bytes = match format {
         // llama.cpp repacks (and so multiplies this way) only matrices of 8k rows.
         WeightFormat::Q4K if n.is_multiple_of(8) => Q4_K_BYTES,
+        WeightFormat::Q5K => Q5_K_BYTES,
         WeightFormat::Q6K => Q6_K_BYTES,
         _ => return None,
     };
@@ -133,6 +141,7 @@ pub(super) fn matmul_t(
         unsafe {
             match format {
                 WeightFormat::Q4K => x86::q4k(wrow, &xq, i0, rows, nb),
+                WeightFormat::Q5K => x86::q5k(wrow, &xq, i0, rows, nb, tiled),
                 _ => x86::q6k(wrow, &xq, i0, rows, nb, tiled),
             }
         }
@@ -174,7 +183,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::super::x86::{f16_at, hsum};
-    use super::{q4k_scales_mins, Q4_K_BYTES, Q6_K_BYTES, Q8K, QK_K, ROWS};
+    use super::{q4k_scales_mins, Q4_K_BYTES, Q5_K_BYTES, Q6_K_BYTES, Q8K, QK_K, ROWS};
 
     /// The Q8_K quantizer compiled for AVX2, so rounding is an instruction, not a call.
     #[target_feature(enable = "avx2,fma")]
@@ -273,6 +282,84 @@ mod x86 {
         }
         t
     };
+
+    /// `ggml_vec_dot_q5_K_q8_K` (AVX2), or with `tiled` the tiled matmul's order (see the
+    /// module notes).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q5k(
+        w: &[u8],
+        xq: &Q8K,
+        i0: usize,
+        rows: usize,
+        nb: usize,
+        tiled: bool,
+    ) -> [f32; ROWS] {
+        debug_assert!(w.len() >= nb * Q5_K_BYTES && xq.d.len() >= (i0 + rows) * nb);
+        let m4 = _mm256_set1_epi8(0x0f);
+        let sixteen = _mm256_set1_epi8(16);
+        let mut acc = [_mm256_setzero_ps(); ROWS];
+        let mut summs = [0f32; ROWS];
+        let wp = w.as_ptr();
+        let qp = xq.qs.as_ptr();
+        for b in 0..nb {
+            let blk = wp.add(b * Q5_K_BYTES);
+            let dw = f16_at(blk);
+            let dminw = f16_at(blk.add(2));
+            let (sc, mn) = q4k_scales_mins(std::slice::from_raw_parts(blk.add(4), 12));
+            let hbits = _mm256_loadu_si256(blk.add(16) as *const __m256i);
+            // Sub-block 2j: low nibbles of bytes 32j.. plus bit 2j of `hbits` as 16; 2j + 1:
+            // the high nibbles plus bit 2j + 1.
+            let mut v = [_mm256_setzero_si256(); 8];
+            let mut s = [_mm256_setzero_si256(); 8];
+            for j in 0..4 {
+                let bits = _mm256_loadu_si256(blk.add(48 + 32 * j) as *const __m256i);
+                let mut high = [_mm256_setzero_si256(); 2];
+                for (h, i) in high.iter_mut().zip([2 * j, 2 * j + 1]) {
+                    let mask = _mm256_set1_epi8(1 << i);
+                    let set = _mm256_cmpeq_epi8(_mm256_and_si256(hbits, mask), mask);
+                    *h = _mm256_and_si256(set, sixteen);
+                }
+                v[2 * j] = _mm256_or_si256(_mm256_and_si256(bits, m4), high[0]);
+                v[2 * j + 1] =
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 4), m4), high[1]);
+                s[2 * j] = _mm256_set1_epi16(sc[2 * j] as i16);
+                s[2 * j + 1] = _mm256_set1_epi16(sc[2 * j + 1] as i16);
+            }
+            for r in 0..rows {
+                let xb = (i0 + r) * nb + b;
+                let q8 = qp.add(xb * QK_K);
+                let mut sumi = _mm256_setzero_si256();
+                for j in 0..8 {
+                    let y = _mm256_loadu_si256(q8.add(32 * j) as *const __m256i);
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(v[j], y), s[j]);
+                    sumi = _mm256_add_epi32(sumi, p);
+                }
+                let bs = xq.bsums.get_unchecked(xb * 16..xb * 16 + 16);
+                let imin: i32 = (0..8)
+                    .map(|j| mn[j] as i32 * (bs[2 * j] as i32 + bs[2 * j + 1] as i32))
+                    .sum();
+                let dy = *xq.d.get_unchecked(xb);
+                if tiled {
+                    let part = (imin as f32).mul_add(-dminw, hsum_i32(sumi) as f32 * dw);
+                    let y = part.mul_add(dy, _mm256_cvtss_f32(acc[r]));
+                    acc[r] = _mm256_set1_ps(y);
+                } else {
+                    let d = _mm256_set1_ps(dy * dw);
+                    acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[r]);
+                    summs[r] = (-dy * dminw).mul_add(imin as f32, summs[r]);
+                }
+            }
+        }
+        let mut out = [0f32; ROWS];
+        for r in 0..rows {
+            out[r] = if tiled {
+                _mm256_cvtss_f32(acc[r])
+            } else {
+                hsum(acc[r]) + summs[r]
+            };
+        }
+        out
+    }
 
     /// Horizontal sum of eight i32 lanes (exact).
     #[inline]
@@ -456,6 +543,11 @@ mod tests {
     #[test]
     fn q4_k_is_the_dequantized_product_within_activation_rounding() {
         check_against_dequantized(GgmlDType::Q4K, WeightFormat::Q4K);
+    }
+
+    #[test]
+    fn q5_k_is_the_dequantized_product_within_activation_rounding() {
+        check_against_dequantized(GgmlDType::Q5K, WeightFormat::Q5K);
     }
 
     #[test]

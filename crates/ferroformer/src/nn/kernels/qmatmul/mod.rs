@@ -41,6 +41,8 @@ pub(crate) enum WeightFormat {
     Q5_0,
     /// Super-blocks of 256: 4-bit values, 6-bit scales and minimums per 32.
     Q4K,
+    /// Super-blocks of 256: 5-bit values, 6-bit scales and minimums per 32.
+    Q5K,
     /// Super-blocks of 256: 6-bit values (`q - 32`), 8-bit scales per 16.
     Q6K,
 }
@@ -197,7 +199,10 @@ pub(crate) fn matmul_t(
     if x.len() != m * k {
         return None;
     }
-    if matches!(format, WeightFormat::Q4K | WeightFormat::Q6K) {
+    if matches!(
+        format,
+        WeightFormat::Q4K | WeightFormat::Q5K | WeightFormat::Q6K
+    ) {
         return kquants::matmul_t(x, m, k, w, n, format);
     }
     if !k.is_multiple_of(QK) {
@@ -207,7 +212,9 @@ pub(crate) fn matmul_t(
         WeightFormat::Q4_1 => Q4_1_BYTES,
         WeightFormat::Q8_0 => Q8_0_BYTES,
         WeightFormat::Q5_0 => Q5_0_BYTES,
-        WeightFormat::Q4K | WeightFormat::Q6K => unreachable!("handled above"),
+        WeightFormat::Q4K | WeightFormat::Q5K | WeightFormat::Q6K => {
+            unreachable!("handled above")
+        }
     };
     let nb = k / QK;
     let row_bytes = nb * block_bytes;
@@ -291,7 +298,7 @@ fn dot(
                 (WeightFormat::Q8_0, Level::Avx2) => x86::q8_0_avx2(wrow, qs, d, rows, nb),
                 (WeightFormat::Q5_0, Level::Vnni) => x86::q5_0_vnni(wrow, qs, d, rows, nb),
                 (WeightFormat::Q5_0, Level::Avx2) => x86::q5_0_avx2(wrow, qs, d, rows, nb),
-                (WeightFormat::Q4K | WeightFormat::Q6K, _) => {
+                (WeightFormat::Q4K | WeightFormat::Q5K | WeightFormat::Q6K, _) => {
                     unreachable!("the K-quants have their own kernels")
                 }
             }
