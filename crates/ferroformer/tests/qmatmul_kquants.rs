@@ -136,3 +136,8 @@ fn q6_k_equals_llama_cpp() {
 fn q5_k_equals_llama_cpp() {
     check("q5_k", GgmlDType::Q5K);
 }
+
+#[test]
+fn q3_k_equals_llama_cpp() {
+    check("q3_k", GgmlDType::Q3K);
+}

@@ -19,6 +19,8 @@
 //!   each super-block in one integer and accumulates `y = fma(isum · d_w, d_x, y)` (its AVX2
 //!   microkernel, the one llama-cpp-python 0.3.36's build runs here; the AVX-512 VNNI one
 //!   would multiply and add in two roundings).
+//! - **Q3_K** likewise: `ggml_vec_dot_q3_K_q8_K` below 8 rows (lanes as for Q6_K), the
+//!   tiled order from 8 on.
 //! - **Q5_K** likewise: `ggml_vec_dot_q5_K_q8_K` below 8 rows (eight lanes of
 //!   `Σ scale·q5·q8`, FMA per super-block, and the minimums as one scalar FMA chain with
 //!   `−d_x·dmin_w`), the tiled order from 8 on (`r = fma(−dmin_w, imin, isum·d_w)`,
@@ -33,6 +35,9 @@ use super::{by_columns, ROWS};
 
 /// Values per super-block.
 pub(super) const QK_K: usize = 256;
+/// Bytes of one Q3_K block: 32 bytes of high bits, 64 of low bit pairs, 12 of 6-bit scales,
+/// f16 d.
+pub(super) const Q3_K_BYTES: usize = 110;
 /// Bytes of one Q4_K block: f16 d, f16 dmin, 12 bytes of 6-bit scales and mins, 128 of nibbles.
 pub(super) const Q4_K_BYTES: usize = 144;
 /// Bytes of one Q5_K block: f16 d, f16 dmin, 12 bytes of 6-bit scales and mins, 32 bytes of
@@ -120,6 +125,7 @@ pub(super) fn matmul_t(
     let block_bytes = match format {
         // llama.cpp repacks (and so multiplies this way) only matrices of 8k rows.
         WeightFormat::Q4K if n.is_multiple_of(8) => Q4_K_BYTES,
+        WeightFormat::Q3K => Q3_K_BYTES,
         WeightFormat::Q5K => Q5_K_BYTES,
         WeightFormat::Q6K => Q6_K_BYTES,
         _ => return None,
@@ -141,6 +147,7 @@ pub(super) fn matmul_t(
         unsafe {
             match format {
                 WeightFormat::Q4K => x86::q4k(wrow, &xq, i0, rows, nb),
+                WeightFormat::Q3K => x86::q3k(wrow, &xq, i0, rows, nb, tiled),
                 WeightFormat::Q5K => x86::q5k(wrow, &xq, i0, rows, nb, tiled),
                 _ => x86::q6k(wrow, &xq, i0, rows, nb, tiled),
             }
@@ -178,12 +185,38 @@ pub(super) fn q4k_scales_mins(b: &[u8]) -> ([u8; 8], [u8; 8]) {
     (sc, mn)
 }
 
+/// The 16 signed 6-bit scales of a Q3_K block, unpacked from its 12 bytes as ggml's
+/// `ggml_vec_dot_q3_K_q8_K` does.
+#[inline(always)]
+pub(super) fn q3k_scales(b: &[u8]) -> [i8; 16] {
+    const KMASK1: u32 = 0x0303_0303;
+    const KMASK2: u32 = 0x0f0f_0f0f;
+    let a = |i: usize| u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]);
+    let (a0, a1, a2) = (a(0), a(1), a(2));
+    let words = [
+        (a0 & KMASK2) | ((a2 & KMASK1) << 4),
+        (a1 & KMASK2) | (((a2 >> 2) & KMASK1) << 4),
+        ((a0 >> 4) & KMASK2) | (((a2 >> 4) & KMASK1) << 4),
+        ((a1 >> 4) & KMASK2) | (((a2 >> 6) & KMASK1) << 4),
+    ];
+    let mut out = [0i8; 16];
+    for (i, w) in words.iter().enumerate() {
+        for (j, byte) in w.to_le_bytes().iter().enumerate() {
+            out[4 * i + j] = (*byte as i8).wrapping_sub(32);
+        }
+    }
+    out
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
     use super::super::x86::{f16_at, hsum};
-    use super::{q4k_scales_mins, Q4_K_BYTES, Q5_K_BYTES, Q6_K_BYTES, Q8K, QK_K, ROWS};
+    use super::{
+        q3k_scales, q4k_scales_mins, Q3_K_BYTES, Q4_K_BYTES, Q5_K_BYTES, Q6_K_BYTES, Q8K, QK_K,
+        ROWS,
+    };
 
     /// The Q8_K quantizer compiled for AVX2, so rounding is an instruction, not a call.
     #[target_feature(enable = "avx2,fma")]
@@ -282,6 +315,86 @@ mod x86 {
         }
         t
     };
+
+    /// `ggml_vec_dot_q3_K_q8_K` (AVX2), or with `tiled` the tiled matmul's order: values
+    /// `low2 − 4·(high bit clear)`, multiplied as two unsigned products and subtracted.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn q3k(
+        w: &[u8],
+        xq: &Q8K,
+        i0: usize,
+        rows: usize,
+        nb: usize,
+        tiled: bool,
+    ) -> [f32; ROWS] {
+        debug_assert!(w.len() >= nb * Q3_K_BYTES && xq.d.len() >= (i0 + rows) * nb);
+        let m3 = _mm256_set1_epi8(3);
+        let four = _mm256_set1_epi8(4);
+        let mut acc = [_mm256_setzero_ps(); ROWS];
+        let wp = w.as_ptr();
+        let qp = xq.qs.as_ptr();
+        for b in 0..nb {
+            let blk = wp.add(b * Q3_K_BYTES);
+            let dw = f16_at(blk.add(108));
+            let scales = q3k_scales(std::slice::from_raw_parts(blk.add(96), 12));
+            let scales = _mm_loadu_si128(scales.as_ptr() as *const __m128i);
+            let hbits = _mm256_loadu_si256(blk as *const __m256i);
+            // Chunk 4j + s (32 values): bits 2s of bytes 32j.. of `qs`, high bit 4j + s.
+            let mut low = [_mm256_setzero_si256(); 8];
+            let mut high = [_mm256_setzero_si256(); 8];
+            for j in 0..2 {
+                let bits = _mm256_loadu_si256(blk.add(32 + 32 * j) as *const __m256i);
+                for sh in 0..4 {
+                    let c = 4 * j + sh;
+                    let shifted = match sh {
+                        0 => bits,
+                        1 => _mm256_srli_epi16(bits, 2),
+                        2 => _mm256_srli_epi16(bits, 4),
+                        _ => _mm256_srli_epi16(bits, 6),
+                    };
+                    low[c] = _mm256_and_si256(shifted, m3);
+                    let mask = _mm256_set1_epi8(1 << c);
+                    let set = _mm256_cmpeq_epi8(_mm256_and_si256(hbits, mask), mask);
+                    high[c] = _mm256_andnot_si256(set, four);
+                }
+            }
+            let mut s = [_mm256_setzero_si256(); 8];
+            for (c, s) in s.iter_mut().enumerate() {
+                let shuf = _mm_loadu_si128(SCALE_SHUFFLE[c].as_ptr() as *const __m128i);
+                *s = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, shuf));
+            }
+            for r in 0..rows {
+                let xb = (i0 + r) * nb + b;
+                let q8 = qp.add(xb * QK_K);
+                let mut sumi = _mm256_setzero_si256();
+                for c in 0..8 {
+                    let y = _mm256_loadu_si256(q8.add(32 * c) as *const __m256i);
+                    let p = _mm256_sub_epi16(
+                        _mm256_maddubs_epi16(low[c], y),
+                        _mm256_maddubs_epi16(high[c], y),
+                    );
+                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s[c]));
+                }
+                let dy = *xq.d.get_unchecked(xb);
+                if tiled {
+                    let y = (hsum_i32(sumi) as f32 * dw).mul_add(dy, _mm256_cvtss_f32(acc[r]));
+                    acc[r] = _mm256_set1_ps(y);
+                } else {
+                    let d = _mm256_set1_ps(dy * dw);
+                    acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[r]);
+                }
+            }
+        }
+        let mut out = [0f32; ROWS];
+        for r in 0..rows {
+            out[r] = if tiled {
+                _mm256_cvtss_f32(acc[r])
+            } else {
+                hsum(acc[r])
+            };
+        }
+        out
+    }
 
     /// `ggml_vec_dot_q5_K_q8_K` (AVX2), or with `tiled` the tiled matmul's order (see the
     /// module notes).
@@ -543,6 +656,11 @@ mod tests {
     #[test]
     fn q4_k_is_the_dequantized_product_within_activation_rounding() {
         check_against_dequantized(GgmlDType::Q4K, WeightFormat::Q4K);
+    }
+
+    #[test]
+    fn q3_k_is_the_dequantized_product_within_activation_rounding() {
+        check_against_dequantized(GgmlDType::Q3K, WeightFormat::Q3K);
     }
 
     #[test]

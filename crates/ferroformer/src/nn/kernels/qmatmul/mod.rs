@@ -39,6 +39,8 @@ pub(crate) enum WeightFormat {
     Q8_0,
     /// 5-bit values (`q - 16`) with a scale per block.
     Q5_0,
+    /// Super-blocks of 256: 3-bit values (`q - 4`), 6-bit scales per 16.
+    Q3K,
     /// Super-blocks of 256: 4-bit values, 6-bit scales and minimums per 32.
     Q4K,
     /// Super-blocks of 256: 5-bit values, 6-bit scales and minimums per 32.
@@ -201,7 +203,7 @@ pub(crate) fn matmul_t(
     }
     if matches!(
         format,
-        WeightFormat::Q4K | WeightFormat::Q5K | WeightFormat::Q6K
+        WeightFormat::Q3K | WeightFormat::Q4K | WeightFormat::Q5K | WeightFormat::Q6K
     ) {
         return kquants::matmul_t(x, m, k, w, n, format);
     }
@@ -212,7 +214,7 @@ pub(crate) fn matmul_t(
         WeightFormat::Q4_1 => Q4_1_BYTES,
         WeightFormat::Q8_0 => Q8_0_BYTES,
         WeightFormat::Q5_0 => Q5_0_BYTES,
-        WeightFormat::Q4K | WeightFormat::Q5K | WeightFormat::Q6K => {
+        WeightFormat::Q3K | WeightFormat::Q4K | WeightFormat::Q5K | WeightFormat::Q6K => {
             unreachable!("handled above")
         }
     };
@@ -298,7 +300,10 @@ fn dot(
                 (WeightFormat::Q8_0, Level::Avx2) => x86::q8_0_avx2(wrow, qs, d, rows, nb),
                 (WeightFormat::Q5_0, Level::Vnni) => x86::q5_0_vnni(wrow, qs, d, rows, nb),
                 (WeightFormat::Q5_0, Level::Avx2) => x86::q5_0_avx2(wrow, qs, d, rows, nb),
-                (WeightFormat::Q4K | WeightFormat::Q5K | WeightFormat::Q6K, _) => {
+                (
+                    WeightFormat::Q3K | WeightFormat::Q4K | WeightFormat::Q5K | WeightFormat::Q6K,
+                    _,
+                ) => {
                     unreachable!("the K-quants have their own kernels")
                 }
             }
