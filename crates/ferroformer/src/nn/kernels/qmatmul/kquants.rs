@@ -231,12 +231,16 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn q4k(w: &[u8], xq: &Q8K, i0: usize, rows: usize, nb: usize) -> [f32; ROWS] {
         debug_assert!(w.len() >= nb * Q4_K_BYTES && xq.d.len() >= (i0 + rows) * nb);
+        // The gemm order below transposes a full group of rows as four lanes.
+        const _: () = assert!(ROWS == 4);
         let m4 = _mm256_set1_epi8(0x0f);
         let per_64 = rows == ROWS;
         let mut acc = [0f32; ROWS];
         let mut acc_min = [0f32; ROWS];
+        let (mut acc4, mut acc_min4) = (_mm_setzero_ps(), _mm_setzero_ps());
         let wp = w.as_ptr();
         let qp = xq.qs.as_ptr();
+        let bp = xq.bsums.as_ptr();
         for b in 0..nb {
             let blk = wp.add(b * Q4_K_BYTES);
             let dw = f16_at(blk);
@@ -252,6 +256,16 @@ mod x86 {
                 s[2 * j] = _mm256_set1_epi16(sc[2 * j] as i16);
                 s[2 * j + 1] = _mm256_set1_epi16(sc[2 * j + 1] as i16);
             }
+            // Each minimum twice, against the two sums of 16 of its sub-block.
+            let mut mins = [0u8; 16];
+            for (i, m) in mins.iter_mut().enumerate() {
+                *m = mn[i / 2];
+            }
+            let mins = _mm256_cvtepu8_epi16(_mm_loadu_si128(mins.as_ptr() as *const __m128i));
+            let mut isum = [_mm_setzero_ps(); ROWS];
+            let mut imin = [_mm_setzero_ps(); ROWS];
+            let mut dd = [0f32; ROWS];
+            let mut dm = [0f32; ROWS];
             for r in 0..rows {
                 let xb = (i0 + r) * nb + b;
                 let q8 = qp.add(xb * QK_K);
@@ -264,40 +278,72 @@ mod x86 {
                         _mm256_madd_epi16(_mm256_maddubs_epi16(v[2 * sb + 1], y1), s[2 * sb + 1]);
                     *p = _mm256_add_epi32(a, c);
                 }
-                // Lane sums of the four: [Σp0, Σp1, Σp2, Σp3].
-                let h =
-                    _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
-                let h = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-                let mut isum = [0i32; 4];
-                _mm_storeu_si128(isum.as_mut_ptr() as *mut __m128i, h);
-                let bs = xq.bsums.get_unchecked(xb * 16..xb * 16 + 16);
-                let mut imin = [0i32; 4];
-                for (sb, m) in imin.iter_mut().enumerate() {
-                    let pair = |j: usize| bs[2 * j] as i32 + bs[2 * j + 1] as i32;
-                    *m =
-                        mn[2 * sb] as i32 * pair(2 * sb) + mn[2 * sb + 1] as i32 * pair(2 * sb + 1);
-                }
+                // Lane i: min_i × (sum of sub-block i's 32 activation values).
+                let bsums = _mm256_loadu_si256(bp.add(xb * 16) as *const __m256i);
+                let mv = _mm256_madd_epi16(bsums, mins);
                 let dy = *xq.d.get_unchecked(xb);
-                let dd = dw * dy;
-                let dm = dmin * dy;
+                dd[r] = dw * dy;
+                dm[r] = dmin * dy;
                 if per_64 {
-                    for sb in 0..4 {
-                        acc[r] = (isum[sb] as f32).mul_add(dd, acc[r]);
-                        acc_min[r] = (imin[sb] as f32).mul_add(dm, acc_min[r]);
-                    }
+                    // [Σp0, Σp1, Σp2, Σp3] and the minimums' sums per 64 values.
+                    let h = _mm256_hadd_epi32(
+                        _mm256_hadd_epi32(p[0], p[1]),
+                        _mm256_hadd_epi32(p[2], p[3]),
+                    );
+                    let h =
+                        _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+                    let hm = _mm256_hadd_epi32(mv, mv);
+                    let hm = _mm256_castsi256_si128(_mm256_permute4x64_epi64(hm, 0b00_00_10_00));
+                    isum[r] = _mm_cvtepi32_ps(h);
+                    imin[r] = _mm_cvtepi32_ps(hm);
                 } else {
-                    let t: i32 = isum.iter().sum();
-                    let tm: i32 = imin.iter().sum();
-                    acc[r] = (t as f32).mul_add(dd, acc[r]);
-                    acc_min[r] = (tm as f32).mul_add(dm, acc_min[r]);
+                    let all = _mm256_add_epi32(
+                        _mm256_add_epi32(p[0], p[1]),
+                        _mm256_add_epi32(p[2], p[3]),
+                    );
+                    acc[r] = (hsum_i32(all) as f32).mul_add(dd[r], acc[r]);
+                    acc_min[r] = (hsum_i32(mv) as f32).mul_add(dm[r], acc_min[r]);
                 }
             }
+            if per_64 {
+                // Rows to lanes: column sb holds the four rows' sums of 64 values sb, folded in
+                // by one FMA per sb for all four rows (lane-wise, the same bits as scalar).
+                let isum = transpose4(isum);
+                let imin = transpose4(imin);
+                let dd = _mm_loadu_ps(dd.as_ptr());
+                let dm = _mm_loadu_ps(dm.as_ptr());
+                for sb in 0..4 {
+                    acc4 = _mm_fmadd_ps(isum[sb], dd, acc4);
+                    acc_min4 = _mm_fmadd_ps(imin[sb], dm, acc_min4);
+                }
+            }
+        }
+        if per_64 {
+            let mut out = [0f32; ROWS];
+            _mm_storeu_ps(out.as_mut_ptr(), _mm_sub_ps(acc4, acc_min4));
+            return out;
         }
         let mut out = [0f32; ROWS];
         for r in 0..rows {
             out[r] = acc[r] - acc_min[r];
         }
         out
+    }
+
+    /// A 4 × 4 transpose: row `r` lane `c` to row `c` lane `r`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn transpose4(m: [__m128; 4]) -> [__m128; 4] {
+        let t0 = _mm_unpacklo_ps(m[0], m[1]);
+        let t1 = _mm_unpacklo_ps(m[2], m[3]);
+        let t2 = _mm_unpackhi_ps(m[0], m[1]);
+        let t3 = _mm_unpackhi_ps(m[2], m[3]);
+        [
+            _mm_movelh_ps(t0, t1),
+            _mm_movehl_ps(t1, t0),
+            _mm_movelh_ps(t2, t3),
+            _mm_movehl_ps(t3, t2),
+        ]
     }
 
     /// Byte shuffles that spread scales `2c` and `2c + 1` over the two halves of chunk `c`'s
