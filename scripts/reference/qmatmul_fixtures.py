@@ -34,9 +34,11 @@ cpu.ggml_cpu_init()
 
 QK_K = 256
 Q8K_BYTES = 4 + QK_K + QK_K // 16 * 2
-TYPES = {  # ggml_type id, block bytes
+TYPES = {  # ggml_type id, block bytes (blocks of 256 values; Q5_1: of 32)
     "q2_k": (10, 84), "q3_k": (11, 110), "q4_k": (12, 144), "q5_k": (13, 176), "q6_k": (14, 210),
+    "q5_1": (7, 24),
 }
+BLOCK_VALUES = {7: 32}
 OUT = os.path.join(os.path.dirname(__file__), "../../tests/fixtures/gguf/qmatmul_kquants.json")
 
 vp = ctypes.c_void_p
@@ -46,7 +48,7 @@ cpu.quantize_row_q8_K.argtypes = [vp, vp, ctypes.c_int64]
 cpu.ggml_quantize_mat_q8_K_4x8.argtypes = [vp, vp, ctypes.c_int64]
 for f in ("ggml_gemv_q4_K_8x8_q8_K", "ggml_gemm_q4_K_8x8_q8_K"):
     getattr(cpu, f).argtypes = [ctypes.c_int, vp, ctypes.c_size_t, vp, vp, ctypes.c_int, ctypes.c_int]
-for t in TYPES:
+for t in [t for t in TYPES if t.endswith("_k")]:
     f = getattr(cpu, f"ggml_vec_dot_{t[:2]}_K_q8_K")
     f.argtypes = [ctypes.c_int, vp, ctypes.c_size_t, vp, ctypes.c_size_t, vp, ctypes.c_size_t, ctypes.c_int]
 
@@ -96,7 +98,7 @@ def ptr(a):
 def quantize(tid, w):
     n, k = w.shape
     blk = TYPES_BY_ID[tid]
-    out = np.zeros(n * (k // QK_K) * blk, dtype=np.uint8)
+    out = np.zeros(n * (k // BLOCK_VALUES.get(tid, QK_K)) * blk, dtype=np.uint8)
     got = base.ggml_quantize_chunk(tid, ptr(w), ptr(out), 0, n, k, None)
     assert got == out.size, (got, out.size)
     return out
@@ -171,6 +173,9 @@ def products(name, wq, x, n, k, few):
     if name == "q4_k":
         packed = repack_q4_k(wq, n, k)
         batch = lambda xs: q4_k_batch(packed, xs, n, k)
+    elif name == "q5_1":
+        # No repacking, no tiled or llamafile path for Q5_1: ggml_vec_dot_q5_1_q8_1 always.
+        batch = lambda xs: mul_mat(tid, wq, xs, n, k)
     else:
         batch = lambda xs: mul_mat(tid, wq, xs, n, k)
         # Below 8 rows the graph's product is ggml_vec_dot_<type>_q8_K, output for output.
@@ -196,7 +201,7 @@ def main():
     x[:, ::37] *= 8.0  # a few outliers per block, as in real activations
     x[2, 256:512] = 0.0  # an all-zero activation block
     result["x"] = x.tobytes().hex()  # little-endian f32, row after row
-    for name in ("q4_k", "q6_k", "q5_k", "q3_k", "q2_k"):
+    for name in ("q4_k", "q6_k", "q5_k", "q3_k", "q2_k", "q5_1"):
         w = (rng.standard_normal((n, k)) * 0.05).astype(np.float32)
         wq = quantize(TYPES[name][0], w)
         y, y_few, single = products(name, wq, x, n, k, few)

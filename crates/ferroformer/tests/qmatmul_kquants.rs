@@ -141,3 +141,10 @@ fn q5_k_equals_llama_cpp() {
 fn q3_k_equals_llama_cpp() {
     check("q3_k", GgmlDType::Q3K);
 }
+
+/// Q5_1 (blocks of 32, activations in Q8_1) has no other order in llama.cpp:
+/// `ggml_vec_dot_q5_1_q8_1` for any batch.
+#[test]
+fn q5_1_equals_llama_cpp() {
+    check("q5_1", GgmlDType::Q5_1);
+}

@@ -409,7 +409,7 @@ mod x86 {
                 let shuf = _mm_loadu_si128(SCALE_SHUFFLE[c].as_ptr() as *const __m128i);
                 *s = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, shuf));
             }
-            for r in 0..rows {
+            for (r, acc) in acc.iter_mut().enumerate().take(rows) {
                 let xb = (i0 + r) * nb + b;
                 let q8 = qp.add(xb * QK_K);
                 let mut sumi = _mm256_setzero_si256();
@@ -423,11 +423,11 @@ mod x86 {
                 }
                 let dy = *xq.d.get_unchecked(xb);
                 if tiled {
-                    let y = (hsum_i32(sumi) as f32 * dw).mul_add(dy, _mm256_cvtss_f32(acc[r]));
-                    acc[r] = _mm256_set1_ps(y);
+                    let y = (hsum_i32(sumi) as f32 * dw).mul_add(dy, _mm256_cvtss_f32(*acc));
+                    *acc = _mm256_set1_ps(y);
                 } else {
                     let d = _mm256_set1_ps(dy * dw);
-                    acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[r]);
+                    *acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), *acc);
                 }
             }
         }
@@ -576,7 +576,7 @@ mod x86 {
                 let shuf = _mm_loadu_si128(SCALE_SHUFFLE[c].as_ptr() as *const __m128i);
                 *s = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, shuf));
             }
-            for r in 0..rows {
+            for (r, acc) in acc.iter_mut().enumerate().take(rows) {
                 let xb = (i0 + r) * nb + b;
                 let q8 = qp.add(xb * QK_K);
                 let bsums = _mm256_loadu_si256(bp.add(xb * 16) as *const __m256i);
@@ -591,11 +591,11 @@ mod x86 {
                 let dy = *xq.d.get_unchecked(xb);
                 if tiled {
                     // Lane 0 of `acc` carries the running sum.
-                    let y = (hsum_i32(sumi) as f32 * dw).mul_add(dy, _mm256_cvtss_f32(acc[r]));
-                    acc[r] = _mm256_set1_ps(y);
+                    let y = (hsum_i32(sumi) as f32 * dw).mul_add(dy, _mm256_cvtss_f32(*acc));
+                    *acc = _mm256_set1_ps(y);
                 } else {
                     let d = _mm256_set1_ps(dy * dw);
-                    acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc[r]);
+                    *acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), *acc);
                 }
             }
         }

@@ -1,4 +1,4 @@
-//! CPU products of f32 activations with Q4_1, Q5_0 and Q8_0 weight matrices (here) and the
+//! CPU products of f32 activations with Q4_1, Q5_0, Q5_1 and Q8_0 weight matrices (here) and the
 //! K-quants ([`kquants`]: Q4_K, Q6_K, ...), with llama.cpp's arithmetic.
 //!
 //! Each activation row is quantized to 8 bits per block of 32 (Q8_1 for Q4_1 weights, Q8_0
@@ -27,6 +27,8 @@ const Q4_1_BYTES: usize = 20;
 const Q8_0_BYTES: usize = 34;
 /// Bytes of one Q5_0 block: f16 scale, 32 fifth bits, 16 bytes of low nibbles.
 const Q5_0_BYTES: usize = 22;
+/// Bytes of one Q5_1 block: f16 scale, f16 minimum, 32 fifth bits, 16 bytes of nibbles.
+const Q5_1_BYTES: usize = 24;
 /// Values per block.
 const QK: usize = 32;
 
@@ -39,6 +41,8 @@ pub(crate) enum WeightFormat {
     Q8_0,
     /// 5-bit values (`q - 16`) with a scale per block.
     Q5_0,
+    /// 5-bit values with a scale and a minimum per block.
+    Q5_1,
     /// Super-blocks of 256: 3-bit values (`q - 4`), 6-bit scales per 16.
     Q3K,
     /// Super-blocks of 256: 4-bit values, 6-bit scales and minimums per 32.
@@ -214,6 +218,7 @@ pub(crate) fn matmul_t(
         WeightFormat::Q4_1 => Q4_1_BYTES,
         WeightFormat::Q8_0 => Q8_0_BYTES,
         WeightFormat::Q5_0 => Q5_0_BYTES,
+        WeightFormat::Q5_1 => Q5_1_BYTES,
         WeightFormat::Q3K | WeightFormat::Q4K | WeightFormat::Q5K | WeightFormat::Q6K => {
             unreachable!("handled above")
         }
@@ -223,7 +228,7 @@ pub(crate) fn matmul_t(
     if w.len() != n * row_bytes {
         return None;
     }
-    let xq = quantize_rows(x, format == WeightFormat::Q4_1);
+    let xq = quantize_rows(x, matches!(format, WeightFormat::Q4_1 | WeightFormat::Q5_1));
     Some(by_columns(m, n, |j, i0, rows| {
         let wrow = &w[j * row_bytes..(j + 1) * row_bytes];
         dot(level, format, wrow, &xq, i0, rows, nb)
@@ -300,6 +305,8 @@ fn dot(
                 (WeightFormat::Q8_0, Level::Avx2) => x86::q8_0_avx2(wrow, qs, d, rows, nb),
                 (WeightFormat::Q5_0, Level::Vnni) => x86::q5_0_vnni(wrow, qs, d, rows, nb),
                 (WeightFormat::Q5_0, Level::Avx2) => x86::q5_0_avx2(wrow, qs, d, rows, nb),
+                (WeightFormat::Q5_1, Level::Vnni) => x86::q5_1_vnni(wrow, qs, d, s, rows, nb),
+                (WeightFormat::Q5_1, Level::Avx2) => x86::q5_1_avx2(wrow, qs, d, s, rows, nb),
                 (
                     WeightFormat::Q3K | WeightFormat::Q4K | WeightFormat::Q5K | WeightFormat::Q6K,
                     _,
@@ -320,7 +327,7 @@ fn dot(
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{QuantizedRows, Q4_1_BYTES, Q5_0_BYTES, Q8_0_BYTES, QK, ROWS};
+    use super::{QuantizedRows, Q4_1_BYTES, Q5_0_BYTES, Q5_1_BYTES, Q8_0_BYTES, QK, ROWS};
 
     /// ggml's `hsum_float_8`: ((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7)).
     #[inline]
@@ -508,6 +515,53 @@ mod x86 {
         };
     }
 
+    /// `ggml_vec_dot_q5_1_q8_1`: the Q4_1 product with each value's fifth bit (`+16`).
+    macro_rules! q5_1_kernel {
+        ($name:ident, $features:literal, $mul_sum:ident) => {
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $name(
+                w: &[u8],
+                xq: &[i8],
+                xd: &[f32],
+                xs: &[f32],
+                rows: usize,
+                nb: usize,
+            ) -> [f32; ROWS] {
+                debug_assert!(w.len() >= nb * Q5_1_BYTES && xq.len() >= rows * nb * QK);
+                let mask = _mm256_set1_epi8(0x0f);
+                let fifth = _mm256_set1_epi8(0x10);
+                let mut acc = [_mm256_setzero_ps(); ROWS];
+                let mut summs = [0f32; ROWS];
+                let wp = w.as_ptr();
+                let qp = xq.as_ptr();
+                for b in 0..nb {
+                    let blk = wp.add(b * Q5_1_BYTES);
+                    let d0 = f16_at(blk);
+                    let m0 = f16_at(blk.add(2));
+                    let tmp = _mm_loadu_si128(blk.add(8) as *const __m128i);
+                    let nibbles =
+                        _mm256_and_si256(mask, _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp));
+                    let high = _mm256_and_si256(bytes_from_bits_32(blk.add(4)), fifth);
+                    let qx = _mm256_or_si256(nibbles, high);
+                    for r in 0..rows {
+                        let xb = r * nb + b;
+                        summs[r] = m0.mul_add(*xs.get_unchecked(xb), summs[r]);
+                        let d0d1 = _mm256_set1_ps(d0 * *xd.get_unchecked(xb));
+                        let qy = _mm256_loadu_si256(qp.add(xb * QK) as *const __m256i);
+                        acc[r] = _mm256_fmadd_ps($mul_sum(qx, qy), d0d1, acc[r]);
+                    }
+                }
+                let mut out = [0f32; ROWS];
+                for r in 0..rows {
+                    out[r] = hsum(acc[r]) + summs[r];
+                }
+                out
+            }
+        };
+    }
+
+    q5_1_kernel!(q5_1_avx2, "avx2,fma,f16c", mul_sum_avx2);
+    q5_1_kernel!(q5_1_vnni, "avx2,fma,f16c", mul_sum_vnni);
     q5_0_kernel!(q5_0_avx2, "avx2,fma,f16c", mul_sum_avx2);
     q5_0_kernel!(q5_0_vnni, "avx2,fma,f16c", mul_sum_vnni);
     q4_1_kernel!(q4_1_avx2, "avx2,fma,f16c", mul_sum_avx2);
