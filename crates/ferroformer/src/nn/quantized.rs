@@ -197,14 +197,20 @@ impl QuantizedMatrix {
     }
 }
 
-/// `x W^T` for one block of rows: llama.cpp's arithmetic for Q4_1, Q5_0 and Q8_0 on CPUs with
-/// AVX2 (see [`super::kernels::qmatmul`]), candle's quantized matmul otherwise (the K-quants:
-/// candle's CPU dot products follow ggml's AVX2 `vec_dot`s).
+/// `x W^T` for one block of rows: llama.cpp's arithmetic for Q4_1, Q5_0, Q5_1, Q8_0, Q3_K, Q4_K, Q5_K and Q6_K
+/// on CPUs with AVX2 (see [`super::kernels::qmatmul`]), candle's quantized matmul otherwise
+/// (other formats, other CPUs: candle's CPU dot products follow ggml's AVX2 `vec_dot`s, up
+/// to the rounding of exact ties in the activations).
 fn part_matmul_t(x: &Tensor, w: &QTensor) -> Result<Tensor> {
     let format = match w.dtype() {
         GgmlDType::Q4_1 => Some(WeightFormat::Q4_1),
         GgmlDType::Q8_0 => Some(WeightFormat::Q8_0),
         GgmlDType::Q5_0 => Some(WeightFormat::Q5_0),
+        GgmlDType::Q5_1 => Some(WeightFormat::Q5_1),
+        GgmlDType::Q3K => Some(WeightFormat::Q3K),
+        GgmlDType::Q4K => Some(WeightFormat::Q4K),
+        GgmlDType::Q5K => Some(WeightFormat::Q5K),
+        GgmlDType::Q6K => Some(WeightFormat::Q6K),
         _ => None,
     };
     if let (Some(format), true, DType::F32) = (format, qmatmul::available(), x.dtype()) {

@@ -1,5 +1,5 @@
-//! CPU products of f32 activations with Q4_1, Q5_0 and Q8_0 weight matrices, with
-//! llama.cpp's arithmetic.
+//! CPU products of f32 activations with Q4_1, Q5_0, Q5_1 and Q8_0 weight matrices (here) and the
+//! K-quants ([`kquants`]: Q4_K, Q6_K, ...), with llama.cpp's arithmetic.
 //!
 //! Each activation row is quantized to 8 bits per block of 32 (Q8_1 for Q4_1 weights, Q8_0
 //! for Q5_0 and Q8_0 weights), and every output is an integer dot product per block scaled and
@@ -19,12 +19,16 @@
 
 use rayon::prelude::*;
 
+mod kquants;
+
 /// Bytes of one Q4_1 block: f16 scale, f16 minimum, 16 bytes of nibbles.
 const Q4_1_BYTES: usize = 20;
 /// Bytes of one Q8_0 block: f16 scale, 32 signed bytes.
 const Q8_0_BYTES: usize = 34;
 /// Bytes of one Q5_0 block: f16 scale, 32 fifth bits, 16 bytes of low nibbles.
 const Q5_0_BYTES: usize = 22;
+/// Bytes of one Q5_1 block: f16 scale, f16 minimum, 32 fifth bits, 16 bytes of nibbles.
+const Q5_1_BYTES: usize = 24;
 /// Values per block.
 const QK: usize = 32;
 
@@ -37,6 +41,16 @@ pub(crate) enum WeightFormat {
     Q8_0,
     /// 5-bit values (`q - 16`) with a scale per block.
     Q5_0,
+    /// 5-bit values with a scale and a minimum per block.
+    Q5_1,
+    /// Super-blocks of 256: 3-bit values (`q - 4`), 6-bit scales per 16.
+    Q3K,
+    /// Super-blocks of 256: 4-bit values, 6-bit scales and minimums per 32.
+    Q4K,
+    /// Super-blocks of 256: 5-bit values, 6-bit scales and minimums per 32.
+    Q5K,
+    /// Super-blocks of 256: 6-bit values (`q - 32`), 8-bit scales per 16.
+    Q6K,
 }
 
 /// IEEE half to f32 (exact).
@@ -188,23 +202,51 @@ pub(crate) fn matmul_t(
     format: WeightFormat,
 ) -> Option<Vec<f32>> {
     let level = level()?;
-    if !k.is_multiple_of(QK) || x.len() != m * k {
+    if x.len() != m * k {
+        return None;
+    }
+    if matches!(
+        format,
+        WeightFormat::Q3K | WeightFormat::Q4K | WeightFormat::Q5K | WeightFormat::Q6K
+    ) {
+        return kquants::matmul_t(x, m, k, w, n, format);
+    }
+    if !k.is_multiple_of(QK) {
         return None;
     }
     let block_bytes = match format {
         WeightFormat::Q4_1 => Q4_1_BYTES,
         WeightFormat::Q8_0 => Q8_0_BYTES,
         WeightFormat::Q5_0 => Q5_0_BYTES,
+        WeightFormat::Q5_1 => Q5_1_BYTES,
+        WeightFormat::Q3K | WeightFormat::Q4K | WeightFormat::Q5K | WeightFormat::Q6K => {
+            unreachable!("handled above")
+        }
     };
     let nb = k / QK;
     let row_bytes = nb * block_bytes;
     if w.len() != n * row_bytes {
         return None;
     }
-    let xq = quantize_rows(x, format == WeightFormat::Q4_1);
+    let xq = quantize_rows(x, matches!(format, WeightFormat::Q4_1 | WeightFormat::Q5_1));
+    Some(by_columns(m, n, |j, i0, rows| {
+        let wrow = &w[j * row_bytes..(j + 1) * row_bytes];
+        dot(level, format, wrow, &xq, i0, rows, nb)
+    }))
+}
+
+/// The `m × n` output of `f(j, i0, rows)`, which gives column `j` of activation rows
+/// `i0..i0 + rows` (`rows <= ROWS`; every group but the last has `ROWS` rows).
+///
+/// Columns are split into chunks over rayon's threads: enough chunks to balance the
+/// threads, each long enough that a chunk's weight rows are reused from cache across the
+/// activation rows. Each output is computed by one call whatever the split, so the result
+/// does not depend on the thread count.
+fn by_columns<F>(m: usize, n: usize, f: F) -> Vec<f32>
+where
+    F: Fn(usize, usize, usize) -> [f32; ROWS] + Sync,
+{
     let mut out = vec![0f32; m * n];
-    // Columns in chunks: enough chunks to balance the threads, each long enough that a
-    // chunk's weight rows are reused from cache across the activation rows.
     let threads = rayon::current_num_threads().max(1);
     let chunk = (n.div_ceil(threads * 4)).clamp(16, 512);
     let out_ptr = SendPtr(out.as_mut_ptr());
@@ -215,8 +257,7 @@ pub(crate) fn matmul_t(
         for i0 in (0..m).step_by(ROWS) {
             let rows = ROWS.min(m - i0);
             for j in j0..j1 {
-                let wrow = &w[j * row_bytes..(j + 1) * row_bytes];
-                let v = dot(level, format, wrow, &xq, i0, rows, nb);
+                let v = f(j, i0, rows);
                 for (r, v) in v.iter().enumerate().take(rows) {
                     // SAFETY: (i0 + r, j) lies in the m × n output and each j belongs to
                     // one chunk, so no two threads write the same element.
@@ -225,7 +266,7 @@ pub(crate) fn matmul_t(
             }
         }
     });
-    Some(out)
+    out
 }
 
 /// A raw output pointer shared by the workers, each writing its own columns.
@@ -264,6 +305,14 @@ fn dot(
                 (WeightFormat::Q8_0, Level::Avx2) => x86::q8_0_avx2(wrow, qs, d, rows, nb),
                 (WeightFormat::Q5_0, Level::Vnni) => x86::q5_0_vnni(wrow, qs, d, rows, nb),
                 (WeightFormat::Q5_0, Level::Avx2) => x86::q5_0_avx2(wrow, qs, d, rows, nb),
+                (WeightFormat::Q5_1, Level::Vnni) => x86::q5_1_vnni(wrow, qs, d, s, rows, nb),
+                (WeightFormat::Q5_1, Level::Avx2) => x86::q5_1_avx2(wrow, qs, d, s, rows, nb),
+                (
+                    WeightFormat::Q3K | WeightFormat::Q4K | WeightFormat::Q5K | WeightFormat::Q6K,
+                    _,
+                ) => {
+                    unreachable!("the K-quants have their own kernels")
+                }
             }
         }
     }
@@ -278,12 +327,12 @@ fn dot(
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{QuantizedRows, Q4_1_BYTES, Q5_0_BYTES, Q8_0_BYTES, QK, ROWS};
+    use super::{QuantizedRows, Q4_1_BYTES, Q5_0_BYTES, Q5_1_BYTES, Q8_0_BYTES, QK, ROWS};
 
     /// ggml's `hsum_float_8`: ((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7)).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn hsum(acc: __m256) -> f32 {
+    pub(super) fn hsum(acc: __m256) -> f32 {
         let mut res = _mm256_extractf128_ps(acc, 1);
         res = _mm_add_ps(res, _mm256_castps256_ps128(acc));
         res = _mm_add_ps(res, _mm_movehl_ps(res, res));
@@ -294,7 +343,7 @@ mod x86 {
     /// IEEE half at `p` to f32 (exact, F16C).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn f16_at(p: *const u8) -> f32 {
+    pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
         let h = std::ptr::read_unaligned(p as *const u16);
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
     }
@@ -466,6 +515,53 @@ mod x86 {
         };
     }
 
+    /// `ggml_vec_dot_q5_1_q8_1`: the Q4_1 product with each value's fifth bit (`+16`).
+    macro_rules! q5_1_kernel {
+        ($name:ident, $features:literal, $mul_sum:ident) => {
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $name(
+                w: &[u8],
+                xq: &[i8],
+                xd: &[f32],
+                xs: &[f32],
+                rows: usize,
+                nb: usize,
+            ) -> [f32; ROWS] {
+                debug_assert!(w.len() >= nb * Q5_1_BYTES && xq.len() >= rows * nb * QK);
+                let mask = _mm256_set1_epi8(0x0f);
+                let fifth = _mm256_set1_epi8(0x10);
+                let mut acc = [_mm256_setzero_ps(); ROWS];
+                let mut summs = [0f32; ROWS];
+                let wp = w.as_ptr();
+                let qp = xq.as_ptr();
+                for b in 0..nb {
+                    let blk = wp.add(b * Q5_1_BYTES);
+                    let d0 = f16_at(blk);
+                    let m0 = f16_at(blk.add(2));
+                    let tmp = _mm_loadu_si128(blk.add(8) as *const __m128i);
+                    let nibbles =
+                        _mm256_and_si256(mask, _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp));
+                    let high = _mm256_and_si256(bytes_from_bits_32(blk.add(4)), fifth);
+                    let qx = _mm256_or_si256(nibbles, high);
+                    for r in 0..rows {
+                        let xb = r * nb + b;
+                        summs[r] = m0.mul_add(*xs.get_unchecked(xb), summs[r]);
+                        let d0d1 = _mm256_set1_ps(d0 * *xd.get_unchecked(xb));
+                        let qy = _mm256_loadu_si256(qp.add(xb * QK) as *const __m256i);
+                        acc[r] = _mm256_fmadd_ps($mul_sum(qx, qy), d0d1, acc[r]);
+                    }
+                }
+                let mut out = [0f32; ROWS];
+                for r in 0..rows {
+                    out[r] = hsum(acc[r]) + summs[r];
+                }
+                out
+            }
+        };
+    }
+
+    q5_1_kernel!(q5_1_avx2, "avx2,fma,f16c", mul_sum_avx2);
+    q5_1_kernel!(q5_1_vnni, "avx2,fma,f16c", mul_sum_vnni);
     q5_0_kernel!(q5_0_avx2, "avx2,fma,f16c", mul_sum_avx2);
     q5_0_kernel!(q5_0_vnni, "avx2,fma,f16c", mul_sum_vnni);
     q4_1_kernel!(q4_1_avx2, "avx2,fma,f16c", mul_sum_avx2);
