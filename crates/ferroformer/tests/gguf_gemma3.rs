@@ -238,20 +238,21 @@ fn teacher_forced_predictions_match_llama_cpp() {
         floor * 100.0,
         rel * 100.0
     );
-    // Perplexity within 1% of llama.cpp's (the issue's bar). Top-1: the issue asks for 99%;
-    // this model is chaotic in its 8-bit activation roundings (llama.cpp with only its KV
-    // cache in f32 agrees with itself at ~96%), and the logits here are not yet llama.cpp's
-    // bit for bit, so the agreement sits at that level: the test holds it there, at least
-    // as close to llama.cpp as llama.cpp's own f32-cache run, before and past the window.
+    // The issue's bars: perplexity within 1% and top-1 agreement of at least 99%. This
+    // model is chaotic in its 8-bit activation roundings (llama.cpp with only its KV cache
+    // in f32 agrees with itself at ~96%, and llama.cpp decoding one token at a time agrees
+    // with its own batch run at 95.4%), so 99% takes llama.cpp's arithmetic to the bit:
+    // measured 100.00% (999/999) and log-probabilities equal to the fixture's 5 decimals.
     assert!(rel <= 0.01, "perplexity {ppl} vs llama.cpp's {ppl_ref}");
     assert!(
-        agreement >= 0.95 && agreement >= floor - 0.01,
+        agreement >= 0.99,
         "top-1 agreement with llama.cpp: {agreement} (f32-cache llama.cpp: {floor})"
     );
     assert!(
-        past_window >= 0.95,
+        past_window >= 0.99,
         "top-1 agreement past the sliding window: {past_window}"
     );
+    assert!(worst <= 1e-4, "largest |Δ log p(next)| {worst}");
 }
 
 #[test]
@@ -270,24 +271,14 @@ fn greedy_generation_equals_llama_cpp() {
             .tokens;
         let text = model.tokenizer().decode(&got, false).unwrap();
         eprintln!("{prompt:?} -> {text:?}");
-        // Equal tokens, or equal up to a step where llama.cpp's top two logits lie within
-        // NEAR_TIE (the sequences part there). The prompt's logits and the first decode
-        // steps are llama.cpp's bit for bit; from 16 cached keys on the attention path
-        // still differs (up to ~0.35 in a logit). Measured: the first prompt parts at a
-        // lead of 0.0345 (token 11), the chat prompt at 0.0968 (token 9), the third not.
-        const NEAR_TIE: f64 = 0.1;
-        if let Some(i) = got.iter().zip(&expected).position(|(a, b)| a != b) {
-            assert!(
-                leads[i] < NEAR_TIE,
-                "{prompt:?}: {text:?} vs {:?}: token {i} differs at a lead of {} (leads {leads:?})",
-                case["text"],
-                leads[i]
-            );
-            eprintln!(
-                "{prompt:?}: parts from llama.cpp at token {i}, a near tie (lead {})",
-                leads[i]
-            );
-        }
+        // Prompt and decoding steps compute llama.cpp's logits bit for bit (its batch
+        // kernels for the prompt, its single-row ones for each step), so every token is
+        // llama.cpp's, near ties included.
+        assert_eq!(
+            got, expected,
+            "{prompt:?}: {text:?} vs llama.cpp's {:?} (leads {leads:?})",
+            case["text"]
+        );
         assert_eq!(got.len(), expected.len(), "{prompt:?}: length");
     }
 }

@@ -15,6 +15,12 @@ use crate::error::{Error, Result};
 /// The value written where attention is not allowed.
 pub const MASKED: f32 = f32::MIN;
 
+/// The value [`sliding_window_bias`] writes for a real key that has left a query's window:
+/// masked like [`MASKED`] (every consumer treats a bias ≤ `f32::MIN / 2` as masked), but
+/// distinct from padding, so that llama.cpp's attention loop can count key indices from a
+/// row's first real key (its cache cell 0) rather than from the first key in the window.
+pub const OUTSIDE_WINDOW: f32 = f32::MIN / 2.0;
+
 /// `(1, 1, q_len, k_len)` with 1 where query `i` may see key `j`: `j <= i + (k_len - q_len)`.
 ///
 /// With a KV cache, the `q_len` new queries sit at the end of the `k_len` keys.
@@ -121,11 +127,22 @@ pub fn sliding_window_bias(
         return attention_bias(attention_mask, true, batch, q_len, k_len, dtype, device);
     }
     let window_allowed = sliding_window_allowed(q_len, k_len, window, device)?;
-    let allowed = match attention_mask {
-        None => window_allowed,
-        Some(m) => padding_allowed(m, batch, k_len)?.broadcast_mul(&window_allowed)?,
+    // Keys outside the window (and past the query) get OUTSIDE_WINDOW, padding MASKED.
+    let zeros = Tensor::zeros(window_allowed.shape(), DType::F32, device)?;
+    let outside = Tensor::full(OUTSIDE_WINDOW, window_allowed.shape(), device)?;
+    let bias = window_allowed.ne(0f64)?.where_cond(&zeros, &outside)?;
+    let bias = match attention_mask {
+        None => bias,
+        Some(m) => {
+            let pad = padding_allowed(m, batch, k_len)?;
+            let shape = (batch, 1, q_len, k_len);
+            let masked = Tensor::full(MASKED, shape, device)?;
+            pad.broadcast_as(shape)?
+                .ne(0f64)?
+                .where_cond(&bias.broadcast_as(shape)?.contiguous()?, &masked)?
+        }
     };
-    Ok(Some(bias_from_allowed(&allowed, dtype)?))
+    Ok(Some(bias.to_dtype(dtype)?))
 }
 
 /// Turns a boolean-like "allowed" tensor (nonzero = attend) into an additive bias.
@@ -243,8 +260,10 @@ mod tests {
             .unwrap()
             .unwrap();
         let v: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
-        let m = MASKED;
-        assert_eq!(v, vec![m, m, 0.0, 0.0, m, m, 0.0, 0.0]);
+        // Padding is MASKED, a real key outside the window OUTSIDE_WINDOW (both masked).
+        let (m, o) = (MASKED, OUTSIDE_WINDOW);
+        assert_eq!(v, vec![m, o, 0.0, 0.0, o, o, 0.0, 0.0]);
+        assert!(o <= f32::MIN / 2.0 && o > m);
         // One query within the window and no padding: nothing to mask.
         assert!(
             sliding_window_bias(None, 8, 1, 1, 4, DType::F32, &Device::Cpu)

@@ -18,6 +18,10 @@ use rayon::prelude::*;
 use super::math::{dot_f32, exp_shifted_in_place, hsum16, round_f16, v_expf, GGML_LANES};
 use super::{contiguous_f32, f32_data, with_data, SendPtr};
 use crate::error::{Error, Result};
+use crate::nn::mask::{MASKED, OUTSIDE_WINDOW};
+
+/// Biases at or below this mask a key as padding (`MASKED`); `OUTSIDE_WINDOW` is above it.
+const PADDING_LIMIT: f32 = MASKED / 2.0 + OUTSIDE_WINDOW / 2.0;
 use crate::nn::ops::Arithmetic;
 
 /// Where the heads of q, k or v live in a buffer: element `(b, h, s, d)` is at
@@ -553,14 +557,20 @@ pub(crate) fn attention_packed(
 /// layouts (keys and values holding f16 values, see [`round_to_f16`]), additive biases.
 /// [`attention`] prepares the inputs, as for its reference loop.
 ///
-/// Per query: scores `q16·k16` (16-lane FMA accumulation over `d`, [`hsum16`]), scaled,
-/// plus the biases (masked keys skip the product); softmax over 16-key blocks with
-/// [`v_expf`] and an f64 sum; probabilities rounded to f16; output `Σ p16·v16` accumulated
-/// in 16 lanes by key index.
+/// Per query: scores `q16·k16`, scaled, plus the biases (masked keys skip the product);
+/// softmax over 16-key blocks with [`v_expf`] and an f64 sum; probabilities rounded to f16;
+/// output `Σ p16·v16` accumulated by key index. Both products follow the routine
+/// llama.cpp's matrix product picks for them: with several query rows (a prompt) tinyBLAS
+/// (one 16-lane FMA accumulator, then [`hsum16`]); with one (a decoding step) tinyBLAS
+/// declines (`n < 2`) and `ggml_vec_dot_f16` runs (four 16-lane accumulators over 64-value
+/// steps, folded pairwise, then [`hsum16`]). A row's own query count decides, not the
+/// batch's, so a sequence decodes to the same result alone or batched.
 ///
-/// Key indices count from the first key the row may attend to: in llama.cpp a sequence
-/// starts at cache cell 0, here a left-padded row of a batch starts later, and counting from
-/// its first real key keeps the lanes and blocks (so the result) equal to the row alone.
+/// Key indices count from the row's first real key: in llama.cpp a sequence starts at cache
+/// cell 0, here a left-padded row of a batch starts later, and counting from its first real
+/// key keeps the lanes and blocks (so the result) equal to the row alone. Keys that left a
+/// sliding window still count (their bias is `OUTSIDE_WINDOW`, not `MASKED`), as cells of
+/// llama.cpp's full-size window cache do.
 pub(crate) fn ggml_attention_into(
     out: &mut [f32],
     data: [&[f32]; 3],
@@ -647,7 +657,10 @@ fn attention_head_body(inputs: &HeadInputs, (bi, hi): (usize, usize)) -> Vec<f32
     let mut out = vec![0f32; q_len * d];
     let mut scores = vec![0f32; k_len];
     let mut q16 = vec![0f32; d];
-    let mut acc = vec![0f32; GGML_LANES * d];
+    // One query row: `ggml_vec_dot_f16`'s four accumulators; more: tinyBLAS's one.
+    let accumulators = if q_len == 1 { VEC_DOT_ARR } else { 1 };
+    let dot = if q_len == 1 { dot_vec_f16 } else { dot_lanes };
+    let mut acc = vec![0f32; accumulators * GGML_LANES * d];
     for t in 0..q_len {
         for (r, x) in q16.iter_mut().zip(&qs[q0 + t * ql.ss..][..d]) {
             *r = round_f16(*x);
@@ -661,7 +674,7 @@ fn attention_head_body(inputs: &HeadInputs, (bi, hi): (usize, usize)) -> Vec<f32
         }
         for (j, s) in scores.iter_mut().enumerate() {
             if *s > f32::MIN / 2.0 {
-                let kq = dot_lanes(key(j), &q16);
+                let kq = dot(key(j), &q16);
                 // llama.cpp: `ggml_scale(kq, 1/cap)`, `ggml_tanh`, `ggml_scale(kq, cap)`.
                 let kq = match softcap {
                     Some(cap) => (kq * (1.0 / cap)).tanh() * cap,
@@ -670,7 +683,10 @@ fn attention_head_body(inputs: &HeadInputs, (bi, hi): (usize, usize)) -> Vec<f32
                 *s += kq * scale;
             }
         }
-        let start = scores.iter().position(|s| *s > f32::MIN / 2.0).unwrap_or(0);
+        // Key indices (lanes, softmax blocks) count from the row's first real key, its cell
+        // 0 in llama.cpp's cache: the first key not masked as padding. Keys that left a
+        // sliding window carry `OUTSIDE_WINDOW`, above `MASKED`, and still count.
+        let start = scores.iter().position(|s| *s > PADDING_LIMIT).unwrap_or(0);
         let probs = &mut scores[start..];
         ggml_softmax_in_place(probs);
         acc.fill(0.0);
@@ -680,9 +696,22 @@ fn attention_head_body(inputs: &HeadInputs, (bi, hi): (usize, usize)) -> Vec<f32
                 continue;
             }
             let p16 = round_f16(*p);
-            let lane = &mut acc[(j % GGML_LANES) * d..][..d];
+            // Key j goes to lane j % 16 of accumulator (j / 16) % accumulators.
+            let slot = (j / GGML_LANES) % accumulators * GGML_LANES + j % GGML_LANES;
+            let lane = &mut acc[slot * d..][..d];
             for (a, x) in lane.iter_mut().zip(value(start + j)) {
                 *a = x.mul_add(p16, *a);
+            }
+        }
+        if accumulators == VEC_DOT_ARR {
+            // `GGML_F32x16_REDUCE`'s pairwise folds down to the first accumulator.
+            let (lo, hi) = acc.split_at_mut(2 * GGML_LANES * d);
+            for (a, b) in lo.iter_mut().zip(hi.iter()) {
+                *a += *b;
+            }
+            let (first, second) = lo.split_at_mut(GGML_LANES * d);
+            for (a, b) in first.iter_mut().zip(second.iter()) {
+                *a += *b;
             }
         }
         // `hsum16` of every column at once: the same additions, one row of lanes at a time.
@@ -711,6 +740,36 @@ fn dot_lanes(k: &[f32], q: &[f32]) -> f32 {
         acc[l] = kv.mul_add(*qv, acc[l]);
     }
     hsum16(&acc)
+}
+
+/// Accumulators of `ggml_vec_dot_f16` in llama.cpp's AVX-512 build (`GGML_F32_ARR`: a
+/// 64-value step in four 16-lane registers).
+const VEC_DOT_ARR: usize = 4;
+
+/// `ggml_vec_dot_f16` over f16-valued operands as llama.cpp's AVX-512 build computes it:
+/// value `i` of each 64-value step into lane `i % 16` of accumulator `(i / 16) % 4`, the
+/// accumulators folded pairwise (`0 += 2`, `1 += 3`, `0 += 1`), [`hsum16`], then the values
+/// past the last full step added one product at a time in f64.
+#[inline(always)]
+fn dot_vec_f16(k: &[f32], q: &[f32]) -> f32 {
+    const STEP: usize = VEC_DOT_ARR * GGML_LANES;
+    let mut acc = [[0f32; GGML_LANES]; VEC_DOT_ARR];
+    let np = k.len() - k.len() % STEP;
+    for (ks, qs) in k[..np].chunks_exact(STEP).zip(q[..np].chunks_exact(STEP)) {
+        for (j, a) in acc.iter_mut().enumerate() {
+            for (l, a) in a.iter_mut().enumerate() {
+                let i = j * GGML_LANES + l;
+                *a = ks[i].mul_add(qs[i], *a);
+            }
+        }
+    }
+    let [a0, a1, a2, a3] = acc;
+    let folded: [f32; GGML_LANES] = std::array::from_fn(|l| (a0[l] + a2[l]) + (a1[l] + a3[l]));
+    let mut sum = hsum16(&folded) as f64;
+    for (kv, qv) in k[np..].iter().zip(&q[np..]) {
+        sum += (kv * qv) as f64;
+    }
+    sum as f32
 }
 
 /// `ggml_vec_soft_max_f32` and the scaling after it, in place: `exp(x − max)` by
