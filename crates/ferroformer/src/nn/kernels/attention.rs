@@ -659,7 +659,6 @@ fn attention_head_body(inputs: &HeadInputs, (bi, hi): (usize, usize)) -> Vec<f32
     let mut q16 = vec![0f32; d];
     // One query row: `ggml_vec_dot_f16`'s four accumulators; more: tinyBLAS's one.
     let accumulators = if q_len == 1 { VEC_DOT_ARR } else { 1 };
-    let dot = if q_len == 1 { dot_vec_f16 } else { dot_lanes };
     let mut acc = vec![0f32; accumulators * GGML_LANES * d];
     for t in 0..q_len {
         for (r, x) in q16.iter_mut().zip(&qs[q0 + t * ql.ss..][..d]) {
@@ -674,7 +673,13 @@ fn attention_head_body(inputs: &HeadInputs, (bi, hi): (usize, usize)) -> Vec<f32
         }
         for (j, s) in scores.iter_mut().enumerate() {
             if *s > f32::MIN / 2.0 {
-                let kq = dot(key(j), &q16);
+                // A direct call, not a function pointer: both inline here, under this
+                // function's FMA target feature (through a pointer `mul_add` is libm's `fmaf`).
+                let kq = if q_len == 1 {
+                    dot_vec_f16(key(j), &q16)
+                } else {
+                    dot_lanes(key(j), &q16)
+                };
                 // llama.cpp: `ggml_scale(kq, 1/cap)`, `ggml_tanh`, `ggml_scale(kq, cap)`.
                 let kq = match softcap {
                     Some(cap) => (kq * (1.0 / cap)).tanh() * cap,
@@ -689,7 +694,10 @@ fn attention_head_body(inputs: &HeadInputs, (bi, hi): (usize, usize)) -> Vec<f32
         let start = scores.iter().position(|s| *s > PADDING_LIMIT).unwrap_or(0);
         let probs = &mut scores[start..];
         ggml_softmax_in_place(probs);
-        acc.fill(0.0);
+        if t > 0 {
+            // The first query finds the buffer as allocated, zeroed.
+            acc.fill(0.0);
+        }
         for (j, p) in probs.iter().enumerate() {
             if *p == 0.0 {
                 // Would add 0 to every lane.
@@ -756,10 +764,13 @@ fn dot_vec_f16(k: &[f32], q: &[f32]) -> f32 {
     let mut acc = [[0f32; GGML_LANES]; VEC_DOT_ARR];
     let np = k.len() - k.len() % STEP;
     for (ks, qs) in k[..np].chunks_exact(STEP).zip(q[..np].chunks_exact(STEP)) {
-        for (j, a) in acc.iter_mut().enumerate() {
-            for (l, a) in a.iter_mut().enumerate() {
-                let i = j * GGML_LANES + l;
-                *a = ks[i].mul_add(qs[i], *a);
+        for ((a, kc), qc) in acc
+            .iter_mut()
+            .zip(ks.chunks_exact(GGML_LANES))
+            .zip(qs.chunks_exact(GGML_LANES))
+        {
+            for l in 0..GGML_LANES {
+                a[l] = kc[l].mul_add(qc[l], a[l]);
             }
         }
     }
