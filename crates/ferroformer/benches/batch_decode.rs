@@ -20,21 +20,30 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
         .and_then(|s| s.parse().ok())
 }
 
+/// Without `--model` (as under `cargo test`, a smoke pass): a tiny Llama 3 GGUF fixture
+/// and small sizes.
+fn smoke_model() -> String {
+    concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/gguf/llama3/llama3-q8_0.gguf"
+    )
+    .to_string()
+}
+
 fn main() -> ferroformer::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let Some(path) = arg::<String>(&args, "--model") else {
-        eprintln!("usage: batch_decode --model FILE.gguf [--rows 1,4,16] [--steps N]");
-        return Ok(());
-    };
+    let smoke = arg::<String>(&args, "--model").is_none();
+    let path = arg::<String>(&args, "--model").unwrap_or_else(smoke_model);
     let rows: Vec<usize> = arg::<String>(&args, "--rows")
-        .unwrap_or_else(|| "1,16".into())
+        .unwrap_or_else(|| if smoke { "1,2" } else { "1,16" }.into())
         .split(',')
         .filter_map(|r| r.parse().ok())
         .collect();
-    let steps: usize = arg(&args, "--steps").unwrap_or(32);
-    let prompt_len: usize = arg(&args, "--prompt-tokens").unwrap_or(40);
+    let steps: usize = arg(&args, "--steps").unwrap_or(if smoke { 2 } else { 32 });
+    let prompt_len: usize = arg(&args, "--prompt-tokens").unwrap_or(if smoke { 8 } else { 40 });
     let model = GgufModel::load(&path)?;
     let m = model.decoder();
+    let vocab = m.config().embeddings.vocab_size as u32;
     let mut base = None;
     for &n in &rows {
         let mut batch = BatchDecoder::new(m);
@@ -44,7 +53,7 @@ fn main() -> ferroformer::Result<()> {
             // Lengths differ by row, as the server's requests do.
             let len = prompt_len / 2 + (r * 7) % prompt_len.max(1);
             let prompt: Vec<u32> = (0..len as u32)
-                .map(|i| 1000 + (i * 37 + r as u32 * 101) % 20000)
+                .map(|i| (1000 + (i * 37 + r as u32 * 101) % 20000) % vocab)
                 .collect();
             let (cache, mut scores) = batch.prefill(&prompt)?;
             let mut s = SequenceSampler::new(

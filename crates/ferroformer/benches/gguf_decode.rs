@@ -17,21 +17,29 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
         .and_then(|s| s.parse().ok())
 }
 
+/// Without `--model` (as under `cargo test`, a smoke pass): a tiny Llama 3 GGUF fixture
+/// and small sizes.
+fn smoke_model() -> String {
+    concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/gguf/llama3/llama3-q8_0.gguf"
+    )
+    .to_string()
+}
+
 fn main() -> ferroformer::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let Some(model_path) = arg::<String>(&args, "--model") else {
-        eprintln!(
-            "usage: gguf_decode --model FILE.gguf [--prompt-tokens N] [--new-tokens N] [--json]"
-        );
-        return Ok(());
-    };
+    let smoke = arg::<String>(&args, "--model").is_none();
+    let model_path = arg::<String>(&args, "--model").unwrap_or_else(smoke_model);
     let json = args.iter().any(|a| a == "--json");
-    let prompt_len: usize = arg(&args, "--prompt-tokens").unwrap_or(128);
-    let new_tokens: usize = arg(&args, "--new-tokens").unwrap_or(128);
+    let prompt_len: usize = arg(&args, "--prompt-tokens").unwrap_or(if smoke { 8 } else { 128 });
+    let new_tokens: usize = arg(&args, "--new-tokens").unwrap_or(if smoke { 4 } else { 128 });
     let model = GgufModel::load(&model_path)?;
-    // A fixed prompt of ordinary tokens (the same ids the Python side uses).
+    let vocab = model.decoder().config().embeddings.vocab_size as u32;
+    // A fixed prompt of ordinary tokens (the same ids the Python side uses; folded into a
+    // smaller vocabulary, the smoke pass's).
     let prompt: Vec<u32> = (0..prompt_len as u32)
-        .map(|i| 1000 + (i * 37) % 20000)
+        .map(|i| (1000 + (i * 37) % 20000) % vocab)
         .collect();
     let dev = Device::Cpu;
 

@@ -22,13 +22,21 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
         .and_then(|s| s.parse().ok())
 }
 
+/// Without `--model` (as under `cargo test`, a smoke pass): a tiny Llama 3 GGUF fixture
+/// and small sizes.
+fn smoke_model() -> String {
+    concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/gguf/llama3/llama3-q8_0.gguf"
+    )
+    .to_string()
+}
+
 fn main() -> ferroformer::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let Some(path) = arg::<String>(&args, "--model") else {
-        eprintln!("usage: json_mask --model FILE.gguf [--steps N]");
-        return Ok(());
-    };
-    let steps: usize = arg(&args, "--steps").unwrap_or(64);
+    let smoke = arg::<String>(&args, "--model").is_none();
+    let path = arg::<String>(&args, "--model").unwrap_or_else(smoke_model);
+    let steps: usize = arg(&args, "--steps").unwrap_or(if smoke { 4 } else { 64 });
     let model = GgufModel::load(&path)?;
     let vocab = model.decoder().config().embeddings.vocab_size;
     let tok = model.tokenizer();
