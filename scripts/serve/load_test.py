@@ -9,7 +9,8 @@ What it does:
    --min-tokens and --max-tokens, greedy) and runs each one alone: the reference outputs;
 3. runs --requests requests drawn from the pool with --clients concurrent streaming clients
    (SSE, /v1/completions); every answer must arrive without error and equal its reference;
-   the server's RSS is read after the first 10 % of the requests and after all of them;
+   the server's RSS is read after the first 10 % of the requests and after all of them, each
+   time after --settle seconds of idle (and its peak RSS, VmHWM, with it);
 4. throughput: --throughput-requests requests with 1 stream, then with 16 concurrent streams
    (generated tokens per second, wall clock);
 5. with --llama-cpp (and `llama_cpp.server` importable: `pip install llama-cpp-python[server]`),
@@ -70,10 +71,11 @@ def wait_ready(base, path, timeout=300, proc=None):
     raise SystemExit(f"{base} did not come up")
 
 
-def rss_kib(pid):
+def rss_kib(pid, key="VmRSS"):
+    """The server's resident memory (`VmRSS`) or its peak so far (`VmHWM`), in KiB."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1])
     return 0
 
@@ -187,6 +189,8 @@ def main():
     ap.add_argument("--llama-cpp-python", default="/root/venvs/gguf/bin/python")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--settle", type=float, default=3.0,
+                    help="seconds of idle before each RSS reading")
     args = ap.parse_args()
     rng = random.Random(args.seed)
 
@@ -228,8 +232,13 @@ def main():
             res, _ = run_batch(base, [pool[i] for i in part], args.clients)
             results.extend(res)
             if server:
+                # Both readings after the same pause, once the server is idle: it returns
+                # memory it has not reused within a second (see `set_purge_policy`).
+                time.sleep(args.settle)
                 rss[label] = rss_kib(server.pid)
-            log(f"{label}: {len(part)} requests done, RSS {rss.get(label)} KiB")
+                rss[label + "_peak"] = rss_kib(server.pid, "VmHWM")
+            log(f"{label}: {len(part)} requests done, RSS {rss.get(label)} KiB, "
+                f"peak {rss.get(label + '_peak')} KiB")
         wall = time.perf_counter() - t0
         mismatches = [i for i, (p, r) in enumerate(zip(picks, results))
                       if r[4] is None and r[0] != refs[p]]
@@ -244,6 +253,8 @@ def main():
             load["rss_after_first_10pct_mib"] = round(rss["first_10pct"] / 1024, 1)
             load["rss_after_all_mib"] = round(rss["rest"] / 1024, 1)
             load["rss_growth_pct"] = round(100 * (rss["rest"] / rss["first_10pct"] - 1), 2)
+            load["peak_rss_after_first_10pct_mib"] = round(rss["first_10pct_peak"] / 1024, 1)
+            load["peak_rss_after_all_mib"] = round(rss["rest_peak"] / 1024, 1)
         report["load"] = load
         log("load:", json.dumps(load))
         report["throughput"] = throughput(base, pool, args.throughput_requests, "ferroformer")

@@ -215,8 +215,8 @@ fn main() -> ExitCode {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
-    keep_freed_memory();
     let cli = Cli::parse();
+    set_purge_policy(&cli.command);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -230,13 +230,22 @@ fn main() -> ExitCode {
 /// unnamed).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Keeps memory mimalloc has freed instead of returning it to the OS: every layer allocates
-/// and frees buffers of the same sizes, and a returned page costs a fault and a zeroing the
-/// next time (up to 5 % of samples in profiles of inference and training). Peak memory is
-/// unchanged.
-fn keep_freed_memory() {
+/// How long memory mimalloc has freed stays with the process.
+///
+/// Batch commands keep it for good: every layer allocates and frees buffers of the same
+/// sizes, and a returned page costs a fault and a zeroing the next time (up to 5 % of samples
+/// in profiles of inference and training); their peak memory is unchanged. A server instead
+/// returns what it has not reused within a second: a decode step reuses its buffers many
+/// times a second, so nothing is lost under load, while memory left over from a burst of
+/// long requests (a wider KV cache, bigger prefills) goes back to the OS once the burst is
+/// over instead of staying in the process's RSS until it exits.
+fn set_purge_policy(command: &Command) {
+    let delay_ms = match command {
+        Command::Serve(_) => 1000,
+        _ => -1,
+    };
     // SAFETY: setting an option is always allowed; -1 means "never purge".
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, delay_ms) };
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
