@@ -248,8 +248,13 @@ pub fn linear_schedule(step: u64, lr: f64, warmup: u64, total: u64) -> f64 {
 /// Scales `grads` in place so their global L2 norm is at most `max_norm`; returns the
 /// norm before clipping (as `torch.nn.utils.clip_grad_norm_`).
 pub fn clip_grad_norm(grads: &mut HashMap<String, Tensor>, max_norm: f64) -> Result<f64> {
+    // In name order: a map's iteration order changes from one process to the next, and the
+    // f64 sum (so the clipping factor) with it, which made a resumed run differ from an
+    // uninterrupted one in the last bit.
+    let mut names: Vec<&String> = grads.keys().collect();
+    names.sort();
     let mut total = 0f64;
-    for g in grads.values() {
+    for g in names.into_iter().map(|n| &grads[n]) {
         total += g
             .sqr()?
             .sum_all()?

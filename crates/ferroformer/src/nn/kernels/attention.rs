@@ -18,6 +18,7 @@ use rayon::prelude::*;
 use super::math::{dot_f32, exp_shifted_in_place, hsum16, round_f16, v_expf, GGML_LANES};
 use super::{contiguous_f32, f32_data, with_data, SendPtr};
 use crate::error::{Error, Result};
+use crate::nn::dropout::{drop_threshold, mask_bits};
 use crate::nn::mask::{MASKED, OUTSIDE_WINDOW};
 
 /// Biases at or below this mask a key as padding (`MASKED`); `OUTSIDE_WINDOW` is above it.
@@ -873,28 +874,16 @@ impl AttnDropout {
     /// Multiplies block `(b, h)`'s `q_len × k_len` values by the mask.
     pub(crate) fn apply(&self, block: &mut [f32], b: usize, h: usize, sh: AttentionDims) {
         let scale = 1.0 / (1.0 - self.p);
-        // Keep when the hash's top 24 bits, as a fraction, are >= p (the same comparison
-        // `random::<f32>() < keep` makes on 24-bit uniform values).
-        let threshold = (self.p as f64 * (1u64 << 24) as f64).round() as u64;
+        let threshold = drop_threshold(self.p as f64);
         let base = ((b * sh.heads + h) * sh.q_len * sh.k_len) as u64;
         for (j, x) in block.iter_mut().enumerate() {
-            *x = if dropout_bits(self.seed, base + j as u64) >= threshold {
+            *x = if mask_bits(self.seed, base + j as u64) >= threshold {
                 *x * scale
             } else {
                 0.0
             };
         }
     }
-}
-
-/// 24 uniform bits for element `index` of a mask drawn with `seed` (SplitMix64's finalizer,
-/// a bijection that mixes every input bit into every output bit).
-#[inline(always)]
-fn dropout_bits(seed: u64, index: u64) -> u64 {
-    let mut z = seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    (z ^ (z >> 31)) >> 40
 }
 
 /// The mask [`AttnDropout`] applies, as a `(batch, heads, q_len, k_len)` tensor of 0 and
