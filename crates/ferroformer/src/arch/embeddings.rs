@@ -12,7 +12,7 @@ use crate::nn::{
 use crate::weights::Weights;
 
 /// How a model knows where each token is.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum PositionalKind {
     /// No position information.
@@ -133,7 +133,7 @@ fn fixed_positions(
     dtype: DType,
     device: &Device,
 ) -> Result<Positions> {
-    Ok(match cfg.positional {
+    Ok(match cfg.positional.clone() {
         PositionalKind::None => Positions::None,
         PositionalKind::Sinusoidal => Positions::Sinusoidal(SinusoidalPositionalEncoding::new(
             cfg.d_model,
