@@ -676,9 +676,8 @@ pub struct RotaryEmbedding {
     rescaled: bool,
     /// llama.cpp's per-frequency divisors (a GGUF file's `rope_freqs` tensor), if any.
     freq_factors: Option<Vec<f32>>,
-    /// LongRoPE: the frequencies of passes whose largest position reaches past the
-    /// original context, and that context.
-    long: Option<(Vec<f32>, usize)>,
+    /// LongRoPE: the frequencies used past the original context, and when.
+    long: Option<LongFrequencies>,
     /// Multiplies cosines and sines (LongRoPE's attention factor; 1 otherwise).
     attention_factor: f32,
     head_dim: usize,
@@ -687,6 +686,32 @@ pub struct RotaryEmbedding {
     base: f64,
     dtype: DType,
     device: Device,
+}
+
+/// LongRoPE's long-context frequencies ([`RopeScaling::LongRope`]); the short ones are the
+/// embedding's own.
+#[derive(Debug, Clone)]
+struct LongFrequencies {
+    inv_freq: Vec<f32>,
+    /// llama.cpp's divisors (a GGUF file's `rope_factors_long`), when loaded from one.
+    freq_factors: Option<Vec<f32>>,
+    /// `original_max_position_embeddings` (GGUF: `rope.scaling.original_context_length`).
+    original: usize,
+    /// `Some(n_ctx)`: chosen once by the context size, as llama.cpp does; `None`: by each
+    /// pass's largest position, as `transformers` does.
+    context: Option<usize>,
+}
+
+impl LongFrequencies {
+    fn used(&self, positions: &[u32]) -> bool {
+        match self.context {
+            Some(n_ctx) => n_ctx > self.original,
+            None => positions
+                .iter()
+                .max()
+                .is_some_and(|&p| p as usize + 1 > self.original),
+        }
+    }
 }
 
 /// Cosines and sines of the positions of one forward pass, shared by all layers.
@@ -767,7 +792,12 @@ impl RotaryEmbedding {
                         .collect()
                 };
                 inv_freq = scaled(short_factor);
-                long = Some((scaled(long_factor), *original_max_position_embeddings));
+                long = Some(LongFrequencies {
+                    inv_freq: scaled(long_factor),
+                    freq_factors: None,
+                    original: *original_max_position_embeddings,
+                    context: None,
+                });
                 attention_factor = *a as f32;
             }
             Some(scaling) => {
@@ -796,6 +826,69 @@ impl RotaryEmbedding {
     /// [`Arithmetic::Ggml`] the angle is llama.cpp's `theta / factor` in f32, otherwise
     /// `p × (f / factor)`. Replaces any `scaling` given at construction.
     pub fn with_freq_factors(mut self, factors: Vec<f32>) -> Result<Self> {
+        self.inv_freq = self.divided_frequencies(&factors)?;
+        self.rescaled = true;
+        self.freq_factors = Some(factors);
+        self.long = None;
+        self.attention_factor = 1.0;
+        Ok(self)
+    }
+
+    /// LongRoPE as llama.cpp loads it from a GGUF file (`rope_factors_short`,
+    /// `rope_factors_long`, `rope.scaling.original_context_length`,
+    /// `rope.scaling.attn_factor`): the short and long divisors applied as
+    /// [`RotaryEmbedding::with_freq_factors`] applies one set, cosines and sines times
+    /// `attention_factor`. Which set a pass uses follows [`RopeScaling::LongRope`]'s rule
+    /// (by the pass's largest position) until [`RotaryEmbedding::set_longrope_context`]
+    /// fixes it by a context size, as llama.cpp does.
+    pub fn with_longrope_factors(
+        self,
+        short: Vec<f32>,
+        long: Vec<f32>,
+        original: usize,
+        attention_factor: f32,
+    ) -> Result<Self> {
+        if !(attention_factor.is_finite() && attention_factor >= 0.0) {
+            return Err(Error::config(
+                "rope.scaling.attn_factor",
+                format!("must be a finite number >= 0, found {attention_factor}"),
+            ));
+        }
+        if original == 0 {
+            return Err(Error::config(
+                "rope.scaling.original_context_length",
+                "must be > 0",
+            ));
+        }
+        let long_inv_freq = self.divided_frequencies(&long)?;
+        let mut out = self.with_freq_factors(short)?;
+        out.long = Some(LongFrequencies {
+            inv_freq: long_inv_freq,
+            freq_factors: Some(long),
+            original,
+            context: None,
+        });
+        out.attention_factor = attention_factor;
+        Ok(out)
+    }
+
+    /// LongRoPE: `Some(n_ctx)` picks the long frequencies for every pass when `n_ctx` (the
+    /// context per sequence, as llama.cpp's `n_ctx_seq`) exceeds the original context and
+    /// the short ones otherwise, as llama.cpp does; `None` goes back to `transformers`' rule
+    /// (each pass by its largest position). No effect on other embeddings.
+    pub fn set_longrope_context(&mut self, n_ctx: Option<usize>) {
+        if let Some(long) = &mut self.long {
+            long.context = n_ctx;
+        }
+    }
+
+    /// Whether this embedding has LongRoPE's two sets of frequencies.
+    pub fn is_longrope(&self) -> bool {
+        self.long.is_some()
+    }
+
+    /// The plain frequencies divided by `factors` (one per rotated pair, finite and > 0).
+    fn divided_frequencies(&self, factors: &[f32]) -> Result<Vec<f32>> {
         if factors.len() != self.head_dim / 2 {
             return Err(Error::shape(
                 "rotary frequency factors",
@@ -810,17 +903,12 @@ impl RotaryEmbedding {
             ));
         }
         let half = self.head_dim / 2;
-        self.inv_freq = (0..half)
+        Ok((0..half)
             .map(|i| {
                 let f = 1.0 / (self.base.powf((2 * i) as f64 / self.head_dim as f64)) as f32;
                 f / factors[i]
             })
-            .collect();
-        self.rescaled = true;
-        self.freq_factors = Some(factors);
-        self.long = None;
-        self.attention_factor = 1.0;
-        Ok(self)
+            .collect())
     }
 
     /// The head dimension this embedding rotates.
@@ -863,22 +951,15 @@ impl RotaryEmbedding {
         let half = self.head_dim / 2;
         // LongRoPE: the long factors once the pass reaches past the original context
         // (`dynamic_rope_update`: `max(position_ids) + 1 > original_max_position_embeddings`).
-        let inv_freq = match &self.long {
-            Some((long, original))
-                if positions
-                    .iter()
-                    .max()
-                    .is_some_and(|&p| p as usize + 1 > *original) =>
-            {
-                long
-            }
-            _ => &self.inv_freq,
+        let (inv_freq, freq_factors) = match &self.long {
+            Some(long) if long.used(positions) => (&long.inv_freq, long.freq_factors.as_deref()),
+            _ => (&self.inv_freq, self.freq_factors.as_deref()),
         };
         let (mut cos, mut sin) = ops::rope_angles(
             inv_freq,
             self.base,
             self.rescaled,
-            self.freq_factors.as_deref(),
+            freq_factors,
             positions,
             arithmetic,
         );
