@@ -29,15 +29,17 @@ pub struct EvaluateArgs {
     #[arg(long, required_unless_present = "task")]
     predictions: Option<PathBuf>,
     /// Run this task's pipeline of --model over --data and score it: text-classification
-    /// (accuracy, precision, recall, f1) or question-answering (squad, exact_match).
+    /// (accuracy, precision, recall, f1), question-answering (squad, exact_match) or
+    /// token-classification (seqeval).
     #[arg(long, requires_all = ["model", "data"], conflicts_with_all = ["metric", "predictions", "references"])]
     task: Option<String>,
     /// --task: the labelled examples (CSV, TSV or JSON Lines; question-answering: JSON
-    /// Lines with question, context and answers).
+    /// Lines with question, context and answers; token-classification: CoNLL, or JSON Lines
+    /// with a list of words and a list of tags).
     #[arg(long, requires = "task")]
     data: Option<PathBuf>,
     /// --task: the metrics, comma-separated (text-classification: accuracy,f1 by default;
-    /// question-answering: squad).
+    /// question-answering: squad; token-classification: seqeval).
     #[arg(long = "metric", value_delimiter = ',', requires = "task")]
     task_metrics: Vec<String>,
     /// --task text-classification: the column of the texts.
@@ -56,6 +58,13 @@ pub struct EvaluateArgs {
     /// SQuAD's {"text": [...]}).
     #[arg(long, default_value = "answers")]
     answers_column: String,
+    /// --task token-classification, JSON Lines: the field of the words.
+    #[arg(long, default_value = "tokens")]
+    tokens_column: String,
+    /// --task token-classification, JSON Lines: the field of the tags (names, or ids of
+    /// the model's labels).
+    #[arg(long, default_value = "tags")]
+    tags_column: String,
     /// --task text-classification: also draw the confusion matrix as a PNG here.
     #[arg(long, requires = "task")]
     confusion_matrix: Option<PathBuf>,
@@ -553,6 +562,8 @@ fn evaluate_task(args: &EvaluateArgs, task: &str) -> anyhow::Result<()> {
         question_column: &args.question_column,
         context_column: &args.context_column,
         answers_column: &args.answers_column,
+        tokens_column: &args.tokens_column,
+        tags_column: &args.tags_column,
         confusion_matrix: args.confusion_matrix.as_ref(),
         batch_size: args.batch_size,
         device: &args.device,
@@ -577,9 +588,20 @@ fn print_task_result(result: &Value) {
     if let Value::Object(map) = &result["metrics"] {
         let width = map.keys().map(String::len).max().unwrap_or(0);
         for (key, value) in map {
-            match value.as_f64() {
-                Some(x) => println!("  {key:<width$}  {x:.6}"),
-                None => println!("  {key:<width$}  {value}"),
+            match (value.as_f64(), value) {
+                (Some(x), _) => println!("  {key:<width$}  {x:.6}"),
+                // seqeval's per-type scores.
+                (None, Value::Object(inner)) => {
+                    let cells: Vec<String> = inner
+                        .iter()
+                        .map(|(k, v)| match v.as_f64() {
+                            Some(x) if v.is_f64() => format!("{k} {x:.6}"),
+                            _ => format!("{k} {v}"),
+                        })
+                        .collect();
+                    println!("  {key:<width$}  {}", cells.join("  "));
+                }
+                (None, _) => println!("  {key:<width$}  {value}"),
             }
         }
     }

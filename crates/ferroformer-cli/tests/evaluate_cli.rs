@@ -858,3 +858,95 @@ fn seqeval_errors_name_the_file_and_the_line() {
         assert!(!err.contains("panicked"), "{what}: {err}");
     }
 }
+
+/// `evaluate --task token-classification` as `evaluate`'s token-classification evaluator
+/// with seqeval: the same tagged sentences as JSON Lines (tags as names or ids) and as
+/// CoNLL, default and strict IOB2 mode.
+#[test]
+fn evaluate_task_token_classification_scores_with_seqeval_as_evaluate() {
+    let f = &task_fixture()["token_classification"];
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("ner.jsonl");
+    write_jsonl(&jsonl, &f["rows"]);
+    // CoNLL: one `word TAG` per line, tags as names.
+    let conll = dir.path().join("ner.conll");
+    let mut text = String::from("-DOCSTART- O\n\n");
+    for (row, refs) in f["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(f["references"].as_array().unwrap())
+    {
+        let words = row["tokens"].as_array().unwrap();
+        for (w, t) in words.iter().zip(refs.as_array().unwrap()) {
+            text.push_str(&format!(
+                "{} {}\n",
+                w.as_str().unwrap(),
+                t.as_str().unwrap()
+            ));
+        }
+        text.push('\n');
+    }
+    std::fs::write(&conll, text).unwrap();
+    let model = encoder("bert-tokcls");
+    let examples = f["rows"].as_array().unwrap().len();
+    for data in [&jsonl, &conll] {
+        let out = json_result(&[
+            "--model",
+            &model,
+            "--task",
+            "ner",
+            "--data",
+            data.to_str().unwrap(),
+            "--json",
+        ]);
+        assert_eq!(out["task"], "token-classification");
+        assert_eq!(out["examples"], examples);
+        assert_nested_close(&out["metrics"], &f["metrics"], "token-classification");
+    }
+    let out = json_result(&[
+        "--model",
+        &model,
+        "--task",
+        "token-classification",
+        "--data",
+        jsonl.to_str().unwrap(),
+        "--metric",
+        "seqeval",
+        "--mode",
+        "strict",
+        "--scheme",
+        "IOB2",
+        "--json",
+    ]);
+    assert_nested_close(&out["metrics"], &f["metrics_strict"], "strict IOB2");
+    // The strict result differs from the default one: the options reached the metric.
+    assert_ne!(f["metrics"], f["metrics_strict"]);
+
+    // Errors: a tag id beyond the labels, a metric the task does not take.
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"tokens\": [\"Paris\"], \"tags\": [\"42\"]}\n").unwrap();
+    let err = failure(&[
+        "--model",
+        &model,
+        "--task",
+        "ner",
+        "--data",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(err.contains("line 1") && err.contains("tag id 42"), "{err}");
+    let err = failure(&[
+        "--model",
+        &model,
+        "--task",
+        "ner",
+        "--data",
+        jsonl.to_str().unwrap(),
+        "--metric",
+        "accuracy",
+    ]);
+    assert!(
+        err.contains("token-classification is scored with seqeval"),
+        "{err}"
+    );
+}
