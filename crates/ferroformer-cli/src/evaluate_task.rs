@@ -256,6 +256,9 @@ fn classify(
     ))
 }
 
+/// Predicted and reference tag sequences, one of each per sentence.
+type TagSequences = (Vec<Vec<String>>, Vec<Vec<String>>);
+
 /// `evaluate`'s token-classification evaluator: each sentence's words joined by one space
 /// and labelled token by token by the pipeline; a word takes the label of the token that
 /// starts at its first character, `O` when the first token there starts later. Returns the
@@ -264,7 +267,7 @@ fn classify(
 fn tag(
     p: &ferroformer::pipelines::TokenClassificationPipeline,
     e: &TaskEvaluation,
-) -> anyhow::Result<(Vec<Vec<String>>, Vec<Vec<String>>)> {
+) -> anyhow::Result<TagSequences> {
     use ferroformer::pipelines::{AggregationStrategy, TokenClassificationOptions};
     let sentences = read_tagged(e.data, e.tokens_column, e.tags_column)?;
     let labels = p.labels();

@@ -482,11 +482,11 @@ fn matches_any(patterns: &[Pattern], prev: Token, cur: Token) -> bool {
 /// The entities of one sentence by `scheme`, as `seqeval.scheme.Tokens.entities` walks
 /// it: `(type, start, end)` with `end` exclusive. A tag whose prefix the scheme does not
 /// allow is an error naming its position.
-fn strict_entities<'a>(
-    tags: &'a [impl AsRef<str>],
+fn strict_entities(
+    tags: &[impl AsRef<str>],
     scheme: Scheme,
     suffix: bool,
-) -> std::result::Result<Vec<(&'a str, usize, usize)>, String> {
+) -> std::result::Result<Vec<(&str, usize, usize)>, String> {
     let rules = rules(scheme);
     let mut tokens = tags
         .iter()
