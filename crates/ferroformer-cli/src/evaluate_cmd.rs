@@ -402,6 +402,14 @@ fn sequences(args: &EvaluateArgs, metric: Metric, references_path: &Path) -> any
     if predictions.is_empty() {
         bail!("{} has no tag sequences", predictions_path.display());
     }
+    // The strict mode without a scheme reads the references' scheme, as seqeval detects it:
+    // known here, a tag outside it is reported with its file and line. (When detection
+    // fails, scoring reports why.)
+    let mut parsed = parsed;
+    if parsed.strict && parsed.scheme.is_none() {
+        parsed.scheme =
+            ferroformer::metrics::seqeval::detect_scheme(&references, parsed.suffix).ok();
+    }
     for (i, (p, r)) in predictions.iter().zip(&references).enumerate() {
         if p.len() != r.len() {
             bail!(

@@ -820,6 +820,12 @@ fn seqeval_errors_name_the_file_and_the_line() {
             "iobes.jsonl:2: tag 1 (`S-LOC`) has a prefix IOB2 does not allow".into(),
         ),
         (
+            write("detected.jsonl", "[\"B-PER\", \"O\"]\n[\"U-LOC\"]\n"),
+            "detected",
+            vec!["--mode", "strict"],
+            "detected.jsonl:2: tag 1 (`U-LOC`) has a prefix IOB2 does not allow".into(),
+        ),
+        (
             write("empty.jsonl", "[\"B-PER\", \"\"]\n[\"O\"]\n"),
             "empty",
             vec![],

@@ -535,8 +535,9 @@ fn strict_entities(
 }
 
 /// `seqeval.scheme.auto_detect` on the references: the scheme whose prefix sets include
-/// exactly the prefixes found.
-fn detect_scheme<S: AsRef<str>>(references: &[Vec<S>], suffix: bool) -> Result<Scheme> {
+/// exactly the prefixes found (the strict mode's scheme when none is named); an error
+/// when none does.
+pub fn detect_scheme<S: AsRef<str>>(references: &[Vec<S>], suffix: bool) -> Result<Scheme> {
     let mut found = 0u8;
     for (i, sentence) in references.iter().enumerate() {
         for (k, tag) in sentence.iter().enumerate() {
