@@ -1,8 +1,9 @@
 //! Mistral, Qwen2, Qwen3, Gemma 2, Gemma 3 (text) and Phi-3 checkpoints loaded through
 //! `causal_lm_from_dir` (`config.json`'s `model_type` picks the family) against
 //! `transformers`: tiny random models whose sliding windows are shorter than the inputs,
-//! Gemma's soft caps low enough to bend the scores, Phi-3's partial rotary. Logits of one
-//! row alone, of a left-padded batch, and of cached decoding, at 1e-4 (f32). Fixtures:
+//! Gemma's soft caps low enough to bend the scores, Phi-3's partial rotary, Phi-3's
+//! `longrope` with inputs on both sides of its original context. Logits of one row alone,
+//! of a left-padded batch, and of cached decoding, at 1e-4 (f32). Fixtures:
 //! tests/fixtures/families/<family>/ from scripts/reference/causal_lm_families_fixtures.py.
 
 mod common;

@@ -1,7 +1,8 @@
 //! Phi-3 (`Phi3ForCausalLM`) on the shared decoder-only architecture: Llama's layout with
 //! q, k and v in one tensor (`self_attn.qkv_proj`), the gate and up projections in one
 //! (`mlp.gate_up_proj`), rotary positions on the first `partial_rotary_factor` of each head,
-//! and a sliding window on every layer when `sliding_window` is set.
+//! a sliding window on every layer when `sliding_window` is set, and the 128k models'
+//! `longrope` scaling (the shared [`crate::nn::RopeScaling::LongRope`]).
 
 use crate::arch::{DecoderConfig, DecoderNames, DecoderOnlyTransformer, PositionalKind};
 use crate::error::{Error, Result};
