@@ -8,6 +8,12 @@ crates/ferroformer-cli/tests/evaluate_cli.rs: tests/fixtures/metrics/evaluate_ta
   with POSITIVE, label id 1, as the positive label; macro F1) and its confusion_matrix.
 - question-answering on tests/fixtures/encoders/bert-qa: the question-answering pipeline's best
   answer, scored with `evaluate`'s squad (vendored in metrics_fixtures.py).
+- token-classification on tests/fixtures/encoders/bert-tokcls: `evaluate`'s
+  TokenClassificationEvaluator (src/evaluate/evaluator/token_classification.py, its
+  `words_to_offsets` and `predictions_processor` vendored below): the words joined by " ", the
+  token-classification pipeline with ignore_labels=[], each word's label from the token that
+  starts at it, scored with `evaluate`'s seqeval (vendored in metrics_fixtures.py). Tags given
+  as ids become the model's label names, as the evaluator maps a ClassLabel column.
 
 The labels of the data are chosen by hand (the model is random): the scores are whatever the
 pipeline's answers earn, which is what the test compares.
@@ -23,7 +29,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 from transformers import pipeline
 
 sys.path.insert(0, os.path.dirname(__file__))
-from metrics_fixtures import evaluate_squad  # noqa: E402
+from metrics_fixtures import evaluate_seqeval, evaluate_squad, plain  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 ENC = os.path.join(ROOT, "tests", "fixtures", "encoders")
@@ -48,6 +54,63 @@ QA = [
     {"question": "Where did Marie Curie work?", "context": "naïve café: a résumé of Marie Curie's work in Warsaw",
      "answers": "Warsaw"},
 ]
+
+# The model is random: the tags are chosen by hand so that some of its entities are right.
+TAGGED = [
+    {"tokens": ["Marie", "Curie", "lived", "in", "Warsaw", "and", "Paris", "."],
+     "tags": ["B-MISC", "I-MISC", "O", "B-MISC", "B-ORG", "O", "B-PER", "O"]},
+    {"tokens": ["Turing", "wrote", "programs", "in", "New", "York", "for", "IBM."],
+     "tags": ["B-MISC", "I-MISC", "I-MISC", "O", "B-ORG", "O", "B-LOC", "I-LOC"]},
+    {"tokens": ["The", "naïve", "café", "served", "résumés", "to", "Ada", "Lovelace"],
+     "tags": ["7", "5", "0", "5", "1", "1", "0", "5"]},
+    {"tokens": ["Google", "and", "the", "Louvre", "museum", "in", "Paris", "!"],
+     "tags": ["B-MISC", "I-MISC", "O", "B-LOC", "I-LOC", "O", "B-LOC", "O"]},
+]
+
+
+def words_to_offsets(words, join_by):
+    # evaluate's TokenClassificationEvaluator.words_to_offsets, as it is.
+    offsets = []
+    start = 0
+    for word in words:
+        end = start + len(word) - 1
+        offsets.append((start, end))
+        start = end + len(join_by) + 1
+    return offsets
+
+
+def predictions_processor(predictions, words, join_by):
+    # evaluate's TokenClassificationEvaluator.predictions_processor, as it is.
+    preds = []
+    for i, prediction in enumerate(predictions):
+        pred_processed = []
+        words_offsets = words_to_offsets(words[i], join_by)
+        token_index = 0
+        for word_offset in words_offsets:
+            while prediction[token_index]["start"] < word_offset[0]:
+                token_index += 1
+            if prediction[token_index]["start"] > word_offset[0]:  # bad indexing
+                pred_processed.append("O")
+            elif prediction[token_index]["start"] == word_offset[0]:
+                pred_processed.append(prediction[token_index]["entity"])
+        preds.append(pred_processed)
+    return {"predictions": preds}
+
+
+def token_classification():
+    ner = pipeline("token-classification", model=os.path.join(ENC, "bert-tokcls"), device="cpu")
+    names = [ner.model.config.id2label[i] for i in range(ner.model.config.num_labels)]
+    references = [[names[int(t)] if t.isdigit() else t for t in r["tags"]] for r in TAGGED]
+    texts = [" ".join(r["tokens"]) for r in TAGGED]
+    outputs = [ner(t, ignore_labels=[]) if t else [] for t in texts]
+    predicted = predictions_processor(outputs, [r["tokens"] for r in TAGGED], " ")["predictions"]
+    return {
+        "rows": TAGGED,
+        "predicted": predicted,
+        "references": references,
+        "metrics": plain(evaluate_seqeval(predicted, references)),
+        "metrics_strict": plain(evaluate_seqeval(predicted, references, mode="strict", scheme="IOB2")),
+    }
 
 
 def main():
@@ -84,7 +147,8 @@ def main():
     with open(OUT, "w") as f:
         json.dump({"source": {"transformers": transformers.__version__},
                    "text_classification": classification,
-                   "question_answering": question_answering}, f, indent=1, ensure_ascii=False)
+                   "question_answering": question_answering,
+                   "token_classification": token_classification()}, f, indent=1, ensure_ascii=False)
         f.write("\n")
     print(f"wrote {OUT}")
 

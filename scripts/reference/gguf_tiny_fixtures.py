@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Tiny random GGUF checkpoints of the `qwen2`, `qwen3` and `llama` (Llama 3, `llama-bpe`
 pre-tokenizer, `rope_scaling` llama3; Mistral, SentencePiece), `gemma2` and `phi3`
-architectures, and what llama.cpp does with them, for crates/ferroformer/tests/gguf_tiny.rs.
-Fixtures go to tests/fixtures/gguf/<family>/.
+architectures (and a `phi3` with `longrope` RoPE scaling, recorded at two context sizes
+since llama.cpp picks its short or long factors by n_ctx), and what llama.cpp does with
+them, for crates/ferroformer/tests/gguf_tiny.rs. Fixtures go to tests/fixtures/gguf/<family>/.
 
 Two stages, two virtual environments:
 
@@ -56,6 +57,10 @@ FAMILIES = {
     # Phi-3's chat tokens: llama.cpp strips the spaces after them (`phi3` in the name).
     "phi3": dict(spm="llama", tie=False,
                  specials=["<|endoftext|>", "<|assistant|>", "<|system|>", "<|end|>", "<|user|>"]),
+    # Phi-3 `longrope` (the 128k models): original context 256 of 1024, so llama.cpp uses
+    # the short factors at n_ctx 256 and the long ones at 512. F32 only; recorded at both.
+    "phi3-longrope": dict(spm="llama", tie=False, types=["f32"], contexts=[256, 512],
+                          specials=["<|endoftext|>", "<|assistant|>", "<|system|>", "<|end|>", "<|user|>"]),
     "gemma2-kquant": dict(spm="gemma", tie=True,
                           sizes=dict(hidden_size=256, intermediate_size=256, num_hidden_layers=1,
                                      head_dim=64),
@@ -65,7 +70,8 @@ TYPES = ["f32", "q8_0"]
 
 
 def types(family):
-    return FAMILIES[family].get("quantize", TYPES)
+    spec = FAMILIES[family]
+    return spec.get("quantize", spec.get("types", TYPES))
 VOCAB = 384
 
 CORPUS = [
@@ -186,6 +192,14 @@ def build(args):
                 cfg = transformers.Gemma2Config(**kw, sliding_window=6, attn_logit_softcapping=3.0,
                                                 final_logit_softcapping=5.0, rope_theta=10000.0)
                 model = transformers.Gemma2ForCausalLM(cfg)
+            elif family == "phi3-longrope":
+                common["max_position_embeddings"] = 1024
+                cfg = transformers.Phi3Config(**common, rope_theta=10000.0, pad_token_id=0, bos_token_id=1,
+                                              eos_token_id=2, original_max_position_embeddings=256,
+                                              rope_scaling={"type": "longrope",
+                                                            "short_factor": [1.0, 1.5, 2.5, 4.0],
+                                                            "long_factor": [2.0, 6.0, 20.0, 60.0]})
+                model = transformers.Phi3ForCausalLM(cfg)
             elif family == "phi3":
                 cfg = transformers.Phi3Config(**common, partial_rotary_factor=0.5, rope_theta=10000.0,
                                               pad_token_id=0, bos_token_id=1, eos_token_id=2)
@@ -213,7 +227,7 @@ def build(args):
 
             if "pre" in spec:
                 conv_base.TextModel.get_vocab_base_pre = lambda self, tokenizer, _p=spec["pre"]: _p
-            for t in (["f32"] if "quantize" in spec else TYPES):
+            for t in (["f32"] if "quantize" in spec else types(family)):
                 dst = os.path.join(out, f"{family}-{t}.gguf")
                 # A fixed name (the default is the directory's, a random temporary one).
                 sys.argv = ["convert_hf_to_gguf.py", hf, "--outtype", t, "--outfile", dst,
@@ -241,6 +255,12 @@ def record(args):
                 raise SystemExit(f"llama_model_quantize failed for {dst}")
         if "quantize" in spec:
             os.remove(source)
+        if "contexts" in spec:
+            result["contexts"] = record_contexts(os.path.join(out, f"{family}-f32.gguf"), spec["contexts"])
+            result["source"]["n_ctx"] = spec["contexts"]
+            result["files"] = {"f32": {"file": f"{family}-f32.gguf"}}
+            write_record(out, result)
+            continue
         for t in types(family):
             path = os.path.join(out, f"{family}-{t}.gguf")
             llm = Llama(model_path=path, n_ctx=256, n_threads=2, n_threads_batch=2, logits_all=True,
@@ -267,11 +287,42 @@ def record(args):
                 "greedy": gen,
             }
             del llm
-        path = os.path.join(out, "llama_cpp.json")
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(result, f, ensure_ascii=False, separators=(",", ":"))
-            f.write("\n")
-        print(f"wrote {path} ({os.path.getsize(path)} bytes)")
+        write_record(out, result)
+
+
+def write_record(out, result):
+    path = os.path.join(out, "llama_cpp.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(result, f, ensure_ascii=False, separators=(",", ":"))
+        f.write("\n")
+    print(f"wrote {path} ({os.path.getsize(path)} bytes)")
+
+
+def record_contexts(path, contexts):
+    """The prompt's logits and greedy tokens at each context size (LongRoPE's choice)."""
+    import numpy as np
+    from llama_cpp import Llama
+
+    out = {}
+    for n_ctx in contexts:
+        llm = Llama(model_path=path, n_ctx=n_ctx, n_threads=2, n_threads_batch=2, logits_all=True,
+                    seed=0, verbose=False)
+        ids = llm.tokenize(PROMPT.encode("utf-8"), add_bos=False, special=True)
+        llm.reset()
+        llm.eval(ids)
+        logits = np.array(llm.scores[: len(ids)], dtype=np.float32)
+        gen = []
+        for _ in range(GREEDY):
+            row = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+            nxt = int(np.argmax(row))
+            s = np.sort(row)
+            gen.append({"id": nxt, "lead": round(float(s[-1] - s[-2]), 5)})
+            llm.eval([nxt])
+        out[str(n_ctx)] = {"n_ctx_seq": int(llm.n_ctx()), "prompt_ids": ids,
+                           "logits": [[round(float(x), 5) for x in row] for row in logits],
+                           "greedy": gen}
+        del llm
+    return out
 
 
 def main():

@@ -17,6 +17,9 @@ References:
 - rouge: rouge_score's RougeScorer (+ BootstrapAggregator after np.random.seed for the
   seeded bootstrap), aggregated as `evaluate`'s rouge does.
 - porter: nltk.stem.porter.PorterStemmer().stem on a word list.
+- seqeval: the `seqeval` package called as `evaluate`'s seqeval metric calls it
+  (metrics/seqeval/seqeval.py's `_compute`, vendored below: classification_report with
+  output_dict=True, its micro average as overall_*, accuracy_score): seqeval.json.
 - meteor (with --wordnet DIR): nltk.translate.meteor_score on whitespace tokens with WordNet
   3.0 read by NLTK's WordNetCorpusReader from DIR, e.g. Debian's wordnet-base
   (`apt-get download wordnet-base && dpkg -x wordnet-base_*.deb root`, then
@@ -40,15 +43,20 @@ import os
 import re
 import string
 
+import importlib
+
 import nltk
 import numpy as np
 import rouge_score
 import sacrebleu
+import seqeval
 import sklearn
 from nltk.stem.porter import PorterStemmer
 from rouge_score import rouge_scorer, scoring
 from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a as SacreTokenizer13a
+from seqeval.metrics import accuracy_score as seqeval_accuracy_score
+from seqeval.metrics import classification_report as seqeval_classification_report
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
 VERSIONS = {
@@ -57,6 +65,7 @@ VERSIONS = {
     "rouge-score": "0.1.2",
     "nltk": nltk.__version__,
     "numpy": np.__version__,
+    "seqeval": "1.2.2",
     "evaluate metric scripts": "vendored from huggingface/evaluate main",
 }
 
@@ -240,6 +249,47 @@ def case(metric, options, predictions, references, expected):
     return {"metric": metric, "options": options, "predictions": predictions,
             "references": references, "expected": expected}
 
+
+
+def evaluate_seqeval(predictions, references, suffix=False, scheme=None, mode=None,
+                     sample_weight=None, zero_division="warn"):
+    # evaluate's metrics/seqeval/seqeval.py `_compute`, as it is.
+    if scheme is not None:
+        try:
+            scheme_module = importlib.import_module("seqeval.scheme")
+            scheme = getattr(scheme_module, scheme)
+        except AttributeError:
+            raise ValueError(f"Scheme should be one of [IOB1, IOB2, IOE1, IOE2, IOBES, BILOU], got {scheme}")
+    report = seqeval_classification_report(
+        y_true=references,
+        y_pred=predictions,
+        suffix=suffix,
+        output_dict=True,
+        scheme=scheme,
+        mode=mode,
+        sample_weight=sample_weight,
+        zero_division=zero_division,
+    )
+    report.pop("macro avg")
+    report.pop("weighted avg")
+    overall_score = report.pop("micro avg")
+
+    scores = {
+        type_name: {
+            "precision": score["precision"],
+            "recall": score["recall"],
+            "f1": score["f1-score"],
+            "number": score["support"],
+        }
+        for type_name, score in report.items()
+    }
+    scores["overall_precision"] = overall_score["precision"]
+    scores["overall_recall"] = overall_score["recall"]
+    scores["overall_f1"] = overall_score["f1-score"]
+    scores["overall_accuracy"] = seqeval_accuracy_score(y_true=references, y_pred=predictions)
+
+    return scores
+
 # ---------------------------------------------------------------- families
 
 
@@ -383,6 +433,135 @@ def rouge_cases():
     scores = [scorer.score_multi(r, p) for p, r in zip(preds, refs)]
     out.append(case("rouge", {"rouge_types": ["rouge3", "rougeL"]}, preds, refs,
                     {k: float(np.mean([s[k].fmeasure for s in scores])) for k in ["rouge3", "rougeL"]}))
+    return out
+
+
+def plain(value):
+    """numpy scalars in a result as Python numbers, for json."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (np.integer, int)) and not isinstance(value, bool):
+        return int(value)
+    return float(value)
+
+
+def seqeval_cases():
+    """(name, options as the CLI flags name them, predictions, references)."""
+    docstring_refs = [["O", "O", "O", "B-MISC", "I-MISC", "I-MISC", "O"], ["B-PER", "I-PER", "O"]]
+    docstring_preds = [["O", "O", "B-MISC", "I-MISC", "I-MISC", "I-MISC", "O"], ["B-PER", "I-PER", "O"]]
+    several_refs = [
+        ["B-PER", "I-PER", "O", "B-LOC", "O", "B-ORG", "I-ORG", "I-ORG"],
+        ["O", "B-MISC", "O", "B-PER", "B-PER", "O"],
+        [],
+        ["B-LOC", "I-LOC", "O", "O", "B-ORG", "O", "B-LOC"],
+        ["O", "O", "O"],
+    ]
+    several_preds = [
+        ["B-PER", "I-PER", "O", "B-ORG", "O", "B-ORG", "I-ORG", "O"],
+        ["O", "B-MISC", "I-MISC", "B-PER", "I-PER", "O"],
+        [],
+        ["B-LOC", "I-LOC", "O", "B-LOC", "B-ORG", "O", "I-LOC"],
+        ["O", "B-PER", "O"],
+    ]
+    # I- without B-, I- of another type inside, a type never predicted, one never referenced.
+    loose_refs = [
+        ["I-PER", "I-PER", "O", "I-LOC", "B-LOC", "O", "B-DATE", "I-DATE"],
+        ["O", "B-ORG", "I-LOC", "I-LOC", "O"],
+        ["B-PER", "O", "I-PER", "I-PER"],
+    ]
+    loose_preds = [
+        ["B-PER", "I-PER", "O", "I-LOC", "I-LOC", "O", "O", "I-DATE"],
+        ["O", "B-ORG", "I-ORG", "I-LOC", "O"],
+        ["B-PER", "O", "I-PER", "B-EVENT"],
+    ]
+    all_o_refs = [["O", "O"], ["O"], []]
+    all_o_preds = [["O", "O"], ["O"], []]
+    spurious_preds = [["B-PER", "O"], ["O"], []]
+    iobes_refs = [
+        ["B-PER", "I-PER", "E-PER", "O", "S-LOC", "O"],
+        ["S-ORG", "O", "B-LOC", "E-LOC"],
+        ["O", "B-PER", "E-PER", "S-PER"],
+    ]
+    iobes_preds = [
+        ["B-PER", "I-PER", "I-PER", "O", "S-LOC", "O"],
+        ["S-ORG", "O", "B-LOC", "E-LOC"],
+        ["O", "B-PER", "E-PER", "B-PER"],
+    ]
+    bilou_refs = [["B-PER", "I-PER", "L-PER", "O", "U-LOC"], ["U-ORG", "B-LOC", "L-LOC", "O"]]
+    bilou_preds = [["B-PER", "L-PER", "O", "O", "U-LOC"], ["U-ORG", "B-LOC", "I-LOC", "O"]]
+    iob1_refs = [["I-PER", "I-PER", "B-PER", "O", "I-LOC"], ["O", "I-ORG", "I-ORG", "I-LOC"]]
+    iob1_preds = [["I-PER", "I-PER", "I-PER", "O", "I-LOC"], ["O", "I-ORG", "B-ORG", "I-LOC"]]
+    ioe2_refs = [["I-PER", "E-PER", "O", "E-LOC"], ["O", "I-ORG", "I-ORG", "E-ORG"]]
+    ioe2_preds = [["I-PER", "E-PER", "O", "I-LOC"], ["O", "E-ORG", "I-ORG", "E-ORG"]]
+    ioe1_refs = [["I-PER", "E-PER", "I-PER", "O", "I-LOC"], ["O", "I-ORG", "I-ORG"]]
+    ioe1_preds = [["I-PER", "I-PER", "I-PER", "O", "I-LOC"], ["O", "I-ORG", "E-ORG"]]
+    suffix_refs = [["PER-B", "PER-I", "O", "LOC-B"], ["O", "ORG-B", "ORG-I"]]
+    suffix_preds = [["PER-B", "PER-I", "O", "LOC-I"], ["O", "ORG-B", "O"]]
+    sets = [
+        ("docstring", {}, docstring_preds, docstring_refs),
+        ("several types, an empty sequence", {}, several_preds, several_refs),
+        ("several types, zero_division 1", {"zero_division": "1"}, several_preds, several_refs),
+        ("I without B", {}, loose_preds, loose_refs),
+        ("I without B, strict IOB2", {"mode": "strict", "scheme": "IOB2"}, loose_preds, loose_refs),
+        ("all O", {}, all_o_preds, all_o_refs),
+        ("all O, zero_division 1", {"zero_division": "1"}, all_o_preds, all_o_refs),
+        ("all O, zero_division 0", {"zero_division": "0"}, all_o_preds, all_o_refs),
+        ("nothing referenced", {}, spurious_preds, all_o_refs),
+        ("nothing referenced, zero_division 1", {"zero_division": "1"}, spurious_preds, all_o_refs),
+        ("nothing predicted, zero_division 1", {"zero_division": "1"}, all_o_preds, spurious_preds),
+        ("strict, detected IOB2", {"mode": "strict"}, several_preds, several_refs),
+        ("strict IOB2, zero_division 1", {"mode": "strict", "scheme": "IOB2", "zero_division": "1"},
+         several_preds, several_refs),
+        ("IOBES default mode", {}, iobes_preds, iobes_refs),
+        ("strict IOBES", {"mode": "strict", "scheme": "IOBES"}, iobes_preds, iobes_refs),
+        ("strict, detected IOBES", {"mode": "strict"}, iobes_preds, iobes_refs),
+        ("strict BILOU", {"mode": "strict", "scheme": "BILOU"}, bilou_preds, bilou_refs),
+        ("strict IOB1", {"mode": "strict", "scheme": "IOB1"}, iob1_preds, iob1_refs),
+        ("IOB1 default mode", {}, iob1_preds, iob1_refs),
+        ("strict IOE2", {"mode": "strict", "scheme": "IOE2"}, ioe2_preds, ioe2_refs),
+        ("strict IOE1", {"mode": "strict", "scheme": "IOE1"}, ioe1_preds, ioe1_refs),
+        ("suffix", {"suffix": True}, suffix_preds, suffix_refs),
+        ("suffix, strict IOB2", {"suffix": True, "mode": "strict", "scheme": "IOB2"}, suffix_preds, suffix_refs),
+    ]
+    out = []
+    for name, options, preds, refs in sets:
+        kwargs = dict(options)
+        if "zero_division" in kwargs and kwargs["zero_division"] != "warn":
+            kwargs["zero_division"] = int(kwargs["zero_division"])
+        expected = plain(evaluate_seqeval(preds, refs, **kwargs))
+        c = case("seqeval", options, preds, refs, expected)
+        c["name"] = name
+        out.append(c)
+    return out
+
+
+def seqeval_error_cases():
+    """Inputs on which evaluate's seqeval raises (the error, as Python names it)."""
+    sets = [
+        ("S- under strict IOB2", {"mode": "strict", "scheme": "IOB2"},
+         [["B-PER", "S-LOC"]], [["B-PER", "O"]]),
+        ("unknown prefix, strict", {"mode": "strict", "scheme": "IOBES"},
+         [["X-PER", "O"]], [["B-PER", "E-PER"]]),
+        ("scheme of all-O references not detected", {"mode": "strict"},
+         [["B-PER", "O"]], [["O", "O"]]),
+        ("I and O only: no scheme detected", {"mode": "strict"},
+         [["I-PER", "O"]], [["I-PER", "O"]]),
+        ("lengths differ", {}, [["B-PER", "O"]], [["B-PER"]]),
+        ("no tags", {}, [[], []], [[], []]),
+        ("empty tag", {}, [["", "O"]], [["B-PER", "O"]]),
+    ]
+    out = []
+    for name, options, preds, refs in sets:
+        kwargs = dict(options)
+        try:
+            evaluate_seqeval(preds, refs, **kwargs)
+        except Exception as e:  # noqa: BLE001 - any raise is what is recorded
+            c = case("seqeval", options, preds, refs, None)
+            c["name"] = name
+            c["error"] = type(e).__name__
+            out.append(c)
+            continue
+        raise SystemExit(f"seqeval error case {name!r} did not raise")
     return out
 
 
@@ -555,6 +734,7 @@ def main():
     bleu, tokenized = bleu_cases()
     write("bleu.json", {"cases": bleu, "tokenizers": tokenized})
     write("rouge.json", {"cases": rouge_cases()})
+    write("seqeval.json", {"cases": seqeval_cases(), "errors": seqeval_error_cases()})
     stemmer = PorterStemmer()
     words = porter_words()
     write("porter.json", {"stems": {w: stemmer.stem(w) for w in words}}, indent=None)

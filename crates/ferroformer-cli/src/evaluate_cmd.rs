@@ -5,6 +5,10 @@
 //! (`.jsonl` files, or `--format jsonl`) where a line is a JSON string, a number or boolean
 //! (a label), or — in the references — a list of strings: several references for one
 //! prediction.
+//!
+//! `seqeval` scores sequences of tags: both files are JSON Lines whatever their names, a line
+//! is a JSON list of tag strings, and the n-th prediction lines up tag for tag with the n-th
+//! reference.
 
 use std::path::{Path, PathBuf};
 
@@ -18,21 +22,24 @@ use crate::device_arg::DeviceArgs;
 #[derive(clap::Args)]
 pub struct EvaluateArgs {
     /// accuracy, precision, recall, f1, exact_match, squad, bleu, sacrebleu, chrf, rouge,
-    /// meteor, or perplexity (texts scored by --model). Not with --task.
+    /// meteor, seqeval (JSON Lines of tag lists), or perplexity (texts scored by --model).
+    /// Not with --task.
     metric: Option<String>,
     /// Predictions, one per line (perplexity: the texts to score).
     #[arg(long, required_unless_present = "task")]
     predictions: Option<PathBuf>,
     /// Run this task's pipeline of --model over --data and score it: text-classification
-    /// (accuracy, precision, recall, f1) or question-answering (squad, exact_match).
+    /// (accuracy, precision, recall, f1), question-answering (squad, exact_match) or
+    /// token-classification (seqeval).
     #[arg(long, requires_all = ["model", "data"], conflicts_with_all = ["metric", "predictions", "references"])]
     task: Option<String>,
     /// --task: the labelled examples (CSV, TSV or JSON Lines; question-answering: JSON
-    /// Lines with question, context and answers).
+    /// Lines with question, context and answers; token-classification: CoNLL, or JSON Lines
+    /// with a list of words and a list of tags).
     #[arg(long, requires = "task")]
     data: Option<PathBuf>,
     /// --task: the metrics, comma-separated (text-classification: accuracy,f1 by default;
-    /// question-answering: squad).
+    /// question-answering: squad; token-classification: seqeval).
     #[arg(long = "metric", value_delimiter = ',', requires = "task")]
     task_metrics: Vec<String>,
     /// --task text-classification: the column of the texts.
@@ -51,6 +58,13 @@ pub struct EvaluateArgs {
     /// SQuAD's {"text": [...]}).
     #[arg(long, default_value = "answers")]
     answers_column: String,
+    /// --task token-classification, JSON Lines: the field of the words.
+    #[arg(long, default_value = "tokens")]
+    tokens_column: String,
+    /// --task token-classification, JSON Lines: the field of the tags (names, or ids of
+    /// the model's labels).
+    #[arg(long, default_value = "tags")]
+    tags_column: String,
     /// --task text-classification: also draw the confusion matrix as a PNG here.
     #[arg(long, requires = "task")]
     confusion_matrix: Option<PathBuf>,
@@ -137,6 +151,19 @@ pub struct EvaluateArgs {
     /// wordnet-base puts it).
     #[arg(long, value_name = "DIR")]
     wordnet: Option<PathBuf>,
+    /// seqeval: the tagging scheme of the strict mode: IOB1, IOB2, IOE1, IOE2, IOBES or
+    /// BILOU (default: detected from the references). Only with --mode strict.
+    #[arg(long)]
+    scheme: Option<String>,
+    /// seqeval: `strict` reads entities by the scheme (default: conlleval's chunking).
+    #[arg(long)]
+    mode: Option<String>,
+    /// seqeval: the prefix ends the tag (`PER-B`).
+    #[arg(long)]
+    suffix: bool,
+    /// seqeval: a score whose denominator is 0 is warn (0; the default), 0 or 1.
+    #[arg(long)]
+    zero_division: Option<String>,
 }
 
 /// How an input file is read.
@@ -267,6 +294,9 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
             metric.name()
         );
     };
+    if metric.takes_sequences() {
+        return sequences(&args, metric, references_path);
+    }
     let predictions = read_predictions(&args)?;
     let references = read_entries(
         references_path,
@@ -337,6 +367,158 @@ fn metric_options(args: &EvaluateArgs) -> MetricOptions {
         bootstrap: args.bootstrap,
         seed: args.seed,
         wordnet: args.wordnet.clone(),
+        scheme: args.scheme.clone(),
+        mode: args.mode.clone(),
+        suffix: args.suffix,
+        zero_division: args.zero_division.clone(),
+    }
+}
+
+/// A metric of tag sequences (seqeval): both files read as JSON Lines of tag lists, checked
+/// line by line, then scored.
+fn sequences(args: &EvaluateArgs, metric: Metric, references_path: &Path) -> anyhow::Result<()> {
+    if args.format.as_deref().is_some_and(|f| f != "jsonl") {
+        bail!(
+            "{} reads JSON Lines (a list of tags per line); --format {} does not apply",
+            metric.name(),
+            args.format.as_deref().unwrap_or_default()
+        );
+    }
+    let predictions_path = predictions_path(args)?;
+    let options = metric_options(args);
+    // Options are checked before the files so that a wrong flag is reported as such.
+    let parsed = metrics::seqeval_options(&options)?;
+    let predictions = read_tag_sequences(predictions_path)?;
+    let references = read_tag_sequences(references_path)?;
+    if predictions.len() != references.len() {
+        bail!(
+            "{} has {} tag sequences but {} has {}: one line each per example",
+            predictions_path.display(),
+            predictions.len(),
+            references_path.display(),
+            references.len()
+        );
+    }
+    if predictions.is_empty() {
+        bail!("{} has no tag sequences", predictions_path.display());
+    }
+    // The strict mode without a scheme reads the references' scheme, as seqeval detects it:
+    // known here, a tag outside it is reported with its file and line. (When detection
+    // fails, scoring reports why.)
+    let mut parsed = parsed;
+    if parsed.strict && parsed.scheme.is_none() {
+        parsed.scheme =
+            ferroformer::metrics::seqeval::detect_scheme(&references, parsed.suffix).ok();
+    }
+    for (i, (p, r)) in predictions.iter().zip(&references).enumerate() {
+        if p.len() != r.len() {
+            bail!(
+                "{}:{line}: {} tags, but line {line} of {} has {}: a prediction has one tag per \
+                 reference tag",
+                predictions_path.display(),
+                p.len(),
+                references_path.display(),
+                r.len(),
+                line = i + 1
+            );
+        }
+        for (path, tags) in [(predictions_path, p), (references_path, r)] {
+            ferroformer::metrics::seqeval::check_sequence(tags, &parsed)
+                .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), i + 1))?;
+        }
+    }
+    let result = metrics::compute_sequences(metric, &predictions, &references, &options)
+        .with_context(|| {
+            format!(
+                "scoring {} against {}",
+                predictions_path.display(),
+                references_path.display()
+            )
+        })?;
+    if args.json {
+        println!("{}", serde_json::to_string(&result)?);
+    } else {
+        print_sequence_result(metric.name(), predictions.len(), &result);
+    }
+    Ok(())
+}
+
+/// One JSON list of strings per line.
+fn read_tag_sequences(path: &Path) -> anyhow::Result<Vec<Vec<String>>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {} as UTF-8 text", path.display()))?;
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    // A final newline ends the last line; it does not start an empty one.
+    if lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, line)| {
+            let line_number = i + 1;
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            let value: Value = serde_json::from_str(line).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}:{line_number}: not a JSON value ({e}); expected a list of tags such as \
+                     [\"B-PER\", \"O\"]",
+                    path.display()
+                )
+            })?;
+            let Value::Array(items) = value else {
+                bail!(
+                    "{}:{line_number}: found {value}, expected a list of tags such as [\"B-PER\", \"O\"]",
+                    path.display()
+                );
+            };
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(k, item)| match item {
+                    Value::String(tag) => Ok(tag),
+                    other => bail!(
+                        "{}:{line_number}: tag {} is {other}, expected a string",
+                        path.display(),
+                        k + 1
+                    ),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The overall scores, then one row per entity type.
+fn print_sequence_result(metric: &str, examples: usize, result: &Value) {
+    println!("{metric} over {examples} sequences");
+    let Value::Object(map) = result else {
+        return;
+    };
+    let overall: Vec<(&String, &Value)> = map.iter().filter(|(_, v)| !v.is_object()).collect();
+    let key_width = overall.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (key, value) in overall {
+        println!(
+            "  {key:<key_width$}  {:.6}",
+            value.as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    let types: Vec<(&String, &Value)> = map.iter().filter(|(_, v)| v.is_object()).collect();
+    if types.is_empty() {
+        return;
+    }
+    let width = types.iter().map(|(k, _)| k.len()).max().unwrap_or(0).max(4);
+    println!(
+        "  {:<width$}  {:>9}  {:>9}  {:>9}  {:>6}",
+        "type", "precision", "recall", "f1", "number"
+    );
+    for (name, scores) in types {
+        let f = |k: &str| scores[k].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "  {name:<width$}  {:>9.6}  {:>9.6}  {:>9.6}  {:>6}",
+            f("precision"),
+            f("recall"),
+            f("f1"),
+            scores["number"]
+        );
     }
 }
 
@@ -388,6 +570,8 @@ fn evaluate_task(args: &EvaluateArgs, task: &str) -> anyhow::Result<()> {
         question_column: &args.question_column,
         context_column: &args.context_column,
         answers_column: &args.answers_column,
+        tokens_column: &args.tokens_column,
+        tags_column: &args.tags_column,
         confusion_matrix: args.confusion_matrix.as_ref(),
         batch_size: args.batch_size,
         device: &args.device,
@@ -412,9 +596,20 @@ fn print_task_result(result: &Value) {
     if let Value::Object(map) = &result["metrics"] {
         let width = map.keys().map(String::len).max().unwrap_or(0);
         for (key, value) in map {
-            match value.as_f64() {
-                Some(x) => println!("  {key:<width$}  {x:.6}"),
-                None => println!("  {key:<width$}  {value}"),
+            match (value.as_f64(), value) {
+                (Some(x), _) => println!("  {key:<width$}  {x:.6}"),
+                // seqeval's per-type scores.
+                (None, Value::Object(inner)) => {
+                    let cells: Vec<String> = inner
+                        .iter()
+                        .map(|(k, v)| match v.as_f64() {
+                            Some(x) if v.is_f64() => format!("{k} {x:.6}"),
+                            _ => format!("{k} {v}"),
+                        })
+                        .collect();
+                    println!("  {key:<width$}  {}", cells.join("  "));
+                }
+                (None, _) => println!("  {key:<width$}  {value}"),
             }
         }
     }

@@ -5,7 +5,12 @@
 //!   (accuracy, precision, recall, f1; default accuracy,f1), with the confusion matrix in the
 //!   result and, with `--confusion-matrix FILE`, as a PNG;
 //! - question-answering: the best answer span against the reference answers (`squad`:
-//!   exact match and F1 ×100; `exact_match`).
+//!   exact match and F1 ×100; `exact_match`);
+//! - token-classification (`ner`): tagged sentences (CoNLL or JSON Lines, as
+//!   `train token-classifier` reads them) scored with `seqeval`, as `evaluate`'s
+//!   token-classification evaluator does: the words joined by spaces, every token labelled
+//!   (`ignore_labels=[]`, no aggregation), each word taking the label of the token that
+//!   starts where the word starts (`O` when none does).
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +21,7 @@ use ferroformer::pipelines::{
     TaskOptions,
 };
 use ferroformer::train::labelled_data::{read_examples, Columns};
+use ferroformer::train::token_classifier::read_tagged;
 use serde_json::{json, Value};
 
 use crate::device_arg::DeviceArgs;
@@ -31,6 +37,8 @@ pub struct TaskEvaluation<'a> {
     pub question_column: &'a str,
     pub context_column: &'a str,
     pub answers_column: &'a str,
+    pub tokens_column: &'a str,
+    pub tags_column: &'a str,
     pub confusion_matrix: Option<&'a PathBuf>,
     pub batch_size: usize,
     pub device: &'a DeviceArgs,
@@ -45,6 +53,7 @@ const TASKS: &[(&str, &[&str], &str)] = &[
         "accuracy,f1",
     ),
     ("question-answering", &["squad", "exact_match"], "squad"),
+    ("token-classification", &["seqeval"], "seqeval"),
 ];
 
 /// Runs the evaluation and returns the result object printed by the command.
@@ -57,14 +66,14 @@ pub fn evaluate(e: TaskEvaluation) -> anyhow::Result<Value> {
         bail!(
             "evaluate --task {}: there is no encoder-decoder pipeline yet; evaluate --task runs {}",
             e.task,
-            TASKS.iter().map(|t| t.0).collect::<Vec<_>>().join(" and ")
+            TASKS.iter().map(|t| t.0).collect::<Vec<_>>().join(", ")
         );
     }
     let task = Task::from_name(e.task)?;
     let Some(&(name, allowed, default)) = TASKS.iter().find(|t| t.0 == task.name()) else {
         bail!(
             "evaluate --task runs {}; {} is not one of them{}",
-            TASKS.iter().map(|t| t.0).collect::<Vec<_>>().join(" and "),
+            TASKS.iter().map(|t| t.0).collect::<Vec<_>>().join(", "),
             task.name(),
             ""
         );
@@ -103,11 +112,17 @@ pub fn evaluate(e: TaskEvaluation) -> anyhow::Result<Value> {
     };
     let pipe = pipeline_with(name, e.model, &config)
         .with_context(|| format!("loading {} for {name}", e.model))?;
+    let mut tagged = None;
     let (predictions, references, extra) = match &pipe {
         Pipeline::TextClassification(p) => classify(p, &e)?,
         Pipeline::QuestionAnswering(_) => answer(&pipe, &e)?,
+        Pipeline::TokenClassification(p) => {
+            tagged = Some(tag(p, &e)?);
+            (Vec::new(), Vec::new(), json!({}))
+        }
         _ => unreachable!("TASKS lists only the tasks matched here"),
     };
+    let examples = tagged.as_ref().map_or(predictions.len(), |(p, _)| p.len());
     let labels = extra["labels"].as_array().cloned().unwrap_or_default();
     let mut scores = serde_json::Map::new();
     for metric in metrics {
@@ -121,8 +136,11 @@ pub fn evaluate(e: TaskEvaluation) -> anyhow::Result<Value> {
         {
             options.pos_label = labels[1].as_str().map(String::from);
         }
-        let result = metrics::compute(metric, &predictions, &references, &options)
-            .with_context(|| format!("scoring {} with {}", e.data.display(), metric.name()))?;
+        let result = match &tagged {
+            Some((p, r)) => metrics::compute_sequences(metric, p, r, &options),
+            None => metrics::compute(metric, &predictions, &references, &options),
+        }
+        .with_context(|| format!("scoring {} with {}", e.data.display(), metric.name()))?;
         match result {
             Value::Object(map) => scores.extend(map),
             other => {
@@ -134,7 +152,7 @@ pub fn evaluate(e: TaskEvaluation) -> anyhow::Result<Value> {
         "task": name,
         "model": e.model,
         "data": e.data.display().to_string(),
-        "examples": predictions.len(),
+        "examples": examples,
         "metrics": scores,
     });
     if let (Value::Object(out), Value::Object(extra)) = (&mut out, extra) {
@@ -151,6 +169,12 @@ fn options_for(metric: Metric, all: &MetricOptions) -> MetricOptions {
         Metric::Precision | Metric::Recall | Metric::F1 => {
             o.average = all.average.clone();
             o.pos_label = all.pos_label.clone();
+        }
+        Metric::Seqeval => {
+            o.scheme = all.scheme.clone();
+            o.mode = all.mode.clone();
+            o.suffix = all.suffix;
+            o.zero_division = all.zero_division.clone();
         }
         Metric::ExactMatch => {
             o.regexes_to_ignore = all.regexes_to_ignore.clone();
@@ -230,6 +254,95 @@ fn classify(
         gold.iter().map(|&i| vec![labels[i].clone()]).collect(),
         json!({ "labels": labels, "confusion_matrix": matrix }),
     ))
+}
+
+/// Predicted and reference tag sequences, one of each per sentence.
+type TagSequences = (Vec<Vec<String>>, Vec<Vec<String>>);
+
+/// `evaluate`'s token-classification evaluator: each sentence's words joined by one space
+/// and labelled token by token by the pipeline; a word takes the label of the token that
+/// starts at its first character, `O` when the first token there starts later. Returns the
+/// predicted and the reference tags (ids among the references become the model's label
+/// names, as `evaluate` maps a `ClassLabel` column).
+fn tag(
+    p: &ferroformer::pipelines::TokenClassificationPipeline,
+    e: &TaskEvaluation,
+) -> anyhow::Result<TagSequences> {
+    use ferroformer::pipelines::{AggregationStrategy, TokenClassificationOptions};
+    let sentences = read_tagged(e.data, e.tokens_column, e.tags_column)?;
+    let labels = p.labels();
+    let references = sentences
+        .iter()
+        .map(|s| {
+            s.tags
+                .iter()
+                .zip(&s.lines)
+                .map(|(t, &line)| {
+                    if labels.contains(t) {
+                        return Ok(t.clone());
+                    }
+                    match t.parse::<usize>() {
+                        Ok(id) if id < labels.len() => Ok(labels[id].clone()),
+                        Ok(id) => bail!(
+                            "{}: line {line}: tag id {id} is not below the model's {} labels",
+                            s.file.display(),
+                            labels.len()
+                        ),
+                        // A tag the model does not have is still a tag to score against.
+                        Err(_) => Ok(t.clone()),
+                    }
+                })
+                .collect::<anyhow::Result<Vec<String>>>()
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let texts: Vec<String> = sentences.iter().map(|s| s.tokens.join(" ")).collect();
+    // An empty sentence has no words to label; the pipeline is not asked about it.
+    let asked: Vec<&str> = texts
+        .iter()
+        .filter(|t| !t.is_empty())
+        .map(String::as_str)
+        .collect();
+    let options = TokenClassificationOptions {
+        aggregation: AggregationStrategy::None,
+        ignore_labels: Some(Vec::new()),
+    };
+    let mut labelled = p.run(&asked, &options)?.into_iter();
+    let mut predictions = Vec::with_capacity(sentences.len());
+    for (s, text) in sentences.iter().zip(&texts) {
+        if text.is_empty() {
+            predictions.push(Vec::new());
+            continue;
+        }
+        let tokens = labelled
+            .next()
+            .context("the pipeline returned fewer results than texts")?;
+        let mut tags = Vec::with_capacity(s.tokens.len());
+        let (mut start, mut t) = (0usize, 0usize);
+        for (k, word) in s.tokens.iter().enumerate() {
+            while tokens.get(t).is_some_and(|x| x.start < start) {
+                t += 1;
+            }
+            let Some(token) = tokens.get(t) else {
+                bail!(
+                    "{}: line {}: no token of the model's input starts at or after word {} \
+                     (`{word}`): the sentence is longer than the model takes, which \
+                     `evaluate` cannot score either",
+                    s.file.display(),
+                    s.lines.get(k).copied().unwrap_or_default(),
+                    k + 1
+                );
+            };
+            tags.push(if token.start > start {
+                "O".to_string()
+            } else {
+                token.entity.clone().unwrap_or_else(|| "O".into())
+            });
+            // The next word starts after this one and the joining space (in characters).
+            start += word.chars().count() + 1;
+        }
+        predictions.push(tags);
+    }
+    Ok((predictions, references))
 }
 
 /// The answer texts of a reference: a list of strings, a string, or SQuAD's

@@ -690,3 +690,269 @@ fn evaluate_task_errors_name_the_problem() {
         }
     }
 }
+
+fn seqeval_fixture() -> Value {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/metrics/seqeval.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Compares nested seqeval results: the same keys, numbers within 1e-9.
+fn assert_nested_close(actual: &Value, expected: &Value, path: &str) {
+    match (actual, expected) {
+        (Value::Object(a), Value::Object(e)) => {
+            let (ak, ek): (Vec<_>, Vec<_>) = (a.keys().collect(), e.keys().collect());
+            assert_eq!(ak, ek, "{path}: keys (in the metric's order)");
+            for (k, ev) in e {
+                assert_nested_close(&a[k], ev, &format!("{path}.{k}"));
+            }
+        }
+        _ => {
+            let (x, y) = (actual.as_f64().unwrap(), expected.as_f64().unwrap());
+            assert!((x - y).abs() <= 1e-9, "{path}: {x} vs reference {y}");
+        }
+    }
+}
+
+#[test]
+fn seqeval_from_jsonl_tag_lists_matches_evaluate() {
+    let fixture = seqeval_fixture();
+    let dir = tempfile::tempdir().unwrap();
+    for name in [
+        "several types, an empty sequence",
+        "I without B",
+        "all O, zero_division 1",
+        "strict IOBES",
+        "strict, detected IOB2",
+        "suffix",
+    ] {
+        let case = fixture["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no seqeval case {name}"));
+        // Not .jsonl on purpose: seqeval reads JSON Lines whatever the file is called.
+        let (p, r) = (dir.path().join("pred.txt"), dir.path().join("refs.txt"));
+        write_jsonl(&p, &case["predictions"]);
+        write_jsonl(&r, &case["references"]);
+        let mut args = vec![
+            "seqeval".to_string(),
+            "--predictions".into(),
+            p.to_str().unwrap().into(),
+            "--references".into(),
+            r.to_str().unwrap().into(),
+            "--json".into(),
+        ];
+        for (key, value) in case["options"].as_object().unwrap() {
+            args.push(format!("--{}", key.replace('_', "-")));
+            if let Some(v) = value.as_str() {
+                args.push(v.to_string());
+            }
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let result = json_result(&args);
+        assert_nested_close(&result, &case["expected"], name);
+    }
+    // The plain output names each entity type and the overall scores.
+    let case = &fixture["cases"][1];
+    let (p, r) = (dir.path().join("p.jsonl"), dir.path().join("r.jsonl"));
+    write_jsonl(&p, &case["predictions"]);
+    write_jsonl(&r, &case["references"]);
+    let out = run(&[
+        "seqeval",
+        "--predictions",
+        p.to_str().unwrap(),
+        "--references",
+        r.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for word in ["overall_f1", "LOC", "MISC", "ORG", "PER", "precision"] {
+        assert!(stdout.contains(word), "{word} missing from {stdout}");
+    }
+}
+
+#[test]
+fn seqeval_errors_name_the_file_and_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, body: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, body).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let good = write("good.jsonl", "[\"B-PER\", \"O\"]\n[\"O\"]\n");
+    let cases: Vec<(String, &str, Vec<&str>, String)> = vec![
+        (
+            write("short.jsonl", "[\"B-PER\", \"O\"]\n"),
+            "short",
+            vec![],
+            "has 1 tag sequences but".into(),
+        ),
+        (
+            write("notlist.jsonl", "[\"B-PER\", \"O\"]\n\"O\"\n"),
+            "notlist",
+            vec![],
+            "notlist.jsonl:2: found \"O\", expected a list of tags".into(),
+        ),
+        (
+            write("notjson.jsonl", "[\"B-PER\", \"O\"]\nB-PER O\n"),
+            "notjson",
+            vec![],
+            "notjson.jsonl:2: not a JSON value".into(),
+        ),
+        (
+            write("number.jsonl", "[\"B-PER\", 3]\n[\"O\"]\n"),
+            "number",
+            vec![],
+            "number.jsonl:1: tag 2 is 3, expected a string".into(),
+        ),
+        (
+            write("long.jsonl", "[\"B-PER\", \"O\"]\n[\"O\", \"O\"]\n"),
+            "long",
+            vec![],
+            "long.jsonl:2: 2 tags, but line 2 of".into(),
+        ),
+        (
+            write("iobes.jsonl", "[\"B-PER\", \"O\"]\n[\"S-LOC\"]\n"),
+            "iobes",
+            vec!["--mode", "strict", "--scheme", "IOB2"],
+            "iobes.jsonl:2: tag 1 (`S-LOC`) has a prefix IOB2 does not allow".into(),
+        ),
+        (
+            write("detected.jsonl", "[\"B-PER\", \"O\"]\n[\"U-LOC\"]\n"),
+            "detected",
+            vec!["--mode", "strict"],
+            "detected.jsonl:2: tag 1 (`U-LOC`) has a prefix IOB2 does not allow".into(),
+        ),
+        (
+            write("empty.jsonl", "[\"B-PER\", \"\"]\n[\"O\"]\n"),
+            "empty",
+            vec![],
+            "empty.jsonl:1: tag 2 is empty".into(),
+        ),
+        (
+            good.clone(),
+            "scheme without strict",
+            vec!["--scheme", "IOB2"],
+            "only in the strict mode".into(),
+        ),
+        (
+            good.clone(),
+            "bad zero division",
+            vec!["--zero-division", "nan"],
+            "expected warn, 0 or 1".into(),
+        ),
+        (
+            good.clone(),
+            "stray option",
+            vec!["--use-stemmer"],
+            "option --use-stemmer does not apply to metric seqeval".into(),
+        ),
+    ];
+    for (predictions, what, extra, want) in cases {
+        let mut args = vec![
+            "seqeval",
+            "--predictions",
+            predictions.as_str(),
+            "--references",
+            good.as_str(),
+        ];
+        args.extend(extra);
+        let err = failure(&args);
+        assert!(err.contains(&want), "{what}: {err}");
+        assert!(!err.contains("panicked"), "{what}: {err}");
+    }
+}
+
+/// `evaluate --task token-classification` as `evaluate`'s token-classification evaluator
+/// with seqeval: the same tagged sentences as JSON Lines (tags as names or ids) and as
+/// CoNLL, default and strict IOB2 mode.
+#[test]
+fn evaluate_task_token_classification_scores_with_seqeval_as_evaluate() {
+    let f = &task_fixture()["token_classification"];
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("ner.jsonl");
+    write_jsonl(&jsonl, &f["rows"]);
+    // CoNLL: one `word TAG` per line, tags as names.
+    let conll = dir.path().join("ner.conll");
+    let mut text = String::from("-DOCSTART- O\n\n");
+    for (row, refs) in f["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(f["references"].as_array().unwrap())
+    {
+        let words = row["tokens"].as_array().unwrap();
+        for (w, t) in words.iter().zip(refs.as_array().unwrap()) {
+            text.push_str(&format!(
+                "{} {}\n",
+                w.as_str().unwrap(),
+                t.as_str().unwrap()
+            ));
+        }
+        text.push('\n');
+    }
+    std::fs::write(&conll, text).unwrap();
+    let model = encoder("bert-tokcls");
+    let examples = f["rows"].as_array().unwrap().len();
+    for data in [&jsonl, &conll] {
+        let out = json_result(&[
+            "--model",
+            &model,
+            "--task",
+            "ner",
+            "--data",
+            data.to_str().unwrap(),
+            "--json",
+        ]);
+        assert_eq!(out["task"], "token-classification");
+        assert_eq!(out["examples"], examples);
+        assert_nested_close(&out["metrics"], &f["metrics"], "token-classification");
+    }
+    let out = json_result(&[
+        "--model",
+        &model,
+        "--task",
+        "token-classification",
+        "--data",
+        jsonl.to_str().unwrap(),
+        "--metric",
+        "seqeval",
+        "--mode",
+        "strict",
+        "--scheme",
+        "IOB2",
+        "--json",
+    ]);
+    assert_nested_close(&out["metrics"], &f["metrics_strict"], "strict IOB2");
+    // The strict result differs from the default one: the options reached the metric.
+    assert_ne!(f["metrics"], f["metrics_strict"]);
+
+    // Errors: a tag id beyond the labels, a metric the task does not take.
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"tokens\": [\"Paris\"], \"tags\": [\"42\"]}\n").unwrap();
+    let err = failure(&[
+        "--model",
+        &model,
+        "--task",
+        "ner",
+        "--data",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(err.contains("line 1") && err.contains("tag id 42"), "{err}");
+    let err = failure(&[
+        "--model",
+        &model,
+        "--task",
+        "ner",
+        "--data",
+        jsonl.to_str().unwrap(),
+        "--metric",
+        "accuracy",
+    ]);
+    assert!(
+        err.contains("token-classification is scored with seqeval"),
+        "{err}"
+    );
+}

@@ -1,8 +1,9 @@
 //! Mistral, Qwen2, Qwen3, Gemma 2, Gemma 3 (text) and Phi-3 checkpoints loaded through
 //! `causal_lm_from_dir` (`config.json`'s `model_type` picks the family) against
 //! `transformers`: tiny random models whose sliding windows are shorter than the inputs,
-//! Gemma's soft caps low enough to bend the scores, Phi-3's partial rotary. Logits of one
-//! row alone, of a left-padded batch, and of cached decoding, at 1e-4 (f32). Fixtures:
+//! Gemma's soft caps low enough to bend the scores, Phi-3's partial rotary, Phi-3's
+//! `longrope` with inputs on both sides of its original context. Logits of one row alone,
+//! of a left-padded batch, and of cached decoding, at 1e-4 (f32). Fixtures:
 //! tests/fixtures/families/<family>/ from scripts/reference/causal_lm_families_fixtures.py.
 
 mod common;
@@ -162,6 +163,117 @@ fn phi3_matches_transformers() {
     check("phi3");
     let cfg = load(&dir("phi3")).unwrap().config().clone();
     assert_eq!(cfg.stack.layer.self_attention.rotary_dim, Some(2));
+}
+
+/// Phi-3 `longrope` (short factors within the original context of 8 positions, long ones
+/// past it, cosines and sines scaled by sqrt(1 + ln 4 / ln 8)) against `transformers`: a
+/// short and a long input, left-padded batches, cached decoding that crosses the original
+/// context.
+#[test]
+fn phi3_longrope_matches_transformers() {
+    let family = "phi3_longrope";
+    let model = load(&dir(family)).unwrap_or_else(|e| panic!("{family}: {e}"));
+    let f = Fixture::load(&format!("families/{family}/io.safetensors"));
+    let ids = f.io("input_ids").to_dtype(DType::U32).unwrap();
+    let (short, long) = (f.io("logits_short"), f.io("logits_long"));
+    assert!(max_abs("long logits", &long) > 0.5, "flat logits");
+    let got_short = logits(&model, &row_prefix(&ids, 0, 6), None);
+    assert_close(
+        "longrope: 6 tokens (short factors)",
+        &got_short,
+        &short,
+        TOL,
+    );
+    let got_long = logits(&model, &row_prefix(&ids, 0, 14), None);
+    assert_close("longrope: 14 tokens (long factors)", &got_long, &long, TOL);
+    // The first 6 positions of the long pass differ from the short pass: the long factors
+    // and not only the positions past 8 changed, so the two tests above test two tables.
+    let head = got_long.narrow(1, 0, 6).unwrap();
+    assert!(
+        max_abs_diff(&head, &got_short) > 1e-2,
+        "long factors unused"
+    );
+
+    for batch in ["long", "short", "mixed"] {
+        let rows = f
+            .io(&format!("batch_{batch}_input_ids"))
+            .to_dtype(DType::U32)
+            .unwrap();
+        let mask = f.io(&format!("batch_{batch}_attention_mask"));
+        let want = f.io(&format!("batch_{batch}_logits"));
+        let got = logits(&model, &rows, Some(&mask));
+        for (i, len) in lengths(&mask).into_iter().enumerate() {
+            let row = row_suffix(&got, i, len);
+            assert_close(
+                &format!("longrope: batch {batch}, left-padded row {i}"),
+                &row,
+                &row_suffix(&want, i, len),
+                TOL,
+            );
+            // Rows on the same side of the original context as their batch's longest row
+            // score as they do alone; in the mixed batch the short row takes the long
+            // factors, as in `transformers`.
+            let alone = logits(&model, &row_suffix(&rows, i, len), None);
+            let d = max_abs_diff(&row, &alone);
+            if batch == "mixed" && i == 1 {
+                assert!(d > 1e-2, "mixed batch: short row unchanged ({d})");
+            } else {
+                assert!(d <= TOL, "longrope: batch {batch} row {i} vs alone: {d}");
+            }
+        }
+    }
+
+    // A 6-token prompt, then one token at a time to 14: `transformers` switches to the long
+    // factors at the step whose position reaches past 8, keeping the prompt's cached keys.
+    let mut caches = model.new_caches();
+    let ids0 = row_prefix(&ids, 0, 14);
+    let mut steps = Vec::new();
+    for (start, len) in std::iter::once((0, 6)).chain((6..14).map(|t| (t, 1))) {
+        let out = model
+            .forward(
+                &ids0.narrow(1, start, len).unwrap(),
+                None,
+                Some(&mut caches),
+                Pass::INFERENCE,
+            )
+            .unwrap();
+        steps.push(out.logits);
+    }
+    assert_close(
+        "longrope: cached decoding across the original context",
+        &Tensor::cat(&steps, 1).unwrap(),
+        &f.io("logits_cached"),
+        TOL,
+    );
+}
+
+/// `longrope` configs that `transformers` rejects or cannot use are errors naming the field.
+#[test]
+fn bad_longrope_configs_name_the_field() {
+    let t = edited("phi3_longrope", |c| {
+        c["rope_scaling"]["short_factor"] = serde_json::json!([1.0, 2.0])
+    });
+    assert_mentions(
+        &load_err(&t),
+        &["rope_scaling.short_factor", "4", "found 2"],
+    );
+    let t = edited("phi3_longrope", |c| {
+        c["rope_scaling"]["long_factor"] = serde_json::json!([1.0, 0.0, 1.0, 1.0])
+    });
+    assert_mentions(&load_err(&t), &["rope_scaling.long_factor", "> 0"]);
+    let t = edited("phi3_longrope", |c| {
+        c["rope_scaling"]["type"] = "dynamic".into()
+    });
+    assert_mentions(&load_err(&t), &["rope_scaling", "dynamic"]);
+    // `su` is Phi-3's old name for longrope.
+    let t = edited("phi3_longrope", |c| c["rope_scaling"]["type"] = "su".into());
+    load(t.path()).unwrap();
+    // Outside Phi-3, longrope without a top-level original context needs a factor.
+    let t = edited(
+        "qwen3",
+        |c| c["rope_scaling"] = serde_json::json!({"rope_type": "longrope", "short_factor": [1.0, 1.0, 1.0, 1.0], "long_factor": [2.0, 2.0, 2.0, 2.0]}),
+    );
+    assert_mentions(&load_err(&t), &["rope_scaling.factor"]);
 }
 
 /// A copy of fixture `family` in a temporary directory with `config.json` edited by `edit`.

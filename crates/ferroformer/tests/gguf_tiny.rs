@@ -1,7 +1,7 @@
 //! Tiny random `qwen2`, `qwen3`, `llama` (Llama 3: `llama-bpe` pre-tokenizer, `rope_freqs`;
 //! Mistral: SentencePiece), `gemma2` (soft caps, sliding window, head width ≠ hidden/heads)
 //! and `phi3` (fused q/k/v and gate/up, partial rotary, special tokens that strip the
-//! spaces after them) GGUF files, made by `transformers` and converted with llama.cpp's own
+//! spaces after them; and a `longrope` one, at two context sizes) GGUF files, made by `transformers` and converted with llama.cpp's own
 //! `convert_hf_to_gguf.py` at F32 and Q8_0 (and a one-layer Llama 3 and Gemma 2 of width 256
 //! that llama.cpp quantized to Q4_K_M and Q6_K), against llama.cpp (llama-cpp-python) on the
 //! same files: token ids of a mixed text set, logits of every position of a prompt, greedy
@@ -475,4 +475,145 @@ fn gemma2_and_phi3_bad_metadata_is_named() {
     ] {
         assert!(err.contains(want), "{want:?} missing from: {err}");
     }
+}
+
+/// Phi-3 `longrope` GGUF (`rope_factors_short/long.weight`,
+/// `phi3.rope.scaling.attn_factor`, original context 256 of 1024) against llama.cpp at
+/// n_ctx 256 (short factors) and 512 (long factors): prompt logits and greedy tokens with
+/// the KV cache, the choice fixed by the context size as llama.cpp makes it.
+#[test]
+fn phi3_longrope_matches_llama_cpp_at_both_context_sizes() {
+    let fx = fixture("phi3-longrope");
+    let path = dir("phi3-longrope").join("phi3-longrope-f32.gguf");
+    let loaded = GgufModel::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let contexts = fx["contexts"].as_object().unwrap();
+    assert_eq!(contexts.len(), 2);
+    let tol = logit_tol("f32");
+    let mut firsts = Vec::new();
+    for (n_ctx, rec) in contexts {
+        let n_ctx: usize = n_ctx.parse().unwrap();
+        assert_eq!(rec["n_ctx_seq"].as_u64().unwrap() as usize, n_ctx);
+        let model = loaded.clone().with_context_size(n_ctx);
+        let prompt = ids(&rec["prompt_ids"]);
+        assert_eq!(
+            model
+                .tokenizer()
+                .encode("def fib(n):\n    return the quick brown fox", false)
+                .unwrap(),
+            prompt
+        );
+        let x = Tensor::new(prompt.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let logits = model
+            .forward(&x, None, None)
+            .unwrap()
+            .logits
+            .squeeze(0)
+            .unwrap();
+        let want: Vec<Vec<f32>> = rec["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap() as f32)
+                    .collect()
+            })
+            .collect();
+        let want = Tensor::new(want, &Device::Cpu).unwrap();
+        let diff = common::max_abs_diff(&logits, &want);
+        eprintln!("phi3-longrope n_ctx {n_ctx}: max |Δ logit| {diff:.2e}");
+        assert!(diff <= tol, "n_ctx {n_ctx}: max |Δ logit| {diff} > {tol}");
+        firsts.push(want);
+
+        let mut caches = model.new_caches();
+        let mut out = model.forward(&x, None, Some(&mut caches)).unwrap().logits;
+        let greedy = rec["greedy"].as_array().unwrap();
+        let mut agree = 0;
+        for (i, g) in greedy.iter().enumerate() {
+            let last = out.narrow(1, out.dim(1).unwrap() - 1, 1).unwrap();
+            let next = last
+                .flatten_all()
+                .unwrap()
+                .argmax(D::Minus1)
+                .unwrap()
+                .to_scalar::<u32>()
+                .unwrap();
+            let want = g["id"].as_u64().unwrap() as u32;
+            if next == want {
+                agree += 1;
+            } else {
+                let lead = g["lead"].as_f64().unwrap() as f32;
+                assert!(
+                    lead <= 2.0 * tol,
+                    "n_ctx {n_ctx}: greedy token {i}: {next}, llama.cpp {want} (lead {lead})"
+                );
+            }
+            let step = Tensor::new(&[want], &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            out = model
+                .forward(&step, None, Some(&mut caches))
+                .unwrap()
+                .logits;
+        }
+        assert!(agree * 100 >= greedy.len() * 95, "n_ctx {n_ctx}: {agree}");
+    }
+    // The two context sizes give different logits: both factor sets were exercised.
+    assert!(common::max_abs_diff(&firsts[0], &firsts[1]) > 0.1);
+
+    // Without a context size the choice is per pass, as in `transformers`: this short
+    // prompt (within 256 positions) gets the short factors, as llama.cpp at n_ctx 256.
+    let rec = &contexts["256"];
+    let prompt = ids(&rec["prompt_ids"]);
+    let x = Tensor::new(prompt.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let logits = loaded
+        .forward(&x, None, None)
+        .unwrap()
+        .logits
+        .squeeze(0)
+        .unwrap();
+    assert!(common::max_abs_diff(&logits, &firsts[0]) <= tol);
+
+    // One factor tensor without the other is named.
+    let tmp = tempfile::tempdir().unwrap();
+    let path = edited_tensors(
+        tmp.path(),
+        "phi3-longrope",
+        "phi3-longrope-f32.gguf",
+        |ts| ts.retain(|(name, _)| name != "rope_factors_short.weight"),
+    );
+    let err = GgufModel::load(&path).unwrap_err().to_string();
+    for want in [
+        "rope_factors_long.weight",
+        "rope_factors_short.weight",
+        "needs both",
+    ] {
+        assert!(err.contains(want), "{want:?} missing from: {err}");
+    }
+    // Factors of the wrong length are named.
+    let tmp = tempfile::tempdir().unwrap();
+    let path = edited_tensors(
+        tmp.path(),
+        "phi3-longrope",
+        "phi3-longrope-f32.gguf",
+        |ts| {
+            for (name, t) in ts.iter_mut() {
+                if name == "rope_factors_long.weight" {
+                    let short = Tensor::ones(3, candle_core::DType::F32, &Device::Cpu).unwrap();
+                    *t = QTensor::quantize(&short, GgmlDType::F32).unwrap();
+                }
+            }
+        },
+    );
+    let err = GgufModel::load(&path).unwrap_err().to_string();
+    assert!(err.contains("rope_factors_long.weight"), "{err}");
 }

@@ -256,3 +256,109 @@ fn mismatched_lengths_and_stray_options_are_errors() {
     let err = metrics::compute(Metric::Rouge, &p, &r2, &options).unwrap_err();
     assert!(err.to_string().contains("--bootstrap takes 1 to"), "{err}");
 }
+
+#[derive(Deserialize)]
+struct SequenceCase {
+    name: String,
+    options: MetricOptions,
+    predictions: Vec<Vec<String>>,
+    references: Vec<Vec<String>>,
+    expected: Value,
+}
+
+/// `evaluate`'s seqeval (the `seqeval` package as the metric calls it): several entity
+/// types, I- without B-, empty sequences, all-O, zero_division 0/1, the strict mode with
+/// each scheme and with the scheme detected, suffix tags.
+#[test]
+fn seqeval_matches_evaluate() {
+    let fixture = fixture("seqeval.json");
+    let cases: Vec<SequenceCase> = serde_json::from_value(fixture["cases"].clone()).unwrap();
+    assert!(cases.len() > 20, "seqeval.json has {} cases", cases.len());
+    for case in &cases {
+        let actual = metrics::compute_sequences(
+            Metric::Seqeval,
+            &case.predictions,
+            &case.references,
+            &case.options,
+        )
+        .unwrap_or_else(|e| panic!("seqeval case {}: {e}", case.name));
+        assert_close(&actual, &case.expected, &format!("seqeval {}", case.name));
+        // The keys in the metric's order: entity types sorted, then the overall scores.
+        let keys: Vec<&String> = actual.as_object().unwrap().keys().collect();
+        let expected_keys: Vec<&String> = case.expected.as_object().unwrap().keys().collect();
+        assert_eq!(keys, expected_keys, "seqeval {}: key order", case.name);
+    }
+}
+
+/// Where seqeval raises, we return an error (never a panic) that says what is wrong.
+#[test]
+fn seqeval_errors_where_the_reference_raises() {
+    let fixture = fixture("seqeval.json");
+    let cases: Vec<Value> = serde_json::from_value(fixture["errors"].clone()).unwrap();
+    assert!(cases.len() >= 5);
+    for case in &cases {
+        let name = case["name"].as_str().unwrap();
+        let options: MetricOptions = serde_json::from_value(case["options"].clone()).unwrap();
+        let p: Vec<Vec<String>> = serde_json::from_value(case["predictions"].clone()).unwrap();
+        let r: Vec<Vec<String>> = serde_json::from_value(case["references"].clone()).unwrap();
+        let err = metrics::compute_sequences(Metric::Seqeval, &p, &r, &options)
+            .expect_err(name)
+            .to_string();
+        let want = match name {
+            "S- under strict IOB2" => "prediction sequence 1, tag 2 (`S-LOC`) has a prefix IOB2",
+            "unknown prefix, strict" => "tag `X-PER` has prefix `X`",
+            "scheme of all-O references not detected" => "prefixes found: O;",
+            "I and O only: no scheme detected" => "prefixes found: I, O;",
+            "lengths differ" => "sequence 1 has 2 predicted tags but 1 reference tags",
+            "no tags" => "hold no tags",
+            "empty tag" => "tag 1 is empty",
+            other => panic!("no expectation for error case {other}"),
+        };
+        assert!(err.contains(want), "{name}: {err}");
+    }
+    // A scheme without the strict mode would be ignored by seqeval: refused, not ignored.
+    let options = MetricOptions {
+        scheme: Some("IOB2".into()),
+        ..Default::default()
+    };
+    let t = vec![vec!["B-PER".to_string()]];
+    let err = metrics::compute_sequences(Metric::Seqeval, &t, &t, &options).unwrap_err();
+    assert!(err.to_string().contains("only in the strict mode"), "{err}");
+    for (options, want) in [
+        (
+            MetricOptions {
+                mode: Some("lenient".into()),
+                ..Default::default()
+            },
+            "unknown --mode `lenient`",
+        ),
+        (
+            MetricOptions {
+                mode: Some("strict".into()),
+                scheme: Some("IOB3".into()),
+                ..Default::default()
+            },
+            "unknown scheme `IOB3`",
+        ),
+        (
+            MetricOptions {
+                zero_division: Some("2".into()),
+                ..Default::default()
+            },
+            "expected warn, 0 or 1",
+        ),
+        (
+            MetricOptions {
+                lowercase: true,
+                ..Default::default()
+            },
+            "option --lowercase does not apply to metric seqeval",
+        ),
+    ] {
+        let err = metrics::compute_sequences(Metric::Seqeval, &t, &t, &options).unwrap_err();
+        assert!(err.to_string().contains(want), "{err}");
+    }
+    let texts = vec!["B-PER".to_string()];
+    let err = metrics::compute(Metric::Seqeval, &texts, &t, &MetricOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("compute_sequences"), "{err}");
+}

@@ -275,6 +275,14 @@ impl DecoderOnlyTransformer {
         self.embeddings.word_embeddings().device()
     }
 
+    /// LongRoPE models: `Some(n_ctx)` chooses the short or long frequencies once by the
+    /// context size per sequence, as llama.cpp does (long when `n_ctx` exceeds the original
+    /// context); `None` (the default) chooses by each forward pass's largest position, as
+    /// `transformers` does. No effect on other models.
+    pub fn set_longrope_context(&mut self, n_ctx: Option<usize>) {
+        self.embeddings.set_longrope_context(n_ctx);
+    }
+
     /// Fresh KV caches for incremental decoding.
     pub fn new_caches(&self) -> Vec<LayerCache> {
         self.stack.new_caches()

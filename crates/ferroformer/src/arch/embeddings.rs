@@ -12,7 +12,7 @@ use crate::nn::{
 use crate::weights::Weights;
 
 /// How a model knows where each token is.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum PositionalKind {
     /// No position information.
@@ -133,7 +133,7 @@ fn fixed_positions(
     dtype: DType,
     device: &Device,
 ) -> Result<Positions> {
-    Ok(match cfg.positional {
+    Ok(match cfg.positional.clone() {
         PositionalKind::None => Positions::None,
         PositionalKind::Sinusoidal => Positions::Sinusoidal(SinusoidalPositionalEncoding::new(
             cfg.d_model,
@@ -307,6 +307,42 @@ impl Embeddings {
             }
         };
         Ok(self)
+    }
+
+    /// LongRoPE from a GGUF file (see [`RotaryEmbedding::with_longrope_factors`]): short and
+    /// long per-pair divisors, the original context, the factor on cosines and sines. An
+    /// error for embeddings without rotary positions.
+    pub fn with_longrope_factors(
+        mut self,
+        short: Vec<f32>,
+        long: Vec<f32>,
+        original: usize,
+        attention_factor: f32,
+    ) -> Result<Self> {
+        self.positions = match self.positions {
+            Positions::Rotary(r) => Positions::Rotary(r.with_longrope_factors(
+                short,
+                long,
+                original,
+                attention_factor,
+            )?),
+            _ => {
+                return Err(Error::config(
+                    "rope_factors_long",
+                    "LongRoPE factors need rotary positions",
+                ))
+            }
+        };
+        Ok(self)
+    }
+
+    /// LongRoPE: fixes the choice of frequencies by the context size, as llama.cpp does, or
+    /// (`None`) by each pass (see [`RotaryEmbedding::set_longrope_context`]). No effect
+    /// without LongRoPE.
+    pub fn set_longrope_context(&mut self, n_ctx: Option<usize>) {
+        if let Positions::Rotary(r) = &mut self.positions {
+            r.set_longrope_context(n_ctx);
+        }
     }
 
     /// The token embedding table `(vocab, d_model)` (tied LM heads reuse it).

@@ -13,7 +13,9 @@
 //!   and chrF, sharing the 13a tokenizer.
 //! - [`rouge`]: `rouge_score`'s ROUGE-1/2/L/Lsum with NLTK's Porter stemmer ([`porter`]).
 //! - [`meteor`]: NLTK's METEOR, with WordNet synonyms read by [`wordnet`].
-//! - [`seqeval`]: `seqeval`'s entity precision, recall and F1 of tag sequences.
+//! - [`seqeval`]: `seqeval`'s entity precision, recall and F1 of tag sequences, and
+//!   `evaluate`'s `seqeval` result; it scores sequences of tags, so it goes through
+//!   [`compute_sequences`] rather than [`compute`].
 
 pub mod bleu;
 pub mod classification;
@@ -55,11 +57,13 @@ pub enum Metric {
     Rouge,
     /// [`meteor::meteor`].
     Meteor,
+    /// [`seqeval::report`] (sequences of tags: [`compute_sequences`]).
+    Seqeval,
 }
 
 impl Metric {
     /// Every metric, in the order help texts list them.
-    pub const ALL: [Metric; 11] = [
+    pub const ALL: [Metric; 12] = [
         Metric::Accuracy,
         Metric::Precision,
         Metric::Recall,
@@ -71,6 +75,7 @@ impl Metric {
         Metric::Chrf,
         Metric::Rouge,
         Metric::Meteor,
+        Metric::Seqeval,
     ];
 
     /// The metric's name (`evaluate.load`'s).
@@ -87,6 +92,7 @@ impl Metric {
             Metric::Chrf => "chrf",
             Metric::Rouge => "rouge",
             Metric::Meteor => "meteor",
+            Metric::Seqeval => "seqeval",
         }
     }
 
@@ -112,7 +118,13 @@ impl Metric {
                 "seed",
             ],
             Metric::Meteor => &["wordnet"],
+            Metric::Seqeval => &["scheme", "mode", "suffix", "zero_division"],
         }
+    }
+
+    /// Whether the metric compares sequences of tags (a list per line; [`compute_sequences`]).
+    pub fn takes_sequences(self) -> bool {
+        self == Metric::Seqeval
     }
 
     /// Whether the metric compares labels (one per line) rather than texts.
@@ -191,6 +203,15 @@ pub struct MetricOptions {
     pub seed: Option<u32>,
     /// meteor: WordNet 3.0 database directory (default [`DEFAULT_WORDNET_DIR`]).
     pub wordnet: Option<PathBuf>,
+    /// seqeval: IOB1, IOB2, IOE1, IOE2, IOBES or BILOU (with `mode` strict).
+    pub scheme: Option<String>,
+    /// seqeval: `strict` (default: conlleval's chunking).
+    pub mode: Option<String>,
+    /// seqeval: the prefix ends the tag (`PER-B`).
+    #[serde(default)]
+    pub suffix: bool,
+    /// seqeval: warn (default, acts as 0), 0 or 1.
+    pub zero_division: Option<String>,
 }
 
 /// Where Debian's `wordnet-base` installs the WordNet database.
@@ -223,6 +244,10 @@ impl MetricOptions {
         mark(self.bootstrap.is_some(), "bootstrap");
         mark(self.seed.is_some(), "seed");
         mark(self.wordnet.is_some(), "wordnet");
+        mark(self.scheme.is_some(), "scheme");
+        mark(self.mode.is_some(), "mode");
+        mark(self.suffix, "suffix");
+        mark(self.zero_division.is_some(), "zero_division");
         set
     }
 }
@@ -241,24 +266,7 @@ pub fn compute(
     references: &[Vec<String>],
     options: &MetricOptions,
 ) -> Result<serde_json::Value> {
-    let allowed = metric.options();
-    if let Some(stray) = options
-        .set_options()
-        .into_iter()
-        .find(|o| !allowed.contains(o))
-    {
-        let takes = if allowed.is_empty() {
-            "it takes no options".to_string()
-        } else {
-            let flags: Vec<String> = allowed.iter().map(|o| flag_name(o)).collect();
-            format!("its options are {}", flags.join(", "))
-        };
-        return Err(Error::Invalid(format!(
-            "option {} does not apply to metric {}: {takes}",
-            flag_name(stray),
-            metric.name()
-        )));
-    }
+    check_options(metric, options)?;
     check_pairs(predictions.len(), references.len())?;
     let json = |r: std::result::Result<serde_json::Value, serde_json::Error>| {
         r.map_err(|e| Error::Invalid(format!("cannot serialize the result: {e}")))
@@ -403,6 +411,80 @@ pub fn compute(
                 &meteor::MeteorParameters::default(),
             )?))
         }
+        Metric::Seqeval => Err(Error::Invalid(
+            "seqeval scores sequences of tags, not texts: call compute_sequences".into(),
+        )),
+    }
+}
+
+/// Refuses an option that `metric` does not take, listing those it does.
+fn check_options(metric: Metric, options: &MetricOptions) -> Result<()> {
+    let allowed = metric.options();
+    if let Some(stray) = options
+        .set_options()
+        .into_iter()
+        .find(|o| !allowed.contains(o))
+    {
+        let takes = if allowed.is_empty() {
+            "it takes no options".to_string()
+        } else {
+            let flags: Vec<String> = allowed.iter().map(|o| flag_name(o)).collect();
+            format!("its options are {}", flags.join(", "))
+        };
+        return Err(Error::Invalid(format!(
+            "option {} does not apply to metric {}: {takes}",
+            flag_name(stray),
+            metric.name()
+        )));
+    }
+    Ok(())
+}
+
+/// seqeval's options as [`MetricOptions`] spells them (`scheme`, `mode`, `suffix`,
+/// `zero_division`), parsed.
+pub fn seqeval_options(options: &MetricOptions) -> Result<seqeval::SeqevalOptions> {
+    let strict = match options.mode.as_deref() {
+        None => false,
+        Some("strict") => true,
+        Some(other) => {
+            return Err(Error::Invalid(format!(
+                "unknown --mode `{other}`: seqeval has one mode besides its default, strict"
+            )))
+        }
+    };
+    Ok(seqeval::SeqevalOptions {
+        strict,
+        scheme: options.scheme.as_deref().map(str::parse).transpose()?,
+        suffix: options.suffix,
+        zero_division: options
+            .zero_division
+            .as_deref()
+            .map(str::parse)
+            .transpose()?
+            .unwrap_or_default(),
+    })
+}
+
+/// Computes a metric of tag sequences (seqeval) on predicted sequences and their
+/// reference sequences (one each, equal lengths) and returns `evaluate`'s JSON object.
+pub fn compute_sequences(
+    metric: Metric,
+    predictions: &[Vec<String>],
+    references: &[Vec<String>],
+    options: &MetricOptions,
+) -> Result<serde_json::Value> {
+    check_options(metric, options)?;
+    check_pairs(predictions.len(), references.len())?;
+    match metric {
+        Metric::Seqeval => {
+            let report = seqeval::report(predictions, references, &seqeval_options(options)?)?;
+            serde_json::to_value(report)
+                .map_err(|e| Error::Invalid(format!("cannot serialize the result: {e}")))
+        }
+        other => Err(Error::Invalid(format!(
+            "{} scores texts or labels, not sequences of tags: call compute",
+            other.name()
+        ))),
     }
 }
 

@@ -169,7 +169,7 @@ impl BartConfig {
             vocab_size,
             d_model: self.d_model,
             max_positions: self.max_position_embeddings,
-            positional: v.positional,
+            positional: v.positional.clone(),
             type_vocab_size: None,
             norm: v.embedding_norm.then(|| NormConfig::layer_norm(1e-5)),
             scale: self.scale_embedding.then(|| (self.d_model as f64).sqrt()),

@@ -66,6 +66,10 @@ pub struct GemmaConfig {
     /// RoPE scaling of the global layers (Gemma 3 4B+: `linear`), or `null`.
     #[serde(default)]
     pub rope_scaling: Option<serde_json::Value>,
+    /// The pre-training context of a `longrope` model (top level, as `transformers` reads
+    /// it), if the config has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_max_position_embeddings: Option<usize>,
     /// FFN activation (`gelu_pytorch_tanh`).
     #[serde(default)]
     pub hidden_activation: Option<String>,
@@ -194,7 +198,11 @@ impl GemmaConfig {
             PositionalKind::Rotary {
                 base: self.rope_theta,
                 layout: RopeLayout::HalfSplit,
-                scaling: RopeScaling::from_json(self.rope_scaling.as_ref())?,
+                scaling: RopeScaling::from_config(
+                    self.rope_scaling.as_ref(),
+                    Some(self.max_position_embeddings),
+                    self.original_max_position_embeddings,
+                )?,
             },
         );
         // `Gemma2RMSNorm`: `norm(x) * (1 + weight)`.

@@ -393,17 +393,24 @@ fn decoder_config(file: &GgufFile, arch: &str) -> Result<(DecoderConfig, Option<
             ),
         ));
     }
-    // Phi-3's 128k models (`longrope`): llama.cpp picks the short or long factors by the
-    // context size and scales attention by `rope.scaling.attn_factor`; not built here.
-    for t in ["rope_factors_long.weight", "rope_factors_short.weight"] {
-        if file.has_tensor(t) {
+    // Phi-3's 128k models (`longrope`): both factor tensors or neither (they are read
+    // with the weights, in `load_llama`).
+    match (
+        file.has_tensor("rope_factors_long.weight"),
+        file.has_tensor("rope_factors_short.weight"),
+    ) {
+        (true, false) | (false, true) => {
+            let (has, lacks) = if file.has_tensor("rope_factors_long.weight") {
+                ("rope_factors_long.weight", "rope_factors_short.weight")
+            } else {
+                ("rope_factors_short.weight", "rope_factors_long.weight")
+            };
             return Err(Error::file(
                 file.path(),
-                format!(
-                    "tensor `{t}`: per-frequency RoPE factors chosen by context length                      (Phi-3 `longrope`) are not supported"
-                ),
+                format!("tensor `{has}` without `{lacks}`: LongRoPE (Phi-3 `longrope`) needs both"),
             ));
         }
+        _ => {}
     }
     if let Some(Value::String(kind)) = file.get(&key("rope.scaling.type")) {
         if kind != "none" {
@@ -884,6 +891,24 @@ fn load_llama(
             .with_rope_freq_factors(factors)
             .map_err(ctx("rope_freqs.weight".into()))?;
     }
+    // Phi-3's `longrope`: the converter stores the short and long divisors, the original
+    // context and `sqrt(1 + ln(scale) / ln(original))` as the factor on cos and sin.
+    if file.has_tensor("rope_factors_long.weight") {
+        let half = attn.rotary_width() / 2;
+        let read = |name: &str| -> Result<Vec<f32>> {
+            Ok(file.dense_tensor(name, &[half])?.to_vec1::<f32>()?)
+        };
+        let short = read("rope_factors_short.weight")?;
+        let long = read("rope_factors_long.weight")?;
+        let arch = file.architecture()?;
+        let original_key = format!("{arch}.rope.scaling.original_context_length");
+        let original = file.usize_or(&original_key, cfg.embeddings.max_positions)?;
+        let factor_key = format!("{arch}.rope.scaling.attn_factor");
+        let attention_factor = file.f64_or(&factor_key, 1.0)? as f32;
+        embeddings = embeddings
+            .with_longrope_factors(short, long, original, attention_factor)
+            .map_err(|e| Error::file(file.path(), format!("rope_factors_long.weight: {e}")))?;
+    }
     DecoderOnlyTransformer::from_parts(cfg, embeddings, stack, lm_head)
 }
 
@@ -958,6 +983,16 @@ impl GgufModel {
     /// The tokenizer.
     pub fn tokenizer(&self) -> &GgufTokenizer {
         &self.tokenizer
+    }
+
+    /// LongRoPE files (Phi-3 128k): chooses the short or long factors by the context size
+    /// per sequence as llama.cpp does (`n_ctx_seq`: llama.cpp rounds `n_ctx` up to a
+    /// multiple of 256 first): long when it exceeds `rope.scaling.original_context_length`.
+    /// Without it each forward pass chooses by its largest position, as `transformers` does
+    /// (see [`crate::nn::RopeScaling::LongRope`]). No effect on other files.
+    pub fn with_context_size(mut self, n_ctx: usize) -> Self {
+        self.decoder.set_longrope_context(Some(n_ctx));
+        self
     }
 
     /// Fresh KV caches.

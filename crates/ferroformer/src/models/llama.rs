@@ -71,6 +71,10 @@ pub struct LlamaConfig {
     /// RoPE frequency scaling (`{"rope_type": "llama3", "factor": …}`), or `null`.
     #[serde(default)]
     pub rope_scaling: Option<serde_json::Value>,
+    /// The pre-training context of a `longrope` model (top level, as `transformers` reads
+    /// it), if the config has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_max_position_embeddings: Option<usize>,
     /// `model_type` (`llama`, `mistral`, `qwen2`, `qwen3`).
     #[serde(default)]
     pub model_type: Option<String>,
@@ -184,7 +188,11 @@ impl LlamaConfig {
             PositionalKind::Rotary {
                 base: self.rope_theta,
                 layout: RopeLayout::HalfSplit,
-                scaling: RopeScaling::from_json(self.rope_scaling.as_ref())?,
+                scaling: RopeScaling::from_config(
+                    self.rope_scaling.as_ref(),
+                    Some(self.max_position_embeddings),
+                    self.original_max_position_embeddings,
+                )?,
             },
         ))
     }

@@ -1,13 +1,14 @@
 //! Phi-3 (`Phi3ForCausalLM`) on the shared decoder-only architecture: Llama's layout with
 //! q, k and v in one tensor (`self_attn.qkv_proj`), the gate and up projections in one
 //! (`mlp.gate_up_proj`), rotary positions on the first `partial_rotary_factor` of each head,
-//! and a sliding window on every layer when `sliding_window` is set.
+//! a sliding window on every layer when `sliding_window` is set, and the 128k models'
+//! `longrope` scaling (the shared [`crate::nn::RopeScaling::LongRope`]).
 
 use crate::arch::{DecoderConfig, DecoderNames, DecoderOnlyTransformer, PositionalKind};
 use crate::error::{Error, Result};
 use crate::nn::{
     Activation, AttentionConfig, FeedForwardConfig, FeedForwardNames, ParamNames, QkvNames,
-    RopeLayout,
+    RopeLayout, RopeScaling,
 };
 use crate::weights::Weights;
 
@@ -27,6 +28,9 @@ fn default_act() -> String {
 }
 fn default_factor() -> f64 {
     1.0
+}
+fn default_original_max_pos() -> usize {
+    4096
 }
 
 /// `config.json` of a Phi-3 checkpoint (the fields this model reads).
@@ -57,9 +61,15 @@ pub struct Phi3Config {
     /// Share of each head that is rotated.
     #[serde(default = "default_factor")]
     pub partial_rotary_factor: f64,
-    /// RoPE scaling (`longrope` for the 128k models), or `null`.
+    /// RoPE scaling (`longrope` for the 128k models; `su` and `yarn` are read as `longrope`,
+    /// as `Phi3Config` renames them), or `null`.
     #[serde(default)]
     pub rope_scaling: Option<serde_json::Value>,
+    /// The pre-training context: `longrope` passes longer than it use the long factors, and
+    /// `max_position_embeddings / original_max_position_embeddings` sets the attention
+    /// factor (`Phi3Config`'s default 4096).
+    #[serde(default = "default_original_max_pos")]
+    pub original_max_position_embeddings: usize,
     /// FFN activation.
     #[serde(default = "default_act")]
     pub hidden_act: String,
@@ -84,24 +94,35 @@ impl Phi3Config {
                 ),
             ));
         }
-        if let Some(s) = self.rope_scaling.as_ref().filter(|v| !v.is_null()) {
-            let kind = s
-                .get("rope_type")
-                .or_else(|| s.get("type"))
-                .and_then(|v| v.as_str())
-                .unwrap_or("?");
-            if kind != "default" {
-                // Phi-3's `longrope`/`su` rescales the frequencies by the sequence length
-                // (short and long factors): not built here.
-                return Err(Error::config(
-                    "rope_scaling",
-                    format!(
-                        "Phi-3 RoPE scaling `{kind}` is not supported; supported: null \
-                         (Phi-3-mini-4k and other 4k-context models)"
-                    ),
-                ));
+        let scaling = match self.rope_scaling.as_ref().filter(|v| !v.is_null()) {
+            None => None,
+            Some(s) => {
+                let kind = s
+                    .get("rope_type")
+                    .or_else(|| s.get("type"))
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("?");
+                if !matches!(kind, "longrope" | "su" | "yarn") {
+                    return Err(Error::config(
+                        "rope_scaling",
+                        format!(
+                            "Phi-3 RoPE scaling `{kind}` is not supported; Phi-3 takes null or \
+                             longrope (`su` and `yarn` mean longrope, as in Phi3Config)"
+                        ),
+                    ));
+                }
+                let mut s = s.clone();
+                if let Some(obj) = s.as_object_mut() {
+                    obj.remove("type");
+                    obj.insert("rope_type".into(), "longrope".into());
+                }
+                RopeScaling::from_config(
+                    Some(&s),
+                    Some(self.max_position_embeddings),
+                    Some(self.original_max_position_embeddings),
+                )?
             }
-        }
+        };
         let head_dim = self.hidden_size / heads;
         let factor = self.partial_rotary_factor;
         if !(factor > 0.0 && factor <= 1.0) {
@@ -140,7 +161,7 @@ impl Phi3Config {
             PositionalKind::Rotary {
                 base: self.rope_theta,
                 layout: RopeLayout::HalfSplit,
-                scaling: None,
+                scaling,
             },
         );
         // `Phi3Model` masks every layer by the window when one is set.

@@ -376,7 +376,7 @@ pub enum RopeLayout {
 
 /// How the rotary frequencies are rescaled for contexts longer than the model was
 /// trained on (`rope_scaling` in `config.json`).
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "rope_type", rename_all = "snake_case")]
 pub enum RopeScaling {
     /// Llama 3.1's scheme (`rope_type: "llama3"`): high frequencies (wavelength below
@@ -399,12 +399,55 @@ pub enum RopeScaling {
         /// Context extension factor.
         factor: f64,
     },
+    /// LongRoPE (`rope_type: "longrope"`, Phi-3's `su`; Phi-3-mini-128k, Phi-3.5-mini), as
+    /// `transformers` 4.57's `_compute_longrope_parameters` and `dynamic_rope_update`:
+    /// frequency `i` is `1 / (factor[i] · base^(2i/d))` with the short factors while the
+    /// positions of a forward pass stay within `original_max_position_embeddings`, the long
+    /// ones once the largest position reaches past it, and cosines and sines are multiplied
+    /// by `attention_factor`.
+    ///
+    /// Which factors a forward pass uses is decided, as in `transformers`, from that pass's
+    /// own largest position (largest over the batch), not from the context size as
+    /// llama.cpp decides (`n_ctx > n_ctx_orig`: one choice for the whole session). We follow
+    /// `transformers` because that is what the logits are checked against, and it needs no
+    /// context size up front. What this implies, as in `transformers`: a prompt within the
+    /// original length is encoded with the short factors and keeps those keys in the cache
+    /// when decoding crosses the threshold (later steps use the long ones); a left-padded
+    /// batch picks one set for every row, by its longest row.
+    #[serde(rename = "longrope")]
+    LongRope {
+        /// Per-frequency divisors within the original context (`short_factor`).
+        short_factor: Vec<f64>,
+        /// Per-frequency divisors past it (`long_factor`).
+        long_factor: Vec<f64>,
+        /// The pre-training context: longer passes use `long_factor` (the config's top-level
+        /// `original_max_position_embeddings`, else `max_position_embeddings`).
+        original_max_position_embeddings: usize,
+        /// Multiplies cosines and sines: `rope_scaling.attention_factor`, else
+        /// `sqrt(1 + ln(factor) / ln(original_max_position_embeddings))` (1 when the factor
+        /// is at most 1), the factor being `max_position_embeddings /
+        /// original_max_position_embeddings` when the config has the latter at top level,
+        /// `rope_scaling.factor` otherwise.
+        attention_factor: f64,
+    },
 }
 
 impl RopeScaling {
     /// Reads `config.json`'s `rope_scaling` value (`null` or absent: no scaling). Older
     /// checkpoints name the kind `type` instead of `rope_type`; `default` means none.
+    /// `longrope` also needs the context lengths: see [`RopeScaling::from_config`].
     pub fn from_json(value: Option<&serde_json::Value>) -> Result<Option<Self>> {
+        Self::from_config(value, None, None)
+    }
+
+    /// [`RopeScaling::from_json`] with the config's top-level `max_position_embeddings` and
+    /// `original_max_position_embeddings`, which `longrope` reads as `transformers` does
+    /// (see [`RopeScaling::LongRope`]).
+    pub fn from_config(
+        value: Option<&serde_json::Value>,
+        max_position_embeddings: Option<usize>,
+        original_max_position_embeddings: Option<usize>,
+    ) -> Result<Option<Self>> {
         let Some(obj) = value.and_then(|v| v.as_object()) else {
             return Ok(None);
         };
@@ -441,9 +484,66 @@ impl RopeScaling {
                 s.validate()?;
                 Ok(Some(s))
             }
+            "longrope" => {
+                let factors = |key: &str| -> Result<Vec<f64>> {
+                    obj.get(key)
+                        .and_then(|v| v.as_array())
+                        .and_then(|a| a.iter().map(|x| x.as_f64()).collect::<Option<Vec<_>>>())
+                        .ok_or_else(|| {
+                            Error::config(
+                                format!("rope_scaling.{key}"),
+                                "missing or not a list of numbers (rope_type `longrope` needs \
+                                 short_factor and long_factor)",
+                            )
+                        })
+                };
+                let Some(max_positions) = max_position_embeddings else {
+                    return Err(Error::config(
+                        "rope_scaling.rope_type",
+                        "`longrope` needs max_position_embeddings, which this model does not \
+                         pass on",
+                    ));
+                };
+                // `_compute_longrope_parameters`: a top-level original context (Phi-3) sets
+                // the factor; without one the context is max_position_embeddings and the
+                // factor comes from rope_scaling.
+                let (original, factor) = match original_max_position_embeddings.filter(|&o| o > 0) {
+                    Some(o) => (o, max_positions as f64 / o as f64),
+                    None => (
+                        max_positions,
+                        obj.get("factor")
+                            .and_then(|v| v.as_f64())
+                            .unwrap_or(f64::NAN),
+                    ),
+                };
+                let attention_factor = match obj.get("attention_factor") {
+                    Some(v) if !v.is_null() => v.as_f64().ok_or_else(|| {
+                        Error::config("rope_scaling.attention_factor", "not a number")
+                    })?,
+                    _ if factor.is_nan() => {
+                        return Err(Error::config(
+                            "rope_scaling.factor",
+                            "missing: `longrope` without a top-level \
+                             original_max_position_embeddings needs factor or attention_factor",
+                        ))
+                    }
+                    _ if factor <= 1.0 => 1.0,
+                    _ => (1.0 + factor.ln() / (original as f64).ln()).sqrt(),
+                };
+                let s = RopeScaling::LongRope {
+                    short_factor: factors("short_factor")?,
+                    long_factor: factors("long_factor")?,
+                    original_max_position_embeddings: original,
+                    attention_factor,
+                };
+                s.validate()?;
+                Ok(Some(s))
+            }
             other => Err(Error::config(
                 "rope_scaling.rope_type",
-                format!("`{other}` is not supported (supported: llama3, linear, default)"),
+                format!(
+                    "`{other}` is not supported (supported: llama3, linear, longrope, default)"
+                ),
             )),
         }
     }
@@ -451,6 +551,34 @@ impl RopeScaling {
     /// Rejects values `transformers` rejects.
     pub fn validate(&self) -> Result<()> {
         match *self {
+            RopeScaling::LongRope {
+                ref short_factor,
+                ref long_factor,
+                original_max_position_embeddings,
+                attention_factor,
+            } => {
+                for (key, list) in [("short_factor", short_factor), ("long_factor", long_factor)] {
+                    if let Some(bad) = list.iter().find(|f| !(f.is_finite() && **f > 0.0)) {
+                        return Err(Error::config(
+                            format!("rope_scaling.{key}"),
+                            format!("factors must be finite and > 0, found {bad}"),
+                        ));
+                    }
+                }
+                if original_max_position_embeddings < 2 {
+                    return Err(Error::config(
+                        "original_max_position_embeddings",
+                        format!("must be at least 2, found {original_max_position_embeddings}"),
+                    ));
+                }
+                if !(attention_factor.is_finite() && attention_factor >= 0.0) {
+                    return Err(Error::config(
+                        "rope_scaling.attention_factor",
+                        format!("must be a finite number >= 0, found {attention_factor}"),
+                    ));
+                }
+                Ok(())
+            }
             RopeScaling::Linear { factor } => {
                 if !(factor.is_finite() && factor > 0.0) {
                     return Err(Error::config(
@@ -496,6 +624,13 @@ impl RopeScaling {
     /// `_compute_llama3_parameters` (so the tables match it bit for bit).
     pub fn apply(&self, inv_freq: &mut [f32]) {
         match *self {
+            RopeScaling::LongRope {
+                ref short_factor, ..
+            } => {
+                for (f, s) in inv_freq.iter_mut().zip(short_factor) {
+                    *f /= *s as f32;
+                }
+            }
             RopeScaling::Linear { factor } => {
                 let factor = factor as f32;
                 for f in inv_freq.iter_mut() {
@@ -541,12 +676,42 @@ pub struct RotaryEmbedding {
     rescaled: bool,
     /// llama.cpp's per-frequency divisors (a GGUF file's `rope_freqs` tensor), if any.
     freq_factors: Option<Vec<f32>>,
+    /// LongRoPE: the frequencies used past the original context, and when.
+    long: Option<LongFrequencies>,
+    /// Multiplies cosines and sines (LongRoPE's attention factor; 1 otherwise).
+    attention_factor: f32,
     head_dim: usize,
     max_positions: usize,
     layout: RopeLayout,
     base: f64,
     dtype: DType,
     device: Device,
+}
+
+/// LongRoPE's long-context frequencies ([`RopeScaling::LongRope`]); the short ones are the
+/// embedding's own.
+#[derive(Debug, Clone)]
+struct LongFrequencies {
+    inv_freq: Vec<f32>,
+    /// llama.cpp's divisors (a GGUF file's `rope_factors_long`), when loaded from one.
+    freq_factors: Option<Vec<f32>>,
+    /// `original_max_position_embeddings` (GGUF: `rope.scaling.original_context_length`).
+    original: usize,
+    /// `Some(n_ctx)`: chosen once by the context size, as llama.cpp does; `None`: by each
+    /// pass's largest position, as `transformers` does.
+    context: Option<usize>,
+}
+
+impl LongFrequencies {
+    fn used(&self, positions: &[u32]) -> bool {
+        match self.context {
+            Some(n_ctx) => n_ctx > self.original,
+            None => positions
+                .iter()
+                .max()
+                .is_some_and(|&p| p as usize + 1 > self.original),
+        }
+    }
 }
 
 /// Cosines and sines of the positions of one forward pass, shared by all layers.
@@ -596,17 +761,57 @@ impl RotaryEmbedding {
         }
         let half = head_dim / 2;
         // Same arithmetic as `transformers`: inverse frequencies in f32, angles in f32.
-        let mut inv_freq: Vec<f32> = (0..half)
-            .map(|i| 1.0 / (base.powf((2 * i) as f64 / head_dim as f64)) as f32)
-            .collect();
-        if let Some(scaling) = &scaling {
-            scaling.validate()?;
-            scaling.apply(&mut inv_freq);
+        let powers = || (0..half).map(|i| base.powf((2 * i) as f64 / head_dim as f64) as f32);
+        let mut inv_freq: Vec<f32> = powers().map(|p| 1.0 / p).collect();
+        let (mut long, mut attention_factor) = (None, 1.0f32);
+        match &scaling {
+            Some(RopeScaling::LongRope {
+                short_factor,
+                long_factor,
+                original_max_position_embeddings,
+                attention_factor: a,
+            }) => {
+                scaling.as_ref().map(RopeScaling::validate).transpose()?;
+                for (key, list) in [("short_factor", short_factor), ("long_factor", long_factor)] {
+                    if list.len() != half {
+                        return Err(Error::config(
+                            format!("rope_scaling.{key}"),
+                            format!(
+                                "needs one factor per rotated pair: {half} (rotary width \
+                                 {head_dim} / 2), found {}",
+                                list.len()
+                            ),
+                        ));
+                    }
+                }
+                // `1 / (ext_factors * base**(2i/d))` in f32, as `transformers`.
+                let scaled = |factors: &[f64]| -> Vec<f32> {
+                    powers()
+                        .zip(factors)
+                        .map(|(p, f)| 1.0 / (*f as f32 * p))
+                        .collect()
+                };
+                inv_freq = scaled(short_factor);
+                long = Some(LongFrequencies {
+                    inv_freq: scaled(long_factor),
+                    freq_factors: None,
+                    original: *original_max_position_embeddings,
+                    context: None,
+                });
+                attention_factor = *a as f32;
+            }
+            Some(scaling) => {
+                scaling.validate()?;
+                scaling.apply(&mut inv_freq);
+            }
+            None => {}
         }
         Ok(Self {
             inv_freq,
             rescaled: scaling.is_some(),
             freq_factors: None,
+            long,
+            attention_factor,
             head_dim,
             max_positions,
             layout,
@@ -621,6 +826,69 @@ impl RotaryEmbedding {
     /// [`Arithmetic::Ggml`] the angle is llama.cpp's `theta / factor` in f32, otherwise
     /// `p × (f / factor)`. Replaces any `scaling` given at construction.
     pub fn with_freq_factors(mut self, factors: Vec<f32>) -> Result<Self> {
+        self.inv_freq = self.divided_frequencies(&factors)?;
+        self.rescaled = true;
+        self.freq_factors = Some(factors);
+        self.long = None;
+        self.attention_factor = 1.0;
+        Ok(self)
+    }
+
+    /// LongRoPE as llama.cpp loads it from a GGUF file (`rope_factors_short`,
+    /// `rope_factors_long`, `rope.scaling.original_context_length`,
+    /// `rope.scaling.attn_factor`): the short and long divisors applied as
+    /// [`RotaryEmbedding::with_freq_factors`] applies one set, cosines and sines times
+    /// `attention_factor`. Which set a pass uses follows [`RopeScaling::LongRope`]'s rule
+    /// (by the pass's largest position) until [`RotaryEmbedding::set_longrope_context`]
+    /// fixes it by a context size, as llama.cpp does.
+    pub fn with_longrope_factors(
+        self,
+        short: Vec<f32>,
+        long: Vec<f32>,
+        original: usize,
+        attention_factor: f32,
+    ) -> Result<Self> {
+        if !(attention_factor.is_finite() && attention_factor >= 0.0) {
+            return Err(Error::config(
+                "rope.scaling.attn_factor",
+                format!("must be a finite number >= 0, found {attention_factor}"),
+            ));
+        }
+        if original == 0 {
+            return Err(Error::config(
+                "rope.scaling.original_context_length",
+                "must be > 0",
+            ));
+        }
+        let long_inv_freq = self.divided_frequencies(&long)?;
+        let mut out = self.with_freq_factors(short)?;
+        out.long = Some(LongFrequencies {
+            inv_freq: long_inv_freq,
+            freq_factors: Some(long),
+            original,
+            context: None,
+        });
+        out.attention_factor = attention_factor;
+        Ok(out)
+    }
+
+    /// LongRoPE: `Some(n_ctx)` picks the long frequencies for every pass when `n_ctx` (the
+    /// context per sequence, as llama.cpp's `n_ctx_seq`) exceeds the original context and
+    /// the short ones otherwise, as llama.cpp does; `None` goes back to `transformers`' rule
+    /// (each pass by its largest position). No effect on other embeddings.
+    pub fn set_longrope_context(&mut self, n_ctx: Option<usize>) {
+        if let Some(long) = &mut self.long {
+            long.context = n_ctx;
+        }
+    }
+
+    /// Whether this embedding has LongRoPE's two sets of frequencies.
+    pub fn is_longrope(&self) -> bool {
+        self.long.is_some()
+    }
+
+    /// The plain frequencies divided by `factors` (one per rotated pair, finite and > 0).
+    fn divided_frequencies(&self, factors: &[f32]) -> Result<Vec<f32>> {
         if factors.len() != self.head_dim / 2 {
             return Err(Error::shape(
                 "rotary frequency factors",
@@ -635,15 +903,12 @@ impl RotaryEmbedding {
             ));
         }
         let half = self.head_dim / 2;
-        self.inv_freq = (0..half)
+        Ok((0..half)
             .map(|i| {
                 let f = 1.0 / (self.base.powf((2 * i) as f64 / self.head_dim as f64)) as f32;
                 f / factors[i]
             })
-            .collect();
-        self.rescaled = true;
-        self.freq_factors = Some(factors);
-        Ok(self)
+            .collect())
     }
 
     /// The head dimension this embedding rotates.
@@ -684,14 +949,26 @@ impl RotaryEmbedding {
         arithmetic: Arithmetic,
     ) -> Result<RopeTables> {
         let half = self.head_dim / 2;
-        let (cos, sin) = ops::rope_angles(
-            &self.inv_freq,
+        // LongRoPE: the long factors once the pass reaches past the original context
+        // (`dynamic_rope_update`: `max(position_ids) + 1 > original_max_position_embeddings`).
+        let (inv_freq, freq_factors) = match &self.long {
+            Some(long) if long.used(positions) => (&long.inv_freq, long.freq_factors.as_deref()),
+            _ => (&self.inv_freq, self.freq_factors.as_deref()),
+        };
+        let (mut cos, mut sin) = ops::rope_angles(
+            inv_freq,
             self.base,
             self.rescaled,
-            self.freq_factors.as_deref(),
+            freq_factors,
             positions,
             arithmetic,
         );
+        if self.attention_factor != 1.0 {
+            // `emb.cos() * attention_scaling` in f32, as `transformers`.
+            for v in cos.iter_mut().chain(sin.iter_mut()) {
+                *v *= self.attention_factor;
+            }
+        }
         let table = |v: Vec<f32>| -> Result<Tensor> {
             Ok(Tensor::from_vec(v, (b, s, half), &self.device)?.to_dtype(self.dtype)?)
         };

@@ -128,6 +128,12 @@ impl TokenClassificationPipeline {
         self.runner.model.config().label(id)
     }
 
+    /// The model's labels in id order (`id2label`, `LABEL_{id}` where it names none).
+    pub fn labels(&self) -> Vec<String> {
+        let c = self.runner.model.config();
+        (0..c.num_labels).map(|id| c.label(id)).collect()
+    }
+
     /// Labels the tokens of every text.
     pub fn run(
         &self,

@@ -172,6 +172,7 @@ pub fn model_config_json(cfg: &TrainConfig, vocab_size: usize) -> Result<serde_j
                 tie_word_embeddings: cfg.tie_embeddings.unwrap_or(false),
                 attention_dropout: cfg.dropout,
                 rope_scaling: None,
+                original_max_position_embeddings: None,
                 model_type: Some("llama".into()),
             };
             let mut j = to_json(&c)?;
