@@ -46,11 +46,6 @@ fn kernel() -> Option<bool> {
     }
 }
 
-/// Whether llama.cpp repacks Q2_K on this CPU and these kernels run.
-fn repacked_here() -> bool {
-    kernel().is_some()
-}
-
 /// `x W^T` for Q2_K weights (see [`super::matmul_t`]); `None` where llama.cpp would not
 /// repack the matrix (no AVX-512, row count not a multiple of 8) or the kernels cannot run.
 pub(super) fn matmul_t(x: &[f32], m: usize, k: usize, w: &[u8], n: usize) -> Option<Vec<f32>> {
@@ -317,7 +312,7 @@ mod tests {
         let (n, k) = (16, 512);
         let nb = k / QK_K;
         let (w, deq, x) = case(GgmlDType::Q2K, n, k, 9);
-        if !repacked_here() {
+        if kernel().is_none() {
             // Without AVX-512 (llama.cpp's vec_dot order) the kernels decline for candle's.
             assert!(super::super::matmul_t(&x, 9, k, &w, n, WeightFormat::Q2K).is_none());
             return;
