@@ -15,7 +15,9 @@
 //! The kernels keep candle's block layout (no copy at load): eight weight rows at a time are
 //! unpacked per block, each multiplied with the activation block in integer lanes, and the
 //! eight lane sets folded into one vector whose lane `c` is column `c`'s block sum, so the
-//! scaling runs eight columns per instruction, as in llama.cpp. Matrices whose row count
+//! scaling runs eight columns per instruction, as in llama.cpp (with AVX-512 VNNI, two weight
+//! rows share each 512-bit `vpdpbusd`; AVX2's `vpmaddubsw` + `vpmaddwd` elsewhere, the same
+//! integers). Matrices whose row count
 //! is not a multiple of 8 (which llama.cpp does not repack: its `vec_dot` or tinyBLAS order)
 //! are left to candle's `QMatMul`.
 
@@ -50,6 +52,9 @@ pub(super) fn matmul_t(x: &[f32], m: usize, k: usize, w: &[u8], n: usize) -> Opt
         .chunks_exact(QK)
         .map(|b| b.iter().map(|&q| q as i32).sum())
         .collect();
+    // Where VNNI runs, 512-bit registers do too (two weight rows per `vpdpbusd`).
+    #[cfg(target_arch = "x86_64")]
+    let wide = std::arch::is_x86_feature_detected!("avx512f");
     #[cfg(target_arch = "x86_64")]
     return Some(by_column_groups(m, n, |g, i0, rows| {
         let wg = &w[g * GROUP * row_bytes..(g + 1) * GROUP * row_bytes];
@@ -57,6 +62,9 @@ pub(super) fn matmul_t(x: &[f32], m: usize, k: usize, w: &[u8], n: usize) -> Opt
         // the activations rows `i0..i0 + rows` of `nb` blocks each.
         unsafe {
             match level {
+                super::Level::Vnni if wide => {
+                    x86::q4_0_avx512(wg, row_bytes, &xq.qs, &xq.d, &sums, i0, rows, nb)
+                }
                 super::Level::Vnni => {
                     x86::q4_0_vnni(wg, row_bytes, &xq.qs, &xq.d, &sums, i0, rows, nb)
                 }
@@ -241,6 +249,78 @@ pub(super) mod x86 {
 
     q4_0_kernel!(q4_0_avx2, mul_sum_avx2);
     q4_0_kernel!(q4_0_vnni, mul_sum_vnni);
+
+    /// [`q4_0_vnni`] with two weight rows per 512-bit `vpdpbusd` (AVX-512 F + VNNI): the
+    /// same integer sums, the same float steps, so the same bits.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512vnni,avx2,fma,f16c")]
+    pub(in crate::nn::kernels::qmatmul) unsafe fn q4_0_avx512(
+        w: &[u8],
+        row_bytes: usize,
+        xq: &[i8],
+        xd: &[f32],
+        sums: &[i32],
+        i0: usize,
+        rows: usize,
+        nb: usize,
+    ) -> [[f32; GROUP]; ROWS] {
+        debug_assert!(w.len() >= GROUP * row_bytes && row_bytes >= nb * Q4_0_BYTES);
+        debug_assert!(xq.len() >= (i0 + rows) * nb * QK && sums.len() >= (i0 + rows) * nb);
+        let mask = _mm512_set1_epi8(0x0f);
+        // Lanes (c0, c2, c4, c6 | c1, c3, c5, c7) after the folds below, put back in order.
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        let wp = w.as_ptr();
+        let qp = xq.as_ptr();
+        let mut acc = [_mm256_setzero_ps(); ROWS];
+        let mut p = [[_mm256_setzero_si256(); GROUP / 2]; ROWS];
+        let mut y = [_mm512_setzero_si512(); ROWS];
+        for b in 0..nb {
+            let blk = wp.add(b * Q4_0_BYTES);
+            for (r, y) in y.iter_mut().enumerate().take(rows) {
+                // Values 0..16 in quarters 0 and 1, 16..32 in quarters 2 and 3.
+                let v = _mm512_castsi256_si512(_mm256_loadu_si256(
+                    qp.add(((i0 + r) * nb + b) * QK) as *const __m256i,
+                ));
+                *y = _mm512_shuffle_i64x2(v, v, 0b01_01_00_00);
+            }
+            for pair in 0..GROUP / 2 {
+                let c0 = blk.add(2 * pair * row_bytes + 2);
+                let t = _mm256_inserti128_si256(
+                    _mm256_castsi128_si256(_mm_loadu_si128(c0 as *const __m128i)),
+                    _mm_loadu_si128(c0.add(row_bytes) as *const __m128i),
+                    1,
+                );
+                // Quarters: row c0's low nibbles, row c1's, then their high nibbles.
+                let q = _mm512_and_si512(
+                    mask,
+                    _mm512_inserti64x4(_mm512_castsi256_si512(t), _mm256_srli_epi16(t, 4), 1),
+                );
+                for r in 0..rows {
+                    let d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y[r]);
+                    // Lanes 0..4: row c0's partial sums, 4..8: row c1's.
+                    p[r][pair] = _mm256_add_epi32(
+                        _mm512_castsi512_si256(d),
+                        _mm512_extracti64x4_epi64(d, 1),
+                    );
+                }
+            }
+            let dw = f16x8(blk, row_bytes);
+            for r in 0..rows {
+                let xb = (i0 + r) * nb + b;
+                let h01 = _mm256_hadd_epi32(p[r][0], p[r][1]);
+                let h23 = _mm256_hadd_epi32(p[r][2], p[r][3]);
+                let folded = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(h01, h23), order);
+                let isum = _mm256_sub_epi32(folded, _mm256_set1_epi32(8 * *sums.get_unchecked(xb)));
+                let dd = _mm256_mul_ps(dw, _mm256_set1_ps(*xd.get_unchecked(xb)));
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), dd, acc[r]);
+            }
+        }
+        let mut out = [[0f32; GROUP]; ROWS];
+        for r in 0..rows {
+            _mm256_storeu_ps(out[r].as_mut_ptr(), acc[r]);
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -353,6 +433,12 @@ pub(super) mod tests {
                 )
             };
             assert_eq!(a, b);
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: AVX-512 F checked; VNNI as above.
+                let c =
+                    unsafe { x86::q4_0_avx512(&w[..8 * rb], rb, &xq.qs, &xq.d, &sums, 0, 4, nb) };
+                assert_eq!(a, c);
+            }
         }
     }
 
