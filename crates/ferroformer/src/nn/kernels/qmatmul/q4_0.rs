@@ -283,6 +283,8 @@ pub(super) mod x86 {
                 ));
                 *y = _mm512_shuffle_i64x2(v, v, 0b01_01_00_00);
             }
+            // `pair` picks two weight rows and the fold input of every activation row.
+            #[allow(clippy::needless_range_loop)]
             for pair in 0..GROUP / 2 {
                 let c0 = blk.add(2 * pair * row_bytes + 2);
                 let t = _mm256_inserti128_si256(
