@@ -50,7 +50,9 @@ FAMILIES = {
     # (llama_model_quantize) from an F32 conversion that is not kept.
     "llama3-kquant": dict(pre="llama-bpe", regex=LLAMA3_RE, specials=LLAMA3_SPECIALS, tie=True,
                           sizes=dict(hidden_size=256, intermediate_size=256, num_hidden_layers=1),
-                          quantize=["q4_k_m", "q6_k"]),
+                          # Q4_0 and Q2_K: the formats llama.cpp repacks at load on x86
+                          # (Q2_K with AVX-512).
+                          quantize=["q4_k_m", "q6_k", "q4_0", "q2_k"]),
     # SentencePiece families: the converter reads tokenizer.model.
     "mistral": dict(spm="llama", tie=False),
     "gemma2": dict(spm="gemma", tie=True),

@@ -16,8 +16,15 @@ llama.cpp's bits, not a re-implementation:
   per output below 8 rows (checked against direct calls) and the tiled K-quant matmul
   (ggml-cpu/tiled/) from 8 rows on.
 
+Also (`repacked_main`, tests/fixtures/gguf/qmatmul_repacked.json): Q4_0 and Q2_K, which
+llama.cpp repacks at load on this CPU (Q4_0 with AVX2, Q2_K with AVX-512; matrices of 8k
+rows), so every product is `ggml_gemm_<type>_8x8_*` on the full groups of 4 activation rows
+(`ggml_quantize_mat_q8_{0,K}_4x8`) and `ggml_gemv_<type>_8x8_*` on the rest
+(`quantize_row_q8_{0,K}`), after the weights are interleaved as `make_block_q4_0x8` /
+`make_block_q2_Kx8` do; batches of 1, 2, 4, 7, 8, 11 and 16 rows and each row alone.
+
 Usage: /root/venvs/gguf/bin/python scripts/reference/qmatmul_fixtures.py
-Writes tests/fixtures/gguf/qmatmul_kquants.json.
+Writes tests/fixtures/gguf/qmatmul_kquants.json and tests/fixtures/gguf/qmatmul_repacked.json.
 """
 import ctypes
 import glob
@@ -36,9 +43,10 @@ QK_K = 256
 Q8K_BYTES = 4 + QK_K + QK_K // 16 * 2
 TYPES = {  # ggml_type id, block bytes (blocks of 256 values; Q5_1: of 32)
     "q2_k": (10, 84), "q3_k": (11, 110), "q4_k": (12, 144), "q5_k": (13, 176), "q6_k": (14, 210),
-    "q5_1": (7, 24),
+    "q5_1": (7, 24), "q4_0": (2, 18),
 }
-BLOCK_VALUES = {7: 32}
+BLOCK_VALUES = {7: 32, 2: 32}
+Q8_0_BYTES = 34
 OUT = os.path.join(os.path.dirname(__file__), "../../tests/fixtures/gguf/qmatmul_kquants.json")
 
 vp = ctypes.c_void_p
@@ -46,7 +54,10 @@ base.ggml_quantize_chunk.restype = ctypes.c_size_t
 base.ggml_quantize_chunk.argtypes = [ctypes.c_int, vp, vp, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, vp]
 cpu.quantize_row_q8_K.argtypes = [vp, vp, ctypes.c_int64]
 cpu.ggml_quantize_mat_q8_K_4x8.argtypes = [vp, vp, ctypes.c_int64]
-for f in ("ggml_gemv_q4_K_8x8_q8_K", "ggml_gemm_q4_K_8x8_q8_K"):
+cpu.quantize_row_q8_0.argtypes = [vp, vp, ctypes.c_int64]
+cpu.ggml_quantize_mat_q8_0_4x8.argtypes = [vp, vp, ctypes.c_int64]
+for f in ("ggml_gemv_q4_K_8x8_q8_K", "ggml_gemm_q4_K_8x8_q8_K", "ggml_gemv_q4_0_8x8_q8_0",
+          "ggml_gemm_q4_0_8x8_q8_0", "ggml_gemv_q2_K_8x8_q8_K", "ggml_gemm_q2_K_8x8_q8_K"):
     getattr(cpu, f).argtypes = [ctypes.c_int, vp, ctypes.c_size_t, vp, vp, ctypes.c_int, ctypes.c_int]
 for t in [t for t in TYPES if t.endswith("_k")]:
     f = getattr(cpu, f"ggml_vec_dot_{t[:2]}_K_q8_K")
@@ -219,5 +230,106 @@ def main():
     print("wrote", OUT, os.path.getsize(OUT), "bytes")
 
 
+def repack_q4_0(wq, n, k):
+    """`make_block_q4_0x8` with an interleave of 8 bytes: per group of 8 rows and block, the
+    8 f16 scales, then 8-byte pieces of the rows' nibbles in turn, each XORed with 0x88."""
+    nb = k // 32
+    blocks = wq.reshape(n, nb, 18)
+    out = []
+    for g in range(n // 8):
+        for b in range(nb):
+            src = blocks[g * 8:(g + 1) * 8, b]
+            qs = np.zeros(128, dtype=np.uint8)
+            for i in range(16):
+                qs[i * 8:(i + 1) * 8] = src[i % 8, 2 + (i // 8) * 8:2 + (i // 8) * 8 + 8] ^ 0x88
+            out.append(np.concatenate([src[:, 0:2].reshape(-1), qs]))
+    return np.concatenate(out)
+
+
+def repack_q2_k(wq, n, k):
+    """`make_block_q2_Kx8`: per group of 8 rows and block, the 8 d, the 8 dmin, the scale
+    bytes rearranged (byte i from row (i % 16) / 2, scale 2 (i / 16) + i % 2), then 8-byte
+    pieces of the rows' 2-bit values in turn."""
+    nb = k // QK_K
+    blocks = wq.reshape(n, nb, 84)  # scales[16], qs[64], d, dmin
+    out = []
+    for g in range(n // 8):
+        for b in range(nb):
+            src = blocks[g * 8:(g + 1) * 8, b]
+            scales = np.array([src[(i % 16) // 2, (i // 16) * 2 + i % 2] for i in range(128)],
+                              dtype=np.uint8)
+            qs = np.zeros(512, dtype=np.uint8)
+            for i in range(64):
+                qs[i * 8:(i + 1) * 8] = src[i % 8, 16 + (i // 8) * 8:16 + (i // 8) * 8 + 8]
+            out.append(np.concatenate([src[:, 80:82].reshape(-1), src[:, 82:84].reshape(-1),
+                                       scales, qs]))
+    return np.concatenate(out)
+
+
+def repacked_batch(name, packed, x, n, k):
+    """A batch as llama.cpp's repacked `forward_mul_mat_one_chunk` multiplies it: gemm on the
+    full groups of 4 rows (one call, activations quantized 4 rows at a time), gemv on each
+    remaining row."""
+    m = x.shape[0]
+    if name == "q4_0":
+        row_bytes = k // 32 * Q8_0_BYTES
+        quant4, quant1 = cpu.ggml_quantize_mat_q8_0_4x8, cpu.quantize_row_q8_0
+        gemm, gemv = cpu.ggml_gemm_q4_0_8x8_q8_0, cpu.ggml_gemv_q4_0_8x8_q8_0
+    else:
+        row_bytes = k // QK_K * Q8K_BYTES
+        quant4, quant1 = cpu.ggml_quantize_mat_q8_K_4x8, cpu.quantize_row_q8_K
+        gemm, gemv = cpu.ggml_gemm_q2_K_8x8_q8_K, cpu.ggml_gemv_q2_K_8x8_q8_K
+    full = m - m % 4
+    y = np.zeros((m, n), dtype=np.float32)
+    q = np.zeros(row_bytes * m, dtype=np.uint8)
+    xs = np.ascontiguousarray(x, dtype=np.float32)
+    for r0 in range(0, full, 4):
+        quant4(ptr(xs[r0:r0 + 4]), q[r0 * row_bytes:].ctypes.data_as(vp), k)
+    for r in range(full, m):
+        quant1(ptr(xs[r]), q[r * row_bytes:].ctypes.data_as(vp), k)
+    if full:
+        gemm(k, ptr(y), n, ptr(packed), ptr(q), full, n)
+    for r in range(full, m):
+        s = np.zeros(n, dtype=np.float32)
+        gemv(k, ptr(s), n, ptr(packed), q[r * row_bytes:].ctypes.data_as(vp), 1, n)
+        y[r] = s
+    return y
+
+
+REPACKED_OUT = os.path.join(os.path.dirname(__file__),
+                            "../../tests/fixtures/gguf/qmatmul_repacked.json")
+
+
+def repacked_main():
+    # 24 weight rows: llama.cpp's AVX-512 gemm takes 16 columns at a time, its AVX2 code the
+    # last 8; 16 activation rows: its 16-row gemm blocks and the 4-row ones.
+    rng = np.random.default_rng(40)
+    n, k, m = 24, 512, 16
+    batches = [1, 2, 4, 7, 8, 11, 16]
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    x[:, ::37] *= 8.0
+    x[5, 256:512] = 0.0
+    result = {"source": {"llama_cpp_python": llama_cpp.__version__}, "n": n, "k": k, "m": m,
+              "batches": batches, "x": x.tobytes().hex(), "cases": {}}
+    for name in ("q4_0", "q2_k"):
+        w = (rng.standard_normal((n, k)) * 0.05).astype(np.float32)
+        wq = quantize(TYPES[name][0], w)
+        packed = repack_q4_0(wq, n, k) if name == "q4_0" else repack_q2_k(wq, n, k)
+        case = {"w": wq.tobytes().hex()}
+        for b in batches:
+            case[f"y{b}"] = repacked_batch(name, packed, x[:b], n, k).tobytes().hex()
+        single = np.concatenate([repacked_batch(name, packed, x[r:r + 1], n, k) for r in range(m)])
+        case["y_single"] = single.tobytes().hex()
+        y16 = np.frombuffer(bytes.fromhex(case["y16"]), dtype=np.float32).reshape(m, n)
+        same = int((y16.view(np.uint32) == single.view(np.uint32)).sum())
+        print(f"{name}: max |y| {float(np.abs(y16).max()):.3f}; 16-row batch equals rows alone "
+              f"at {same}/{y16.size}")
+        result["cases"][name] = case
+    with open(REPACKED_OUT, "w") as f:
+        json.dump(result, f, indent=1)
+    print("wrote", REPACKED_OUT, os.path.getsize(REPACKED_OUT), "bytes")
+
+
 if __name__ == "__main__":
     main()
+    repacked_main()

@@ -2,7 +2,7 @@
 //! block format and activation row count (1: decode, 4: a few batched sequences, 16: the
 //! server's largest decode batch and a short prompt chunk).
 //!
-//! `cargo bench -p ferroformer --bench qmatmul -- [--n 2048] [--k 2048] [--json]`
+//! `cargo bench -p ferroformer --bench qmatmul -- [--n 2048] [--k 2048] [--formats Q4_0,Q2_K] [--json]`
 //! Prints, per (format, rows), the median time of one product over alternating rounds of
 //! both sides and the ratio candle / ours (> 1: ours faster). Threads follow
 //! `RAYON_NUM_THREADS` (candle's CPU kernels use their own pool of the same size).
@@ -42,6 +42,8 @@ fn main() -> anyhow::Result<()> {
     let n: usize = arg(&args, "--n").unwrap_or(2048);
     let k: usize = arg(&args, "--k").unwrap_or(2048);
     let json = args.iter().any(|a| a == "--json");
+    // `--formats Q4_0,Q2_K`: only these.
+    let only: Option<String> = arg(&args, "--formats");
     let dev = Device::Cpu;
     let w: Vec<f32> = (0..n * k)
         .map(|i| (i as f32 * 0.618).sin() * 0.05)
@@ -51,7 +53,14 @@ fn main() -> anyhow::Result<()> {
         ("Q4_K", GgmlDType::Q4K),
         ("Q6_K", GgmlDType::Q6K),
         ("Q4_1", GgmlDType::Q4_1),
+        ("Q4_0", GgmlDType::Q4_0),
+        ("Q2_K", GgmlDType::Q2K),
     ] {
+        if let Some(only) = &only {
+            if !only.split(',').any(|f| f.eq_ignore_ascii_case(name)) {
+                continue;
+            }
+        }
         let q = QTensor::quantize(&w, dtype)?;
         let ours = QuantizedMatrix::new(QTensor::quantize(&w, dtype)?)?;
         for rows in [1usize, 4, 16] {

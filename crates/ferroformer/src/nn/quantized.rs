@@ -197,12 +197,15 @@ impl QuantizedMatrix {
     }
 }
 
-/// `x W^T` for one block of rows: llama.cpp's arithmetic for Q4_1, Q5_0, Q5_1, Q8_0, Q3_K, Q4_K, Q5_K and Q6_K
-/// on CPUs with AVX2 (see [`super::kernels::qmatmul`]), candle's quantized matmul otherwise
+/// `x W^T` for one block of rows: llama.cpp's arithmetic for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q3_K,
+/// Q4_K, Q5_K and Q6_K on CPUs with AVX2, and for Q2_K on CPUs with AVX-512 (see
+/// [`super::kernels::qmatmul`]), candle's quantized matmul otherwise
 /// (other formats, other CPUs: candle's CPU dot products follow ggml's AVX2 `vec_dot`s, up
 /// to the rounding of exact ties in the activations).
 fn part_matmul_t(x: &Tensor, w: &QTensor) -> Result<Tensor> {
     let format = match w.dtype() {
+        GgmlDType::Q4_0 => Some(WeightFormat::Q4_0),
+        GgmlDType::Q2K => Some(WeightFormat::Q2K),
         GgmlDType::Q4_1 => Some(WeightFormat::Q4_1),
         GgmlDType::Q8_0 => Some(WeightFormat::Q8_0),
         GgmlDType::Q5_0 => Some(WeightFormat::Q5_0),

@@ -20,6 +20,8 @@
 use rayon::prelude::*;
 
 mod kquants;
+mod q2_k;
+mod q4_0;
 
 /// Bytes of one Q4_1 block: f16 scale, f16 minimum, 16 bytes of nibbles.
 const Q4_1_BYTES: usize = 20;
@@ -35,6 +37,10 @@ const QK: usize = 32;
 /// The weight formats these kernels serve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum WeightFormat {
+    /// 4-bit values (`q - 8`) with a scale per block ([`q4_0`]).
+    Q4_0,
+    /// Super-blocks of 256: 2-bit values, 4-bit scales and minimums per 16 ([`q2_k`]).
+    Q2K,
     /// 4-bit values with a scale and a minimum per block.
     Q4_1,
     /// 8-bit values with a scale per block.
@@ -205,6 +211,11 @@ pub(crate) fn matmul_t(
     if x.len() != m * k {
         return None;
     }
+    match format {
+        WeightFormat::Q4_0 => return q4_0::matmul_t(x, m, k, w, n),
+        WeightFormat::Q2K => return q2_k::matmul_t(x, m, k, w, n),
+        _ => {}
+    }
     if matches!(
         format,
         WeightFormat::Q3K | WeightFormat::Q4K | WeightFormat::Q5K | WeightFormat::Q6K
@@ -219,7 +230,12 @@ pub(crate) fn matmul_t(
         WeightFormat::Q8_0 => Q8_0_BYTES,
         WeightFormat::Q5_0 => Q5_0_BYTES,
         WeightFormat::Q5_1 => Q5_1_BYTES,
-        WeightFormat::Q3K | WeightFormat::Q4K | WeightFormat::Q5K | WeightFormat::Q6K => {
+        WeightFormat::Q3K
+        | WeightFormat::Q4K
+        | WeightFormat::Q5K
+        | WeightFormat::Q6K
+        | WeightFormat::Q4_0
+        | WeightFormat::Q2K => {
             unreachable!("handled above")
         }
     };
@@ -308,10 +324,15 @@ fn dot(
                 (WeightFormat::Q5_1, Level::Vnni) => x86::q5_1_vnni(wrow, qs, d, s, rows, nb),
                 (WeightFormat::Q5_1, Level::Avx2) => x86::q5_1_avx2(wrow, qs, d, s, rows, nb),
                 (
-                    WeightFormat::Q3K | WeightFormat::Q4K | WeightFormat::Q5K | WeightFormat::Q6K,
+                    WeightFormat::Q3K
+                    | WeightFormat::Q4K
+                    | WeightFormat::Q5K
+                    | WeightFormat::Q6K
+                    | WeightFormat::Q4_0
+                    | WeightFormat::Q2K,
                     _,
                 ) => {
-                    unreachable!("the K-quants have their own kernels")
+                    unreachable!("these formats have their own kernels")
                 }
             }
         }
