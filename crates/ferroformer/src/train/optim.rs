@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
@@ -168,12 +169,21 @@ impl AdamW {
         let (b2, c2) = (cfg.beta2 as f32, (1.0 - cfg.beta2) as f32);
         let (inv_bc1, inv_bc2) = ((1.0 / bc1) as f32, (1.0 / bc2) as f32);
         let (eps, lr32, keep) = (cfg.eps as f32, lr as f32, (1.0 - lr * decay) as f32);
-        for i in 0..theta.len() {
-            m[i] = m[i] * b1 + g[i] * c1;
-            v[i] = v[i] * b2 + (g[i] * g[i]) * c2;
-            let update = (m[i] * inv_bc1) / ((v[i] * inv_bc2).sqrt() + eps);
-            theta[i] = theta[i] * keep - update * lr32;
-        }
+        // Elements are independent: chunks on every thread, the same result.
+        const CHUNK: usize = 1 << 15;
+        theta
+            .par_chunks_mut(CHUNK)
+            .zip(m.par_chunks_mut(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .zip(g.par_chunks(CHUNK))
+            .for_each(|(((theta, m), v), g)| {
+                for i in 0..theta.len() {
+                    m[i] = m[i] * b1 + g[i] * c1;
+                    v[i] = v[i] * b2 + (g[i] * g[i]) * c2;
+                    let update = (m[i] * inv_bc1) / ((v[i] * inv_bc2).sqrt() + eps);
+                    theta[i] = theta[i] * keep - update * lr32;
+                }
+            });
         let dims = p.m.dims().to_vec();
         let dev = p.m.device().clone();
         p.var.set(&Tensor::from_vec(theta, dims.clone(), &dev)?)?;
