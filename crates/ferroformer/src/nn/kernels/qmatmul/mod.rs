@@ -20,6 +20,7 @@
 use rayon::prelude::*;
 
 mod kquants;
+mod wide;
 
 /// Bytes of one Q4_1 block: f16 scale, f16 minimum, 16 bytes of nibbles.
 const Q4_1_BYTES: usize = 20;
@@ -155,7 +156,8 @@ fn quantize_blocks(x: &[f32], out: &mut QuantizedRows, with_sums: bool) {
 enum Level {
     /// AVX2 + FMA: byte products by `vpmaddubsw` + `vpmaddwd`.
     Avx2,
-    /// AVX-512 VNNI on 256-bit registers: one `vpdpbusd` (the same integer sums).
+    /// AVX-512 F + VNNI: one `vpdpbusd` (the same integer sums) on 256-bit registers for a
+    /// single row, on 512-bit registers for groups of rows ([`wide`]).
     Vnni,
 }
 
@@ -168,6 +170,7 @@ fn level() -> Option<Level> {
             if !(has!("avx2") && has!("fma") && has!("f16c")) {
                 None
             } else if std::env::var_os("FERROFORMER_NO_VNNI").is_none()
+                && has!("avx512f")
                 && has!("avx512vnni")
                 && has!("avx512vl")
             {
@@ -228,11 +231,61 @@ pub(crate) fn matmul_t(
     if w.len() != n * row_bytes {
         return None;
     }
+    let path = if level == Level::Vnni && m >= 2 && wide_enabled() {
+        Path::Wide
+    } else {
+        Path::Rows4(level)
+    };
+    Some(matmul_on(x, m, w, n, format, nb, path))
+}
+
+/// Which kernels a product runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// One weight row against up to [`ROWS`] activation rows on 256-bit registers.
+    Rows4(Level),
+    /// One weight row against up to [`wide::TILE`] activation rows on 512-bit registers
+    /// (needs [`Level::Vnni`]).
+    Wide,
+}
+
+/// Whether groups of rows take the 512-bit kernels where the CPU has them;
+/// `FERROFORMER_NO_WIDE=1` keeps the 4-row kernels (for A/B comparisons: same bits).
+fn wide_enabled() -> bool {
+    static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WIDE.get_or_init(|| std::env::var_os("FERROFORMER_NO_WIDE").is_none())
+}
+
+/// [`matmul_t`] on the kernels of `path` (checked arguments: `w` holds `n` rows of `nb`
+/// blocks of `format`, `x` has `m` rows of `nb · QK` values).
+fn matmul_on(
+    x: &[f32],
+    m: usize,
+    w: &[u8],
+    n: usize,
+    format: WeightFormat,
+    nb: usize,
+    path: Path,
+) -> Vec<f32> {
+    let row_bytes = w.len() / n.max(1);
     let xq = quantize_rows(x, matches!(format, WeightFormat::Q4_1 | WeightFormat::Q5_1));
-    Some(by_columns(m, n, |j, i0, rows| {
-        let wrow = &w[j * row_bytes..(j + 1) * row_bytes];
-        dot(level, format, wrow, &xq, i0, rows, nb)
-    }))
+    match path {
+        Path::Rows4(level) => by_columns(m, n, |j, i0, rows| {
+            let wrow = &w[j * row_bytes..(j + 1) * row_bytes];
+            dot(level, format, wrow, &xq, i0, rows, nb)
+        }),
+        Path::Wide => {
+            let groups = wide::pack(&xq, m, nb, wide::weight_offset(format));
+            drop(xq);
+            wide::by_columns(m, n, &groups, |j, g| {
+                let wrow = &w[j * row_bytes..(j + 1) * row_bytes];
+                // SAFETY: `Path::Wide` is taken only on `Level::Vnni` (AVX-512 F + VNNI,
+                // AVX2, FMA, F16C); `wrow` holds `nb` blocks and the groups were packed
+                // from rows of `nb` blocks with this format's offset.
+                unsafe { wide::dot(format, wrow, g, nb) }
+            })
+        }
+    }
 }
 
 /// The `m × n` output of `f(j, i0, rows)`, which gives column `j` of activation rows
@@ -458,7 +511,7 @@ mod x86 {
     /// ggml's `bytes_from_bits_32`: byte `j` is 0xff where bit `j` of the 32 bits is set.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn bytes_from_bits_32(p: *const u8) -> __m256i {
+    pub(super) unsafe fn bytes_from_bits_32(p: *const u8) -> __m256i {
         let x32 = std::ptr::read_unaligned(p as *const u32) as i32;
         let shuf = _mm256_set_epi64x(
             0x0303_0303_0303_0303,
@@ -786,6 +839,167 @@ mod tests {
                     + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
                 assert_eq!(y[i * n + j].to_bits(), want.to_bits(), "({i}, {j})");
                 assert_eq!(y1[j].to_bits(), want.to_bits(), "({i}, {j}) alone");
+            }
+        }
+    }
+
+    /// Bytes per block and the 32 weight values of block `blk` as integers, for the four
+    /// formats of this file (ggml's reference unpacking).
+    fn block_values(format: WeightFormat, blk: &[u8]) -> [i32; QK] {
+        let nibble = |at: usize, e: usize| -> i32 {
+            (if e < 16 {
+                blk[at + e] & 0x0f
+            } else {
+                blk[at + e - 16] >> 4
+            }) as i32
+        };
+        let fifth = |at: usize, e: usize| -> i32 {
+            let qh = u32::from_le_bytes([blk[at], blk[at + 1], blk[at + 2], blk[at + 3]]);
+            (((qh >> e) & 1) as i32) << 4
+        };
+        std::array::from_fn(|e| match format {
+            WeightFormat::Q4_1 => nibble(4, e),
+            WeightFormat::Q8_0 => blk[2 + e] as i8 as i32,
+            WeightFormat::Q5_0 => (nibble(6, e) | fifth(2, e)) - 16,
+            WeightFormat::Q5_1 => nibble(8, e) | fifth(4, e),
+            _ => unreachable!(),
+        })
+    }
+
+    fn block_bytes(format: WeightFormat) -> usize {
+        match format {
+            WeightFormat::Q4_1 => Q4_1_BYTES,
+            WeightFormat::Q8_0 => Q8_0_BYTES,
+            WeightFormat::Q5_0 => Q5_0_BYTES,
+            WeightFormat::Q5_1 => Q5_1_BYTES,
+            _ => unreachable!(),
+        }
+    }
+
+    /// ggml's `ggml_vec_dot_*` for one weight row and activation row `i` of `xq`, in scalar
+    /// form: per block `fma(d_w·d_x, Σ₄ q_w·q_x, lane)` in eight lanes, `hsum_float_8`, and
+    /// for the formats with a minimum `+ Σ fma(m_w, s_x, ·)`.
+    fn reference(format: WeightFormat, wrow: &[u8], xq: &QuantizedRows, i: usize) -> f32 {
+        let bytes = block_bytes(format);
+        let nb = wrow.len() / bytes;
+        let with_min = matches!(format, WeightFormat::Q4_1 | WeightFormat::Q5_1);
+        let mut acc = [0f32; 8];
+        let mut summs = 0f32;
+        for b in 0..nb {
+            let blk = &wrow[b * bytes..(b + 1) * bytes];
+            let dw = f16_to_f32(u16::from_le_bytes([blk[0], blk[1]]));
+            if with_min {
+                let mw = f16_to_f32(u16::from_le_bytes([blk[2], blk[3]]));
+                summs = mw.mul_add(xq.s[i * nb + b], summs);
+            }
+            let d = dw * xq.d[i * nb + b];
+            let values = block_values(format, blk);
+            for (lane, a) in acc.iter_mut().enumerate() {
+                let s: i32 = (lane * 4..lane * 4 + 4)
+                    .map(|e| values[e] * xq.qs[(i * nb + b) * QK + e] as i32)
+                    .sum();
+                *a = d.mul_add(s as f32, *a);
+            }
+        }
+        let h = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+        if with_min {
+            h + summs
+        } else {
+            h
+        }
+    }
+
+    /// Deterministic bytes and floats for the tests (64-bit LCG).
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> u32 {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (self.0 >> 33) as u32
+        }
+        fn unit(&mut self) -> f32 {
+            self.next() as f32 / (1u64 << 31) as f32 * 2.0 - 1.0
+        }
+    }
+
+    /// `n` weight rows of `nb` blocks: random values, scales and minimums of plausible size
+    /// (f16 exponents around 2^-6, both signs for minimums).
+    fn random_weights(format: WeightFormat, n: usize, nb: usize, rng: &mut Lcg) -> Vec<u8> {
+        let bytes = block_bytes(format);
+        let mut w: Vec<u8> = (0..n * nb * bytes).map(|_| rng.next() as u8).collect();
+        for blk in w.chunks_exact_mut(bytes) {
+            blk[1] = 0x20 | (rng.next() as u8 & 0x07);
+            if matches!(format, WeightFormat::Q4_1 | WeightFormat::Q5_1) {
+                blk[3] = 0x20 | (rng.next() as u8 & 0x87);
+            }
+        }
+        w
+    }
+
+    /// Every row count from 1 to 17 (one partial group, a full group of 16, and one row
+    /// past it), both instruction levels and both kernel shapes, every format: each output
+    /// equals the scalar form bit for bit, and each row alone equals the same row batched.
+    #[test]
+    fn every_kernel_and_row_count_equals_the_scalar_form() {
+        let (n, k) = (37, 160);
+        let nb = k / QK;
+        let mut rng = Lcg(7);
+        for format in [
+            WeightFormat::Q4_1,
+            WeightFormat::Q8_0,
+            WeightFormat::Q5_0,
+            WeightFormat::Q5_1,
+        ] {
+            let with_sums = matches!(format, WeightFormat::Q4_1 | WeightFormat::Q5_1);
+            let w = random_weights(format, n, nb, &mut rng);
+            let row_bytes = nb * block_bytes(format);
+            let mut x: Vec<f32> = (0..17 * k).map(|_| rng.unit() * 3.0).collect();
+            // A zero row (scale 0), and a row whose first block is one outlier.
+            x[3 * k..4 * k].fill(0.0);
+            x[5 * k + 7] = 1e4;
+            if !available() {
+                assert!(matmul_t(&x, 17, k, &w, n, format).is_none());
+                continue;
+            }
+            let xq = quantize_rows(&x, with_sums);
+            let want: Vec<f32> = (0..17 * n)
+                .map(|o| reference(format, &w[(o % n) * row_bytes..][..row_bytes], &xq, o / n))
+                .collect();
+            let mut paths = vec![Path::Rows4(Level::Avx2)];
+            if level() == Some(Level::Vnni) {
+                paths.extend([Path::Rows4(Level::Vnni), Path::Wide]);
+            }
+            for m in 1..=17 {
+                let auto = matmul_t(&x[..m * k], m, k, &w, n, format).unwrap();
+                let mut outs = vec![("auto".to_string(), auto)];
+                for path in &paths {
+                    let y = matmul_on(&x[..m * k], m, &w, n, format, nb, *path);
+                    outs.push((format!("{path:?}"), y));
+                }
+                for (name, y) in &outs {
+                    for (o, (got, want)) in y.iter().zip(&want).enumerate() {
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "{format:?} {name}, {m} rows: output ({}, {}) {got} vs {want}",
+                            o / n,
+                            o % n
+                        );
+                    }
+                }
+            }
+            // Each row alone (the single-row kernel) gives its batched bits.
+            for i in 0..17 {
+                let y1 = matmul_t(&x[i * k..(i + 1) * k], 1, k, &w, n, format).unwrap();
+                for j in 0..n {
+                    assert_eq!(
+                        y1[j].to_bits(),
+                        want[i * n + j].to_bits(),
+                        "{format:?} ({i}, {j})"
+                    );
+                }
             }
         }
     }
