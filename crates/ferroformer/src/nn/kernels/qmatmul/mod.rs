@@ -275,7 +275,7 @@ fn matmul_on(
             dot(level, format, wrow, &xq, i0, rows, nb)
         }),
         Path::Wide => {
-            let groups = wide::pack(&xq, m, nb, wide::weight_offset(format));
+            let groups = wide::pack(&xq, m, nb, wide::offset_activations(format));
             drop(xq);
             wide::by_columns(m, n, &groups, |j, g| {
                 let wrow = &w[j * row_bytes..(j + 1) * row_bytes];
@@ -394,11 +394,25 @@ mod x86 {
     }
 
     /// IEEE half at `p` to f32 (exact, F16C).
+    ///
+    /// Written as inline assembly because, from the intrinsics, LLVM sees that only lane 0
+    /// is used and inserts the half into whatever register it likes (`vpinsrw x, acc, [p]`),
+    /// often a loop's accumulator: a false dependency that chained every block's scale to
+    /// the previous block's FMA (the 512-bit kernels ran at a third of their speed).
+    /// `vmovd` from a general register writes the whole register.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
-        let h = std::ptr::read_unaligned(p as *const u16);
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+        let h = std::ptr::read_unaligned(p as *const u16) as u32;
+        let out: __m128;
+        std::arch::asm!(
+            "vmovd {x}, {h:e}",
+            "vcvtph2ps {x}, {x}",
+            h = in(reg) h,
+            x = out(xmm_reg) out,
+            options(pure, nomem, nostack),
+        );
+        _mm_cvtss_f32(out)
     }
 
     /// Per-lane sums of four consecutive products of unsigned `a` and signed `b` bytes, as

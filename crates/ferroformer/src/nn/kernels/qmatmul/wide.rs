@@ -23,13 +23,16 @@
 //!   `d_w·d_x` are the same bits) or the same fused multiply-add as the scalar code. A
 //!   `vpermps` then spreads row `2p`'s product over the low half and row `2p + 1`'s over the
 //!   high half.
-//! - The integer sums are exact whichever instructions produce them (|products| ≤ 255·127,
-//!   four per lane, no saturation in `vpdpbusd`). `vpdpbusd` multiplies unsigned by signed
-//!   bytes; signed weights are therefore fed offset to unsigned (Q8_0: `q + 128`, i.e.
-//!   `q ^ 0x80`; Q5_0: the stored 5-bit value, `q + 16`), and the accumulator starts from
-//!   `-offset × Σ q_x` of the lane's four activations (computed once per activation block
-//!   when packing): `Σ (q_w + o)·q_x − o·Σ q_x = Σ q_w·q_x`, the same integer as the 4-row
-//!   kernels' `vpsignb` trick.
+//! - The integer sums are exact whichever instructions produce them (|products| ≤ 255·128,
+//!   four per lane, and `vpdpbusd` does not saturate). `vpdpbusd` multiplies unsigned by
+//!   signed bytes. Q4_1 and Q5_1 weights are unsigned already. For the signed Q8_0 and Q5_0
+//!   weights the activations are stored offset instead (`q_x + 128`, i.e. `q_x ^ 0x80`, in
+//!   1..=255), and the accumulator starts from `-128 × Σ q_w` of the lane's four weights
+//!   (one `vpdpbusd` per weight block, shared by all rows):
+//!   `Σ (q_x + 128)·q_w − 128·Σ q_w = Σ q_w·q_x`, the same integer as the 4-row kernels'
+//!   `vpsignb` trick. (Offsetting the weights instead would need a correction per activation
+//!   row and lane, an array as large as the activations that pushed 16 rows of 2048 values
+//!   out of L1.)
 //!
 //! Padding rows (a group of an odd count, or fewer than 16) hold zeros and are dropped; a
 //! row's outputs never depend on which other rows share its group, since no lane reads
@@ -56,23 +59,17 @@ pub(super) struct Group {
     d: Vec<f32>,
     /// `[block][TILE]` Q8_1 sums (`d × Σ q`); empty for Q8_0 activations.
     s: Vec<f32>,
-    /// `[block][2 · pairs][8]`: `-offset × Σ` of each lane's four values, the starting value
-    /// of the integer accumulator for weights fed offset to unsigned; empty when the weights
-    /// are unsigned already (Q4_1, Q5_1).
-    bias: Vec<i32>,
 }
 
-/// How much the wide kernels add to the format's weight values to make them unsigned bytes.
-pub(super) fn weight_offset(format: WeightFormat) -> i32 {
-    match format {
-        WeightFormat::Q8_0 => 128,
-        WeightFormat::Q5_0 => 16,
-        _ => 0,
-    }
+/// Whether the wide kernels for `format` take the activations offset to unsigned bytes
+/// (`q + 128`): those whose weights are signed.
+pub(super) fn offset_activations(format: WeightFormat) -> bool {
+    matches!(format, WeightFormat::Q8_0 | WeightFormat::Q5_0)
 }
 
-/// Rearranges `m` quantized rows of `nb` blocks into groups of [`TILE`] rows.
-pub(super) fn pack(xq: &QuantizedRows, m: usize, nb: usize, offset: i32) -> Vec<Group> {
+/// Rearranges `m` quantized rows of `nb` blocks into groups of [`TILE`] rows, with the
+/// values stored as `q + 128` (unsigned) where `offset`.
+pub(super) fn pack(xq: &QuantizedRows, m: usize, nb: usize, offset: bool) -> Vec<Group> {
     (0..m)
         .step_by(TILE)
         .map(|i0| {
@@ -86,26 +83,22 @@ pub(super) fn pack(xq: &QuantizedRows, m: usize, nb: usize, offset: i32) -> Vec<
             } else {
                 vec![0f32; nb * TILE]
             };
-            let mut bias = if offset != 0 {
-                vec![0i32; nb * stride * 8]
-            } else {
-                Vec::new()
-            };
             for r in 0..rows {
                 let i = i0 + r;
                 for b in 0..nb {
                     let src = &xq.qs[(i * nb + b) * QK..(i * nb + b + 1) * QK];
                     let at = b * stride + r;
-                    qs[at * QK..(at + 1) * QK].copy_from_slice(src);
+                    let dst = &mut qs[at * QK..(at + 1) * QK];
+                    if offset {
+                        for (q, v) in dst.iter_mut().zip(src) {
+                            *q = (*v as u8 ^ 0x80) as i8;
+                        }
+                    } else {
+                        dst.copy_from_slice(src);
+                    }
                     d[b * TILE + r] = xq.d[i * nb + b];
                     if !s.is_empty() {
                         s[b * TILE + r] = xq.s[i * nb + b];
-                    }
-                    if offset != 0 {
-                        for (lane, four) in src.chunks_exact(4).enumerate() {
-                            let sum: i32 = four.iter().map(|&v| v as i32).sum();
-                            bias[at * 8 + lane] = -offset * sum;
-                        }
                     }
                 }
             }
@@ -116,7 +109,6 @@ pub(super) fn pack(xq: &QuantizedRows, m: usize, nb: usize, offset: i32) -> Vec<
                 qs,
                 d,
                 s,
-                bias,
             }
         })
         .collect()
@@ -158,7 +150,7 @@ where
 ///
 /// # Safety
 /// The CPU has AVX-512 F and VNNI, AVX2, FMA and F16C; `w` holds `nb` blocks and `g` was
-/// packed from rows of `nb` blocks with `weight_offset(format)`.
+/// packed from rows of `nb` blocks with `offset_activations(format)`.
 #[cfg(target_arch = "x86_64")]
 pub(super) unsafe fn dot(format: WeightFormat, w: &[u8], g: &Group, nb: usize) -> [f32; TILE] {
     use x86::*;
@@ -219,7 +211,7 @@ mod x86 {
         nb: usize,
     ) -> [f32; TILE] {
         let with_min = F == F_Q4_1 || F == F_Q5_1;
-        let with_bias = F == F_Q8_0 || F == F_Q5_0;
+        let signed = F == F_Q8_0 || F == F_Q5_0;
         let block_bytes = match F {
             F_Q4_1 => Q4_1_BYTES,
             F_Q8_0 => Q8_0_BYTES,
@@ -229,10 +221,10 @@ mod x86 {
         debug_assert!(P == g.pairs && w.len() >= nb * block_bytes);
         debug_assert!(g.qs.len() >= nb * 2 * P * QK && g.d.len() >= nb * TILE);
         debug_assert!(!with_min || g.s.len() >= nb * TILE);
-        debug_assert!(!with_bias || g.bias.len() >= nb * 2 * P * 8);
         let mask = _mm256_set1_epi8(0x0f);
         let fifth = _mm256_set1_epi8(0x10);
-        let flip = _mm256_set1_epi8(0x80u8 as i8);
+        let high = _mm256_set1_epi8(0xf0u8 as i8);
+        let offset = _mm512_set1_epi8(0x80u8 as i8);
         // Lanes 0..8 take row 2p's scale, lanes 8..16 row 2p + 1's.
         let mut idx = [_mm512_setzero_si512(); P];
         for (p, idx) in idx.iter_mut().enumerate() {
@@ -245,24 +237,24 @@ mod x86 {
         let qp = g.qs.as_ptr();
         let dp = g.d.as_ptr();
         let sp = g.s.as_ptr();
-        let bp = g.bias.as_ptr();
         for b in 0..nb {
             let blk = wp.add(b * block_bytes);
             let dw = f16_at(blk);
-            // The block's 32 weights as unsigned bytes (see the module comment).
+            // The block's 32 weights as bytes: unsigned (Q4_1, Q5_1) or signed (Q8_0, and
+            // Q5_0's `q - 16` as the 4-row kernel forms it).
             let qx = match F {
                 F_Q4_1 => {
                     let tmp = _mm_loadu_si128(blk.add(4) as *const __m128i);
                     _mm256_and_si256(mask, _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp))
                 }
-                F_Q8_0 => _mm256_xor_si256(_mm256_loadu_si256(blk.add(2) as *const __m256i), flip),
+                F_Q8_0 => _mm256_loadu_si256(blk.add(2) as *const __m256i),
                 F_Q5_0 => {
                     let tmp = _mm_loadu_si128(blk.add(6) as *const __m128i);
                     let nibbles =
                         _mm256_and_si256(mask, _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp));
                     _mm256_or_si256(
                         nibbles,
-                        _mm256_and_si256(bytes_from_bits_32(blk.add(2)), fifth),
+                        _mm256_andnot_si256(bytes_from_bits_32(blk.add(2)), high),
                     )
                 }
                 _ => {
@@ -276,6 +268,14 @@ mod x86 {
                 }
             };
             let qx2 = _mm512_inserti64x4(_mm512_castsi256_si512(qx), qx, 1);
+            // Signed weights meet activations stored `+ 128`: start each lane from
+            // `-128 × Σ q_w` of its four weights.
+            let init = if signed {
+                let zero = _mm512_setzero_si512();
+                _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, offset, qx2))
+            } else {
+                _mm512_setzero_si512()
+            };
             // d_x·d_w for every row: each lane the scalar kernels' one f32 product.
             let dd = _mm512_mul_ps(_mm512_loadu_ps(dp.add(b * TILE)), _mm512_set1_ps(dw));
             if with_min {
@@ -287,12 +287,11 @@ mod x86 {
             for p in 0..P {
                 let at = b * 2 * P + 2 * p;
                 let qy = _mm512_loadu_si512(qp.add(at * QK) as *const __m512i);
-                let init = if with_bias {
-                    _mm512_loadu_si512(bp.add(at * 8) as *const __m512i)
+                let isum = if signed {
+                    _mm512_dpbusd_epi32(init, qy, qx2)
                 } else {
-                    _mm512_setzero_si512()
+                    _mm512_dpbusd_epi32(init, qx2, qy)
                 };
-                let isum = _mm512_dpbusd_epi32(init, qx2, qy);
                 let scale = _mm512_permutexvar_ps(idx[p], dd);
                 acc[p] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(isum), acc[p]);
             }
