@@ -13,9 +13,12 @@
 //! The kernels run on AVX2 + FMA + F16C, with `vpdpbusd` where AVX-512 VNNI is present
 //! (picked at run time; `FERROFORMER_NO_VNNI=1` keeps AVX2 for comparisons); elsewhere the
 //! caller falls back to candle's quantized matmul. Work is split over output columns with
-//! rayon, so the result does not depend on the thread count. Four activation rows share
-//! each unpacked weight block (prompt processing); candle's Q4_1 product is scalar code
-//! behind a spinning thread pool, about a fifth of this speed here.
+//! rayon, so the result does not depend on the thread count. A single activation row (a
+//! decoding step) runs on 256-bit registers; with AVX-512 VNNI, two or more rows (batched
+//! decoding, prompts) share each unpacked weight block in groups of 16 on 512-bit registers
+//! ([`wide`], `FERROFORMER_NO_WIDE=1` to compare), else four at a time. Every path gives
+//! the same bits per output. candle's Q4_1 product is scalar code behind a spinning thread
+//! pool, about a fifth of the single-row speed here.
 
 use rayon::prelude::*;
 
