@@ -649,10 +649,75 @@ mod x86 {
     q8_0_kernel!(q8_0_avx2, "avx2,fma,f16c", mul_sum_avx2);
     q8_0_kernel!(q8_0_vnni, "avx2,fma,f16c", mul_sum_vnni);
 
-    /// The scalar quantizer compiled for AVX2, so rounding is an instruction, not a call.
-    #[target_feature(enable = "avx2,fma")]
+    /// `super::quantize_blocks` on 256-bit registers, value for value.
+    ///
+    /// The scalar form's `as i32` (saturating, NaN to 0) kept LLVM from vectorizing it: a
+    /// branchy scalar loop, 4 % of a 16-row decoding step. Here per block: max |x| by
+    /// `vmaxps` with the running maximum as second operand (so a NaN value is skipped, as
+    /// `f32::max` skips it), `vroundps` to nearest even, NaN lanes (from `±inf × 0`) set to
+    /// 0 as `as i32` does, then `vcvtps2dq` (exact: the values are integers of magnitude
+    /// ≤ 127) and ggml's pack to bytes. Blocks whose maximum is below 1e-30 (where
+    /// `127 / max` may overflow to infinity and the saturating cast matters) take the scalar
+    /// form.
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn quantize_rows(x: &[f32], out: &mut QuantizedRows, with_sums: bool) {
-        super::quantize_blocks(x, out, with_sums)
+        let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        for b in 0..x.len() / QK {
+            let p = x.as_ptr().add(b * QK);
+            let v = [
+                _mm256_loadu_ps(p),
+                _mm256_loadu_ps(p.add(8)),
+                _mm256_loadu_ps(p.add(16)),
+                _mm256_loadu_ps(p.add(24)),
+            ];
+            let mut m = _mm256_setzero_ps();
+            for v in v {
+                m = _mm256_max_ps(_mm256_and_ps(v, abs_mask), m);
+            }
+            let mut lanes = [0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), m);
+            let max = lanes.iter().fold(0f32, |m, &v| m.max(v));
+            if max < 1e-30 {
+                let mut one = QuantizedRows {
+                    qs: vec![0; QK],
+                    d: vec![0.0],
+                    s: if with_sums { vec![0.0] } else { Vec::new() },
+                };
+                super::quantize_blocks(&x[b * QK..(b + 1) * QK], &mut one, with_sums);
+                out.qs[b * QK..(b + 1) * QK].copy_from_slice(&one.qs);
+                out.d[b] = one.d[0];
+                if with_sums {
+                    out.s[b] = one.s[0];
+                }
+                continue;
+            }
+            let d = max / 127.0;
+            let id = _mm256_set1_ps(127.0 / max);
+            let mut q = [_mm256_setzero_si256(); 4];
+            for (q, v) in q.iter_mut().zip(v) {
+                let r = _mm256_round_ps(
+                    _mm256_mul_ps(v, id),
+                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+                );
+                let r = _mm256_and_ps(r, _mm256_cmp_ps(r, r, _CMP_ORD_Q));
+                *q = _mm256_cvtps_epi32(r);
+            }
+            let sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+            let bytes = _mm256_packs_epi16(
+                _mm256_packs_epi32(q[0], q[1]),
+                _mm256_packs_epi32(q[2], q[3]),
+            );
+            let bytes = _mm256_permutevar8x32_epi32(bytes, order);
+            _mm256_storeu_si256(out.qs.as_mut_ptr().add(b * QK) as *mut __m256i, bytes);
+            out.d[b] = super::f16_to_f32(super::f32_to_f16_ggml(d));
+            if with_sums {
+                let mut s = [0i32; 8];
+                _mm256_storeu_si256(s.as_mut_ptr() as *mut __m256i, sum);
+                let sum: i32 = s.iter().sum();
+                out.s[b] = super::f16_to_f32(super::f32_to_f16_ggml(sum as f32 * d));
+            }
+        }
     }
 }
 
@@ -1046,6 +1111,10 @@ mod tests {
         x[2 * QK + 31] = -1e5;
         x[3 * QK..4 * QK].iter_mut().for_each(|v| *v *= 1e-30);
         x[4 * QK + 3] = -0.0;
+        x[5 * QK + 9] = f32::NAN;
+        x[6 * QK + 1] = f32::INFINITY;
+        x[7 * QK..8 * QK].iter_mut().for_each(|v| *v *= 1e-36);
+        x[8 * QK..9 * QK].iter_mut().for_each(|v| *v *= 1e-31);
         for with_sums in [false, true] {
             let got = quantize_rows(&x, with_sums);
             for (b, xs) in x.chunks_exact(QK).enumerate() {
