@@ -290,12 +290,12 @@ fn matmul_on(
         Path::Wide => {
             let groups = wide::pack(&xq, m, nb, wide::offset_activations(format));
             drop(xq);
-            wide::by_columns(m, n, &groups, |j, g| {
+            wide::by_columns(m, n, &groups, |j, g, out| {
                 let wrow = &w[j * row_bytes..(j + 1) * row_bytes];
                 // SAFETY: `Path::Wide` is taken only on `Level::Vnni` (AVX-512 F + VNNI,
                 // AVX2, FMA, F16C); `wrow` holds `nb` blocks and the groups were packed
                 // from rows of `nb` blocks with this format's offset.
-                unsafe { wide::dot(format, wrow, g, nb) }
+                unsafe { wide::dot(format, wrow, g, nb, out) }
             })
         }
     }
