@@ -2,10 +2,12 @@
 //! block format and activation row count (1: decode, 4: a few batched sequences, 16: the
 //! server's largest decode batch and a short prompt chunk).
 //!
-//! `cargo bench -p ferroformer --bench qmatmul -- [--n 2048] [--k 2048] [--formats Q4_0,Q2_K] [--json]`
+//! `cargo bench -p ferroformer --bench qmatmul -- [--n 2048] [--k 2048] [--json]
+//! [--formats Q4_K,Q6_K,Q4_1,Q8_0,Q5_0,Q5_1,Q4_0,Q2_K] [--rows 1,4,16] [--no-candle]`
 //! Prints, per (format, rows), the median time of one product over alternating rounds of
 //! both sides and the ratio candle / ours (> 1: ours faster). Threads follow
 //! `RAYON_NUM_THREADS` (candle's CPU kernels use their own pool of the same size).
+//! `--no-candle` times ours alone (candle's scalar Q4_1/Q5_x products take seconds at 64 rows).
 
 use std::time::Instant;
 
@@ -42,28 +44,33 @@ fn main() -> anyhow::Result<()> {
     let n: usize = arg(&args, "--n").unwrap_or(2048);
     let k: usize = arg(&args, "--k").unwrap_or(2048);
     let json = args.iter().any(|a| a == "--json");
-    // `--formats Q4_0,Q2_K`: only these.
-    let only: Option<String> = arg(&args, "--formats");
+    let no_candle = args.iter().any(|a| a == "--no-candle");
+    let formats: String = arg(&args, "--formats").unwrap_or_else(|| "Q4_K,Q6_K,Q4_1,Q4_0,Q2_K".to_string());
+    let row_counts: Vec<usize> = arg::<String>(&args, "--rows")
+        .unwrap_or_else(|| "1,4,16".to_string())
+        .split(',')
+        .map(|r| r.trim().parse())
+        .collect::<Result<_, _>>()?;
     let dev = Device::Cpu;
     let w: Vec<f32> = (0..n * k)
         .map(|i| (i as f32 * 0.618).sin() * 0.05)
         .collect();
     let w = Tensor::from_vec(w, (n, k), &dev)?;
-    for (name, dtype) in [
-        ("Q4_K", GgmlDType::Q4K),
-        ("Q6_K", GgmlDType::Q6K),
-        ("Q4_1", GgmlDType::Q4_1),
-        ("Q4_0", GgmlDType::Q4_0),
-        ("Q2_K", GgmlDType::Q2K),
-    ] {
-        if let Some(only) = &only {
-            if !only.split(',').any(|f| f.eq_ignore_ascii_case(name)) {
-                continue;
-            }
-        }
+    for name in formats.split(',').map(str::trim) {
+        let dtype = match name {
+            "Q4_K" => GgmlDType::Q4K,
+            "Q6_K" => GgmlDType::Q6K,
+            "Q4_1" => GgmlDType::Q4_1,
+            "Q8_0" => GgmlDType::Q8_0,
+            "Q5_0" => GgmlDType::Q5_0,
+            "Q5_1" => GgmlDType::Q5_1,
+            "Q4_0" => GgmlDType::Q4_0,
+            "Q2_K" => GgmlDType::Q2K,
+            other => anyhow::bail!("--formats: unknown format {other:?}"),
+        };
         let q = QTensor::quantize(&w, dtype)?;
         let ours = QuantizedMatrix::new(QTensor::quantize(&w, dtype)?)?;
-        for rows in [1usize, 4, 16] {
+        for &rows in &row_counts {
             let x: Vec<f32> = (0..rows * k).map(|i| (i as f32 * 0.37).cos()).collect();
             let x = Tensor::from_vec(x, (rows, k), &dev)?;
             // Enough calls for ~0.2 s per side and round.
@@ -73,9 +80,13 @@ fn main() -> anyhow::Result<()> {
                 a.push(time(reps, || {
                     ours.matmul_t(&x).unwrap();
                 }));
-                b.push(time(reps, || {
-                    x.apply_op1_no_bwd(&q).unwrap();
-                }));
+                if !no_candle {
+                    b.push(time(reps, || {
+                        x.apply_op1_no_bwd(&q).unwrap();
+                    }));
+                } else {
+                    b.push(f64::NAN);
+                }
             }
             a.sort_by(f64::total_cmp);
             b.sort_by(f64::total_cmp);

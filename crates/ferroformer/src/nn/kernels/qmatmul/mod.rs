@@ -13,15 +13,19 @@
 //! The kernels run on AVX2 + FMA + F16C, with `vpdpbusd` where AVX-512 VNNI is present
 //! (picked at run time; `FERROFORMER_NO_VNNI=1` keeps AVX2 for comparisons); elsewhere the
 //! caller falls back to candle's quantized matmul. Work is split over output columns with
-//! rayon, so the result does not depend on the thread count. Four activation rows share
-//! each unpacked weight block (prompt processing); candle's Q4_1 product is scalar code
-//! behind a spinning thread pool, about a fifth of this speed here.
+//! rayon, so the result does not depend on the thread count. A single activation row (a
+//! decoding step) runs on 256-bit registers; with AVX-512 VNNI, two or more rows (batched
+//! decoding, prompts) share each unpacked weight block in groups of 16 on 512-bit registers
+//! ([`wide`], `FERROFORMER_NO_WIDE=1` to compare), else four at a time. Every path gives
+//! the same bits per output. candle's Q4_1 product is scalar code behind a spinning thread
+//! pool, about a fifth of the single-row speed here.
 
 use rayon::prelude::*;
 
 mod kquants;
 mod q2_k;
 mod q4_0;
+mod wide;
 
 /// Bytes of one Q4_1 block: f16 scale, f16 minimum, 16 bytes of nibbles.
 const Q4_1_BYTES: usize = 20;
@@ -140,7 +144,17 @@ fn quantize_rows(x: &[f32], with_sums: bool) -> QuantizedRows {
 fn quantize_blocks(x: &[f32], out: &mut QuantizedRows, with_sums: bool) {
     for b in 0..x.len() / QK {
         let xs = &x[b * QK..(b + 1) * QK];
-        let max = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        // max |x| in eight lanes, then across them: `f32::max` of non-negative values (NaN
+        // ignored) is associative and commutative, so this is the serial fold's value, and
+        // it vectorizes (the serial fold is a chain of 32 dependent `maxss`, most of the
+        // quantizer's time).
+        let mut lanes = [0f32; 8];
+        for eight in xs.chunks_exact(8) {
+            for (m, v) in lanes.iter_mut().zip(eight) {
+                *m = m.max(v.abs());
+            }
+        }
+        let max = lanes.iter().fold(0f32, |m, &v| m.max(v));
         let d = max / 127.0;
         let id = if max != 0.0 { 127.0 / max } else { 0.0 };
         let mut sum = 0i32;
@@ -161,7 +175,8 @@ fn quantize_blocks(x: &[f32], out: &mut QuantizedRows, with_sums: bool) {
 enum Level {
     /// AVX2 + FMA: byte products by `vpmaddubsw` + `vpmaddwd`.
     Avx2,
-    /// AVX-512 VNNI on 256-bit registers: one `vpdpbusd` (the same integer sums).
+    /// AVX-512 F + VNNI: one `vpdpbusd` (the same integer sums) on 256-bit registers for a
+    /// single row, on 512-bit registers for groups of rows ([`wide`]).
     Vnni,
 }
 
@@ -174,6 +189,7 @@ fn level() -> Option<Level> {
             if !(has!("avx2") && has!("fma") && has!("f16c")) {
                 None
             } else if std::env::var_os("FERROFORMER_NO_VNNI").is_none()
+                && has!("avx512f")
                 && has!("avx512vnni")
                 && has!("avx512vl")
             {
@@ -244,11 +260,61 @@ pub(crate) fn matmul_t(
     if w.len() != n * row_bytes {
         return None;
     }
+    let path = if level == Level::Vnni && m >= 2 && wide_enabled() {
+        Path::Wide
+    } else {
+        Path::Rows4(level)
+    };
+    Some(matmul_on(x, m, w, n, format, nb, path))
+}
+
+/// Which kernels a product runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// One weight row against up to [`ROWS`] activation rows on 256-bit registers.
+    Rows4(Level),
+    /// One weight row against up to [`wide::TILE`] activation rows on 512-bit registers
+    /// (needs [`Level::Vnni`]).
+    Wide,
+}
+
+/// Whether groups of rows take the 512-bit kernels where the CPU has them;
+/// `FERROFORMER_NO_WIDE=1` keeps the 4-row kernels (for A/B comparisons: same bits).
+fn wide_enabled() -> bool {
+    static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WIDE.get_or_init(|| std::env::var_os("FERROFORMER_NO_WIDE").is_none())
+}
+
+/// [`matmul_t`] on the kernels of `path` (checked arguments: `w` holds `n` rows of `nb`
+/// blocks of `format`, `x` has `m` rows of `nb · QK` values).
+fn matmul_on(
+    x: &[f32],
+    m: usize,
+    w: &[u8],
+    n: usize,
+    format: WeightFormat,
+    nb: usize,
+    path: Path,
+) -> Vec<f32> {
+    let row_bytes = w.len() / n.max(1);
     let xq = quantize_rows(x, matches!(format, WeightFormat::Q4_1 | WeightFormat::Q5_1));
-    Some(by_columns(m, n, |j, i0, rows| {
-        let wrow = &w[j * row_bytes..(j + 1) * row_bytes];
-        dot(level, format, wrow, &xq, i0, rows, nb)
-    }))
+    match path {
+        Path::Rows4(level) => by_columns(m, n, |j, i0, rows| {
+            let wrow = &w[j * row_bytes..(j + 1) * row_bytes];
+            dot(level, format, wrow, &xq, i0, rows, nb)
+        }),
+        Path::Wide => {
+            let groups = wide::pack(&xq, m, nb, wide::offset_activations(format));
+            drop(xq);
+            wide::by_columns(m, n, &groups, |j, g, out| {
+                let wrow = &w[j * row_bytes..(j + 1) * row_bytes];
+                // SAFETY: `Path::Wide` is taken only on `Level::Vnni` (AVX-512 F + VNNI,
+                // AVX2, FMA, F16C); `wrow` holds `nb` blocks and the groups were packed
+                // from rows of `nb` blocks with this format's offset.
+                unsafe { wide::dot(format, wrow, g, nb, out) }
+            })
+        }
+    }
 }
 
 /// The `m × n` output of `f(j, i0, rows)`, which gives column `j` of activation rows
@@ -362,11 +428,25 @@ mod x86 {
     }
 
     /// IEEE half at `p` to f32 (exact, F16C).
+    ///
+    /// Written as inline assembly because, from the intrinsics, LLVM sees that only lane 0
+    /// is used and inserts the half into whatever register it likes (`vpinsrw x, acc, [p]`),
+    /// often a loop's accumulator: a false dependency that chained every block's scale to
+    /// the previous block's FMA (the 512-bit kernels ran at a third of their speed).
+    /// `vmovd` from a general register writes the whole register.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
-        let h = std::ptr::read_unaligned(p as *const u16);
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+        let h = std::ptr::read_unaligned(p as *const u16) as u32;
+        let out: __m128;
+        std::arch::asm!(
+            "vmovd {x}, {h:e}",
+            "vcvtph2ps {x}, {x}",
+            h = in(reg) h,
+            x = out(xmm_reg) out,
+            options(pure, nomem, nostack),
+        );
+        _mm_cvtss_f32(out)
     }
 
     /// Per-lane sums of four consecutive products of unsigned `a` and signed `b` bytes, as
@@ -479,7 +559,7 @@ mod x86 {
     /// ggml's `bytes_from_bits_32`: byte `j` is 0xff where bit `j` of the 32 bits is set.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn bytes_from_bits_32(p: *const u8) -> __m256i {
+    pub(super) unsafe fn bytes_from_bits_32(p: *const u8) -> __m256i {
         let x32 = std::ptr::read_unaligned(p as *const u32) as i32;
         let shuf = _mm256_set_epi64x(
             0x0303_0303_0303_0303,
@@ -590,10 +670,75 @@ mod x86 {
     q8_0_kernel!(q8_0_avx2, "avx2,fma,f16c", mul_sum_avx2);
     q8_0_kernel!(q8_0_vnni, "avx2,fma,f16c", mul_sum_vnni);
 
-    /// The scalar quantizer compiled for AVX2, so rounding is an instruction, not a call.
-    #[target_feature(enable = "avx2,fma")]
+    /// `super::quantize_blocks` on 256-bit registers, value for value.
+    ///
+    /// The scalar form's `as i32` (saturating, NaN to 0) kept LLVM from vectorizing it: a
+    /// branchy scalar loop, 4 % of a 16-row decoding step. Here per block: max |x| by
+    /// `vmaxps` with the running maximum as second operand (so a NaN value is skipped, as
+    /// `f32::max` skips it), `vroundps` to nearest even, NaN lanes (from `±inf × 0`) set to
+    /// 0 as `as i32` does, then `vcvtps2dq` (exact: the values are integers of magnitude
+    /// ≤ 127) and ggml's pack to bytes. Blocks whose maximum is below 1e-30 (where
+    /// `127 / max` may overflow to infinity and the saturating cast matters) take the scalar
+    /// form.
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn quantize_rows(x: &[f32], out: &mut QuantizedRows, with_sums: bool) {
-        super::quantize_blocks(x, out, with_sums)
+        let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        for b in 0..x.len() / QK {
+            let p = x.as_ptr().add(b * QK);
+            let v = [
+                _mm256_loadu_ps(p),
+                _mm256_loadu_ps(p.add(8)),
+                _mm256_loadu_ps(p.add(16)),
+                _mm256_loadu_ps(p.add(24)),
+            ];
+            let mut m = _mm256_setzero_ps();
+            for v in v {
+                m = _mm256_max_ps(_mm256_and_ps(v, abs_mask), m);
+            }
+            let mut lanes = [0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), m);
+            let max = lanes.iter().fold(0f32, |m, &v| m.max(v));
+            if max < 1e-30 {
+                let mut one = QuantizedRows {
+                    qs: vec![0; QK],
+                    d: vec![0.0],
+                    s: if with_sums { vec![0.0] } else { Vec::new() },
+                };
+                super::quantize_blocks(&x[b * QK..(b + 1) * QK], &mut one, with_sums);
+                out.qs[b * QK..(b + 1) * QK].copy_from_slice(&one.qs);
+                out.d[b] = one.d[0];
+                if with_sums {
+                    out.s[b] = one.s[0];
+                }
+                continue;
+            }
+            let d = max / 127.0;
+            let id = _mm256_set1_ps(127.0 / max);
+            let mut q = [_mm256_setzero_si256(); 4];
+            for (q, v) in q.iter_mut().zip(v) {
+                let r = _mm256_round_ps(
+                    _mm256_mul_ps(v, id),
+                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+                );
+                let r = _mm256_and_ps(r, _mm256_cmp_ps(r, r, _CMP_ORD_Q));
+                *q = _mm256_cvtps_epi32(r);
+            }
+            let sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+            let bytes = _mm256_packs_epi16(
+                _mm256_packs_epi32(q[0], q[1]),
+                _mm256_packs_epi32(q[2], q[3]),
+            );
+            let bytes = _mm256_permutevar8x32_epi32(bytes, order);
+            _mm256_storeu_si256(out.qs.as_mut_ptr().add(b * QK) as *mut __m256i, bytes);
+            out.d[b] = super::f16_to_f32(super::f32_to_f16_ggml(d));
+            if with_sums {
+                let mut s = [0i32; 8];
+                _mm256_storeu_si256(s.as_mut_ptr() as *mut __m256i, sum);
+                let sum: i32 = s.iter().sum();
+                out.s[b] = super::f16_to_f32(super::f32_to_f16_ggml(sum as f32 * d));
+            }
+        }
     }
 }
 
@@ -807,6 +952,207 @@ mod tests {
                     + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
                 assert_eq!(y[i * n + j].to_bits(), want.to_bits(), "({i}, {j})");
                 assert_eq!(y1[j].to_bits(), want.to_bits(), "({i}, {j}) alone");
+            }
+        }
+    }
+
+    /// Bytes per block and the 32 weight values of block `blk` as integers, for the four
+    /// formats of this file (ggml's reference unpacking).
+    fn block_values(format: WeightFormat, blk: &[u8]) -> [i32; QK] {
+        let nibble = |at: usize, e: usize| -> i32 {
+            (if e < 16 {
+                blk[at + e] & 0x0f
+            } else {
+                blk[at + e - 16] >> 4
+            }) as i32
+        };
+        let fifth = |at: usize, e: usize| -> i32 {
+            let qh = u32::from_le_bytes([blk[at], blk[at + 1], blk[at + 2], blk[at + 3]]);
+            (((qh >> e) & 1) as i32) << 4
+        };
+        std::array::from_fn(|e| match format {
+            WeightFormat::Q4_1 => nibble(4, e),
+            WeightFormat::Q8_0 => blk[2 + e] as i8 as i32,
+            WeightFormat::Q5_0 => (nibble(6, e) | fifth(2, e)) - 16,
+            WeightFormat::Q5_1 => nibble(8, e) | fifth(4, e),
+            _ => unreachable!(),
+        })
+    }
+
+    fn block_bytes(format: WeightFormat) -> usize {
+        match format {
+            WeightFormat::Q4_1 => Q4_1_BYTES,
+            WeightFormat::Q8_0 => Q8_0_BYTES,
+            WeightFormat::Q5_0 => Q5_0_BYTES,
+            WeightFormat::Q5_1 => Q5_1_BYTES,
+            _ => unreachable!(),
+        }
+    }
+
+    /// ggml's `ggml_vec_dot_*` for one weight row and activation row `i` of `xq`, in scalar
+    /// form: per block `fma(d_w·d_x, Σ₄ q_w·q_x, lane)` in eight lanes, `hsum_float_8`, and
+    /// for the formats with a minimum `+ Σ fma(m_w, s_x, ·)`.
+    fn reference(format: WeightFormat, wrow: &[u8], xq: &QuantizedRows, i: usize) -> f32 {
+        let bytes = block_bytes(format);
+        let nb = wrow.len() / bytes;
+        let with_min = matches!(format, WeightFormat::Q4_1 | WeightFormat::Q5_1);
+        let mut acc = [0f32; 8];
+        let mut summs = 0f32;
+        for b in 0..nb {
+            let blk = &wrow[b * bytes..(b + 1) * bytes];
+            let dw = f16_to_f32(u16::from_le_bytes([blk[0], blk[1]]));
+            if with_min {
+                let mw = f16_to_f32(u16::from_le_bytes([blk[2], blk[3]]));
+                summs = mw.mul_add(xq.s[i * nb + b], summs);
+            }
+            let d = dw * xq.d[i * nb + b];
+            let values = block_values(format, blk);
+            for (lane, a) in acc.iter_mut().enumerate() {
+                let s: i32 = (lane * 4..lane * 4 + 4)
+                    .map(|e| values[e] * xq.qs[(i * nb + b) * QK + e] as i32)
+                    .sum();
+                *a = d.mul_add(s as f32, *a);
+            }
+        }
+        let h = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+        if with_min {
+            h + summs
+        } else {
+            h
+        }
+    }
+
+    /// Deterministic bytes and floats for the tests (64-bit LCG).
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> u32 {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (self.0 >> 33) as u32
+        }
+        fn unit(&mut self) -> f32 {
+            self.next() as f32 / (1u64 << 31) as f32 * 2.0 - 1.0
+        }
+    }
+
+    /// `n` weight rows of `nb` blocks: random values, scales and minimums of plausible size
+    /// (f16 exponents around 2^-6, both signs for minimums).
+    fn random_weights(format: WeightFormat, n: usize, nb: usize, rng: &mut Lcg) -> Vec<u8> {
+        let bytes = block_bytes(format);
+        let mut w: Vec<u8> = (0..n * nb * bytes).map(|_| rng.next() as u8).collect();
+        for blk in w.chunks_exact_mut(bytes) {
+            blk[1] = 0x20 | (rng.next() as u8 & 0x07);
+            if matches!(format, WeightFormat::Q4_1 | WeightFormat::Q5_1) {
+                blk[3] = 0x20 | (rng.next() as u8 & 0x87);
+            }
+        }
+        w
+    }
+
+    /// Every row count from 1 to 17 (one partial group, a full group of 16, and one row
+    /// past it), both instruction levels and both kernel shapes, every format: each output
+    /// equals the scalar form bit for bit, and each row alone equals the same row batched.
+    #[test]
+    fn every_kernel_and_row_count_equals_the_scalar_form() {
+        let (n, k) = (37, 160);
+        let nb = k / QK;
+        let mut rng = Lcg(7);
+        for format in [
+            WeightFormat::Q4_1,
+            WeightFormat::Q8_0,
+            WeightFormat::Q5_0,
+            WeightFormat::Q5_1,
+        ] {
+            let with_sums = matches!(format, WeightFormat::Q4_1 | WeightFormat::Q5_1);
+            let w = random_weights(format, n, nb, &mut rng);
+            let row_bytes = nb * block_bytes(format);
+            let mut x: Vec<f32> = (0..17 * k).map(|_| rng.unit() * 3.0).collect();
+            // A zero row (scale 0), and a row whose first block is one outlier.
+            x[3 * k..4 * k].fill(0.0);
+            x[5 * k + 7] = 1e4;
+            if !available() {
+                assert!(matmul_t(&x, 17, k, &w, n, format).is_none());
+                continue;
+            }
+            let xq = quantize_rows(&x, with_sums);
+            let want: Vec<f32> = (0..17 * n)
+                .map(|o| reference(format, &w[(o % n) * row_bytes..][..row_bytes], &xq, o / n))
+                .collect();
+            let mut paths = vec![Path::Rows4(Level::Avx2)];
+            if level() == Some(Level::Vnni) {
+                paths.extend([Path::Rows4(Level::Vnni), Path::Wide]);
+            }
+            for m in 1..=17 {
+                let auto = matmul_t(&x[..m * k], m, k, &w, n, format).unwrap();
+                let mut outs = vec![("auto".to_string(), auto)];
+                for path in &paths {
+                    let y = matmul_on(&x[..m * k], m, &w, n, format, nb, *path);
+                    outs.push((format!("{path:?}"), y));
+                }
+                for (name, y) in &outs {
+                    for (o, (got, want)) in y.iter().zip(&want).enumerate() {
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "{format:?} {name}, {m} rows: output ({}, {}) {got} vs {want}",
+                            o / n,
+                            o % n
+                        );
+                    }
+                }
+            }
+            // Each row alone (the single-row kernel) gives its batched bits.
+            for i in 0..17 {
+                let y1 = matmul_t(&x[i * k..(i + 1) * k], 1, k, &w, n, format).unwrap();
+                for j in 0..n {
+                    assert_eq!(
+                        y1[j].to_bits(),
+                        want[i * n + j].to_bits(),
+                        "{format:?} ({i}, {j})"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The quantizer (vectorized where the CPU allows) equals ggml's `quantize_row_q8_1`
+    /// in its plain serial form, value for value and bit for bit, on ordinary values and on
+    /// zeros, ties, outliers and tiny blocks.
+    #[test]
+    fn quantizer_equals_the_serial_form() {
+        let mut rng = Lcg(11);
+        let mut x: Vec<f32> = (0..64 * QK).map(|_| rng.unit() * 4.0).collect();
+        x[..QK].fill(0.0);
+        x[QK..2 * QK]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(e, v)| *v = (e as f32 - 16.0) * 0.5);
+        x[2 * QK + 31] = -1e5;
+        x[3 * QK..4 * QK].iter_mut().for_each(|v| *v *= 1e-30);
+        x[4 * QK + 3] = -0.0;
+        x[5 * QK + 9] = f32::NAN;
+        x[6 * QK + 1] = f32::INFINITY;
+        x[7 * QK..8 * QK].iter_mut().for_each(|v| *v *= 1e-36);
+        x[8 * QK..9 * QK].iter_mut().for_each(|v| *v *= 1e-31);
+        for with_sums in [false, true] {
+            let got = quantize_rows(&x, with_sums);
+            for (b, xs) in x.chunks_exact(QK).enumerate() {
+                let max = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let d = max / 127.0;
+                let id = if max != 0.0 { 127.0 / max } else { 0.0 };
+                let mut sum = 0i32;
+                for (e, v) in xs.iter().enumerate() {
+                    let r = (v * id).round_ties_even() as i32;
+                    assert_eq!(got.qs[b * QK + e], r as i8, "block {b}[{e}]");
+                    sum += r;
+                }
+                assert_eq!(got.d[b].to_bits(), f16_to_f32(f32_to_f16_ggml(d)).to_bits());
+                if with_sums {
+                    let s = f16_to_f32(f32_to_f16_ggml(sum as f32 * d));
+                    assert_eq!(got.s[b].to_bits(), s.to_bits(), "block {b}");
+                }
             }
         }
     }
