@@ -45,7 +45,8 @@ fn main() -> anyhow::Result<()> {
     let k: usize = arg(&args, "--k").unwrap_or(2048);
     let json = args.iter().any(|a| a == "--json");
     let no_candle = args.iter().any(|a| a == "--no-candle");
-    let formats: String = arg(&args, "--formats").unwrap_or_else(|| "Q4_K,Q6_K,Q4_1,Q4_0,Q2_K".to_string());
+    let formats: String =
+        arg(&args, "--formats").unwrap_or_else(|| "Q4_K,Q6_K,Q4_1,Q4_0,Q2_K".to_string());
     let row_counts: Vec<usize> = arg::<String>(&args, "--rows")
         .unwrap_or_else(|| "1,4,16".to_string())
         .split(',')

@@ -238,6 +238,7 @@ fn sampling(state: &AppState, lm: &LmEntry, f: &Fields, chat: bool) -> Result<Sa
             None => false,
         }
     };
+    extra.logprobs = logprobs;
     let stop = match f.value("stop") {
         None => Vec::new(),
         Some(Value::String(s)) => vec![s.clone()],

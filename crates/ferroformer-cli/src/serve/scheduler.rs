@@ -162,6 +162,18 @@ impl Running {
     }
 }
 
+/// Gives the memory freed on this thread and on the kernels' worker threads back to the OS
+/// now. Called as the scheduler goes idle: the batch's KV cache and the step buffers were
+/// allocated on these threads, and mimalloc returns a thread's freed pages (after the purge
+/// delay `main` sets) only when that thread next calls the allocator, which idle threads do
+/// not; the server would keep the peak of its last burst until the next request.
+fn release_freed_memory() {
+    // SAFETY: `mi_collect` only walks the calling thread's mimalloc heap and the segments
+    // other threads abandoned; any thread may call it.
+    rayon::broadcast(|_| unsafe { libmimalloc_sys::mi_collect(true) });
+    unsafe { libmimalloc_sys::mi_collect(true) };
+}
+
 fn run(lm: &LanguageModel, rx: std_mpsc::Receiver<Job>, limits: Limits, metrics: &Metrics) {
     let mut batch = BatchDecoder::new(lm.decoder());
     let bpp = batch.bytes_per_position();
@@ -175,6 +187,7 @@ fn run(lm: &LanguageModel, rx: std_mpsc::Receiver<Job>, limits: Limits, metrics:
     };
     loop {
         if running.is_empty() && pending.is_empty() {
+            release_freed_memory();
             match rx.recv() {
                 Ok(job) => pending.push_back(job),
                 // Every handle is gone: the server is shutting down.
