@@ -613,8 +613,7 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
-    use candle_core::quantized::{GgmlDType, QTensor};
-    use candle_core::{Device, Tensor};
+    use candle_core::quantized::GgmlDType;
 
     use super::super::{f16_to_f32, WeightFormat};
     use super::*;
@@ -639,33 +638,8 @@ mod tests {
         assert_eq!((q.d[0], q.qs.iter().all(|&v| v == 0)), (0.0, true));
     }
 
-    /// Random-ish weights quantized by candle (ggml's quantizer) and activations.
-    fn case(dtype: GgmlDType, n: usize, k: usize, m: usize) -> (Vec<u8>, Vec<f32>, Vec<f32>) {
-        let w: Vec<f32> = (0..n * k)
-            .map(|i| ((i as f32 * 0.731).sin() * 0.05) + ((i % 97) as f32 - 48.0) * 1e-4)
-            .collect();
-        let wt = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
-        let q = QTensor::quantize(&wt, dtype).unwrap();
-        let bytes = q.data().unwrap().to_vec();
-        let deq: Vec<f32> = q
-            .dequantize(&Device::Cpu)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let x: Vec<f32> = (0..m * k)
-            .map(|i| {
-                let v = (i as f32 * 0.377).cos() * 2.0;
-                if i % 53 == 0 {
-                    v * 9.0
-                } else {
-                    v
-                }
-            })
-            .collect();
-        (bytes, deq, x)
-    }
+    // Weights quantized by candle (ggml's quantizer) and activations: the Q4_0 tests' cases.
+    use super::super::q4_0::tests::case;
 
     /// Within the activations' 8-bit rounding of the f32 product of the dequantized
     /// weights: per block at most Σ|w| · d/2 (plus f32 rounding).
