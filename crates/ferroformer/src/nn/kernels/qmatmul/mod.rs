@@ -22,6 +22,8 @@
 
 use rayon::prelude::*;
 
+use super::SendPtr;
+
 mod kquants;
 mod q2_k;
 mod q4_0;
@@ -317,45 +319,47 @@ fn matmul_on(
     }
 }
 
+/// Runs `f` on consecutive ranges of `units` output columns (or column groups) over
+/// rayon's threads: enough ranges to balance the threads, each of `min..=max` units, long
+/// enough that a range's weight rows are reused from cache across the activation rows.
+/// Every output is computed by one call whatever the split, so the result does not depend
+/// on the thread count.
+fn for_column_ranges<F>(units: usize, min: usize, max: usize, f: F)
+where
+    F: Fn(std::ops::Range<usize>) + Sync,
+{
+    let threads = rayon::current_num_threads().max(1);
+    let chunk = units.div_ceil(threads * 4).clamp(min, max);
+    (0..units.div_ceil(chunk)).into_par_iter().for_each(|c| {
+        let u0 = c * chunk;
+        f(u0..(u0 + chunk).min(units));
+    });
+}
+
 /// The `m × n` output of `f(j, i0, rows)`, which gives column `j` of activation rows
-/// `i0..i0 + rows` (`rows <= ROWS`; every group but the last has `ROWS` rows).
-///
-/// Columns are split into chunks over rayon's threads: enough chunks to balance the
-/// threads, each long enough that a chunk's weight rows are reused from cache across the
-/// activation rows. Each output is computed by one call whatever the split, so the result
-/// does not depend on the thread count.
+/// `i0..i0 + rows` (`rows <= ROWS`; every group but the last has `ROWS` rows), columns
+/// split over the threads by [`for_column_ranges`].
 fn by_columns<F>(m: usize, n: usize, f: F) -> Vec<f32>
 where
     F: Fn(usize, usize, usize) -> [f32; ROWS] + Sync,
 {
     let mut out = vec![0f32; m * n];
-    let threads = rayon::current_num_threads().max(1);
-    let chunk = (n.div_ceil(threads * 4)).clamp(16, 512);
     let out_ptr = SendPtr(out.as_mut_ptr());
-    (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
-        let out_ptr = &out_ptr;
-        let j0 = c * chunk;
-        let j1 = (j0 + chunk).min(n);
+    for_column_ranges(n, 16, 512, |columns| {
         for i0 in (0..m).step_by(ROWS) {
             let rows = ROWS.min(m - i0);
-            for j in j0..j1 {
+            for j in columns.clone() {
                 let v = f(j, i0, rows);
                 for (r, v) in v.iter().enumerate().take(rows) {
                     // SAFETY: (i0 + r, j) lies in the m × n output and each j belongs to
-                    // one chunk, so no two threads write the same element.
-                    unsafe { *out_ptr.0.add((i0 + r) * n + j) = *v };
+                    // one range, so no two threads write the same element.
+                    unsafe { *out_ptr.get().add((i0 + r) * n + j) = *v };
                 }
             }
         }
     });
     out
 }
-
-/// A raw output pointer shared by the workers, each writing its own columns.
-struct SendPtr(*mut f32);
-// SAFETY: the workers write disjoint elements (see `matmul_t`).
-unsafe impl Sync for SendPtr {}
-unsafe impl Send for SendPtr {}
 
 /// Dots of one weight row with activation rows `i0..i0 + rows` (`rows <= ROWS`).
 #[inline(always)]

@@ -21,9 +21,8 @@
 //! is not a multiple of 8 (which llama.cpp does not repack: its `vec_dot` or tinyBLAS order)
 //! are left to candle's `QMatMul`.
 
-use rayon::prelude::*;
-
-use super::QK;
+use super::{for_column_ranges, QK};
+use crate::nn::kernels::SendPtr;
 
 /// Bytes of one Q4_0 block: f16 scale, 16 bytes of nibbles (values `q − 8`).
 pub(super) const Q4_0_BYTES: usize = 18;
@@ -85,25 +84,18 @@ pub(super) fn matmul_t(x: &[f32], m: usize, k: usize, w: &[u8], n: usize) -> Opt
 /// rows `i0..i0 + rows` (`rows <= ROWS`; every group but the last has `ROWS` rows, so the
 /// full groups of 4 and the remaining rows are llama.cpp's gemm and gemv rows).
 ///
-/// Column groups are split into chunks over rayon's threads, each long enough that its
-/// weight rows stay in cache across the activation row groups. Each output is computed by
-/// one call whatever the split, so the result does not depend on the thread count.
+/// Column groups are split over the threads by `super::for_column_ranges`, so the result
+/// does not depend on the thread count.
 pub(super) fn by_column_groups<F>(m: usize, n: usize, f: F) -> Vec<f32>
 where
     F: Fn(usize, usize, usize) -> [[f32; GROUP]; ROWS] + Sync,
 {
     let mut out = vec![0f32; m * n];
-    let groups = n / GROUP;
-    let threads = rayon::current_num_threads().max(1);
-    let chunk = groups.div_ceil(threads * 4).clamp(2, 64);
-    let out_ptr = OutPtr(out.as_mut_ptr());
-    (0..groups.div_ceil(chunk)).into_par_iter().for_each(|c| {
-        let out_ptr = &out_ptr;
-        let g0 = c * chunk;
-        let g1 = (g0 + chunk).min(groups);
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    for_column_ranges(n / GROUP, 2, 64, |groups| {
         for i0 in (0..m).step_by(ROWS) {
             let rows = ROWS.min(m - i0);
-            for g in g0..g1 {
+            for g in groups.clone() {
                 let v = f(g, i0, rows);
                 for (r, v) in v.iter().enumerate().take(rows) {
                     // SAFETY: row i0 + r < m, columns 8g..8g + 8 <= n; each group belongs to
@@ -111,7 +103,7 @@ where
                     unsafe {
                         std::ptr::copy_nonoverlapping(
                             v.as_ptr(),
-                            out_ptr.0.add((i0 + r) * n + g * GROUP),
+                            out_ptr.get().add((i0 + r) * n + g * GROUP),
                             GROUP,
                         )
                     };
@@ -121,12 +113,6 @@ where
     });
     out
 }
-
-/// A raw output pointer shared by the workers, each writing its own column groups.
-struct OutPtr(*mut f32);
-// SAFETY: the workers write disjoint elements (see `by_column_groups`).
-unsafe impl Sync for OutPtr {}
-unsafe impl Send for OutPtr {}
 
 #[cfg(target_arch = "x86_64")]
 pub(super) mod x86 {

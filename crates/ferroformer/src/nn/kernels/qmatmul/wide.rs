@@ -38,9 +38,8 @@
 //! row's outputs never depend on which other rows share its group, since no lane reads
 //! another row's data.
 
-use rayon::prelude::*;
-
-use super::{QuantizedRows, SendPtr, WeightFormat, QK};
+use super::{for_column_ranges, QuantizedRows, WeightFormat, QK};
+use crate::nn::kernels::SendPtr;
 
 /// Activation rows one wide kernel call reads: one zmm of f32 scales per block.
 pub(super) const TILE: usize = 16;
@@ -117,21 +116,16 @@ pub(super) fn pack(xq: &QuantizedRows, m: usize, nb: usize, offset: bool) -> Vec
 /// The `m × n` output of `f(j, group, out)`, which writes column `j` of the group's rows to
 /// the first `group.rows` values of `out`.
 ///
-/// Columns are split into chunks over rayon's threads as in `super::by_columns`; each output
-/// is computed by one call whatever the split, so the result does not depend on the thread
-/// count.
+/// Columns are split over the threads by `super::for_column_ranges`, so the result does not
+/// depend on the thread count.
 pub(super) fn by_columns<F>(m: usize, n: usize, groups: &[Group], f: F) -> Vec<f32>
 where
     F: Fn(usize, &Group, &mut [f32; TILE]) + Sync,
 {
     let mut out = vec![0f32; m * n];
-    let threads = rayon::current_num_threads().max(1);
-    let chunk = (n.div_ceil(threads * 4)).clamp(16, 512);
     let out_ptr = SendPtr(out.as_mut_ptr());
-    (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
-        let out_ptr = &out_ptr;
-        let j0 = c * chunk;
-        let j1 = (j0 + chunk).min(n);
+    for_column_ranges(n, 16, 512, |columns| {
+        let (j0, j1) = (columns.start, columns.end);
         for g in groups {
             // Sixteen columns' results are gathered and written row by row: sixteen
             // contiguous floats per row rather than one float per row and column, which
@@ -150,7 +144,7 @@ where
                         // SAFETY: (g.i0 + r, jt + c) lies in the m × n output and each
                         // column belongs to one chunk, so no two threads write the same
                         // element.
-                        unsafe { *out_ptr.0.add((g.i0 + r) * n + jt + c) = col[r] };
+                        unsafe { *out_ptr.get().add((g.i0 + r) * n + jt + c) = col[r] };
                     }
                 }
             }
