@@ -101,18 +101,29 @@ pub fn read_examples(path: &Path, columns: &Columns) -> Result<Vec<Example>> {
     Ok(examples)
 }
 
+/// The non-blank lines of a JSON Lines file as objects, each with its line number (from 1);
+/// a line that is not a JSON object is an error naming the file and the line.
+pub(crate) fn jsonl_objects<'a>(
+    path: &'a Path,
+    text: &'a str,
+) -> impl Iterator<Item = Result<(usize, serde_json::Map<String, serde_json::Value>)>> + 'a {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(move |(i, line)| {
+            let n = i + 1;
+            match serde_json::from_str(line) {
+                Ok(serde_json::Value::Object(obj)) => Ok((n, obj)),
+                Ok(v) => Err(at(path, n, format!("expected a JSON object, found {v}"))),
+                Err(e) => Err(at(path, n, format!("not a JSON object: {e}"))),
+            }
+        })
+}
+
 fn read_jsonl(path: &Path, text: &str, columns: &Columns) -> Result<Vec<Example>> {
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let n = i + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| at(path, n, format!("not a JSON object: {e}")))?;
-        let obj = v
-            .as_object()
-            .ok_or_else(|| at(path, n, format!("expected a JSON object, found {v}")))?;
+    for record in jsonl_objects(path, text) {
+        let (n, obj) = record?;
         let text_of = |col: &str| -> Result<String> {
             match obj.get(col) {
                 None => Err(at(

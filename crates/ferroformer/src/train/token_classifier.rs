@@ -20,7 +20,7 @@ use super::finetune::{
     fine_tune, FineTuneConfig, FineTuneEvent, FineTuneRun, FineTuneTask, HeadKind, TaskData,
     Tokenized, IGNORE_LABEL,
 };
-use super::labelled_data::{at, sorted_labels, split_off};
+use super::labelled_data::{at, jsonl_objects, sorted_labels, split_off};
 use crate::error::{Error, Result};
 use crate::metrics::seqeval::seqeval;
 use crate::models::tokenizer::{EncodeOptions, TruncationStrategy};
@@ -181,16 +181,8 @@ fn read_jsonl(
     tags_column: &str,
 ) -> Result<Vec<TaggedSentence>> {
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let n = i + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| at(path, n, format!("not a JSON object: {e}")))?;
-        let obj = v
-            .as_object()
-            .ok_or_else(|| at(path, n, format!("expected a JSON object, found {v}")))?;
+    for record in jsonl_objects(path, text) {
+        let (n, obj) = record?;
         let list = |col: &str, what: &str| -> Result<&Vec<serde_json::Value>> {
             match obj.get(col) {
                 None => Err(at(
