@@ -601,14 +601,19 @@ pub(crate) fn ggml_attention_into(
     let tasks: Vec<(usize, usize)> = (0..b)
         .flat_map(|bi| (0..h).map(move |hi| (bi, hi)))
         .collect();
+    let head = |t: (usize, usize)| {
+        #[cfg(target_arch = "x86_64")]
+        if q_len == 1 && decode_x86::applies(d) {
+            // SAFETY: `applies` checked AVX2 and FMA at run time.
+            return unsafe { decode_x86::decode_head(&inputs, t) };
+        }
+        attention_head(&inputs, t)
+    };
     // One (batch, head) per task; threads once there are a few microseconds of work.
     let results: Vec<Vec<f32>> = if b * h * q_len * k_len * d >= 1 << 15 {
-        tasks
-            .par_iter()
-            .map(|&t| attention_head(&inputs, t))
-            .collect()
+        tasks.par_iter().map(|&t| head(t)).collect()
     } else {
-        tasks.iter().map(|&t| attention_head(&inputs, t)).collect()
+        tasks.iter().map(|&t| head(t)).collect()
     };
     for (&(bi, hi), head_out) in tasks.iter().zip(&results) {
         for t in 0..q_len {
@@ -712,26 +717,241 @@ fn attention_head_body(inputs: &HeadInputs, (bi, hi): (usize, usize)) -> Vec<f32
                 *a = x.mul_add(p16, *a);
             }
         }
-        if accumulators == VEC_DOT_ARR {
-            // `GGML_F32x16_REDUCE`'s pairwise folds down to the first accumulator.
-            let (lo, hi) = acc.split_at_mut(2 * GGML_LANES * d);
-            for (a, b) in lo.iter_mut().zip(hi.iter()) {
-                *a += *b;
-            }
-            let (first, second) = lo.split_at_mut(GGML_LANES * d);
-            for (a, b) in first.iter_mut().zip(second.iter()) {
-                *a += *b;
-            }
-        }
-        // `hsum16` of every column at once: the same additions, one row of lanes at a time.
-        let lane = |l: usize| &acc[l * d..(l + 1) * d];
-        for (c, o) in out[t * d..][..d].iter_mut().enumerate() {
-            let t3: [f32; 8] = std::array::from_fn(|i| lane(8 + i)[c] + lane(i)[c]);
-            let t6: [f32; 4] = std::array::from_fn(|i| t3[4 + i] + t3[i]);
-            *o = (t6[0] + t6[2]) + (t6[1] + t6[3]);
-        }
+        reduce_value_lanes(&mut acc, d, &mut out[t * d..][..d]);
     }
     out
+}
+
+/// The output row of the values' products from their lane accumulators (`acc` holds one
+/// `d`-wide row per lane: 16 lanes, or 4 × 16 for `ggml_vec_dot_f16`'s four accumulators):
+/// `GGML_F32x16_REDUCE`'s pairwise folds down to the first accumulator, then [`hsum16`] of
+/// every column at once (the same additions, one row of lanes at a time).
+#[inline(always)]
+fn reduce_value_lanes(acc: &mut [f32], d: usize, out: &mut [f32]) {
+    if acc.len() == VEC_DOT_ARR * GGML_LANES * d {
+        let (lo, hi) = acc.split_at_mut(2 * GGML_LANES * d);
+        for (a, b) in lo.iter_mut().zip(hi.iter()) {
+            *a += *b;
+        }
+        let (first, second) = lo.split_at_mut(GGML_LANES * d);
+        for (a, b) in first.iter_mut().zip(second.iter()) {
+            *a += *b;
+        }
+    }
+    let lane = |l: usize| &acc[l * d..(l + 1) * d];
+    for (c, o) in out.iter_mut().enumerate() {
+        let t3: [f32; 8] = std::array::from_fn(|i| lane(8 + i)[c] + lane(i)[c]);
+        let t6: [f32; 4] = std::array::from_fn(|i| t3[4 + i] + t3[i]);
+        *o = (t6[0] + t6[2]) + (t6[1] + t6[3]);
+    }
+}
+
+/// One query row (a decoding step) of [`ggml_attention_into`] on AVX2 + FMA registers: per
+/// output exactly the operations of [`attention_head_body`], in the same order, but
+///
+/// - the keys' products are reduced eight keys at a time: each key's 64-value steps go into
+///   four 16-lane accumulators and fold pairwise in registers as `ggml_vec_dot_f16` does,
+///   and the eight keys' [`hsum16`]s run side by side after an 8 × 8 transpose (one add per
+///   step of the sum for all eight, instead of a shuffle chain per key through memory);
+/// - each of the 64 value accumulators (key `j` goes to lane `j % 16` of accumulator
+///   `(j / 16) % 4`) stays in registers while its keys `j, j + 64, …` are added in key
+///   order, instead of a load, add and store of its row for every key.
+///
+/// Used for head sizes that are multiples of 64, where `ggml_vec_dot_f16` has no tail.
+#[cfg(target_arch = "x86_64")]
+mod decode_x86 {
+    use std::arch::x86_64::*;
+
+    use super::{
+        dot_vec_f16, ggml_softmax_in_place, reduce_value_lanes, round_f16, AttentionDims,
+        HeadInputs, GGML_LANES, PADDING_LIMIT, VEC_DOT_ARR,
+    };
+
+    /// Values of one `ggml_vec_dot_f16` step (four 16-lane accumulators).
+    const STEP: usize = VEC_DOT_ARR * GGML_LANES;
+
+    /// Whether [`decode_head`] serves heads of `head_dim` values on this CPU.
+    pub(super) fn applies(head_dim: usize) -> bool {
+        static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        head_dim > 0
+            && head_dim.is_multiple_of(STEP)
+            && *AVX2
+                .get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    }
+
+    /// `ggml_vec_dot_f16(key, q)` of eight keys `stride` values apart from `keys[0]`: the
+    /// lane order, folds and [`super::hsum16`] of [`dot_vec_f16`] for each.
+    ///
+    /// # Safety
+    /// AVX2 and FMA; `keys` holds `7 · stride + q.len()` values; `q.len()` is a multiple of
+    /// [`STEP`].
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot8(keys: &[f32], stride: usize, q: &[f32]) -> [f32; 8] {
+        let d = q.len();
+        debug_assert!(keys.len() >= 7 * stride + d);
+        let qp = q.as_ptr();
+        let mut t3 = [_mm256_setzero_ps(); 8];
+        for (key, t) in t3.iter_mut().enumerate() {
+            let kp = keys.as_ptr().add(key * stride);
+            // acc[a][half]: lanes 8·half .. 8·half + 8 of accumulator a.
+            let mut acc = [[_mm256_setzero_ps(); 2]; VEC_DOT_ARR];
+            for s in (0..d).step_by(STEP) {
+                for (a, lanes) in acc.iter_mut().enumerate() {
+                    for (half, l) in lanes.iter_mut().enumerate() {
+                        let o = s + a * GGML_LANES + half * 8;
+                        *l = _mm256_fmadd_ps(
+                            _mm256_loadu_ps(kp.add(o)),
+                            _mm256_loadu_ps(qp.add(o)),
+                            *l,
+                        );
+                    }
+                }
+            }
+            // (a0 + a2) + (a1 + a3) per lane, then hsum16's first step: lane 8+i + lane i.
+            let fold = |h: usize| {
+                _mm256_add_ps(
+                    _mm256_add_ps(acc[0][h], acc[2][h]),
+                    _mm256_add_ps(acc[1][h], acc[3][h]),
+                )
+            };
+            *t = _mm256_add_ps(fold(1), fold(0));
+        }
+        // Transpose: row i of the result holds lane i of every key's `t3`.
+        let t = transpose8(t3);
+        // hsum16's last steps for all eight keys at once: t6[i] = t3[4 + i] + t3[i], then
+        // (t6[0] + t6[2]) + (t6[1] + t6[3]).
+        let t6 = [
+            _mm256_add_ps(t[4], t[0]),
+            _mm256_add_ps(t[5], t[1]),
+            _mm256_add_ps(t[6], t[2]),
+            _mm256_add_ps(t[7], t[3]),
+        ];
+        let sum = _mm256_add_ps(_mm256_add_ps(t6[0], t6[2]), _mm256_add_ps(t6[1], t6[3]));
+        let mut out = [0f32; 8];
+        _mm256_storeu_ps(out.as_mut_ptr(), sum);
+        out
+    }
+
+    /// 8 × 8 transpose: `out[i]` lane `k` is `m[k]` lane `i`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn transpose8(m: [__m256; 8]) -> [__m256; 8] {
+        let t0 = _mm256_unpacklo_ps(m[0], m[1]);
+        let t1 = _mm256_unpackhi_ps(m[0], m[1]);
+        let t2 = _mm256_unpacklo_ps(m[2], m[3]);
+        let t3 = _mm256_unpackhi_ps(m[2], m[3]);
+        let t4 = _mm256_unpacklo_ps(m[4], m[5]);
+        let t5 = _mm256_unpackhi_ps(m[4], m[5]);
+        let t6 = _mm256_unpacklo_ps(m[6], m[7]);
+        let t7 = _mm256_unpackhi_ps(m[6], m[7]);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xee>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xee>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xee>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xee>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ]
+    }
+
+    /// Head `hi` of batch row `bi` for one query row (see the module documentation).
+    ///
+    /// # Safety
+    /// AVX2 and FMA ([`applies`]); the operands were checked by [`ggml_attention_into`]
+    /// (`super::check_operands`), the head size is a multiple of [`STEP`] and `q_len` is 1.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn decode_head(inputs: &HeadInputs, (bi, hi): (usize, usize)) -> Vec<f32> {
+        let HeadInputs {
+            data: [qs, ks, vs],
+            layouts: [ql, kl, vl],
+            biases,
+            dims,
+            scale,
+            softcap,
+        } = *inputs;
+        let AttentionDims {
+            heads: h,
+            kv_heads: kvh,
+            k_len,
+            head_dim: d,
+            ..
+        } = dims;
+        let kv_hi = hi / (h / kvh);
+        let (q0, k0, v0) = (ql.at(bi, hi), kl.at(bi, kv_hi), vl.at(bi, kv_hi));
+        let q16: Vec<f32> = qs[q0..][..d].iter().map(|x| round_f16(*x)).collect();
+        let mut scores = vec![0f32; k_len];
+        for bias in biases {
+            bias.add_row(&mut scores, bi, hi, 0);
+        }
+        let add_product = |s: &mut f32, kq: f32| {
+            // Masked keys keep their bias (see `attention_head_body`).
+            if *s > f32::MIN / 2.0 {
+                let kq = match softcap {
+                    Some(cap) => (kq * (1.0 / cap)).tanh() * cap,
+                    None => kq,
+                };
+                *s += kq * scale;
+            }
+        };
+        let full = k_len - k_len % 8;
+        for j in (0..full).step_by(8) {
+            let group = &mut scores[j..j + 8];
+            if group.iter().all(|s| *s <= f32::MIN / 2.0) {
+                continue;
+            }
+            let kq = dot8(&ks[k0 + j * kl.ss..], kl.ss, &q16);
+            for (s, kq) in group.iter_mut().zip(kq) {
+                add_product(s, kq);
+            }
+        }
+        for (j, s) in scores.iter_mut().enumerate().skip(full) {
+            if *s > f32::MIN / 2.0 {
+                add_product(s, dot_vec_f16(&ks[k0 + j * kl.ss..][..d], &q16));
+            }
+        }
+        let start = scores.iter().position(|s| *s > PADDING_LIMIT).unwrap_or(0);
+        let probs = &mut scores[start..];
+        ggml_softmax_in_place(probs);
+        // Lane `j % 64` (accumulator (j / 16) % 4, lane j % 16) of key j: each lane's row
+        // summed in registers, 64 columns at a time, over its keys in key order.
+        let mut acc = vec![0f32; STEP * d];
+        let vp = vs.as_ptr().add(v0);
+        for c0 in (0..d).step_by(STEP) {
+            for lane in 0..STEP.min(probs.len()) {
+                let mut a = [_mm256_setzero_ps(); STEP / 8];
+                for j in (lane..probs.len()).step_by(STEP) {
+                    let p = probs[j];
+                    if p == 0.0 {
+                        // Would add 0 to every column.
+                        continue;
+                    }
+                    let p16 = _mm256_set1_ps(round_f16(p));
+                    let row = vp.add((start + j) * vl.ss + c0);
+                    for (r, a) in a.iter_mut().enumerate() {
+                        *a = _mm256_fmadd_ps(_mm256_loadu_ps(row.add(8 * r)), p16, *a);
+                    }
+                }
+                let dst = acc.as_mut_ptr().add(lane * d + c0);
+                for (r, a) in a.iter().enumerate() {
+                    _mm256_storeu_ps(dst.add(8 * r), *a);
+                }
+            }
+        }
+        let mut out = vec![0f32; d];
+        reduce_value_lanes(&mut acc, d, &mut out);
+        out
+    }
 }
 
 /// `Σ k·q` over f16-valued keys and queries in 16 FMA lanes then [`hsum16`] (tinyBLAS's
@@ -1347,6 +1567,101 @@ mod tests {
             // Heads that do not divide into key/value heads.
             let err = run(&mut out, [&full, &full, &full], dims(b, h, 3, s, d)).unwrap_err();
             assert!(err.to_string().contains("key/value heads"), "{err}");
+        }
+    }
+
+    /// The AVX2 decoding path gives every output the same bits as the generic loop, with
+    /// grouped heads, padding masks (whole groups of eight keys and single keys), keys
+    /// outside a sliding window, soft-capping, and key counts around the group sizes.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_decoding_path_equals_the_generic_loop_bit_for_bit() {
+        use super::super::math::round_f16;
+        use crate::nn::mask::{MASKED, OUTSIDE_WINDOW};
+        if !decode_x86::applies(64) {
+            eprintln!("no AVX2 + FMA here: the decoding path does not run");
+            return;
+        }
+        let mut seed = 0x2545_f491_u64;
+        let mut unit = move || {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        for (d, h, kvh, k_len, softcap) in [
+            (64, 9, 3, 1, None),
+            (64, 9, 3, 7, None),
+            (64, 4, 4, 8, None),
+            (64, 9, 3, 77, None),
+            (128, 4, 2, 200, None),
+            (256, 4, 1, 133, Some(50.0)),
+            (64, 2, 1, 300, Some(30.0)),
+        ] {
+            let b = 3;
+            let q: Vec<f32> = (0..b * h * d).map(|_| 3.0 * unit()).collect();
+            // Keys and values as llama.cpp's f16 cache holds them.
+            let k: Vec<f32> = (0..b * kvh * k_len * d)
+                .map(|_| round_f16(unit()))
+                .collect();
+            let v: Vec<f32> = (0..b * kvh * k_len * d)
+                .map(|_| round_f16(unit()))
+                .collect();
+            // Row 0 unmasked; row 1 left-padded by 9 keys with the next 5 outside a window;
+            // row 2 with every other group of eight keys padded.
+            let mut bias = vec![0f32; b * k_len];
+            for j in 0..k_len {
+                bias[k_len + j] = if j < 9 {
+                    MASKED
+                } else if j < 14 {
+                    OUTSIDE_WINDOW
+                } else {
+                    0.0
+                };
+                bias[2 * k_len + j] = if (j / 8) % 2 == 1 && j + 1 < k_len {
+                    MASKED
+                } else {
+                    0.0
+                };
+            }
+            let view = BiasView::new(
+                &bias,
+                &[b, 1, 1, k_len],
+                &[k_len, 0, k_len, 1],
+                [b, h, 1, k_len],
+            )
+            .unwrap();
+            let sizes = AttentionDims {
+                batch: b,
+                heads: h,
+                kv_heads: kvh,
+                q_len: 1,
+                k_len,
+                head_dim: d,
+            };
+            let inputs = HeadInputs {
+                data: [&q, &k, &v],
+                layouts: [
+                    HeadLayout::contiguous(h, 1, d),
+                    HeadLayout::contiguous(kvh, k_len, d),
+                    HeadLayout::contiguous(kvh, k_len, d),
+                ],
+                biases: std::slice::from_ref(&view),
+                dims: sizes,
+                scale: 0.125,
+                softcap,
+            };
+            for bi in 0..b {
+                for hi in 0..h {
+                    let generic = attention_head(&inputs, (bi, hi));
+                    // SAFETY: `applies` said AVX2 and FMA are here; the layouts are full.
+                    let fast = unsafe { decode_x86::decode_head(&inputs, (bi, hi)) };
+                    let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&generic),
+                        bits(&fast),
+                        "d {d}, k_len {k_len}, row {bi}, head {hi}"
+                    );
+                }
+            }
         }
     }
 
