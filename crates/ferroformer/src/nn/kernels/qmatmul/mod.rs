@@ -27,6 +27,8 @@ use super::SendPtr;
 mod kquants;
 mod q2_k;
 mod q4_0;
+#[cfg(target_arch = "x86_64")]
+mod single;
 mod wide;
 
 /// Bytes of one Q4_1 block: f16 scale, f16 minimum, 16 bytes of nibbles.
@@ -301,6 +303,12 @@ fn matmul_on(
     let row_bytes = w.len() / n.max(1);
     let xq = quantize_rows(x, matches!(format, WeightFormat::Q4_1 | WeightFormat::Q5_1));
     match path {
+        #[cfg(target_arch = "x86_64")]
+        Path::Rows4(Level::Avx2) if m == 1 && single::serves(format) => {
+            // SAFETY: `Level::Avx2` means AVX2, FMA and F16C; `w` holds `n` rows of `nb`
+            // blocks of `format` and `xq` one row of `nb` blocks.
+            unsafe { single::matmul_row(format, w, n, &xq.qs, &xq.d, &xq.s) }
+        }
         Path::Rows4(level) => by_columns(m, n, |j, i0, rows| {
             let wrow = &w[j * row_bytes..(j + 1) * row_bytes];
             dot(level, format, wrow, &xq, i0, rows, nb)
@@ -458,7 +466,7 @@ mod x86 {
     /// ranges here (|a| ≤ 127 or ≤ 15, |b| ≤ 127).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn mul_sum_avx2(a: __m256i, b: __m256i) -> __m256 {
+    pub(super) fn mul_sum_avx2(a: __m256i, b: __m256i) -> __m256 {
         let dot = _mm256_maddubs_epi16(a, b);
         _mm256_cvtepi32_ps(_mm256_madd_epi16(dot, _mm256_set1_epi16(1)))
     }
