@@ -25,6 +25,7 @@ use rayon::prelude::*;
 use super::SendPtr;
 
 mod kquants;
+mod kwide;
 mod q2_k;
 mod q4_0;
 mod wide;
