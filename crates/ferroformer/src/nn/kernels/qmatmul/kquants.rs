@@ -26,6 +26,9 @@
 //!   `−d_x·dmin_w`), the tiled order from 8 on (`r = fma(−dmin_w, imin, isum·d_w)`,
 //!   `y = fma(r, d_x, y)`).
 //!
+//! Groups of rows (Q4_K from 5, the others from 8, where each output's order is a scalar
+//! chain) run on [`super::kwide`] instead, one activation row per lane, with the same bits.
+//!
 //! The integer parts are exact whichever instructions compute them (no saturation for these
 //! ranges: |q8| ≤ 127, weights ≤ 63), so only the float steps are copied operation for
 //! operation. `tests/qmatmul_kquants.rs` checks the bits against llama.cpp's own functions.

@@ -16,8 +16,8 @@
 //! rayon, so the result does not depend on the thread count. A single activation row (a
 //! decoding step) runs on 256-bit registers; with AVX-512 VNNI, two or more rows (batched
 //! decoding, prompts) share each unpacked weight block in groups of 16 on 512-bit registers
-//! ([`wide`], `FERROFORMER_NO_WIDE=1` to compare), else four at a time. Every path gives
-//! the same bits per output. candle's Q4_1 product is scalar code behind a spinning thread
+//! ([`wide`], `FERROFORMER_NO_WIDE=1` to compare), else four at a time (Q5_0 from 5 rows:
+//! eight at a time, one row per lane, [`lanes`]). Every path gives the same bits per output. candle's Q4_1 product is scalar code behind a spinning thread
 //! pool, about a fifth of the single-row speed here.
 
 use rayon::prelude::*;
