@@ -1,5 +1,6 @@
-//! Q4_K, Q5_K, Q6_K and Q3_K products of one weight row with up to [`TILE`] = 16 activation
-//! rows at once, on 512-bit registers (AVX-512 F + VNNI), for prompts and batched decoding.
+//! Q4_K, Q5_K, Q6_K and Q3_K products of one weight row with a group of activation rows at
+//! once, one row per lane, for prompts and batched decoding: [`TILE`] = 16 rows on 512-bit
+//! registers (AVX-512 F + VNNI), or [`NARROW`] = 8 on 256-bit ones (AVX2).
 //!
 //! Every output is the same bits as the 4-row kernels in `super::kquants` give (and so as
 //! llama.cpp), because each output still gets exactly their float operations in their order
@@ -33,7 +34,11 @@
 //!   `vmulps` (IEEE multiplication is commutative: the same bits as `d_x·d_w`), and every
 //!   `fma` of the scalar code is one `vfmadd` across rows, lane by lane the same operation.
 //!
-//! Padding rows (a group of fewer than 16) hold zeros and are dropped; no lane reads another
+//! On AVX2 the same lanes take `vpmaddubsw` products summed in 16 bits over as many
+//! positions as cannot overflow (no saturation either: |pair| ≤ 2·63·127), then `vpmaddwd`
+//! with the sub-block's scale (and `vpmaddwd` for the sums of 16): the same integers.
+//!
+//! Padding rows (a group that is not full) hold zeros and are dropped; no lane reads another
 //! row's data, so a row's outputs never depend on which rows share its group.
 
 use super::kquants::{
