@@ -3,7 +3,7 @@
 //! server's largest decode batch and a short prompt chunk).
 //!
 //! `cargo bench -p ferroformer --bench qmatmul -- [--n 2048] [--k 2048] [--json]
-//! [--formats Q4_K,Q6_K,Q4_1,Q8_0,Q5_0,Q5_1,Q4_0,Q2_K] [--rows 1,4,16] [--no-candle]`
+//! [--formats Q4_K,Q6_K,Q5_K,Q3_K,Q4_1,Q8_0,Q5_0,Q5_1,Q4_0,Q2_K] [--rows 1,4,16] [--no-candle]`
 //! Prints, per (format, rows), the median time of one product over alternating rounds of
 //! both sides and the ratio candle / ours (> 1: ours faster). Threads follow
 //! `RAYON_NUM_THREADS` (candle's CPU kernels use their own pool of the same size).
@@ -61,6 +61,8 @@ fn main() -> anyhow::Result<()> {
         let dtype = match name {
             "Q4_K" => GgmlDType::Q4K,
             "Q6_K" => GgmlDType::Q6K,
+            "Q5_K" => GgmlDType::Q5K,
+            "Q3_K" => GgmlDType::Q3K,
             "Q4_1" => GgmlDType::Q4_1,
             "Q8_0" => GgmlDType::Q8_0,
             "Q5_0" => GgmlDType::Q5_0,

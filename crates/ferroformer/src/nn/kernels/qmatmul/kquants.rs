@@ -26,6 +26,9 @@
 //!   `−d_x·dmin_w`), the tiled order from 8 on (`r = fma(−dmin_w, imin, isum·d_w)`,
 //!   `y = fma(r, d_x, y)`).
 //!
+//! Groups of rows (Q4_K from 5, the others from 8, where each output's order is a scalar
+//! chain) run on [`super::kwide`] instead, one activation row per lane, with the same bits.
+//!
 //! The integer parts are exact whichever instructions compute them (no saturation for these
 //! ranges: |q8| ≤ 127, weights ≤ 63), so only the float steps are copied operation for
 //! operation. `tests/qmatmul_kquants.rs` checks the bits against llama.cpp's own functions.
@@ -50,6 +53,18 @@ pub(super) const Q6_K_BYTES: usize = 210;
 /// Activation rows from which llama.cpp's tiled K-quant matmul takes over
 /// (`ggml_tiled_min_batch`).
 const TILED_MIN_ROWS: usize = 8;
+
+/// Activation rows from which the row-lane kernels ([`super::kwide`]) serve `format`. They
+/// follow only the tiled order of Q6_K, Q5_K and Q3_K, which starts at [`TILED_MIN_ROWS`];
+/// Q4_K's two orders are both theirs, and from 5 rows on (two calls of the 4-row kernel)
+/// they were the faster on AVX2 (640 × 2048, 2 threads: 4 rows 247 against 209 µs, 5 rows
+/// 247 against 291 µs).
+fn wide_min_rows(format: super::WeightFormat) -> usize {
+    match format {
+        super::WeightFormat::Q4K => 5,
+        _ => TILED_MIN_ROWS,
+    }
+}
 
 /// Activation rows quantized to Q8_K: values, the f32 scale of each super-block, and the
 /// sum of each 16 values.
@@ -118,6 +133,20 @@ pub(super) fn matmul_t(
     n: usize,
     format: super::WeightFormat,
 ) -> Option<Vec<f32>> {
+    product(x, m, k, w, n, format, super::wide_enabled())
+}
+
+/// [`matmul_t`], with groups of rows on the 512-bit kernels where `wide` and the CPU has
+/// them (the same bits either way).
+fn product(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[u8],
+    n: usize,
+    format: super::WeightFormat,
+    wide: bool,
+) -> Option<Vec<f32>> {
     use super::WeightFormat;
     if !super::available() || !k.is_multiple_of(QK_K) {
         return None;
@@ -140,6 +169,16 @@ pub(super) fn matmul_t(
     // with its tiled matmul, in another f32 order.
     let tiled = m >= TILED_MIN_ROWS;
     #[cfg(target_arch = "x86_64")]
+    if wide && m >= wide_min_rows(format) {
+        let avx512 = super::level() == Some(super::Level::Vnni);
+        let groups = super::kwide::pack(&xq, m, nb, avx512);
+        drop(xq);
+        // SAFETY: `available()` said AVX2, FMA and F16C are present, and `Level::Vnni`
+        // AVX-512 F + VNNI; `w` holds `n` rows of `nb` blocks of `format` (checked above)
+        // and the groups were packed from the `m` rows of `nb` blocks.
+        return Some(unsafe { super::kwide::matmul(format, w, n, nb, m, &groups, avx512) });
+    }
+    #[cfg(target_arch = "x86_64")]
     return Some(by_columns(m, n, |j, i0, rows| {
         let wrow = &w[j * row_bytes..(j + 1) * row_bytes];
         // SAFETY: `available()` said AVX2, FMA and F16C are present; `wrow` holds `nb`
@@ -155,7 +194,7 @@ pub(super) fn matmul_t(
     }));
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (xq, tiled, row_bytes);
+        let _ = (xq, tiled, row_bytes, wide);
         unreachable!("`available()` is false off x86")
     }
 }
@@ -774,24 +813,34 @@ mod tests {
         ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
     }
 
+    /// Row counts the kernels are checked at: every count up to one more than a group of
+    /// the 512-bit kernels, and a few spanning several groups.
+    const ROW_COUNTS: [usize; 20] = [
+        1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 33, 64, 71,
+    ];
+
     /// Every output of an `m`-row product equals its scalar form, and rows that take the same
     /// path in a batch as alone (Q4_K: outside a full group of 4; Q6_K: under 8 rows) give
-    /// the same bits alone.
+    /// the same bits alone. Both kernel sets: 4 rows on 256-bit registers and (with AVX-512
+    /// VNNI) 16 on 512-bit ones.
     #[test]
     fn kernels_equal_their_scalar_forms_for_any_row_count() {
-        let (n, k) = (16, 512);
+        // 24 weight rows (Q4_K takes these kernels only for multiples of 8): three tiles of
+        // the 512-bit kernels' 8 columns.
+        let (n, k) = (24, 512);
         let nb = k / QK_K;
+        let most = ROW_COUNTS[ROW_COUNTS.len() - 1];
         for (dtype, format, bytes) in [
             (GgmlDType::Q4K, WeightFormat::Q4K, Q4_K_BYTES),
             (GgmlDType::Q6K, WeightFormat::Q6K, Q6_K_BYTES),
         ] {
-            let (w, _, x) = case(dtype, n, k, 9);
+            let (w, _, x) = case(dtype, n, k, most);
             if !super::super::available() {
-                assert!(super::super::matmul_t(&x, 9, k, &w, n, format).is_none());
+                assert!(super::super::matmul_t(&x, most, k, &w, n, format).is_none());
                 continue;
             }
-            for m in [1, 3, 4, 5, 9] {
-                let y = super::super::matmul_t(&x[..m * k], m, k, &w, n, format).unwrap();
+            for (m, wide) in ROW_COUNTS.iter().flat_map(|&m| [(m, false), (m, true)]) {
+                let y = product(&x[..m * k], m, k, &w, n, format, wide).unwrap();
                 let xq = quantize_q8k(&x[..m * k]);
                 for i in 0..m {
                     let full_group = i < m - m % 4;
@@ -804,7 +853,7 @@ mod tests {
                         assert_eq!(
                             y[i * n + j].to_bits(),
                             want.to_bits(),
-                            "{format:?} m={m} ({i}, {j})"
+                            "{format:?} m={m} wide={wide} ({i}, {j})"
                         );
                     }
                     let same_path = match format {
@@ -818,9 +867,56 @@ mod tests {
                         assert_eq!(
                             &alone[..],
                             &y[i * n..(i + 1) * n],
-                            "{format:?} m={m} row {i}"
+                            "{format:?} m={m} wide={wide} row {i}"
                         );
                     }
+                }
+            }
+        }
+    }
+
+    /// The row-lane kernels ([`super::super::kwide`]: AVX-512 VNNI or AVX2, whichever this
+    /// CPU runs) give every output the same bits as the 4-row ones (which
+    /// `tests/qmatmul_kquants.rs` checks against llama.cpp), for all four K-quants, any row
+    /// count, several super-blocks per row and a column count that leaves a partial tile;
+    /// activations with an all-zero super-block and extreme values included.
+    #[test]
+    fn wide_kernels_equal_the_4_row_kernels_for_any_row_count() {
+        if !super::super::available() {
+            return;
+        }
+        // Which of the two kernel sets (AVX-512 VNNI or AVX2) this CPU runs.
+        eprintln!("kernel level: {:?}", super::super::level());
+        let (n, k) = (27, 768);
+        let most = ROW_COUNTS[ROW_COUNTS.len() - 1];
+        for (dtype, format) in [
+            (GgmlDType::Q4K, WeightFormat::Q4K),
+            (GgmlDType::Q5K, WeightFormat::Q5K),
+            (GgmlDType::Q6K, WeightFormat::Q6K),
+            (GgmlDType::Q3K, WeightFormat::Q3K),
+        ] {
+            // Q4_K is multiplied here only for matrices of 8k rows (llama.cpp's repacking).
+            let n = if format == WeightFormat::Q4K { 24 } else { n };
+            let (w, _, mut x) = case(dtype, n, k, most);
+            // Row 1: a zero super-block; row 2: one huge value (every other value rounds
+            // to 0); row 3: all values at ±max (sums of 16 at their extremes).
+            x[k..k + QK_K].fill(0.0);
+            x[2 * k + 300] = 1e6;
+            for (e, v) in x[3 * k..4 * k].iter_mut().enumerate() {
+                *v = if e % 3 == 0 { -4.0 } else { 4.0 };
+            }
+            for &m in &ROW_COUNTS {
+                let x = &x[..m * k];
+                let narrow = product(x, m, k, &w, n, format, false).unwrap();
+                let wide = product(x, m, k, &w, n, format, true).unwrap();
+                for (e, (a, b)) in narrow.iter().zip(&wide).enumerate() {
+                    assert_eq!(
+                        a.to_bits(),
+                        b.to_bits(),
+                        "{format:?} m={m} ({}, {}): {a} vs {b}",
+                        e / n,
+                        e % n
+                    );
                 }
             }
         }

@@ -16,8 +16,8 @@
 //! rayon, so the result does not depend on the thread count. A single activation row (a
 //! decoding step) runs on 256-bit registers; with AVX-512 VNNI, two or more rows (batched
 //! decoding, prompts) share each unpacked weight block in groups of 16 on 512-bit registers
-//! ([`wide`], `FERROFORMER_NO_WIDE=1` to compare), else four at a time. Every path gives
-//! the same bits per output. candle's Q4_1 product is scalar code behind a spinning thread
+//! ([`wide`], `FERROFORMER_NO_WIDE=1` to compare), else four at a time (Q5_0 from 5 rows:
+//! eight at a time, one row per lane, [`lanes`]). Every path gives the same bits per output. candle's Q4_1 product is scalar code behind a spinning thread
 //! pool, about a fifth of the single-row speed here.
 
 use rayon::prelude::*;
@@ -25,6 +25,8 @@ use rayon::prelude::*;
 use super::SendPtr;
 
 mod kquants;
+mod kwide;
+mod lanes;
 mod q2_k;
 mod q4_0;
 #[cfg(target_arch = "x86_64")]
@@ -266,6 +268,12 @@ pub(crate) fn matmul_t(
     }
     let path = if level == Level::Vnni && m >= 2 && wide_enabled() {
         Path::Wide
+    } else if level == Level::Avx2
+        && format == WeightFormat::Q5_0
+        && m >= lanes::MIN_ROWS
+        && wide_enabled()
+    {
+        Path::Lanes
     } else {
         Path::Rows4(level)
     };
@@ -280,10 +288,14 @@ enum Path {
     /// One weight row against up to [`wide::TILE`] activation rows on 512-bit registers
     /// (needs [`Level::Vnni`]).
     Wide,
+    /// Q5_0 only: one weight row against groups of 8 activation rows, one lane per row, on
+    /// AVX2 ([`lanes`]).
+    Lanes,
 }
 
-/// Whether groups of rows take the 512-bit kernels where the CPU has them;
-/// `FERROFORMER_NO_WIDE=1` keeps the 4-row kernels (for A/B comparisons: same bits).
+/// Whether groups of rows take the 512-bit kernels where the CPU has them (and the
+/// row-lane ones, [`lanes`] and [`kwide`], elsewhere); `FERROFORMER_NO_WIDE=1` keeps the
+/// 4-row kernels (for A/B comparisons: same bits).
 fn wide_enabled() -> bool {
     static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *WIDE.get_or_init(|| std::env::var_os("FERROFORMER_NO_WIDE").is_none())
@@ -323,6 +335,23 @@ fn matmul_on(
                 // from rows of `nb` blocks with this format's offset.
                 unsafe { wide::dot(format, wrow, g, nb, out) }
             })
+        }
+        Path::Lanes => {
+            let groups = lanes::pack(&xq, m, nb);
+            drop(xq);
+            #[cfg(target_arch = "x86_64")]
+            {
+                debug_assert_eq!(format, WeightFormat::Q5_0);
+                // SAFETY: `Path::Lanes` is taken only where `level()` found AVX2, FMA and
+                // F16C, for Q5_0; `w` holds `n` rows of `nb` blocks and the groups were
+                // packed from the `m` rows of `nb` blocks.
+                unsafe { lanes::q5_0(w, n, nb, m, &groups) }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                let _ = groups;
+                unreachable!("`level()` is None off x86")
+            }
         }
     }
 }
@@ -1064,7 +1093,7 @@ mod tests {
     }
 
     /// Every row count from 1 to 17 (one partial group, a full group of 16, and one row
-    /// past it), both instruction levels and both kernel shapes, every format: each output
+    /// past it), both instruction levels and every kernel shape, every format: each output
     /// equals the scalar form bit for bit, and each row alone equals the same row batched.
     #[test]
     fn every_kernel_and_row_count_equals_the_scalar_form() {
@@ -1095,6 +1124,9 @@ mod tests {
             let mut paths = vec![Path::Rows4(Level::Avx2)];
             if level() == Some(Level::Vnni) {
                 paths.extend([Path::Rows4(Level::Vnni), Path::Wide]);
+            }
+            if format == WeightFormat::Q5_0 {
+                paths.push(Path::Lanes);
             }
             for m in 1..=17 {
                 let auto = matmul_t(&x[..m * k], m, k, &w, n, format).unwrap();
