@@ -54,6 +54,16 @@ pub(super) const Q6_K_BYTES: usize = 210;
 /// (`ggml_tiled_min_batch`).
 const TILED_MIN_ROWS: usize = 8;
 
+/// Whether the 16-row AVX-512 VNNI variant of the row-lane kernels runs where the CPU has
+/// it (`FERROFORMER_KWIDE_AVX512=1`). It has not yet run on such a CPU (the machines of its
+/// writing had AVX2 only), so until `wide_kernels_equal_the_4_row_kernels_for_any_row_count`
+/// has passed there with this set, every CPU takes the tested 8-row AVX2 variant, which
+/// gives the same bits.
+fn kwide_avx512_opted_in() -> bool {
+    static OPT_IN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OPT_IN.get_or_init(|| std::env::var_os("FERROFORMER_KWIDE_AVX512").is_some_and(|v| v == "1"))
+}
+
 /// Activation rows from which the row-lane kernels ([`super::kwide`]) serve `format`. They
 /// follow only the tiled order of Q6_K, Q5_K and Q3_K, which starts at [`TILED_MIN_ROWS`];
 /// Q4_K's two orders are both theirs, and from 5 rows on (two calls of the 4-row kernel)
@@ -170,7 +180,7 @@ fn product(
     let tiled = m >= TILED_MIN_ROWS;
     #[cfg(target_arch = "x86_64")]
     if wide && m >= wide_min_rows(format) {
-        let avx512 = super::level() == Some(super::Level::Vnni);
+        let avx512 = super::level() == Some(super::Level::Vnni) && kwide_avx512_opted_in();
         let groups = super::kwide::pack(&xq, m, nb, avx512);
         drop(xq);
         // SAFETY: `available()` said AVX2, FMA and F16C are present, and `Level::Vnni`
