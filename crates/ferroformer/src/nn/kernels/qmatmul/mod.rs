@@ -316,7 +316,7 @@ fn matmul_on(
     let xq = quantize_rows(x, matches!(format, WeightFormat::Q4_1 | WeightFormat::Q5_1));
     match path {
         #[cfg(target_arch = "x86_64")]
-        Path::Rows4(Level::Avx2) if m == 1 && single::serves(format) => {
+        Path::Rows4(Level::Avx2) if m == 1 && single::serves(format) && wide_enabled() => {
             // SAFETY: `Level::Avx2` means AVX2, FMA and F16C; `w` holds `n` rows of `nb`
             // blocks of `format` and `xq` one row of `nb` blocks.
             unsafe { single::matmul_row(format, w, n, &xq.qs, &xq.d, &xq.s) }
