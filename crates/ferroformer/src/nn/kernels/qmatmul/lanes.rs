@@ -1,5 +1,5 @@
-//! Q5_0 products on AVX2 with one lane per activation row, for prompts and batched
-//! decoding on CPUs without AVX-512 VNNI (where [`super::wide`] serves them).
+//! Q5_0 and Q4_1 products on AVX2 with one lane per activation row, for prompts and
+//! batched decoding on CPUs without AVX-512 VNNI (where [`super::wide`] serves them).
 //!
 //! Every output is the same bits as the 4-row kernel `super::x86::q5_0_avx2` (and so as
 //! llama.cpp's `ggml_vec_dot_q5_0_q8_0`): per output eight f32 lanes, lane `l` of block `b`
@@ -18,9 +18,15 @@
 //!   (a3 + a7))`; with the lanes in separate registers that is seven `vaddps` for all eight
 //!   rows, in that order.
 //!
+//! Q4_1 (`ggml_vec_dot_q4_1_q8_1`) the same way, with two differences: its weights are
+//! unsigned already (0..=15), so they are the unsigned operand of `vpmaddubsw` and the
+//! activations stay signed (no offset); and each output adds `summs`, the chain
+//! `fma(m_w, s_x, summs)` over blocks, after `hsum_float_8` — one `vfmadd` per block for all
+//! eight rows, lane by lane the scalar chain.
+//!
 //! Padding rows are zero and dropped; no lane reads another row's data.
 
-use super::{for_column_ranges, QuantizedRows, Q5_0_BYTES, QK};
+use super::{for_column_ranges, QuantizedRows, WeightFormat, Q4_1_BYTES, Q5_0_BYTES, QK};
 use crate::nn::kernels::SendPtr;
 
 /// Activation rows per group: one ymm of f32 lanes.
@@ -39,20 +45,31 @@ pub(super) struct Group {
     i0: usize,
     /// Rows in the group (1..=ROWS).
     rows: usize,
-    /// `[block][8][ROWS][4]` values plus 128 (unsigned); padding rows are zero.
+    /// `[block][8][ROWS][4]` values: plus 128 (unsigned) for Q5_0, as they are (signed)
+    /// for Q4_1; padding rows are zero.
     qs: Vec<u8>,
     /// `[block][ROWS]` activation scales; padding lanes are zero.
     d: Vec<f32>,
+    /// `[block][ROWS]` Q8_1 sums (`d × Σ q`) for Q4_1; empty for Q5_0.
+    s: Vec<f32>,
 }
 
-/// Rearranges `m` quantized rows of `nb` blocks into groups of [`ROWS`] rows.
-pub(super) fn pack(xq: &QuantizedRows, m: usize, nb: usize) -> Vec<Group> {
+/// Rearranges `m` quantized rows of `nb` blocks into groups of [`ROWS`] rows for the
+/// kernels of `format` (Q5_0: values offset by 128; Q4_1: values as they are, and sums).
+pub(super) fn pack(xq: &QuantizedRows, m: usize, nb: usize, format: WeightFormat) -> Vec<Group> {
+    let offset = if format == WeightFormat::Q4_1 {
+        0
+    } else {
+        0x80
+    };
+    let with_sums = format == WeightFormat::Q4_1;
     (0..m)
         .step_by(ROWS)
         .map(|i0| {
             let rows = ROWS.min(m - i0);
             let mut qs = vec![0u8; nb * QK * ROWS];
             let mut d = vec![0f32; nb * ROWS];
+            let mut sums = vec![0f32; if with_sums { nb * ROWS } else { 0 }];
             for r in 0..rows {
                 for b in 0..nb {
                     let xb = (i0 + r) * nb + b;
@@ -60,27 +77,38 @@ pub(super) fn pack(xq: &QuantizedRows, m: usize, nb: usize) -> Vec<Group> {
                     for (l, quad) in src.chunks_exact(4).enumerate() {
                         let at = ((b * 8 + l) * ROWS + r) * 4;
                         for (q, &v) in qs[at..at + 4].iter_mut().zip(quad) {
-                            *q = v as u8 ^ 0x80;
+                            *q = v as u8 ^ offset;
                         }
                     }
                     d[b * ROWS + r] = xq.d[xb];
+                    if with_sums {
+                        sums[b * ROWS + r] = xq.s[xb];
+                    }
                 }
             }
-            Group { i0, rows, qs, d }
+            Group {
+                i0,
+                rows,
+                qs,
+                d,
+                s: sums,
+            }
         })
         .collect()
 }
 
-/// One Q5_0 weight block unpacked for the kernel.
+/// One weight block unpacked for the kernel.
 #[derive(Clone, Copy)]
 #[repr(C, align(16))]
 struct Unpacked {
-    /// The 32 values as signed bytes (`q − 16`).
+    /// The 32 values as bytes: signed (`q − 16`) for Q5_0, unsigned (0..=15) for Q4_1.
     q: [i8; QK],
-    /// `128 × Σ q` of each lane's four values.
+    /// `128 × Σ q` of each lane's four values (Q5_0; zero for Q4_1).
     offset: [i32; 8],
     /// The block scale `d_w`.
     d: f32,
+    /// The block minimum `m_w` (Q4_1; zero for Q5_0).
+    m: f32,
 }
 
 impl Unpacked {
@@ -88,18 +116,27 @@ impl Unpacked {
         q: [0; QK],
         offset: [0; 8],
         d: 0.0,
+        m: 0.0,
     };
 }
 
-/// The `m × n` product of Q5_0 weight rows `w` (`n` rows of `nb` blocks) with the `m`
-/// activation rows packed in `groups`.
+/// The `m × n` product of `format` (Q5_0 or Q4_1) weight rows `w` (`n` rows of `nb`
+/// blocks) with the `m` activation rows packed in `groups`.
 ///
 /// # Safety
-/// The CPU has AVX2, FMA and F16C; `w` holds `n` rows of `nb` Q5_0 blocks and `groups` were
-/// packed from `m` rows of `nb` blocks.
+/// The CPU has AVX2, FMA and F16C; `format` is Q5_0 or Q4_1; `w` holds `n` rows of `nb`
+/// blocks of it and `groups` were packed for it from `m` rows of `nb` blocks.
 #[cfg(target_arch = "x86_64")]
-pub(super) unsafe fn q5_0(w: &[u8], n: usize, nb: usize, m: usize, groups: &[Group]) -> Vec<f32> {
-    let row_bytes = nb * Q5_0_BYTES;
+pub(super) unsafe fn matmul(
+    format: WeightFormat,
+    w: &[u8],
+    n: usize,
+    nb: usize,
+    m: usize,
+    groups: &[Group],
+) -> Vec<f32> {
+    let q4_1 = format == WeightFormat::Q4_1;
+    let row_bytes = nb * if q4_1 { Q4_1_BYTES } else { Q5_0_BYTES };
     let mut out = vec![0f32; m * n];
     let out_ptr = SendPtr(out.as_mut_ptr());
     for_column_ranges(n, 16, 512, |columns| {
@@ -110,14 +147,28 @@ pub(super) unsafe fn q5_0(w: &[u8], n: usize, nb: usize, m: usize, groups: &[Gro
             for c in 0..cols {
                 let wrow = &w[(jt + c) * row_bytes..(jt + c + 1) * row_bytes];
                 // SAFETY: the caller vouches for AVX2; `wrow` holds `nb` blocks.
-                unsafe { x86::unpack(wrow, &mut unpacked[c * nb..(c + 1) * nb]) };
+                let u = &mut unpacked[c * nb..(c + 1) * nb];
+                unsafe {
+                    if q4_1 {
+                        x86::unpack_q4_1(wrow, u)
+                    } else {
+                        x86::unpack(wrow, u)
+                    }
+                };
             }
             for g in groups {
                 let mut tile = [[0f32; ROWS]; COLUMNS];
                 for (c, col) in tile.iter_mut().enumerate().take(cols) {
                     // SAFETY: as above; `unpacked` holds `nb` blocks per column and `g`
                     // rows of `nb` blocks.
-                    unsafe { x86::kernel(&unpacked[c * nb..(c + 1) * nb], g, nb, col) };
+                    let u = &unpacked[c * nb..(c + 1) * nb];
+                    unsafe {
+                        if q4_1 {
+                            x86::kernel_q4_1(u, g, nb, col)
+                        } else {
+                            x86::kernel(u, g, nb, col)
+                        }
+                    };
                 }
                 for r in 0..g.rows {
                     for (c, col) in tile.iter().enumerate().take(cols) {
@@ -137,7 +188,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::super::x86::{bytes_from_bits_32, f16_at};
-    use super::{Group, Unpacked, Q5_0_BYTES, QK, ROWS};
+    use super::{Group, Unpacked, Q4_1_BYTES, Q5_0_BYTES, QK, ROWS};
 
     /// Unpacks the `out.len()` Q5_0 blocks of one weight row `w` (as the 4-row kernel forms
     /// the signed values: the nibbles, with `0xf0` where the fifth bit is clear).
@@ -197,5 +248,64 @@ mod x86 {
             _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7])),
         );
         _mm256_storeu_ps(out.as_mut_ptr(), y);
+    }
+
+    /// Unpacks the `out.len()` Q4_1 blocks of one weight row `w`: the nibbles in the 4-row
+    /// kernel's order (low nibbles are values 0..16, high ones 16..32), the scale and the
+    /// minimum.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn unpack_q4_1(w: &[u8], out: &mut [Unpacked]) {
+        debug_assert!(w.len() >= out.len() * Q4_1_BYTES);
+        let mask = _mm256_set1_epi8(0x0f);
+        for (b, u) in out.iter_mut().enumerate() {
+            let blk = w.as_ptr().add(b * Q4_1_BYTES);
+            u.d = f16_at(blk);
+            u.m = f16_at(blk.add(2));
+            let tmp = _mm_loadu_si128(blk.add(4) as *const __m128i);
+            let q = _mm256_and_si256(mask, _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp));
+            _mm256_storeu_si256(u.q.as_mut_ptr() as *mut __m256i, q);
+            u.offset = [0; 8];
+        }
+    }
+
+    /// One unpacked Q4_1 weight row `u` against the rows of `g` (packed for Q4_1), written
+    /// to `out`: per row `hsum_float_8(acc) + summs`, as `super::super::x86::q4_1_avx2`.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C are present; `u` holds `nb` blocks and `g` was packed for Q4_1
+    /// from rows of `nb` blocks.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn kernel_q4_1(u: &[Unpacked], g: &Group, nb: usize, out: &mut [f32; ROWS]) {
+        debug_assert!(u.len() >= nb && g.qs.len() >= nb * QK * ROWS);
+        debug_assert!(g.d.len() >= nb * ROWS && g.s.len() >= nb * ROWS);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); 8];
+        let mut summs = _mm256_setzero_ps();
+        let xp = g.qs.as_ptr();
+        let dp = g.d.as_ptr();
+        let sp = g.s.as_ptr();
+        for (b, ub) in u.iter().enumerate().take(nb) {
+            // The scalar chain `summs = fma(m_w, s_x, summs)`, all rows at once.
+            summs = _mm256_fmadd_ps(
+                _mm256_set1_ps(ub.m),
+                _mm256_loadu_ps(sp.add(b * ROWS)),
+                summs,
+            );
+            let dd = _mm256_mul_ps(_mm256_loadu_ps(dp.add(b * ROWS)), _mm256_set1_ps(ub.d));
+            for (l, acc) in acc.iter_mut().enumerate() {
+                let x = _mm256_loadu_si256(xp.add((b * 8 + l) * ROWS * 4) as *const __m256i);
+                let wq = _mm256_set1_epi32(std::ptr::read_unaligned(
+                    ub.q.as_ptr().add(4 * l) as *const i32
+                ));
+                // Unsigned weights by signed activations: |pair| ≤ 2·15·128, no saturation.
+                let s = _mm256_madd_epi16(_mm256_maddubs_epi16(wq, x), ones);
+                *acc = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(s), *acc);
+            }
+        }
+        let y = _mm256_add_ps(
+            _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6])),
+            _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7])),
+        );
+        _mm256_storeu_ps(out.as_mut_ptr(), _mm256_add_ps(y, summs));
     }
 }

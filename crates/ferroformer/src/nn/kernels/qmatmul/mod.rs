@@ -16,9 +16,10 @@
 //! rayon, so the result does not depend on the thread count. A single activation row (a
 //! decoding step) runs on 256-bit registers; with AVX-512 VNNI, two or more rows (batched
 //! decoding, prompts) share each unpacked weight block in groups of 16 on 512-bit registers
-//! ([`wide`], `FERROFORMER_NO_WIDE=1` to compare), else four at a time (Q5_0 from 5 rows:
-//! eight at a time, one row per lane, [`lanes`]). Every path gives the same bits per output. candle's Q4_1 product is scalar code behind a spinning thread
-//! pool, about a fifth of the single-row speed here.
+//! ([`wide`], `FERROFORMER_NO_WIDE=1` to compare), else four at a time (Q5_0 and Q4_1 from
+//! 5 rows: eight at a time, one row per lane, [`lanes`]). Every path gives the same bits
+//! per output. candle's Q4_1 product is scalar code behind a spinning thread pool, about a
+//! fifth of the single-row speed here.
 
 use rayon::prelude::*;
 
@@ -269,7 +270,7 @@ pub(crate) fn matmul_t(
     let path = if level == Level::Vnni && m >= 2 && wide_enabled() {
         Path::Wide
     } else if level == Level::Avx2
-        && format == WeightFormat::Q5_0
+        && matches!(format, WeightFormat::Q5_0 | WeightFormat::Q4_1)
         && m >= lanes::MIN_ROWS
         && wide_enabled()
     {
@@ -288,8 +289,8 @@ enum Path {
     /// One weight row against up to [`wide::TILE`] activation rows on 512-bit registers
     /// (needs [`Level::Vnni`]).
     Wide,
-    /// Q5_0 only: one weight row against groups of 8 activation rows, one lane per row, on
-    /// AVX2 ([`lanes`]).
+    /// Q5_0 and Q4_1: one weight row against groups of 8 activation rows, one lane per row,
+    /// on AVX2 ([`lanes`]).
     Lanes,
 }
 
@@ -337,15 +338,15 @@ fn matmul_on(
             })
         }
         Path::Lanes => {
-            let groups = lanes::pack(&xq, m, nb);
+            let groups = lanes::pack(&xq, m, nb, format);
             drop(xq);
             #[cfg(target_arch = "x86_64")]
             {
-                debug_assert_eq!(format, WeightFormat::Q5_0);
+                debug_assert!(matches!(format, WeightFormat::Q5_0 | WeightFormat::Q4_1));
                 // SAFETY: `Path::Lanes` is taken only where `level()` found AVX2, FMA and
-                // F16C, for Q5_0; `w` holds `n` rows of `nb` blocks and the groups were
-                // packed from the `m` rows of `nb` blocks.
-                unsafe { lanes::q5_0(w, n, nb, m, &groups) }
+                // F16C, for Q5_0 and Q4_1; `w` holds `n` rows of `nb` blocks and the groups
+                // were packed for `format` from the `m` rows of `nb` blocks.
+                unsafe { lanes::matmul(format, w, n, nb, m, &groups) }
             }
             #[cfg(not(target_arch = "x86_64"))]
             {
@@ -1125,7 +1126,7 @@ mod tests {
             if level() == Some(Level::Vnni) {
                 paths.extend([Path::Rows4(Level::Vnni), Path::Wide]);
             }
-            if format == WeightFormat::Q5_0 {
+            if matches!(format, WeightFormat::Q5_0 | WeightFormat::Q4_1) {
                 paths.push(Path::Lanes);
             }
             for m in 1..=17 {
