@@ -170,13 +170,9 @@ pub(super) unsafe fn matmul(
                         }
                     };
                 }
-                for r in 0..g.rows {
-                    for (c, col) in tile.iter().enumerate().take(cols) {
-                        // SAFETY: (g.i0 + r, jt + c) lies in the m × n output and each
-                        // column belongs to one range, so no two threads write it.
-                        unsafe { *out_ptr.get().add((g.i0 + r) * n + jt + c) = col[r] };
-                    }
-                }
+                // SAFETY: (g.i0 + r, jt + c) lies in the m × n output for every row of the group
+                // and column of the tile, and each column belongs to one range.
+                unsafe { super::store_tile(&out_ptr, n, (g.i0, g.rows), (jt, cols), &tile) };
             }
         }
     });

@@ -374,6 +374,29 @@ where
     });
 }
 
+/// Writes a tile of outputs, `tile[c][r]` for columns `j0..j0 + cols` and rows
+/// `i0..i0 + rows`, into the row-major `_ × n` output at `out` (the row-lane kernels' tiles of
+/// weight columns by activation rows).
+///
+/// # Safety
+/// Every `(i0 + r, j0 + c)` lies in the output, and no other thread writes those elements
+/// meanwhile (each column belongs to one range of [`for_column_ranges`]).
+#[cfg(target_arch = "x86_64")]
+unsafe fn store_tile<const R: usize>(
+    out: &SendPtr,
+    n: usize,
+    (i0, rows): (usize, usize),
+    (j0, cols): (usize, usize),
+    tile: &[[f32; R]],
+) {
+    for r in 0..rows {
+        for (c, col) in tile.iter().enumerate().take(cols) {
+            // SAFETY: the caller's promise.
+            unsafe { *out.get().add((i0 + r) * n + j0 + c) = col[r] };
+        }
+    }
+}
+
 /// The `m × n` output of `f(j, i0, rows)`, which gives column `j` of activation rows
 /// `i0..i0 + rows` (`rows <= ROWS`; every group but the last has `ROWS` rows), columns
 /// split over the threads by [`for_column_ranges`].
