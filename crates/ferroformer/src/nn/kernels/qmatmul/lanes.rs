@@ -183,7 +183,7 @@ pub(super) unsafe fn matmul(
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::super::x86::{bytes_from_bits_32, f16_at};
+    use super::super::x86::{bytes_from_bits_32, bytes_from_nibbles_32, f16_at};
     use super::{Group, Unpacked, Q4_1_BYTES, Q5_0_BYTES, QK, ROWS};
 
     /// Unpacks the `out.len()` Q5_0 blocks of one weight row `w` (as the 4-row kernel forms
@@ -191,15 +191,13 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn unpack(w: &[u8], out: &mut [Unpacked]) {
         debug_assert!(w.len() >= out.len() * Q5_0_BYTES);
-        let mask = _mm256_set1_epi8(0x0f);
         let high = _mm256_set1_epi8(0xf0u8 as i8);
         let ones8 = _mm256_set1_epi8(1);
         let ones16 = _mm256_set1_epi16(1);
         for (b, u) in out.iter_mut().enumerate() {
             let blk = w.as_ptr().add(b * Q5_0_BYTES);
             u.d = f16_at(blk);
-            let tmp = _mm_loadu_si128(blk.add(6) as *const __m128i);
-            let nibbles = _mm256_and_si256(mask, _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp));
+            let nibbles = bytes_from_nibbles_32(blk.add(6));
             let q = _mm256_or_si256(
                 nibbles,
                 _mm256_andnot_si256(bytes_from_bits_32(blk.add(2)), high),
@@ -252,13 +250,11 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn unpack_q4_1(w: &[u8], out: &mut [Unpacked]) {
         debug_assert!(w.len() >= out.len() * Q4_1_BYTES);
-        let mask = _mm256_set1_epi8(0x0f);
         for (b, u) in out.iter_mut().enumerate() {
             let blk = w.as_ptr().add(b * Q4_1_BYTES);
             u.d = f16_at(blk);
             u.m = f16_at(blk.add(2));
-            let tmp = _mm_loadu_si128(blk.add(4) as *const __m128i);
-            let q = _mm256_and_si256(mask, _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp));
+            let q = bytes_from_nibbles_32(blk.add(4));
             _mm256_storeu_si256(u.q.as_mut_ptr() as *mut __m256i, q);
             u.offset = [0; 8];
         }

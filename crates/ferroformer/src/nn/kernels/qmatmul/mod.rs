@@ -514,21 +514,20 @@ mod x86 {
         _mm_cvtss_f32(out)
     }
 
-    /// Per-lane sums of four consecutive products of unsigned `a` and signed `b` bytes, as
-    /// floats (`mul_sum_us8_pairs_float`): exact integers either way, no saturation for the
-    /// ranges here (|a| ≤ 127 or ≤ 15, |b| ≤ 127).
+    /// Per-lane sums of four consecutive products of unsigned `a` and signed `b` bytes
+    /// (`vpmaddubsw`, then `vpmaddwd` by ones): exact, no saturation for the ranges here
+    /// (|a| ≤ 127 or ≤ 15, |b| ≤ 127).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) fn mul_sum_avx2(a: __m256i, b: __m256i) -> __m256 {
-        let dot = _mm256_maddubs_epi16(a, b);
-        _mm256_cvtepi32_ps(_mm256_madd_epi16(dot, _mm256_set1_epi16(1)))
+    pub(super) fn mul_sum_i32_avx2(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1))
     }
 
     /// The same sums with one `vpdpbusd` (AVX-512 VNNI on 256-bit registers), written as
     /// inline assembly: its intrinsic and feature names need a newer Rust than the MSRV.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn mul_sum_vnni(a: __m256i, b: __m256i) -> __m256 {
+    pub(super) unsafe fn mul_sum_i32_vnni(a: __m256i, b: __m256i) -> __m256i {
         let mut acc = _mm256_setzero_si256();
         std::arch::asm!(
             "vpdpbusd {acc}, {a}, {b}",
@@ -537,7 +536,33 @@ mod x86 {
             b = in(ymm_reg) b,
             options(pure, nomem, nostack),
         );
-        _mm256_cvtepi32_ps(acc)
+        acc
+    }
+
+    /// [`mul_sum_i32_avx2`] as floats (`mul_sum_us8_pairs_float`).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn mul_sum_avx2(a: __m256i, b: __m256i) -> __m256 {
+        _mm256_cvtepi32_ps(mul_sum_i32_avx2(a, b))
+    }
+
+    /// [`mul_sum_i32_vnni`] as floats.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn mul_sum_vnni(a: __m256i, b: __m256i) -> __m256 {
+        _mm256_cvtepi32_ps(mul_sum_i32_vnni(a, b))
+    }
+
+    /// ggml's `bytes_from_nibbles_32`: the 16 bytes at `p` as 32 values 0..16, low nibbles
+    /// first (values 0..16 of a block), then high nibbles (values 16..32).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn bytes_from_nibbles_32(p: *const u8) -> __m256i {
+        let tmp = _mm_loadu_si128(p as *const __m128i);
+        _mm256_and_si256(
+            _mm256_set1_epi8(0x0f),
+            _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp),
+        )
     }
 
     /// `ggml_vec_dot_q4_1_q8_1` for one weight row and up to `ROWS` activation rows:
@@ -555,7 +580,6 @@ mod x86 {
                 nb: usize,
             ) -> [f32; ROWS] {
                 debug_assert!(w.len() >= nb * Q4_1_BYTES && xq.len() >= rows * nb * QK);
-                let mask = _mm256_set1_epi8(0x0f);
                 let mut acc = [_mm256_setzero_ps(); ROWS];
                 let mut summs = [0f32; ROWS];
                 let wp = w.as_ptr();
@@ -564,9 +588,8 @@ mod x86 {
                     let blk = wp.add(b * Q4_1_BYTES);
                     let d0 = f16_at(blk);
                     let m0 = f16_at(blk.add(2));
-                    let tmp = _mm_loadu_si128(blk.add(4) as *const __m128i);
                     // Low nibbles are values 0..16, high nibbles values 16..32.
-                    let qx = _mm256_and_si256(mask, _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp));
+                    let qx = bytes_from_nibbles_32(blk.add(4));
                     for r in 0..rows {
                         let xb = r * nb + b;
                         summs[r] = m0.mul_add(*xs.get_unchecked(xb), summs[r]);
@@ -650,7 +673,6 @@ mod x86 {
                 nb: usize,
             ) -> [f32; ROWS] {
                 debug_assert!(w.len() >= nb * Q5_0_BYTES && xq.len() >= rows * nb * QK);
-                let mask = _mm256_set1_epi8(0x0f);
                 let high = _mm256_set1_epi8(0xf0u8 as i8);
                 let mut acc = [_mm256_setzero_ps(); ROWS];
                 let wp = w.as_ptr();
@@ -658,9 +680,7 @@ mod x86 {
                 for b in 0..nb {
                     let blk = wp.add(b * Q5_0_BYTES);
                     let dw = f16_at(blk);
-                    let tmp = _mm_loadu_si128(blk.add(6) as *const __m128i);
-                    let nibbles =
-                        _mm256_and_si256(mask, _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp));
+                    let nibbles = bytes_from_nibbles_32(blk.add(6));
                     let bxhi = _mm256_andnot_si256(bytes_from_bits_32(blk.add(2)), high);
                     let qx = _mm256_or_si256(nibbles, bxhi);
                     let ax = _mm256_sign_epi8(qx, qx);
@@ -694,7 +714,6 @@ mod x86 {
                 nb: usize,
             ) -> [f32; ROWS] {
                 debug_assert!(w.len() >= nb * Q5_1_BYTES && xq.len() >= rows * nb * QK);
-                let mask = _mm256_set1_epi8(0x0f);
                 let fifth = _mm256_set1_epi8(0x10);
                 let mut acc = [_mm256_setzero_ps(); ROWS];
                 let mut summs = [0f32; ROWS];
@@ -704,9 +723,7 @@ mod x86 {
                     let blk = wp.add(b * Q5_1_BYTES);
                     let d0 = f16_at(blk);
                     let m0 = f16_at(blk.add(2));
-                    let tmp = _mm_loadu_si128(blk.add(8) as *const __m128i);
-                    let nibbles =
-                        _mm256_and_si256(mask, _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp));
+                    let nibbles = bytes_from_nibbles_32(blk.add(8));
                     let high = _mm256_and_si256(bytes_from_bits_32(blk.add(4)), fifth);
                     let qx = _mm256_or_si256(nibbles, high);
                     for r in 0..rows {

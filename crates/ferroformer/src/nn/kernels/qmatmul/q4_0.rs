@@ -118,6 +118,9 @@ where
 pub(super) mod x86 {
     use std::arch::x86_64::*;
 
+    use super::super::x86::{
+        bytes_from_nibbles_32, mul_sum_i32_avx2 as mul_sum_avx2, mul_sum_i32_vnni as mul_sum_vnni,
+    };
     use super::{GROUP, Q4_0_BYTES, ROWS};
     use crate::nn::kernels::qmatmul::QK;
 
@@ -150,30 +153,6 @@ pub(super) mod x86 {
         _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr() as *const __m128i))
     }
 
-    /// Lane sums of four products of unsigned `a` and signed `b` bytes (`vpmaddubsw` +
-    /// `vpmaddwd`; no saturation for |a| ≤ 15, |b| ≤ 127).
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn mul_sum_avx2(a: __m256i, b: __m256i) -> __m256i {
-        _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1))
-    }
-
-    /// The same sums with one `vpdpbusd` (AVX-512 VNNI on 256-bit registers; inline
-    /// assembly, as in the parent module, for the MSRV).
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn mul_sum_vnni(a: __m256i, b: __m256i) -> __m256i {
-        let mut acc = _mm256_setzero_si256();
-        std::arch::asm!(
-            "vpdpbusd {acc}, {a}, {b}",
-            acc = inout(ymm_reg) acc,
-            a = in(ymm_reg) a,
-            b = in(ymm_reg) b,
-            options(pure, nomem, nostack),
-        );
-        acc
-    }
-
     /// Columns 0..8 of `w` (8 weight rows of `row_bytes`) against activation rows
     /// `i0..i0 + rows`: per block, eight exact integer sums in the lanes of one vector, then
     /// `acc = fma(isum, d_w·d_x, acc)` lane-wise, as `gemv/gemm_q4_b32_8x8_q8_0_lut_avx` do.
@@ -193,7 +172,6 @@ pub(super) mod x86 {
             ) -> [[f32; GROUP]; ROWS] {
                 debug_assert!(w.len() >= GROUP * row_bytes && row_bytes >= nb * Q4_0_BYTES);
                 debug_assert!(xq.len() >= (i0 + rows) * nb * QK && sums.len() >= (i0 + rows) * nb);
-                let mask = _mm256_set1_epi8(0x0f);
                 let wp = w.as_ptr();
                 let qp = xq.as_ptr();
                 let mut acc = [_mm256_setzero_ps(); ROWS];
@@ -202,9 +180,7 @@ pub(super) mod x86 {
                     let blk = wp.add(b * Q4_0_BYTES);
                     for c in 0..GROUP {
                         // Values 0..16 are the low nibbles, 16..32 the high ones.
-                        let tmp = _mm_loadu_si128(blk.add(c * row_bytes + 2) as *const __m128i);
-                        let q =
-                            _mm256_and_si256(mask, _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp));
+                        let q = bytes_from_nibbles_32(blk.add(c * row_bytes + 2));
                         for (r, p) in p.iter_mut().enumerate().take(rows) {
                             let y = _mm256_loadu_si256(
                                 qp.add(((i0 + r) * nb + b) * QK) as *const __m256i

@@ -14,7 +14,7 @@
 
 use std::arch::x86_64::*;
 
-use super::x86::{bytes_from_bits_32, f16_at, hsum, mul_sum_avx2};
+use super::x86::{bytes_from_bits_32, bytes_from_nibbles_32, f16_at, hsum, mul_sum_avx2};
 use super::{WeightFormat, Q4_1_BYTES, Q5_0_BYTES, Q8_0_BYTES, QK};
 
 /// Whether [`matmul_row`] serves `format`.
@@ -32,12 +32,8 @@ macro_rules! block_step {
         let blk = $blk;
         let d0 = f16_at(blk);
         let m0 = f16_at(blk.add(2));
-        let tmp = _mm_loadu_si128(blk.add(4) as *const __m128i);
         // Low nibbles are values 0..16, high nibbles values 16..32.
-        let qx = _mm256_and_si256(
-            _mm256_set1_epi8(0x0f),
-            _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp),
-        );
+        let qx = bytes_from_nibbles_32(blk.add(4));
         $summs = m0.mul_add($sx, $summs);
         let d0d1 = _mm256_set1_ps($dx * d0);
         $acc = _mm256_fmadd_ps(d0d1, mul_sum_avx2(qx, $qy), $acc);
@@ -55,11 +51,7 @@ macro_rules! block_step {
         let _ = (&$sx, &mut $summs);
         let blk = $blk;
         let dw = f16_at(blk);
-        let tmp = _mm_loadu_si128(blk.add(6) as *const __m128i);
-        let nibbles = _mm256_and_si256(
-            _mm256_set1_epi8(0x0f),
-            _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp),
-        );
+        let nibbles = bytes_from_nibbles_32(blk.add(6));
         let bxhi = _mm256_andnot_si256(
             bytes_from_bits_32(blk.add(2)),
             _mm256_set1_epi8(0xf0u8 as i8),

@@ -211,7 +211,7 @@ pub(super) unsafe fn dot(
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::super::x86::{bytes_from_bits_32, f16_at, hsum};
+    use super::super::x86::{bytes_from_bits_32, bytes_from_nibbles_32, f16_at, hsum};
     use super::super::{Q4_1_BYTES, Q5_0_BYTES, Q5_1_BYTES, Q8_0_BYTES, QK};
     use super::{Group, TILE};
 
@@ -241,7 +241,6 @@ mod x86 {
         debug_assert!(P == g.pairs && w.len() >= nb * block_bytes);
         debug_assert!(g.qs.len() >= nb * 2 * P * QK && g.d.len() >= nb * TILE);
         debug_assert!(!with_min || g.s.len() >= nb * TILE);
-        let mask = _mm256_set1_epi8(0x0f);
         let fifth = _mm256_set1_epi8(0x10);
         let high = _mm256_set1_epi8(0xf0u8 as i8);
         let offset = _mm512_set1_epi8(0x80u8 as i8);
@@ -263,24 +262,17 @@ mod x86 {
             // The block's 32 weights as bytes: unsigned (Q4_1, Q5_1) or signed (Q8_0, and
             // Q5_0's `q - 16` as the 4-row kernel forms it).
             let qx = match F {
-                F_Q4_1 => {
-                    let tmp = _mm_loadu_si128(blk.add(4) as *const __m128i);
-                    _mm256_and_si256(mask, _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp))
-                }
+                F_Q4_1 => bytes_from_nibbles_32(blk.add(4)),
                 F_Q8_0 => _mm256_loadu_si256(blk.add(2) as *const __m256i),
                 F_Q5_0 => {
-                    let tmp = _mm_loadu_si128(blk.add(6) as *const __m128i);
-                    let nibbles =
-                        _mm256_and_si256(mask, _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp));
+                    let nibbles = bytes_from_nibbles_32(blk.add(6));
                     _mm256_or_si256(
                         nibbles,
                         _mm256_andnot_si256(bytes_from_bits_32(blk.add(2)), high),
                     )
                 }
                 _ => {
-                    let tmp = _mm_loadu_si128(blk.add(8) as *const __m128i);
-                    let nibbles =
-                        _mm256_and_si256(mask, _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp));
+                    let nibbles = bytes_from_nibbles_32(blk.add(8));
                     _mm256_or_si256(
                         nibbles,
                         _mm256_and_si256(bytes_from_bits_32(blk.add(4)), fifth),
