@@ -275,6 +275,11 @@ impl DecoderOnlyTransformer {
         self.embeddings.word_embeddings().device()
     }
 
+    /// The dtype of the activations (and of the KV cache outside llama.cpp's arithmetic).
+    pub fn dtype(&self) -> candle_core::DType {
+        self.embeddings.word_embeddings().dtype()
+    }
+
     /// LongRoPE models: `Some(n_ctx)` chooses the short or long frequencies once by the
     /// context size per sequence, as llama.cpp does (long when `n_ctx` exceeds the original
     /// context); `None` (the default) chooses by each forward pass's largest position, as

@@ -97,11 +97,13 @@ impl<'m> BatchDecoder<'m> {
         self.slots.len() * self.width
     }
 
-    /// Bytes one cached position takes (keys and values of every layer, in f32).
+    /// Bytes one cached position takes (keys and values of every layer: f16 under
+    /// llama.cpp's arithmetic, the activations' dtype otherwise).
     pub fn bytes_per_position(&self) -> usize {
         let cfg = self.model.config();
         let a = &cfg.stack.layer.self_attention;
-        cfg.stack.num_layers * 2 * a.num_kv_heads * a.head_dim * 4
+        let element = crate::nn::ops::kv_element_bytes(cfg.arithmetic, self.model.dtype());
+        cfg.stack.num_layers * 2 * a.num_kv_heads * a.head_dim * element
     }
 
     /// Runs `prompt` alone through the model: its caches and the scores of the first new

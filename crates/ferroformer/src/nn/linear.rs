@@ -91,6 +91,15 @@ impl WeightMatrix {
         }
     }
 
+    /// The dtype of the activations it multiplies: the dense tensor's, f32 for quantized
+    /// blocks.
+    pub fn dtype(&self) -> candle_core::DType {
+        match self {
+            WeightMatrix::Dense(t) => t.dtype(),
+            WeightMatrix::Quantized(_) => candle_core::DType::F32,
+        }
+    }
+
     /// The dense tensor, `None` when quantized.
     pub fn as_dense(&self) -> Option<&Tensor> {
         match self {

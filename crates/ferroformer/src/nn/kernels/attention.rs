@@ -16,7 +16,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, Device, Layout, Shape, Tenso
 use rayon::prelude::*;
 
 use super::math::{dot_f32, exp_shifted_in_place, hsum16, round_f16, v_expf, GGML_LANES};
-use super::{contiguous_f32, f32_data, with_data, SendPtr};
+use super::{contiguous_f32, f16_data, f32_data, with_data, SendPtr};
 use crate::error::{Error, Result};
 use crate::nn::dropout::{drop_threshold, mask_bits};
 use crate::nn::mask::{MASKED, OUTSIDE_WINDOW};
@@ -222,28 +222,63 @@ pub(crate) fn attention(
             &Device::Cpu,
         )?));
     }
-    let mut all = vec![q.tensor, k.tensor, v.tensor];
+    let mut all = vec![q.tensor];
     all.extend(biases.iter().copied());
     let guards: Vec<_> = all.iter().map(|t| t.storage_and_layout()).collect();
     let data: Option<Vec<&[f32]>> = guards.iter().map(|(s, l)| f32_data(s, l)).collect();
     let Some(data) = data else { return Ok(None) };
-    let (qd, kd, vd) = (data[0], data[1], data[2]);
+    let kv_guards = [k.tensor.storage_and_layout(), v.tensor.storage_and_layout()];
+    let [(ks, kl), (vs, vl)] = [&kv_guards[0], &kv_guards[1]].map(|(s, l)| (&**s, l));
     let target = [batch, heads, q_len, k_len];
     let bias_views: Vec<BiasView> = biases
         .iter()
-        .zip(&data[3..])
+        .zip(&data[1..])
         .map(|(t, d)| BiasView::new(d, t.dims(), t.stride(), target))
         .collect::<Result<_>>()?;
-    let (data, layouts) = ([qd, kd, vd], [q.layout, k.layout, v.layout]);
-    match arithmetic {
-        Arithmetic::Reference if softcap.is_some() => return Ok(None),
-        Arithmetic::Reference => {
-            attention_into(&mut out, data, layouts, dims, &bias_views, scale, None)?
+    let layouts = [q.layout, k.layout, v.layout];
+    match (arithmetic, f32_data(ks, kl).zip(f32_data(vs, vl))) {
+        (Arithmetic::Reference, _) if softcap.is_some() => return Ok(None),
+        (Arithmetic::Reference, Some((kd, vd))) => attention_into(
+            &mut out,
+            [data[0], kd, vd],
+            layouts,
+            dims,
+            &bias_views,
+            scale,
+            None,
+        )?,
+        (Arithmetic::Ggml, Some((kd, vd))) => {
+            let inputs = HeadInputs {
+                q: data[0],
+                kv: [kd, vd],
+                layouts,
+                biases: &bias_views,
+                dims,
+                scale,
+                softcap,
+            };
+            ggml_attention_into(&mut out, &inputs)?
         }
-        Arithmetic::Ggml => {
-            ggml_attention_into(&mut out, data, layouts, dims, &bias_views, scale, softcap)?
-        }
+        // llama.cpp's f16 cache, read as it is by the decoding path; for anything else the
+        // caller widens it to f32 (the same values).
+        (Arithmetic::Ggml, None) => match f16_data(ks, kl).zip(f16_data(vs, vl)) {
+            Some((kd, vd)) if q_len == 1 && decodes_f16(head_dim) => {
+                let inputs = HeadInputs {
+                    q: data[0],
+                    kv: [kd, vd],
+                    layouts,
+                    biases: &bias_views,
+                    dims,
+                    scale,
+                    softcap,
+                };
+                ggml_attention_into(&mut out, &inputs)?
+            }
+            _ => return Ok(None),
+        },
+        (Arithmetic::Reference, None) => return Ok(None),
     }
+    drop(kv_guards);
     drop(guards);
     Ok(Some(Tensor::from_vec(
         out,
@@ -256,7 +291,7 @@ pub(crate) fn attention(
 /// through their layouts.
 fn check_operands(
     out: &[f32],
-    data: [&[f32]; 3],
+    lens: [usize; 3],
     [q, k, v]: [HeadLayout; 3],
     dims: AttentionDims,
 ) -> Result<()> {
@@ -281,17 +316,17 @@ fn check_operands(
         ),
         (
             "attention queries",
-            data[0].len(),
+            lens[0],
             q.extent(batch, heads, q_len, head_dim),
         ),
         (
             "attention keys",
-            data[1].len(),
+            lens[1],
             k.extent(batch, kv_heads, k_len, head_dim),
         ),
         (
             "attention values",
-            data[2].len(),
+            lens[2],
             v.extent(batch, kv_heads, k_len, head_dim),
         ),
     ];
@@ -317,7 +352,7 @@ pub(crate) fn attention_into(
     scale: f32,
     dropout: Option<AttnDropout>,
 ) -> Result<()> {
-    check_operands(out, data, layouts, dims)?;
+    check_operands(out, data.map(<[f32]>::len), layouts, dims)?;
     let [q, k, v] = layouts;
     let AttentionDims {
         batch,
@@ -554,9 +589,10 @@ pub(crate) fn attention_packed(
 }
 
 /// Attention as llama.cpp computes it without flash attention and with an f16 KV cache,
-/// into `out` `(batch, q_len, heads · head_dim)`: q, k and v in `data` through their
-/// layouts (keys and values holding f16 values, see [`round_to_f16`]), additive biases.
-/// [`attention`] prepares the inputs, as for its reference loop.
+/// into `out` `(batch, q_len, heads · head_dim)`, from `inputs`: q, k and v through their
+/// layouts (keys and values holding f16 values: stored as f16, read by the decoding path,
+/// or widened to f32 for any other), additive biases. [`attention`] prepares the inputs,
+/// as for its reference loop.
 ///
 /// Per query: scores `q16·k16`, scaled, plus the biases (masked keys skip the product);
 /// softmax over 16-key blocks with [`v_expf`] and an f64 sum; probabilities rounded to f16;
@@ -572,16 +608,17 @@ pub(crate) fn attention_packed(
 /// key keeps the lanes and blocks (so the result) equal to the row alone. Keys that left a
 /// sliding window still count (their bias is `OUTSIDE_WINDOW`, not `MASKED`), as cells of
 /// llama.cpp's full-size window cache do.
-pub(crate) fn ggml_attention_into(
+pub(crate) fn ggml_attention_into<K: KvElement>(
     out: &mut [f32],
-    data: [&[f32]; 3],
-    layouts: [HeadLayout; 3],
-    dims: AttentionDims,
-    biases: &[BiasView],
-    scale: f32,
-    softcap: Option<f32>,
+    inputs: &HeadInputs<K>,
 ) -> Result<()> {
-    check_operands(out, data, layouts, dims)?;
+    let [ks, vs] = inputs.kv;
+    check_operands(
+        out,
+        [inputs.q.len(), ks.len(), vs.len()],
+        inputs.layouts,
+        inputs.dims,
+    )?;
     let AttentionDims {
         batch: b,
         heads: h,
@@ -589,26 +626,39 @@ pub(crate) fn ggml_attention_into(
         k_len,
         head_dim: d,
         ..
-    } = dims;
-    let inputs = HeadInputs {
-        data,
-        layouts,
-        biases,
-        dims,
-        scale,
-        softcap,
-    };
+    } = inputs.dims;
     let tasks: Vec<(usize, usize)> = (0..b)
         .flat_map(|bi| (0..h).map(move |hi| (bi, hi)))
         .collect();
+    #[cfg(target_arch = "x86_64")]
+    let decoding = q_len == 1 && decode_x86::applies(d);
+    #[cfg(not(target_arch = "x86_64"))]
+    let decoding = false;
+    let widened = K::f32_slice(ks).zip(K::f32_slice(vs));
     let head = |t: (usize, usize)| {
         #[cfg(target_arch = "x86_64")]
-        if q_len == 1 && decode_x86::applies(d) {
-            // SAFETY: `applies` checked AVX2 and FMA at run time.
-            return unsafe { decode_x86::decode_head(&inputs, t) };
+        if decoding {
+            // SAFETY: `applies` checked AVX2, FMA and F16C at run time.
+            return unsafe { decode_x86::decode_head(inputs, t) };
         }
-        attention_head(&inputs, t)
+        // Checked below: f16 keys and values take the decoding path.
+        widened.map_or_else(Vec::new, |(k, v)| {
+            attention_head(
+                &HeadInputs {
+                    kv: [k, v],
+                    ..inputs.f32_parts()
+                },
+                t,
+            )
+        })
     };
+    if !decoding && widened.is_none() {
+        return Err(Error::Invalid(format!(
+            "f16 keys and values are read by the decoding path only (one query row, a head \
+             size that is a multiple of 64, AVX2 + FMA + F16C), not {q_len} query rows of \
+             head size {d}: widen them to f32 first"
+        )));
+    }
     // One (batch, head) per task; threads once there are a few microseconds of work.
     let results: Vec<Vec<f32>> = if b * h * q_len * k_len * d >= 1 << 15 {
         tasks.par_iter().map(|&t| head(t)).collect()
@@ -624,15 +674,89 @@ pub(crate) fn ggml_attention_into(
     Ok(())
 }
 
-/// What every (batch, head) task of [`ggml_attention_into`] reads.
-struct HeadInputs<'a> {
-    data: [&'a [f32]; 3],
-    layouts: [HeadLayout; 3],
-    biases: &'a [BiasView<'a>],
-    dims: AttentionDims,
-    scale: f32,
+/// How a key or value is stored: f32, or f16 as in llama.cpp's cache (read by the decoding
+/// path, converted exactly).
+pub(crate) trait KvElement: Copy + Send + Sync + 'static {
+    /// The slice as f32 values, when that is what it holds.
+    fn f32_slice(s: &[Self]) -> Option<&[f32]>;
+    /// The exact f32 value.
+    fn widen(self) -> f32;
+    /// Eight values from `p` as f32 lanes.
+    ///
+    /// # Safety
+    /// AVX, F16C; eight values readable at `p`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+}
+
+impl KvElement for f32 {
+    fn f32_slice(s: &[f32]) -> Option<&[f32]> {
+        Some(s)
+    }
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load8(p: *const f32) -> std::arch::x86_64::__m256 {
+        std::arch::x86_64::_mm256_loadu_ps(p)
+    }
+}
+
+impl KvElement for half::f16 {
+    fn f32_slice(_: &[half::f16]) -> Option<&[f32]> {
+        None
+    }
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load8(p: *const half::f16) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+}
+
+/// Whether llama.cpp's loop reads f16 keys and values in place for `head_dim`-wide heads
+/// and one query row on this CPU (otherwise they are widened to f32 first).
+pub(crate) fn decodes_f16(head_dim: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return decode_x86::applies(head_dim);
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
+/// What every (batch, head) task of [`ggml_attention_into`] reads: queries in f32, keys and
+/// values as `K`.
+pub(crate) struct HeadInputs<'a, K = f32> {
+    pub q: &'a [f32],
+    pub kv: [&'a [K]; 2],
+    pub layouts: [HeadLayout; 3],
+    pub biases: &'a [BiasView<'a>],
+    pub dims: AttentionDims,
+    pub scale: f32,
     /// Gemma 2's `cap · tanh(kq / cap)` on the products, before the scale and biases.
-    softcap: Option<f32>,
+    pub softcap: Option<f32>,
+}
+
+impl<'a, K> HeadInputs<'a, K> {
+    /// Everything but the keys and values (to build the f32 inputs of the same call).
+    fn f32_parts(&self) -> HeadInputs<'a, f32> {
+        HeadInputs {
+            q: self.q,
+            kv: [&[], &[]],
+            layouts: self.layouts,
+            biases: self.biases,
+            dims: self.dims,
+            scale: self.scale,
+            softcap: self.softcap,
+        }
+    }
 }
 
 fma_dispatch!(attention_head => attention_head_body(inputs: &HeadInputs, task: (usize, usize)) -> Vec<f32>);
@@ -641,7 +765,8 @@ fma_dispatch!(attention_head => attention_head_body(inputs: &HeadInputs, task: (
 #[inline(always)]
 fn attention_head_body(inputs: &HeadInputs, (bi, hi): (usize, usize)) -> Vec<f32> {
     let HeadInputs {
-        data: [qs, ks, vs],
+        q: qs,
+        kv: [ks, vs],
         layouts: [ql, kl, vl],
         biases,
         dims,
@@ -764,7 +889,7 @@ mod decode_x86 {
 
     use super::{
         dot_vec_f16, ggml_softmax_in_place, reduce_value_lanes, round_f16, AttentionDims,
-        HeadInputs, GGML_LANES, PADDING_LIMIT, VEC_DOT_ARR,
+        HeadInputs, KvElement, GGML_LANES, PADDING_LIMIT, VEC_DOT_ARR,
     };
 
     /// Values of one `ggml_vec_dot_f16` step (four 16-lane accumulators).
@@ -775,19 +900,22 @@ mod decode_x86 {
         static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         head_dim > 0
             && head_dim.is_multiple_of(STEP)
-            && *AVX2
-                .get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+            && *AVX2.get_or_init(|| {
+                is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c")
+            })
     }
 
     /// `ggml_vec_dot_f16(key, q)` of eight keys `stride` values apart from `keys[0]`: the
     /// lane order, folds and [`super::hsum16`] of [`dot_vec_f16`] for each.
     ///
     /// # Safety
-    /// AVX2 and FMA; `keys` holds `7 · stride + q.len()` values; `q.len()` is a multiple of
-    /// [`STEP`].
+    /// AVX2, FMA and F16C; `keys` holds `7 · stride + q.len()` values; `q.len()` is a
+    /// multiple of [`STEP`].
     #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn dot8(keys: &[f32], stride: usize, q: &[f32]) -> [f32; 8] {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot8<K: KvElement>(keys: &[K], stride: usize, q: &[f32]) -> [f32; 8] {
         let d = q.len();
         debug_assert!(keys.len() >= 7 * stride + d);
         let qp = q.as_ptr();
@@ -800,11 +928,7 @@ mod decode_x86 {
                 for (a, lanes) in acc.iter_mut().enumerate() {
                     for (half, l) in lanes.iter_mut().enumerate() {
                         let o = s + a * GGML_LANES + half * 8;
-                        *l = _mm256_fmadd_ps(
-                            _mm256_loadu_ps(kp.add(o)),
-                            _mm256_loadu_ps(qp.add(o)),
-                            *l,
-                        );
+                        *l = _mm256_fmadd_ps(K::load8(kp.add(o)), _mm256_loadu_ps(qp.add(o)), *l);
                     }
                 }
             }
@@ -835,7 +959,7 @@ mod decode_x86 {
 
     /// 8 × 8 transpose: `out[i]` lane `k` is `m[k]` lane `i`.
     #[inline]
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     fn transpose8(m: [__m256; 8]) -> [__m256; 8] {
         let t0 = _mm256_unpacklo_ps(m[0], m[1]);
         let t1 = _mm256_unpackhi_ps(m[0], m[1]);
@@ -868,12 +992,17 @@ mod decode_x86 {
     /// Head `hi` of batch row `bi` for one query row (see the module documentation).
     ///
     /// # Safety
-    /// AVX2 and FMA ([`applies`]); the operands were checked by [`ggml_attention_into`]
-    /// (`super::check_operands`), the head size is a multiple of [`STEP`] and `q_len` is 1.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn decode_head(inputs: &HeadInputs, (bi, hi): (usize, usize)) -> Vec<f32> {
+    /// AVX2, FMA and F16C ([`applies`]); the operands were checked by
+    /// [`super::ggml_attention_into`] (`super::check_operands`), the head size is a multiple
+    /// of [`STEP`] and `q_len` is 1.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn decode_head<K: KvElement>(
+        inputs: &HeadInputs<K>,
+        (bi, hi): (usize, usize),
+    ) -> Vec<f32> {
         let HeadInputs {
-            data: [qs, ks, vs],
+            q: qs,
+            kv: [ks, vs],
             layouts: [ql, kl, vl],
             biases,
             dims,
@@ -915,9 +1044,13 @@ mod decode_x86 {
                 add_product(s, kq);
             }
         }
+        let mut key = vec![0f32; d];
         for (j, s) in scores.iter_mut().enumerate().skip(full) {
             if *s > f32::MIN / 2.0 {
-                add_product(s, dot_vec_f16(&ks[k0 + j * kl.ss..][..d], &q16));
+                for (w, x) in key.iter_mut().zip(&ks[k0 + j * kl.ss..][..d]) {
+                    *w = x.widen();
+                }
+                add_product(s, dot_vec_f16(&key, &q16));
             }
         }
         let start = scores.iter().position(|s| *s > PADDING_LIMIT).unwrap_or(0);
@@ -939,7 +1072,7 @@ mod decode_x86 {
                     let p16 = _mm256_set1_ps(round_f16(p));
                     let row = vp.add((start + j) * vl.ss + c0);
                     for (r, a) in a.iter_mut().enumerate() {
-                        *a = _mm256_fmadd_ps(_mm256_loadu_ps(row.add(8 * r)), p16, *a);
+                        *a = _mm256_fmadd_ps(K::load8(row.add(8 * r)), p16, *a);
                     }
                 }
                 let dst = acc.as_mut_ptr().add(lane * d + c0);
@@ -1193,7 +1326,7 @@ impl Attention {
         let dst_ok = dst.len() >= dq.extent(batch, heads, q_len, hd)
             && dst.len() >= dk.extent(batch, kv_heads, k_len, hd)
             && dst.len() >= dv.extent(batch, kv_heads, k_len, hd);
-        let operands = check_operands(grad, data, [q, k, v], sh);
+        let operands = check_operands(grad, data.map(<[f32]>::len), [q, k, v], sh);
         if !grad_ok || !dst_ok || operands.is_err() {
             candle_core::bail!("attention backward: operands shorter than their layouts")
         }
@@ -1542,7 +1675,16 @@ mod tests {
         for ggml in [false, true] {
             let run = |out: &mut [f32], data: [&[f32]; 3], sizes| {
                 if ggml {
-                    ggml_attention_into(out, data, [layout; 3], sizes, &[], 1.0, None)
+                    let inputs = HeadInputs {
+                        q: data[0],
+                        kv: [data[1], data[2]],
+                        layouts: [layout; 3],
+                        biases: &[],
+                        dims: sizes,
+                        scale: 1.0,
+                        softcap: None,
+                    };
+                    ggml_attention_into(out, &inputs)
                 } else {
                     attention_into(out, data, [layout; 3], sizes, &[], 1.0, None)
                 }
@@ -1579,7 +1721,7 @@ mod tests {
         use super::super::math::round_f16;
         use crate::nn::mask::{MASKED, OUTSIDE_WINDOW};
         if !decode_x86::applies(64) {
-            eprintln!("no AVX2 + FMA here: the decoding path does not run");
+            eprintln!("no AVX2 + FMA + F16C here: the decoding path does not run");
             return;
         }
         let mut seed = 0x2545_f491_u64;
@@ -1638,7 +1780,8 @@ mod tests {
                 head_dim: d,
             };
             let inputs = HeadInputs {
-                data: [&q, &k, &v],
+                q: &q,
+                kv: [&k, &v],
                 layouts: [
                     HeadLayout::contiguous(h, 1, d),
                     HeadLayout::contiguous(kvh, k_len, d),
@@ -1649,17 +1792,34 @@ mod tests {
                 scale: 0.125,
                 softcap,
             };
+            // The same keys and values stored as f16, as the cache keeps them.
+            let halves = |x: &[f32]| x.iter().map(|v| half::f16::from_f32(*v)).collect();
+            let (k16, v16): (Vec<half::f16>, Vec<half::f16>) = (halves(&k), halves(&v));
+            let inputs16 = HeadInputs {
+                q: &q,
+                kv: [&k16[..], &v16[..]],
+                layouts: inputs.layouts,
+                biases: inputs.biases,
+                dims: sizes,
+                scale: inputs.scale,
+                softcap,
+            };
             for bi in 0..b {
                 for hi in 0..h {
                     let generic = attention_head(&inputs, (bi, hi));
-                    // SAFETY: `applies` said AVX2 and FMA are here; the layouts are full.
+                    // SAFETY: `applies` said AVX2, FMA and F16C are here; the layouts are
+                    // full.
                     let fast = unsafe { decode_x86::decode_head(&inputs, (bi, hi)) };
+                    // SAFETY: as above.
+                    let fast16 = unsafe { decode_x86::decode_head(&inputs16, (bi, hi)) };
                     let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(
-                        bits(&generic),
-                        bits(&fast),
-                        "d {d}, k_len {k_len}, row {bi}, head {hi}"
-                    );
+                    for (path, out) in [("f32", &fast), ("f16", &fast16)] {
+                        assert_eq!(
+                            bits(&generic),
+                            bits(out),
+                            "{path} keys and values: d {d}, k_len {k_len}, row {bi}, head {hi}"
+                        );
+                    }
                 }
             }
         }

@@ -4,11 +4,10 @@
 //! backward side by side).
 
 use candle_core::op::{Gelu, Relu, Silu, UnaryOpT};
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous_f32, with_data, with_f32};
-use crate::error::Result;
+use super::{contiguous_f32, with_data};
 use crate::nn::feed_forward::Activation;
 
 /// `erf(x)` for f32 as a ratio of odd and even polynomials in `x` (the coefficients of
@@ -231,18 +230,6 @@ pub(crate) fn round_f16(x: f32) -> f32 {
     let bits = x.to_bits();
     let odd = (bits >> 13) & 1;
     f32::from_bits((bits + 0x0fff + odd) & !0x1fff)
-}
-
-/// `x` with every value rounded to the nearest f16 (kept in f32): what llama.cpp's f16 KV
-/// cache stores.
-pub(crate) fn round_to_f16(x: &Tensor) -> Result<Tensor> {
-    let x = x.contiguous()?;
-    match with_f32(&x, |data| {
-        data.iter().map(|v| round_f16(*v)).collect::<Vec<_>>()
-    }) {
-        Some(data) => Ok(Tensor::from_vec(data, x.shape(), &Device::Cpu)?),
-        None => Ok(x.to_dtype(DType::F16)?.to_dtype(x.dtype())?),
-    }
 }
 
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;

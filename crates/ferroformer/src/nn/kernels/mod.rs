@@ -72,6 +72,18 @@ pub(crate) fn f32_data<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a 
     }
 }
 
+/// The f16 data of a CPU storage, from `layout`'s start offset on (`None` for other
+/// storages and dtypes, or an offset past the end): llama.cpp's KV cache type.
+pub(crate) fn f16_data<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a [half::f16]> {
+    match storage {
+        Storage::Cpu(cpu) => cpu
+            .as_slice::<half::f16>()
+            .ok()
+            .and_then(|d| d.get(layout.start_offset()..)),
+        _ => None,
+    }
+}
+
 /// Whether `t` is an f32 CPU tensor outside any autograd graph: the only tensors the
 /// inference kernels read.
 fn plain_f32(t: &Tensor) -> bool {

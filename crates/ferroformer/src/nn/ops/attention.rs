@@ -6,7 +6,6 @@ use candle_core::{DType, Tensor, D};
 use super::{path, Arithmetic, Mode, Path};
 use crate::error::{Error, Result};
 use crate::nn::kernels::attention::{self as kernels, AttentionDims, Heads};
-use crate::nn::kernels::math::round_to_f16;
 use crate::nn::mask::{check_bias, packed_bias};
 
 /// Where q, k and v are.
@@ -52,12 +51,23 @@ pub(crate) struct AttentionCall<'a> {
     pub mode: Mode,
 }
 
-/// Keys and values as the cache keeps them: rounded to f16 (held in f32) under
-/// [`Arithmetic::Ggml`], as llama.cpp's default cache stores them; unchanged otherwise.
+/// Keys and values as the cache keeps them: in f16 under [`Arithmetic::Ggml`], as
+/// llama.cpp's default cache stores them (half the bytes a decoding step reads; the
+/// decoding kernel reads them in place, every other route widens them back to f32, the
+/// same values); unchanged otherwise.
 pub(crate) fn kv_values(k: Tensor, v: Tensor, arithmetic: Arithmetic) -> Result<(Tensor, Tensor)> {
     match arithmetic {
-        Arithmetic::Ggml => Ok((round_to_f16(&k)?, round_to_f16(&v)?)),
+        Arithmetic::Ggml => Ok((k.to_dtype(DType::F16)?, v.to_dtype(DType::F16)?)),
         Arithmetic::Reference => Ok((k, v)),
+    }
+}
+
+/// Bytes of one cached key or value element under `arithmetic` for activations of `dtype`
+/// (what [`kv_values`] keeps).
+pub(crate) fn kv_element_bytes(arithmetic: Arithmetic, dtype: DType) -> usize {
+    match arithmetic {
+        Arithmetic::Ggml => DType::F16.size_in_bytes(),
+        Arithmetic::Reference => dtype.size_in_bytes(),
     }
 }
 
@@ -95,6 +105,23 @@ pub(crate) fn attention(call: AttentionCall) -> Result<(Tensor, Option<Tensor>)>
         // llama.cpp's `kq_scale`, rounded as it computes it.
         (None, Arithmetic::Ggml) => 1.0f32 / (hd as f32).sqrt(),
         (None, Arithmetic::Reference) => (1.0 / (hd as f64).sqrt()) as f32,
+    };
+    // Keys and values from llama.cpp's f16 cache: the decoding kernel reads them in place;
+    // every other route takes them widened to the queries' dtype (the same values).
+    let widened;
+    let qkv = match qkv {
+        Qkv::Split { q, k, v } if k.dtype() != q.dtype() || v.dtype() != q.dtype() => {
+            if let Some(out) = decode_f16(q, k, v, dims, &biases, scale, softcap, mode)? {
+                return Ok((out, None));
+            }
+            widened = (k.to_dtype(q.dtype())?, v.to_dtype(q.dtype())?);
+            Qkv::Split {
+                q,
+                k: &widened.0,
+                v: &widened.1,
+            }
+        }
+        other => other,
     };
     let mut operands: Vec<&Tensor> = match qkv {
         Qkv::Fused(t) => vec![t],
@@ -195,6 +222,54 @@ pub(crate) fn attention(call: AttentionCall) -> Result<(Tensor, Option<Tensor>)>
         _ => {}
     }
     composed(qkv, dims, &all_biases, scale, softcap, dropout, mode)
+}
+
+/// One query row against f16 keys and values (llama.cpp's cache) through the decoding
+/// kernel, when it serves the call: llama.cpp's arithmetic, f32 CPU queries and biases
+/// outside any graph, no weights wanted; `None` otherwise.
+#[allow(clippy::too_many_arguments)]
+fn decode_f16(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    dims: AttentionDims,
+    biases: &[&Tensor],
+    scale: f32,
+    softcap: Option<f64>,
+    mode: Mode,
+) -> Result<Option<Tensor>> {
+    let mut operands = vec![q];
+    operands.extend(biases.iter().copied());
+    let serves = mode.arithmetic == Arithmetic::Ggml
+        && dims.q_len == 1
+        && !mode.need_weights
+        && !mode.train
+        && path(&operands) == Path::Kernel
+        && [k, v]
+            .iter()
+            .all(|t| t.dtype() == DType::F16 && t.device().is_cpu() && !t.track_op())
+        && kernels::decodes_f16(dims.head_dim);
+    if !serves {
+        return Ok(None);
+    }
+    let (q, k, v) = (
+        last_contiguous(q.clone())?,
+        last_contiguous(k.clone())?,
+        last_contiguous(v.clone())?,
+    );
+    let (Some(qh), Some(kh), Some(vh)) = (Heads::bhsd(&q), Heads::bhsd(&k), Heads::bhsd(&v)) else {
+        return Ok(None);
+    };
+    kernels::attention(
+        qh,
+        kh,
+        vh,
+        dims,
+        biases,
+        scale,
+        softcap.map(|c| c as f32),
+        mode.arithmetic,
+    )
 }
 
 /// Sizes of the call, from q, k and v.

@@ -30,7 +30,7 @@ mod linear;
 mod norm;
 mod rope;
 
-pub(crate) use attention::{attention, kv_values, to_heads, AttentionCall, Qkv};
+pub(crate) use attention::{attention, kv_element_bytes, kv_values, to_heads, AttentionCall, Qkv};
 pub use attention::{soft_cap, softmax_last_dim};
 pub use glu::activation;
 pub(crate) use glu::glu;
