@@ -162,6 +162,9 @@ impl Running {
     }
 }
 
+/// How long the scheduler stays idle before it gives freed memory back to the OS.
+const IDLE_BEFORE_RELEASE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Gives the memory freed on this thread and on the kernels' worker threads back to the OS
 /// now. Called as the scheduler goes idle: the batch's KV cache and the step buffers were
 /// allocated on these threads, and mimalloc returns a thread's freed pages (after the purge
@@ -187,11 +190,22 @@ fn run(lm: &LanguageModel, rx: std_mpsc::Receiver<Job>, limits: Limits, metrics:
     };
     loop {
         if running.is_empty() && pending.is_empty() {
-            release_freed_memory();
-            match rx.recv() {
+            // Idle. A client's next request usually follows within milliseconds: the freed
+            // memory stays for a moment (given back, every page of the next step's buffers
+            // would fault and be zeroed again), and goes back to the OS once the pause
+            // lasts.
+            let job = match rx.recv_timeout(IDLE_BEFORE_RELEASE) {
+                Ok(job) => Ok(job),
+                Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                    release_freed_memory();
+                    rx.recv().map_err(|_| ())
+                }
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => Err(()),
+            };
+            match job {
                 Ok(job) => pending.push_back(job),
                 // Every handle is gone: the server is shutting down.
-                Err(_) => return,
+                Err(()) => return,
             }
         }
         while let Ok(job) = rx.try_recv() {
