@@ -68,13 +68,6 @@ macro_rules! block_step {
     }};
 }
 
-/// Bytes ahead of the current weight block that the loops ask the cache for. The weight
-/// rows are one sequential stream, but the hardware prefetcher alone left a 262144 × 640
-/// Q8_0 product (Gemma 3's LM head) at about 9.3 ms against 6.6 ms with this (medians of 6
-/// alternating runs, AVX2 Zen 3, 2 threads; Q4_1 7.5 against 6.4 ms; Q5_0, bound by its
-/// bit unpacking, unchanged).
-const PREFETCH_AHEAD: usize = 2048;
-
 /// The kernel of one format: outputs `rows` of `out` from weight rows `rows` of `w`.
 macro_rules! row_kernel {
     ($name:ident, $format:ident, $bytes:expr, $pairs:expr) => {
@@ -108,7 +101,9 @@ macro_rules! row_kernel {
                 let (mut summs0, mut summs1) = (0f32, 0f32);
                 for b in 0..nb {
                     // Row j + 1 follows row j: one prefetch stream covers both.
-                    _mm_prefetch::<_MM_HINT_T0>(w1.add(b * $bytes + PREFETCH_AHEAD) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(
+                        w1.add(b * $bytes + super::WEIGHT_PREFETCH) as *const i8
+                    );
                     let qy = _mm256_loadu_si256(qp.add(b * QK) as *const __m256i);
                     let dx = *xd.get_unchecked(b);
                     let sx = sum_at(b);
@@ -124,7 +119,9 @@ macro_rules! row_kernel {
                 let mut acc0 = _mm256_setzero_ps();
                 let mut summs0 = 0f32;
                 for b in 0..nb {
-                    _mm_prefetch::<_MM_HINT_T0>(w0.add(b * $bytes + PREFETCH_AHEAD) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(
+                        w0.add(b * $bytes + super::WEIGHT_PREFETCH) as *const i8
+                    );
                     let qy = _mm256_loadu_si256(qp.add(b * QK) as *const __m256i);
                     let dx = *xd.get_unchecked(b);
                     let sx = sum_at(b);
