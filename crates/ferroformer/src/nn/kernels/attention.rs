@@ -1060,8 +1060,23 @@ mod decode_x86 {
         // summed in registers, 64 columns at a time, over its keys in key order.
         let mut acc = vec![0f32; STEP * d];
         let vp = vs.as_ptr().add(v0);
-        for c0 in (0..d).step_by(STEP) {
-            for lane in 0..STEP.min(probs.len()) {
+        // The probabilities rounded to f16 once (F16C: round to nearest even, as
+        // `round_f16`), not once per 64 columns.
+        let mut p16 = vec![0f32; probs.len()];
+        let whole = probs.len() - probs.len() % 8;
+        for i in (0..whole).step_by(8) {
+            let p = _mm256_loadu_ps(probs.as_ptr().add(i));
+            let r = _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(p));
+            _mm256_storeu_ps(p16.as_mut_ptr().add(i), r);
+        }
+        for (r, p) in p16.iter_mut().zip(probs.iter()).skip(whole) {
+            *r = round_f16(*p);
+        }
+        // Lane-major: a lane's keys (every 64th) stay in L1 while all of their columns are
+        // summed, instead of one pass over every value row per 64 columns (Gemma's 256-wide
+        // heads read their values four times otherwise).
+        for lane in 0..STEP.min(probs.len()) {
+            for c0 in (0..d).step_by(STEP) {
                 let mut a = [_mm256_setzero_ps(); STEP / 8];
                 for j in (lane..probs.len()).step_by(STEP) {
                     let p = probs[j];
@@ -1069,10 +1084,10 @@ mod decode_x86 {
                         // Would add 0 to every column.
                         continue;
                     }
-                    let p16 = _mm256_set1_ps(round_f16(p));
+                    let pv = _mm256_set1_ps(*p16.get_unchecked(j));
                     let row = vp.add((start + j) * vl.ss + c0);
                     for (r, a) in a.iter_mut().enumerate() {
-                        *a = _mm256_fmadd_ps(K::load8(row.add(8 * r)), p16, *a);
+                        *a = _mm256_fmadd_ps(K::load8(row.add(8 * r)), pv, *a);
                     }
                 }
                 let dst = acc.as_mut_ptr().add(lane * d + c0);
