@@ -643,13 +643,16 @@ pub(crate) fn ggml_attention_into<K: KvElement>(
         }
         // Checked below: f16 keys and values take the decoding path.
         widened.map_or_else(Vec::new, |(k, v)| {
-            attention_head(
-                &HeadInputs {
-                    kv: [k, v],
-                    ..inputs.f32_parts()
-                },
-                t,
-            )
+            let inputs = HeadInputs {
+                kv: [k, v],
+                ..inputs.f32_parts()
+            };
+            #[cfg(target_arch = "x86_64")]
+            if q_len > 1 && decode_x86::applies(d) {
+                // SAFETY: as above; the head size is a multiple of 64.
+                return unsafe { decode_x86::prompt_head(&inputs, t) };
+            }
+            attention_head(&inputs, t)
         })
     };
     if !decoding && widened.is_none() {
@@ -987,6 +990,160 @@ mod decode_x86 {
             _mm256_permute2f128_ps::<0x31>(u2, u6),
             _mm256_permute2f128_ps::<0x31>(u3, u7),
         ]
+    }
+
+    /// Query rows of a prompt that [`prompt_head`] takes together.
+    const BLOCK: usize = 4;
+
+    /// Head `hi` of batch row `bi` for several query rows (a prompt), with f32 keys and
+    /// values: per output exactly the operations of `attention_head_body` (tinyBLAS's one
+    /// 16-lane accumulator for `q·k`, then [`super::hsum16`]; value lane `j % 16` summing
+    /// `p16 · v` in key order), but [`BLOCK`] query rows at a time, so that every key and
+    /// value row is loaded once per block (a 1,024-token prompt's values are a megabyte per
+    /// head: one pass per query row was a pass through L3) and the rows' FMA chains
+    /// overlap. A block whose rows count their keys from different first keys (padding)
+    /// sums each row's values alone.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C ([`applies`]); the operands were checked by
+    /// [`super::ggml_attention_into`] (`super::check_operands`); the head size is a multiple
+    /// of [`STEP`].
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn prompt_head(inputs: &HeadInputs, (bi, hi): (usize, usize)) -> Vec<f32> {
+        let HeadInputs {
+            q: qs,
+            kv: [ks, vs],
+            layouts: [ql, kl, vl],
+            biases,
+            dims,
+            scale,
+            softcap,
+        } = *inputs;
+        let AttentionDims {
+            heads: h,
+            kv_heads: kvh,
+            q_len,
+            k_len,
+            head_dim: d,
+            ..
+        } = dims;
+        let kv_hi = hi / (h / kvh);
+        let (q0, k0, v0) = (ql.at(bi, hi), kl.at(bi, kv_hi), vl.at(bi, kv_hi));
+        let mut out = vec![0f32; q_len * d];
+        let mut q16 = vec![0f32; BLOCK * d];
+        let mut scores = vec![0f32; BLOCK * k_len];
+        let mut p16 = vec![0f32; BLOCK * k_len];
+        let mut any = vec![false; k_len];
+        let mut acc = vec![0f32; BLOCK * GGML_LANES * d];
+        for t0 in (0..q_len).step_by(BLOCK) {
+            let rows = BLOCK.min(q_len - t0);
+            q16.fill(0.0);
+            for r in 0..rows {
+                for (x16, x) in q16[r * d..][..d]
+                    .iter_mut()
+                    .zip(&qs[q0 + (t0 + r) * ql.ss..][..d])
+                {
+                    *x16 = round_f16(*x);
+                }
+                let row = &mut scores[r * k_len..][..k_len];
+                row.fill(0.0);
+                for bias in biases {
+                    bias.add_row(row, bi, hi, t0 + r);
+                }
+            }
+            // q·k for the block's rows, each key loaded once; masked keys keep their bias.
+            for j in 0..k_len {
+                if !(0..rows).any(|r| scores[r * k_len + j] > f32::MIN / 2.0) {
+                    continue;
+                }
+                let kp = ks.as_ptr().add(k0 + j * kl.ss);
+                let mut lo = [_mm256_setzero_ps(); BLOCK];
+                let mut hi8 = [_mm256_setzero_ps(); BLOCK];
+                for c in (0..d).step_by(GGML_LANES) {
+                    let k_lo = _mm256_loadu_ps(kp.add(c));
+                    let k_hi = _mm256_loadu_ps(kp.add(c + 8));
+                    for r in 0..BLOCK {
+                        let qp = q16.as_ptr().add(r * d + c);
+                        lo[r] = _mm256_fmadd_ps(k_lo, _mm256_loadu_ps(qp), lo[r]);
+                        hi8[r] = _mm256_fmadd_ps(k_hi, _mm256_loadu_ps(qp.add(8)), hi8[r]);
+                    }
+                }
+                for r in 0..rows {
+                    let s = &mut scores[r * k_len + j];
+                    if *s > f32::MIN / 2.0 {
+                        let mut lanes = [0f32; GGML_LANES];
+                        _mm256_storeu_ps(lanes.as_mut_ptr(), lo[r]);
+                        _mm256_storeu_ps(lanes.as_mut_ptr().add(8), hi8[r]);
+                        let kq = super::hsum16(&lanes);
+                        let kq = match softcap {
+                            Some(cap) => (kq * (1.0 / cap)).tanh() * cap,
+                            None => kq,
+                        };
+                        *s += kq * scale;
+                    }
+                }
+            }
+            // Softmax per row, from the row's first real key (see `attention_head_body`).
+            let mut starts = [0usize; BLOCK];
+            for (r, start) in starts.iter_mut().enumerate().take(rows) {
+                let row = &mut scores[r * k_len..][..k_len];
+                *start = row.iter().position(|s| *s > PADDING_LIMIT).unwrap_or(0);
+                ggml_softmax_in_place(&mut row[*start..]);
+            }
+            // Rows sharing their first key sum their values together: the whole block, or
+            // (padding) each row alone.
+            let together = starts[..rows].iter().all(|s| *s == starts[0]);
+            let groups = if together { 1 } else { rows };
+            for g in 0..groups {
+                let group = if together { 0..rows } else { g..g + 1 };
+                let start = starts[group.start];
+                let n = k_len - start;
+                // Rows outside the group keep probability 0 (they add nothing).
+                p16.fill(0.0);
+                any[..n].fill(false);
+                for r in group.clone() {
+                    for (j, p) in scores[r * k_len + start..][..n].iter().enumerate() {
+                        if *p != 0.0 {
+                            p16[r * k_len + j] = round_f16(*p);
+                            any[j] = true;
+                        }
+                    }
+                }
+                let vp = vs.as_ptr().add(v0 + start * vl.ss);
+                acc.fill(0.0);
+                for lane in 0..GGML_LANES.min(n) {
+                    for c0 in (0..d).step_by(GGML_LANES) {
+                        let mut a = [[_mm256_setzero_ps(); 2]; BLOCK];
+                        for j in (lane..n).step_by(GGML_LANES) {
+                            if !any[j] {
+                                // Every row would add 0 to every column.
+                                continue;
+                            }
+                            let row = vp.add(j * vl.ss + c0);
+                            let v_lo = _mm256_loadu_ps(row);
+                            let v_hi = _mm256_loadu_ps(row.add(8));
+                            for (r, a) in a.iter_mut().enumerate() {
+                                // A row whose probability is 0 adds ±0 (finite values):
+                                // the same bits as skipping the key.
+                                let p = _mm256_set1_ps(*p16.get_unchecked(r * k_len + j));
+                                a[0] = _mm256_fmadd_ps(v_lo, p, a[0]);
+                                a[1] = _mm256_fmadd_ps(v_hi, p, a[1]);
+                            }
+                        }
+                        for (r, a) in a.iter().enumerate() {
+                            let dst = acc.as_mut_ptr().add((r * GGML_LANES + lane) * d + c0);
+                            _mm256_storeu_ps(dst, a[0]);
+                            _mm256_storeu_ps(dst.add(8), a[1]);
+                        }
+                    }
+                }
+                for r in group {
+                    let lanes = &mut acc[r * GGML_LANES * d..][..GGML_LANES * d];
+                    reduce_value_lanes(lanes, d, &mut out[(t0 + r) * d..][..d]);
+                }
+            }
+        }
+        out
     }
 
     /// Head `hi` of batch row `bi` for one query row (see the module documentation).
@@ -1835,6 +1992,101 @@ mod tests {
                             "{path} keys and values: d {d}, k_len {k_len}, row {bi}, head {hi}"
                         );
                     }
+                }
+            }
+        }
+    }
+
+    /// The AVX2 prompt path gives every output the same bits as the generic loop: blocks of
+    /// query rows with causal masks, left padding, a sliding window, soft-capping, a fully
+    /// masked query row (rows of one block counting from different first keys), grouped
+    /// heads, and query counts that leave partial blocks.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_prompt_path_equals_the_generic_loop_bit_for_bit() {
+        use super::super::math::round_f16;
+        use crate::nn::mask::{MASKED, OUTSIDE_WINDOW};
+        if !decode_x86::applies(64) {
+            eprintln!("no AVX2 + FMA + F16C here: the prompt path does not run");
+            return;
+        }
+        let mut seed = 0x9e37_79b9_u64;
+        let mut unit = move || {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        for (d, h, kvh, q_len, k_len, softcap) in [
+            (64, 9, 3, 5, 5, None),
+            (64, 4, 2, 9, 12, None),
+            (128, 2, 1, 7, 20, Some(30.0)),
+            (256, 4, 1, 6, 6, None),
+            (64, 2, 2, 13, 40, None),
+        ] {
+            let b = 2;
+            let q: Vec<f32> = (0..b * h * q_len * d).map(|_| 3.0 * unit()).collect();
+            let k: Vec<f32> = (0..b * kvh * k_len * d)
+                .map(|_| round_f16(unit()))
+                .collect();
+            let v: Vec<f32> = (0..b * kvh * k_len * d)
+                .map(|_| round_f16(unit()))
+                .collect();
+            // Row 0: causal over a cache of `k_len - q_len` earlier keys. Row 1: the same,
+            // left-padded by 3 keys, keys 4 or more behind outside a window, and its first
+            // query fully masked.
+            let past = k_len - q_len;
+            let mut bias = vec![0f32; b * q_len * k_len];
+            for t in 0..q_len {
+                for j in 0..k_len {
+                    let future = j > past + t;
+                    bias[t * k_len + j] = if future { MASKED } else { 0.0 };
+                    bias[(q_len + t) * k_len + j] = if future || j < 3 || t == 0 {
+                        MASKED
+                    } else if past + t - j >= 4 {
+                        OUTSIDE_WINDOW
+                    } else {
+                        0.0
+                    };
+                }
+            }
+            let view = BiasView::new(
+                &bias,
+                &[b, 1, q_len, k_len],
+                &[q_len * k_len, 0, k_len, 1],
+                [b, h, q_len, k_len],
+            )
+            .unwrap();
+            let inputs = HeadInputs {
+                q: &q,
+                kv: [&k, &v],
+                layouts: [
+                    HeadLayout::contiguous(h, q_len, d),
+                    HeadLayout::contiguous(kvh, k_len, d),
+                    HeadLayout::contiguous(kvh, k_len, d),
+                ],
+                biases: std::slice::from_ref(&view),
+                dims: AttentionDims {
+                    batch: b,
+                    heads: h,
+                    kv_heads: kvh,
+                    q_len,
+                    k_len,
+                    head_dim: d,
+                },
+                scale: 0.125,
+                softcap,
+            };
+            for bi in 0..b {
+                for hi in 0..h {
+                    let generic = attention_head(&inputs, (bi, hi));
+                    // SAFETY: `applies` said AVX2, FMA and F16C are here; the layouts are
+                    // full.
+                    let fast = unsafe { decode_x86::prompt_head(&inputs, (bi, hi)) };
+                    let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&generic),
+                        bits(&fast),
+                        "d {d}, q_len {q_len}, k_len {k_len}, row {bi}, head {hi}"
+                    );
                 }
             }
         }
